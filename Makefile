@@ -1,0 +1,84 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+##@ Variables (override on the command line: make run SOURCE=file:PATH)
+PYTHON ?= python3
+VENV ?= .venv
+STORE ?= .hhpulse/store
+SOURCE ?= demo
+IMAGE_REGISTRY ?=
+CONTAINER_TOOL ?= docker
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY_PREFIX := $(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/,)
+PIPELINE_IMAGE := $(REGISTRY_PREFIX)hhpulse-pipeline:$(VERSION)
+SERVING_IMAGE := $(REGISTRY_PREFIX)hhpulse-serving:$(VERSION)
+STAMP := $(VENV)/.installed
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [VAR=value]\n"} \
+	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Setup
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q -e '.[cpu,pipeline,serve,dev]'
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install hhpulse with every extra (idempotent)
+
+##@ Quick start
+.PHONY: run
+run: install ## Run the whole pipeline locally with kfp.local (SOURCE=demo|file:PATH|api, STORE=DIR)
+	$(BIN)/hhpulse run --source '$(SOURCE)' --store '$(STORE)'
+
+.PHONY: test
+test: install ## Run the test suite
+	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest $(PYTEST_ARGS)
+
+##@ Development
+.PHONY: lint
+lint: install ## Lint with ruff
+	$(BIN)/ruff check src tests components pipelines
+	$(BIN)/ruff format --check src tests components pipelines
+
+.PHONY: fmt
+fmt: install ## Format and fix with ruff
+	$(BIN)/ruff format src tests components pipelines
+	$(BIN)/ruff check --fix src tests components pipelines
+
+.PHONY: bench
+bench: install ## Run the benchmarks (real data from ../shared when present)
+	$(BIN)/python -m benchmarks
+
+.PHONY: compile
+compile: install ## Compile the Kubeflow pipeline to pipelines/hhpulse.yaml
+	$(BIN)/hhpulse compile --output pipelines/hhpulse.yaml
+
+.PHONY: serve
+serve: install ## Serve the local champion model on http://127.0.0.1:8080
+	$(BIN)/hhpulse serve --store '$(STORE)' --http_port 8080
+
+##@ Images
+.PHONY: images
+images: ## Build the pipeline and serving images (CONTAINER_TOOL, IMAGE_REGISTRY)
+	$(CONTAINER_TOOL) build -f images/pipeline.Dockerfile -t $(PIPELINE_IMAGE) .
+	$(CONTAINER_TOOL) build -f images/serving.Dockerfile -t $(SERVING_IMAGE) .
+
+.PHONY: push
+push: ## Push both images to IMAGE_REGISTRY
+	@test -n "$(IMAGE_REGISTRY)" || { echo "set IMAGE_REGISTRY, e.g. make push IMAGE_REGISTRY=registry.example.com/ml"; exit 2; }
+	$(CONTAINER_TOOL) push $(PIPELINE_IMAGE)
+	$(CONTAINER_TOOL) push $(SERVING_IMAGE)
+
+.PHONY: clean
+clean: ## Remove the virtualenv, caches and the local store
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hhpulse build dist src/*.egg-info

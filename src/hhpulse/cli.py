@@ -1,0 +1,97 @@
+"""The ``hhpulse`` command line.
+
+Each subcommand lives in its own module under :mod:`hhpulse.commands` and
+exposes ``configure(parser)`` and ``run(args) -> int``. Modules are imported
+only when their subcommand runs, so ``hhpulse --help`` stays fast and a
+missing optional extra (kfp, kserve) only matters for the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from hhpulse import __version__
+
+# name -> (module under hhpulse.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("collect", "collect vacancies (hh.ru API, a file dump, or the demo emulator) into the store"),
+    "validate": ("validate", "check a collection run against the data contract and quarantine bad rows"),
+    "history": ("history", "rebuild history/vacancies.parquet from every raw run in the store"),
+    "emulator": ("emulator", "serve the synthetic hh.ru API emulator on a local port"),
+    "train": ("train", "train salary and demand candidates and write a model bundle"),
+    "predict": ("predict", "predict salary and demand cohorts for a file of vacancies"),
+    "evaluate": ("evaluate", "evaluate a model bundle on any data that can be labelled"),
+    "serve": ("serve", "serve a model bundle with KServe (v1 and v2 protocols)"),
+    "request": ("request", "call a running hhpulse predictor over HTTP"),
+    "run": ("run", "run the whole pipeline on this machine with kfp.local (the embedded default)"),
+    "compile": ("compile", "compile the Kubeflow pipeline to pipelines/hhpulse.yaml"),
+    "submit": ("submit", "upload the pipeline to a Kubeflow Pipelines API and start a run"),
+    "schedule": ("schedule", "create or update a recurring run on Kubeflow Pipelines"),
+    "deploy": ("deploy", "render or apply the KServe InferenceService for a published model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hhpulse",
+        description="Salary and demand cohorts for hh.ru vacancies, retrained on Kubeflow and served by KServe.",
+    )
+    parser.add_argument("--version", action="version", version=f"hhpulse {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        _configure(p, module)
+    return parser
+
+
+def _configure(p: argparse.ArgumentParser, module: str) -> None:
+    mod = _load(module)
+    if mod is not None:
+        mod.configure(p)
+
+
+def _load(module: str):  # type: ignore[no-untyped-def]
+    try:
+        return importlib.import_module(f"hhpulse.commands.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("hhpulse.commands"):
+            return None  # command not built yet in this checkout
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.command:
+        parser.print_help()
+        return 2
+    mod = _load(args._module)
+    if mod is None:
+        parser.error(f"command {args.command!r} is not available in this build")
+    try:
+        return int(mod.run(args) or 0)
+    except KeyboardInterrupt:
+        print("hhpulse: interrupted", file=sys.stderr)
+        return 130
+    except ModuleNotFoundError as exc:
+        print(
+            f"hhpulse {args.command}: needs the missing package {exc.name!r}; "
+            "install the project with `make install` (or pip install -e '.[cpu,pipeline,serve]')",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``hhpulse`` subcommand: ``configure(parser)`` and ``run(args) -> int``."""

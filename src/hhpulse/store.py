@@ -1,0 +1,328 @@
+"""Artifact store: one small interface over a local folder and S3 (MinIO).
+
+Keys are ``/``-separated relative paths such as ``raw/<run_id>/meta.json``.
+Every write is atomic: a reader never sees half an object.
+
+* :class:`LocalStore` writes to a temporary file in the target folder, fsyncs it
+  and renames it into place (``os.replace`` is atomic on POSIX).
+* :class:`S3Store` puts each object whole with one ``PutObject`` call, so S3's
+  own atomicity applies. Credentials come from boto3's standard chain (the
+  ``AWS_*`` environment variables, a profile, or an instance role), never from
+  arguments. Path-style addressing is on by default, which MinIO needs.
+
+Use :func:`open_store` to get a store from a location string: a folder path,
+``file://PATH`` or ``s3://bucket/prefix``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pandas is imported lazily: the store must stay cheap to import
+    import pandas as pd
+
+DEFAULT_LOCAL_STORE = ".hhpulse/store"
+STORE_ENV = "HHPULSE_STORE"
+S3_ENDPOINT_ENV = "HHPULSE_S3_ENDPOINT"
+
+
+class StoreError(RuntimeError):
+    """A store operation failed for a reason the caller can act on."""
+
+
+class KeyNotFound(StoreError, KeyError):
+    """The key does not exist in the store."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "key not found"
+
+
+def _check_key(key: str) -> str:
+    key = key.strip("/")
+    if not key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise StoreError(f"invalid store key {key!r}: use a relative path like 'raw/<run_id>/meta.json'")
+    return key
+
+
+class Store(ABC):
+    """What every backend offers. Keys are relative, ``/``-separated."""
+
+    url: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` to ``key`` atomically, replacing any earlier object."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Return the object's bytes; raise :class:`KeyNotFound` if absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys of every object under ``prefix`` (a folder-like prefix)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object. Missing keys are ignored."""
+
+    # -- derived helpers, shared by every backend -------------------------------------------
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        self.put_bytes(key, Path(path).read_bytes())
+
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> Path:
+        """Copy an object to a local file (atomically) and return its path."""
+        dest = Path(path)
+        atomic_write_bytes(dest, self.get_bytes(key))
+        return dest
+
+    def put_json(self, key: str, obj: Any) -> None:
+        self.put_bytes(key, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str).encode())
+
+    def get_json(self, key: str) -> Any:
+        data = self.get_bytes(key)
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{self.uri(key)} is not valid JSON: {exc}") from exc
+
+    def put_parquet(self, key: str, df: pd.DataFrame) -> None:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        self.put_bytes(key, buf.getvalue())
+
+    def get_parquet(self, key: str) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.read_parquet(io.BytesIO(self.get_bytes(key)))
+
+    def put_dir(self, prefix: str, folder: str | os.PathLike[str]) -> list[str]:
+        """Upload every file below ``folder`` under ``prefix``; return the keys written."""
+        root = Path(folder)
+        keys = []
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            key = f"{prefix.strip('/')}/{path.relative_to(root).as_posix()}"
+            self.put_file(key, path)
+            keys.append(key)
+        return keys
+
+    def get_dir(self, prefix: str, folder: str | os.PathLike[str]) -> list[Path]:
+        """Download every object under ``prefix`` into ``folder``; return the local paths."""
+        prefix = prefix.strip("/") + "/"
+        keys = self.list(prefix)
+        if not keys:
+            raise KeyNotFound(f"nothing stored under {self.uri(prefix)}")
+        out = []
+        for key in keys:
+            out.append(self.get_file(key, Path(folder) / key[len(prefix) :]))
+        return out
+
+    def uri(self, key: str = "") -> str:
+        """A human-readable address for ``key`` (for messages and logs)."""
+        return f"{self.url.rstrip('/')}/{key.lstrip('/')}" if key else self.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LocalStore(Store):
+    """A folder on disk: the embedded default, standing in for MinIO."""
+
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_LOCAL_STORE) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        atomic_write_bytes(self._path(key), data)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyNotFound(f"{path} does not exist") from None
+        except IsADirectoryError:
+            raise KeyNotFound(f"{path} is a folder, not an object") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = prefix.lstrip("/")
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        # temporary files of in-flight writes start with "." and end with ".tmp": never list them
+        return sorted(k for k in keys if k.startswith(prefix) and not _is_tmp(k))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+def _is_tmp(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        if not url.startswith("s3://"):
+            raise StoreError(f"not an S3 URL: {url!r} (expected s3://bucket/prefix)")
+        rest = url[len("s3://") :]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StoreError(f"S3 URL {url!r} has no bucket (expected s3://bucket/prefix)")
+        return cls(bucket=bucket, prefix=prefix.strip("/"))
+
+
+class S3Store(Store):
+    """An S3 bucket and prefix, through boto3. Works with MinIO (path-style addressing).
+
+    Args:
+        url: ``s3://bucket/prefix``.
+        endpoint_url: the S3 endpoint, e.g. ``http://minio.minio:9000``. Defaults to
+            ``$HHPULSE_S3_ENDPOINT``, then ``$AWS_ENDPOINT_URL``, then AWS itself.
+        path_style: use path-style addressing (needed for MinIO). Default on.
+        region: the region name; defaults to boto3's chain, then ``us-east-1``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        endpoint_url: str | None = None,
+        *,
+        path_style: bool = True,
+        region: str | None = None,
+        client: Any | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.location = S3Location.parse(url)
+        self.url = f"s3://{self.location.bucket}" + (f"/{self.location.prefix}" if self.location.prefix else "")
+        self.endpoint_url = endpoint_url or os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
+        if client is None:
+            cfg = Config(
+                s3={"addressing_style": "path" if path_style else "auto"},
+                retries={"max_attempts": 5, "mode": "standard"},
+            )
+            region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=region, config=cfg)
+        self._s3 = client
+
+    def _key(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.location.prefix}/{key}" if self.location.prefix else key
+
+    def _error(self, exc: Exception, key: str) -> StoreError:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if isinstance(exc, NoCredentialsError):
+            return StoreError(
+                f"no S3 credentials for {self.uri(key)}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE) in the environment"
+            )
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return KeyNotFound(f"{self.uri(key)} does not exist")
+            if code == "NoSuchBucket":
+                return StoreError(f"bucket {self.location.bucket!r} does not exist at {self.endpoint_url or 'AWS'}")
+            return StoreError(f"S3 {code or 'error'} on {self.uri(key)}: {exc}")
+        return StoreError(f"S3 request for {self.uri(key)} failed: {exc}")
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self._s3.put_object(Bucket=self.location.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:  # botocore raises many types; report one clear error
+            raise self._error(exc, key) from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            obj = self._s3.get_object(Bucket=self.location.bucket, Key=self._key(key))
+            return obj["Body"].read()
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.location.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:
+            err = self._error(exc, key)
+            if isinstance(err, KeyNotFound):
+                return False
+            raise err from exc
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        # string-prefix semantics, the same as LocalStore.list
+        base = f"{self.location.prefix}/" if self.location.prefix else ""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=base + prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(base) :]
+
+    def list(self, prefix: str = "") -> list[str]:
+        try:
+            return sorted(self._iter_keys(prefix.lstrip("/")))
+        except Exception as exc:
+            raise self._error(exc, prefix) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.location.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+
+
+def open_store(location: str | os.PathLike[str] | None = None, *, endpoint_url: str | None = None) -> Store:
+    """Open a store from a location string.
+
+    ``None`` means ``$HHPULSE_STORE`` or, failing that, the embedded default
+    ``.hhpulse/store``. ``s3://bucket/prefix`` opens S3 (MinIO with
+    ``endpoint_url`` or ``$HHPULSE_S3_ENDPOINT``); anything else is a folder.
+    """
+    loc = str(location) if location is not None else os.environ.get(STORE_ENV) or DEFAULT_LOCAL_STORE
+    if loc.startswith("s3://"):
+        return S3Store(loc, endpoint_url=endpoint_url)
+    if loc.startswith("file://"):
+        loc = loc[len("file://") :]
+    if "://" in loc:
+        raise StoreError(f"unsupported store location {loc!r}: use a folder path or s3://bucket/prefix")
+    return LocalStore(loc)
