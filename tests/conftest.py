@@ -1,0 +1,73 @@
+"""Shared fixtures. Area-specific fixtures live in the test modules that use them."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HHPULSE_SHARED", REPO.parent / "shared"))
+SHARED_HH = SHARED / "data" / "hh"
+SHARED_SPECS = SHARED / "specs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def shared_hh() -> Path:
+    """../shared/data/hh, or skip the test cleanly when it is absent."""
+    if not (SHARED_HH / "vacancies_dev.api.jsonl.gz").is_file():
+        pytest.skip(f"shared hh.ru data not found at {SHARED_HH}")
+    return SHARED_HH
+
+
+@pytest.fixture
+def shared_specs() -> Path:
+    """../shared/specs, or skip the test cleanly when it is absent."""
+    if not SHARED_SPECS.is_dir():
+        pytest.skip(f"shared specs not found at {SHARED_SPECS}")
+    return SHARED_SPECS
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 server (moto's ThreadedMotoServer) on 127.0.0.1; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Fake credentials in the standard AWS variables, pointed at the moto server."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("HHPULSE_S3_ENDPOINT", s3_server)
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
+    """A fresh bucket on the moto server; returns its name."""
+    import uuid
+
+    import boto3
+
+    name = f"hhpulse-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
