@@ -88,7 +88,9 @@ class Store(ABC):
         return dest
 
     def put_json(self, key: str, obj: Any) -> None:
-        self.put_bytes(key, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str).encode())
+        self.put_bytes(
+            key, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str).encode()
+        )
 
     def get_json(self, key: str) -> Any:
         data = self.get_bytes(key)
@@ -235,14 +237,20 @@ class S3Store(Store):
         from botocore.config import Config
 
         self.location = S3Location.parse(url)
-        self.url = f"s3://{self.location.bucket}" + (f"/{self.location.prefix}" if self.location.prefix else "")
-        self.endpoint_url = endpoint_url or os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
+        self.url = f"s3://{self.location.bucket}" + (
+            f"/{self.location.prefix}" if self.location.prefix else ""
+        )
+        self.endpoint_url = (
+            endpoint_url or os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
+        )
         if client is None:
             cfg = Config(
                 s3={"addressing_style": "path" if path_style else "auto"},
                 retries={"max_attempts": 5, "mode": "standard"},
             )
-            region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            region = (
+                region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            )
             client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=region, config=cfg)
         self._s3 = client
 
@@ -263,7 +271,9 @@ class S3Store(Store):
             if code in ("NoSuchKey", "404", "NotFound"):
                 return KeyNotFound(f"{self.uri(key)} does not exist")
             if code == "NoSuchBucket":
-                return StoreError(f"bucket {self.location.bucket!r} does not exist at {self.endpoint_url or 'AWS'}")
+                return StoreError(
+                    f"bucket {self.location.bucket!r} does not exist at {self.endpoint_url or 'AWS'}"
+                )
             return StoreError(f"S3 {code or 'error'} on {self.uri(key)}: {exc}")
         return StoreError(f"S3 request for {self.uri(key)} failed: {exc}")
 

@@ -1,0 +1,105 @@
+"""``hhpulse collect``: one collection run into the store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hhpulse.hh.client import DEFAULT_API_URL
+
+
+def add_source_args(p: argparse.ArgumentParser, *, default_source: str = "demo") -> None:
+    """The source options, shared by ``collect`` and ``run``."""
+    p.add_argument(
+        "--source",
+        default=default_source,
+        help="api (hh.ru), demo (the bundled SYNTHETIC emulator) or file:PATH (a dump) [%(default)s]",
+    )
+    p.add_argument("--api-url", default=DEFAULT_API_URL, help="hh.ru API root for --source api [%(default)s]")
+    p.add_argument(
+        "--query",
+        action="append",
+        dest="queries",
+        metavar="TEXT",
+        help="search text, repeatable [api: Python, Data Scientist, Аналитик данных; demo: everything]",
+    )
+    p.add_argument("--area", default=None, help="hh.ru area id [api: 113 (Russia); demo: all]")
+    p.add_argument("--contact", default=None, help="contact in the HH-User-Agent header [$HHPULSE_CONTACT]")
+    p.add_argument("--rps", type=float, default=None, help="requests per second [api: 2, demo: unlimited]")
+    p.add_argument("--max-retries", type=int, default=6, help="retries per request on 429/5xx [%(default)s]")
+    p.add_argument(
+        "--collected-at", default=None, help="collection time for file items without one (ISO 8601)"
+    )
+    p.add_argument(
+        "--rates", default=None, help="GET /dictionaries JSON with currency rates, for file imports"
+    )
+    p.add_argument(
+        "--demo-size", type=int, default=150, help="demo market: vacancies opened per day [%(default)s]"
+    )
+    p.add_argument("--demo-day", type=int, default=None, help="demo market: simulated day [advances per run]")
+
+
+def source_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hhpulse.hh.sources import make_source
+
+    return make_source(
+        args.source,
+        api_url=args.api_url,
+        queries=args.queries,
+        area=args.area,
+        contact=args.contact,
+        rps=args.rps,
+        max_retries=args.max_retries,
+        collected_at=args.collected_at,
+        rates=args.rates,
+        demo_size=args.demo_size,
+        demo_day=args.demo_day,
+    )
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_source_args(p)
+    p.add_argument(
+        "--store", default=None, help="DIR or s3://bucket/prefix [$HHPULSE_STORE or .hhpulse/store]"
+    )
+    p.add_argument("--no-validate", action="store_true", help="skip the data-contract validation")
+    p.add_argument("--max-bad-fraction", type=float, default=0.2, help="validation threshold [%(default)s]")
+    p.add_argument("--no-history", action="store_true", help="do not rebuild history/vacancies.parquet")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hhpulse.collect import collect
+    from hhpulse.hh.sources import SourceError
+    from hhpulse.store import StoreError, open_store
+
+    try:
+        store = open_store(args.store)
+        source = source_from_args(args)
+        result = collect(source, store)
+    except (SourceError, StoreError) as exc:
+        print(f"hhpulse collect: {exc}", file=sys.stderr)
+        return 2
+    print(f"run {result.run_id}: {result.items} vacancies -> {store.uri(f'raw/{result.run_id}/')}")
+    if result.meta.get("synthetic"):
+        print("note: --source demo collects a SYNTHETIC market from the bundled emulator, not hh.ru")
+    status = 0
+    if result.stop_reason:
+        print(
+            f"hhpulse collect: stopped early ({result.items} vacancies kept): {result.stop_reason}",
+            file=sys.stderr,
+        )
+        status = 1
+    if not args.no_validate:
+        from hhpulse.validate import ValidationFailed, validate_run
+
+        try:
+            report = validate_run(store, result.run_id, max_bad_fraction=args.max_bad_fraction)
+            print(report.summary_line())
+        except ValidationFailed as exc:
+            print(f"hhpulse collect: {exc}", file=sys.stderr)
+            return 1
+    if not args.no_history:
+        from hhpulse.history import rebuild_history, summarize
+
+        print(summarize(rebuild_history(store)))
+    return status

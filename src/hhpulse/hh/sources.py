@@ -1,0 +1,376 @@
+"""Where vacancies come from: the hh.ru API, a file dump, or the demo emulator.
+
+All sources offer the same interface (:class:`Source`), so the rest of hhpulse does not
+care where vacancies came from. :func:`make_source` turns a ``--source`` string into one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hhpulse.hh.client import DEFAULT_API_URL, HHClient, PageProgress
+from hhpulse.hh.records import parse_datetime
+
+if TYPE_CHECKING:
+    from hhpulse.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUERIES: tuple[str, ...] = ("Python", "Data Scientist", "Аналитик данных")
+DEFAULT_AREA = "113"  # Russia
+SEARCH_WINDOW_DAYS = 31  # hh.ru lists vacancies (re)published within the last 30 days
+DEMO_START_DAY = 60
+DEMO_STEP_DAYS = 7
+
+# Approximate rates (units per 1 RUR) for file imports that come without /dictionaries.
+# The meta of such a run records that these were used; pass --rates for real ones.
+FALLBACK_RATES: dict[str, float] = {
+    "RUR": 1.0,
+    "USD": 0.0108,
+    "EUR": 0.0099,
+    "KZT": 4.8,
+    "BYR": 0.035,
+    "UZS": 136.0,
+    "KGS": 0.95,
+    "AZN": 0.0183,
+    "GEL": 0.03,
+    "UAH": 0.45,
+}
+
+
+class SourceError(ValueError):
+    """A source cannot be built or read (bad spec, missing file, bad JSON)."""
+
+
+@dataclass
+class SourceStats:
+    requests: int = 0
+    pages: int = 0
+    retries: int = 0
+
+
+class Source(ABC):
+    """A provider of raw hh.ru search items for one collection run."""
+
+    kind: str = "?"
+    synthetic: bool = False
+
+    def prepare(self, store: Store) -> None:  # noqa: B027 - optional hook
+        """Look at the store before fetching (the demo picks its market day here)."""
+
+    @abstractmethod
+    def fetch(self, progress: PageProgress | None = None) -> Iterator[dict[str, Any]]:
+        """Yield raw items. May raise CaptchaRequired/RetriesExhausted/HHError midway."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The parameters recorded in meta.json."""
+
+    def currency_rates(self) -> tuple[dict[str, float], str]:
+        """(code -> units per 1 RUR, where the rates came from)."""
+        return dict(FALLBACK_RATES), "builtin-approximate"
+
+    @property
+    def collected_at(self) -> datetime | None:
+        """The collection time to stamp on items that have none."""
+        return None
+
+    def coverage(self) -> dict[str, Any]:
+        """What the run's search covered; ``complete`` allows close inference in history."""
+        return {"queries": [], "area": None, "complete": False, "truncated": []}
+
+    def stats(self) -> SourceStats:
+        return SourceStats()
+
+
+@dataclass
+class ApiSource(Source):
+    """Searches the hh.ru API (or any server that speaks it, like the emulator)."""
+
+    api_url: str = DEFAULT_API_URL
+    queries: Sequence[str] = DEFAULT_QUERIES
+    area: str | None = DEFAULT_AREA
+    contact: str | None = None
+    rps: float = 2.0
+    max_retries: int = 6
+    backoff_base: float = 1.0
+    per_page: int = 100
+    window_days: float = SEARCH_WINDOW_DAYS
+    now: datetime | None = None
+    kind: str = "api"
+    _client: HHClient | None = field(default=None, init=False, repr=False)
+    _truncated: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _finished: bool = field(default=False, init=False, repr=False)
+
+    def client(self) -> HHClient:
+        if self._client is None:
+            self._client = HHClient(
+                self.api_url,
+                contact=self.contact,
+                rps=self.rps,
+                max_retries=self.max_retries,
+                backoff_base=self.backoff_base,
+            )
+        return self._client
+
+    @property
+    def collected_at(self) -> datetime:
+        if self.now is None:
+            self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        return self.now
+
+    def currency_rates(self) -> tuple[dict[str, float], str]:
+        return self.client().currency_rates(), f"{self.api_url}/dictionaries"
+
+    def fetch(self, progress: PageProgress | None = None) -> Iterator[dict[str, Any]]:
+        end = self.collected_at
+        start = end - timedelta(days=self.window_days)
+        for query in self.queries or [""]:
+            log.info(
+                "searching %r in area %s (%s .. %s)", query, self.area or "any", start.date(), end.date()
+            )
+            yield from self.client().search_all(
+                query,
+                area=self.area,
+                date_from=start,
+                date_to=end,
+                per_page=self.per_page,
+                progress=progress,
+                truncated=self._truncated,
+            )
+        self._finished = True
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "api_url": self.api_url,
+            "queries": list(self.queries),
+            "area": self.area,
+            "per_page": self.per_page,
+            "rps": self.rps,
+            "window_days": self.window_days,
+        }
+
+    def coverage(self) -> dict[str, Any]:
+        return {
+            "queries": sorted(set(self.queries or [""])),
+            "area": self.area,
+            "complete": self._finished and not self._truncated,
+            "truncated": list(self._truncated),
+        }
+
+    def stats(self) -> SourceStats:
+        if self._client is None:
+            return SourceStats()
+        s = self._client.stats
+        return SourceStats(requests=s.requests, pages=s.pages, retries=s.retries)
+
+
+@dataclass
+class DemoSource(ApiSource):
+    """The SYNTHETIC market behind the bundled emulator, collected with the real client.
+
+    Each complete demo run already in the store moves the simulated day forward by
+    ``step_days``, so consecutive runs see vacancies open, re-publish and close.
+    """
+
+    day: int | None = None
+    step_days: int = DEMO_STEP_DAYS
+    daily_new: int = 150
+    seed: int = 7
+    queries: Sequence[str] = ("",)
+    area: str | None = None
+    rps: float = 0.0
+    kind: str = "demo"
+    synthetic: bool = True
+
+    def prepare(self, store: Store) -> None:
+        if self.day is None:
+            earlier = 0
+            for key in store.list("raw/"):
+                if key.endswith("/meta.json"):
+                    meta = store.get_json(key)
+                    if meta.get("source", {}).get("kind") == "demo" and meta.get("complete"):
+                        earlier += 1
+            self.day = DEMO_START_DAY + self.step_days * earlier
+            log.info("demo market: simulated day %d (%d earlier demo runs in the store)", self.day, earlier)
+
+    @property
+    def collected_at(self) -> datetime:
+        from hhpulse.hh.market import Market
+
+        return Market.clock(self.day if self.day is not None else DEMO_START_DAY)
+
+    def fetch(self, progress: PageProgress | None = None) -> Iterator[dict[str, Any]]:
+        from hhpulse.hh.emulator import Emulator
+        from hhpulse.hh.market import Market
+
+        day = self.day if self.day is not None else DEMO_START_DAY
+        self.day = day
+        with Emulator(Market(seed=self.seed, daily_new=self.daily_new), day=day) as emu:
+            self.api_url = emu.url
+            self._client = None
+            log.info(
+                "demo: SYNTHETIC hh.ru emulator at %s, day %d (%s)", emu.url, day, self.collected_at.date()
+            )
+            self._rates = self.client().currency_rates()
+            yield from super().fetch(progress)
+
+    def currency_rates(self) -> tuple[dict[str, float], str]:
+        rates = getattr(self, "_rates", None)
+        if rates is None:
+            from hhpulse.hh.market import CURRENCY_RATES
+
+            rates = dict(CURRENCY_RATES)
+        return rates, "emulator /dictionaries (synthetic)"
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(api_url="emulator", day=self.day, daily_new=self.daily_new, seed=self.seed, synthetic=True)
+        return d
+
+
+@dataclass
+class FileSource(Source):
+    """Imports a dump: JSON lines (optionally gzipped) of search items, saved ``/vacancies``
+    pages (``{"items": [...]}``, one per line or one per file), or a JSON list of items.
+
+    An item's own ``collected_at`` wins over ``collected_at_default``.
+    """
+
+    path: Path = Path()
+    collected_at_default: datetime | None = None
+    rates_path: Path | None = None
+    kind: str = "file"
+    _count: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not self.path.is_file():
+            raise SourceError(f"file source {str(self.path)!r} does not exist")
+
+    @property
+    def collected_at(self) -> datetime | None:
+        return self.collected_at_default
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        with open(self.path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        return gzip.open(self.path, "rt", encoding="utf-8") if gz else open(self.path, encoding="utf-8")
+
+    def fetch(self, progress: PageProgress | None = None) -> Iterator[dict[str, Any]]:
+        with self._open() as fh:
+            head = fh.read(1)
+            while head and head.isspace():
+                head = fh.read(1)
+            if head == "[":  # one JSON document: a list of items
+                doc = json.loads(head + fh.read())
+                yield from self._items_of(doc, 1)
+                return
+            if head == "{":
+                rest = fh.read()
+                text = head + rest
+                try:  # a single saved page or item
+                    yield from self._items_of(json.loads(text), 1)
+                    return
+                except json.JSONDecodeError:
+                    pass
+                for n, line in enumerate(text.splitlines(), 1):
+                    if line.strip():
+                        yield from self._items_of(_loads(line, self.path, n), n)
+                        if progress is not None and n % 1000 == 0:
+                            progress.update(1000)
+
+    def _items_of(self, doc: Any, line: int) -> Iterator[dict[str, Any]]:
+        if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+            docs = doc["items"]
+        elif isinstance(doc, list):
+            docs = doc
+        else:
+            docs = [doc]
+        for item in docs:
+            if not isinstance(item, dict):
+                raise SourceError(f"{self.path}:{line}: expected a vacancy object, got {type(item).__name__}")
+            self._count += 1
+            yield item
+
+    def currency_rates(self) -> tuple[dict[str, float], str]:
+        if self.rates_path is None:
+            log.warning(
+                "file import without --rates: converting currencies with built-in approximate rates "
+                "(pass --rates dictionaries.json from GET /dictionaries for real ones)"
+            )
+            return dict(FALLBACK_RATES), "builtin-approximate"
+        try:
+            doc = json.loads(Path(self.rates_path).read_text(encoding="utf-8"))
+            rates = {c["code"]: float(c["rate"]) for c in doc["currency"] if c.get("rate")}
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"cannot read currency rates from {self.rates_path}: {exc}") from exc
+        return rates, str(self.rates_path)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "rates": str(self.rates_path) if self.rates_path else None,
+        }
+
+
+def _loads(line: str, path: Path, n: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}:{n}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+
+
+def make_source(
+    spec: str,
+    *,
+    api_url: str = DEFAULT_API_URL,
+    queries: Sequence[str] | None = None,
+    area: str | None = None,
+    contact: str | None = None,
+    rps: float | None = None,
+    max_retries: int = 6,
+    collected_at: datetime | str | None = None,
+    rates: str | Path | None = None,
+    demo_size: int = 150,
+    demo_day: int | None = None,
+) -> Source:
+    """Build a source from a ``--source`` value: ``api``, ``demo`` or ``file:PATH``."""
+    when = parse_datetime(collected_at, "collected_at") if collected_at else None
+    if spec == "api":
+        return ApiSource(
+            api_url=api_url,
+            queries=tuple(queries) if queries else DEFAULT_QUERIES,
+            area=DEFAULT_AREA if area is None else (area or None),
+            contact=contact,
+            rps=2.0 if rps is None else rps,
+            max_retries=max_retries,
+            now=when,
+        )
+    if spec == "demo":
+        return DemoSource(
+            queries=tuple(queries) if queries else ("",),
+            area=area or None,
+            contact=contact,
+            rps=0.0 if rps is None else rps,
+            max_retries=max_retries,
+            daily_new=demo_size,
+            day=demo_day,
+        )
+    if spec.startswith("file:"):
+        return FileSource(
+            path=Path(spec[len("file:") :]).expanduser(),
+            collected_at_default=when,
+            rates_path=Path(rates) if rates else None,
+        )
+    raise SourceError(f"unknown source {spec!r}: use api, demo or file:PATH")
