@@ -1,0 +1,233 @@
+"""The vacancy history: one row per vacancy ever seen, rebuilt from every raw run.
+
+``history/vacancies.parquet`` holds the latest sighting's fields (all of
+:data:`hhpulse.hh.records.RECORD_COLUMNS`) plus ``first_seen``, ``last_seen``,
+``times_seen``, ``first_published_at``, ``latest_published_at``, ``initial_created_at``
+(when any sighting had it), ``closed_at``, ``closed_reason``, ``closed_after``,
+``closed_by``, ``last_run_id`` and ``currency_rates_run_id``.
+
+When is a vacancy closed?
+
+* ``archived``: a sighting says ``archived: true`` (hh.ru's own word). ``closed_at`` is
+  that sighting's ``collected_at``.
+* ``absent_from_complete_run``: the vacancy was last seen in run *A*, and a later run *B*
+  does not contain it although *B* covered *A*'s search completely: *B* finished with
+  no stop (no captcha, no exhausted retries), no window of *B* was truncated by the
+  2000-result depth cap, *B* searched every query *A* searched (or searched everything,
+  the empty query), and *B*'s area is *A*'s area or unrestricted. The close happened in
+  ``(closed_after, closed_by]`` = (``last_seen``, *B*'s collection time); ``closed_at``
+  is the midpoint, which halves the worst error of either bound.
+
+When is that inference sound? Only when "absent from *B*" means "closed". That holds if
+hh.ru's search returns every open vacancy matching the query (true within the depth cap,
+which the collector's date splitting respects), and the vacancy still matches the same
+query. It is **not** sound when: the employer edited the text so it no longer matches
+the query; the vacancy was hidden or moved to another area; *B*'s search window missed
+it because it was not re-published for more than the window (30 days, hh.ru's own
+listing life); or runs used different search semantics. File imports (``--source
+file:``) never cover anything (their queries are unknown), so they never close a
+vacancy; the demo and API sources do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from hhpulse.collect import list_runs, read_items
+from hhpulse.hh.records import RECORD_COLUMNS, RecordError, parse_datetime, parse_item
+from hhpulse.store import KeyNotFound, Store
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEY = "history/vacancies.parquet"
+TIME_COLUMNS = (
+    "published_at",
+    "created_at",
+    "initial_created_at",
+    "collected_at",
+    "first_seen",
+    "last_seen",
+    "first_published_at",
+    "latest_published_at",
+    "closed_at",
+    "closed_after",
+    "closed_by",
+)
+HISTORY_COLUMNS: tuple[str, ...] = (
+    *RECORD_COLUMNS,
+    "first_seen",
+    "last_seen",
+    "times_seen",
+    "first_published_at",
+    "latest_published_at",
+    "closed_at",
+    "closed_reason",
+    "closed_after",
+    "closed_by",
+    "last_run_id",
+    "currency_rates_run_id",
+)
+
+
+@dataclass
+class RawRun:
+    """One finished collection run: its meta.json and its items (quarantined ids excluded)."""
+
+    run_id: str
+    meta: Mapping[str, Any]
+    items: Sequence[Mapping[str, Any]]
+    quarantined: set[str] = field(default_factory=set)
+
+    @property
+    def coverage(self) -> Mapping[str, Any]:
+        return self.meta.get("coverage") or {}
+
+    def covers(self, earlier: RawRun) -> bool:
+        """Whether this run searched completely everything ``earlier`` searched."""
+        mine, theirs = self.coverage, earlier.coverage
+        if not (self.meta.get("complete") and mine.get("complete")) or mine.get("truncated"):
+            return False
+        their_queries = set(theirs.get("queries") or [])
+        if not their_queries:  # unknown search (file import): nothing can be inferred
+            return False
+        my_queries = set(mine.get("queries") or [])
+        if "" not in my_queries and not their_queries <= my_queries:
+            return False
+        return mine.get("area") in (None, "") or mine.get("area") == theirs.get("area")
+
+
+def _empty() -> pd.DataFrame:
+    df = pd.DataFrame({c: pd.Series(dtype="object") for c in HISTORY_COLUMNS})
+    for c in TIME_COLUMNS:
+        df[c] = pd.to_datetime(df[c], utc=True)
+    df["times_seen"] = df["times_seen"].astype("int64")
+    return df
+
+
+def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
+    """Fold runs (in run-id order) into one row per vacancy. Pure: reads and writes nothing."""
+    runs = sorted(runs, key=lambda r: r.run_id)
+    rows: list[dict[str, Any]] = []
+    for order, run in enumerate(runs):
+        run_time = parse_datetime(run.meta.get("collected_at"), "collected_at")
+        for item in run.items:
+            if str(item.get("id")) in run.quarantined:
+                continue
+            try:
+                rec = parse_item(item, collected_at=run_time)
+            except RecordError:
+                continue  # validation quarantines these; never let one row break history
+            row = rec.to_row()
+            row["_order"] = order
+            rows.append(row)
+    if not rows:
+        return _empty()
+    df = pd.DataFrame(rows)
+    for c in ("published_at", "created_at", "initial_created_at", "collected_at"):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    run_ids = [r.run_id for r in runs]
+    df = df.sort_values(["id", "_order", "collected_at"], kind="stable")
+    g = df.groupby("id", sort=False)
+    agg = pd.DataFrame(
+        {
+            "first_seen": g["collected_at"].min(),
+            "last_seen": g["collected_at"].max(),
+            "times_seen": g.size(),
+            "first_published_at": g["published_at"].min(),
+            "latest_published_at": g["published_at"].max(),
+            "initial_created_at_any": g["initial_created_at"].min(),
+            "_last_order": g["_order"].max(),
+        }
+    )
+    archived = df[df["archived"].fillna(False).astype(bool)]
+    archived_at = archived.groupby("id")["collected_at"].min()
+    latest = g.tail(1).set_index("id")
+    hist = latest.join(agg)
+    hist["initial_created_at"] = hist["initial_created_at"].fillna(hist.pop("initial_created_at_any"))
+    hist["last_run_id"] = [run_ids[i] for i in hist["_last_order"]]
+    hist["currency_rates_run_id"] = hist["last_run_id"]
+
+    # the first later run that covered the last-seeing run's search completely
+    next_cover: dict[int, int] = {}
+    for i, run in enumerate(runs):
+        for j in range(i + 1, len(runs)):
+            if runs[j].covers(run):
+                next_cover[i] = j
+                break
+    cover_time = {
+        i: pd.Timestamp(parse_datetime(runs[j].meta.get("collected_at"), "collected_at"))
+        for i, j in next_cover.items()
+    }
+    closed_by = hist["_last_order"].map(cover_time)
+    closed_by = pd.to_datetime(closed_by, utc=True)
+    hist["closed_after"] = hist["last_seen"].where(closed_by.notna())
+    hist["closed_by"] = closed_by
+    hist["closed_at"] = hist["last_seen"] + (closed_by - hist["last_seen"]) / 2
+    hist["closed_reason"] = pd.Series("absent_from_complete_run", index=hist.index).where(closed_by.notna())
+    arch = hist.index.isin(archived_at.index)
+    hist["closed_at"] = hist["closed_at"].where(~arch, archived_at.reindex(hist.index))
+    hist["closed_reason"] = hist["closed_reason"].where(~arch, "archived")
+    hist["closed_after"] = hist["closed_after"].where(~arch, pd.NaT)
+    hist["closed_by"] = hist["closed_by"].where(~arch, pd.NaT)
+    hist = hist.reset_index()
+    for c in TIME_COLUMNS:
+        hist[c] = pd.to_datetime(hist[c], utc=True)
+    hist["times_seen"] = hist["times_seen"].astype("int64")
+    return hist[list(HISTORY_COLUMNS)].sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def load_raw_runs(store: Store) -> list[RawRun]:
+    """Every finished run in the store. Runs without meta.json (killed midway) are skipped."""
+    from hhpulse.validate import quarantined_ids
+
+    folders = sorted({k.split("/")[1] for k in store.list("raw/") if k.count("/") >= 2})
+    finished = set(list_runs(store))
+    for run_id in sorted(set(folders) - finished):
+        log.warning("skipping run %s: no meta.json (it did not finish)", run_id)
+    runs = []
+    for run_id in sorted(finished):
+        try:
+            items = read_items(store, run_id)
+        except KeyNotFound:
+            log.warning("skipping run %s: meta.json without vacancies.jsonl.gz", run_id)
+            continue
+        runs.append(
+            RawRun(run_id, store.get_json(f"raw/{run_id}/meta.json"), items, quarantined_ids(store, run_id))
+        )
+    return runs
+
+
+def rebuild_history(store: Store) -> pd.DataFrame:
+    """Rebuild ``history/vacancies.parquet`` from every finished run (atomic write)."""
+    hist = build_history(load_raw_runs(store))
+    store.put_parquet(HISTORY_KEY, hist)
+    log.info("history: %d vacancies -> %s", len(hist), store.uri(HISTORY_KEY))
+    return hist
+
+
+def load_history(store: Store) -> pd.DataFrame:
+    try:
+        return store.get_parquet(HISTORY_KEY)
+    except KeyNotFound:
+        raise KeyNotFound(
+            f"no history at {store.uri(HISTORY_KEY)}: collect first (hhpulse collect) or run hhpulse history"
+        ) from None
+
+
+def rates_by_run(store: Store) -> dict[str, dict[str, float]]:
+    """Currency rates (code -> units per 1 RUR) of every finished run, by run id."""
+    return {
+        r: dict(store.get_json(f"raw/{r}/meta.json").get("currency_rates") or {}) for r in list_runs(store)
+    }
+
+
+def summarize(hist: pd.DataFrame) -> str:
+    closed = hist["closed_reason"].value_counts().to_dict() if len(hist) else {}
+    open_ = int(hist["closed_at"].isna().sum()) if len(hist) else 0
+    parts = ", ".join(f"{k}: {v}" for k, v in sorted(closed.items())) or "none"
+    return f"history: {len(hist)} vacancies, {open_} open, closed by reason: {parts}"
