@@ -144,7 +144,7 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
             "_last_order": g["_order"].max(),
         }
     )
-    archived = df[df["archived"].fillna(False).astype(bool)]
+    archived = df[df["archived"].eq(True)]
     archived_at = archived.groupby("id")["collected_at"].min()
     latest = g.tail(1).set_index("id")
     hist = latest.join(agg)

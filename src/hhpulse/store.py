@@ -251,7 +251,9 @@ class S3Store(Store):
             region = (
                 region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
             )
-            client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=region, config=cfg)
+            # a fresh session: the default one caches credentials resolved earlier in the process
+            session = boto3.session.Session()
+            client = session.client("s3", endpoint_url=self.endpoint_url, region_name=region, config=cfg)
         self._s3 = client
 
     def _key(self, key: str) -> str:

@@ -1,0 +1,93 @@
+"""Vacancy history: sightings fold into one row per vacancy, and closes are inferred soundly."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from hhpulse.collect import collect
+from hhpulse.hh.market import Market
+from hhpulse.hh.sources import make_source
+from hhpulse.history import HISTORY_COLUMNS, RawRun, build_history, rebuild_history
+from hhpulse.store import LocalStore
+
+
+def _item(vid, published, **kw):
+    return {"id": vid, "name": "n", "published_at": published, "snippet": {"responsibility": "r"}, **kw}
+
+
+def _run(run_id, when, items, *, queries=("python",), area="1", complete=True, quarantined=()):
+    meta = {
+        "collected_at": when,
+        "complete": complete,
+        "coverage": {"queries": list(queries), "area": area, "complete": complete, "truncated": []},
+    }
+    return RawRun(run_id, meta, items, set(quarantined))
+
+
+def test_folds_sightings_and_infers_closes():
+    runs = [
+        _run(
+            "r1",
+            "2026-03-01T12:00:00Z",
+            [_item("1", "2026-02-20T10:00:00+0300"), _item("2", "2026-02-25T00:00:00+0300")],
+        ),
+        _run("r2", "2026-03-08T12:00:00Z", [_item("1", "2026-03-06T10:00:00+0300", name="renamed")]),
+        _run("r3", "2026-03-15T12:00:00Z", [_item("1", "2026-03-06T10:00:00+0300", archived=True)]),
+    ]
+    h = build_history(runs).set_index("id")
+    assert list(build_history(runs).columns) == list(HISTORY_COLUMNS)
+    one, two = h.loc["1"], h.loc["2"]
+    assert one["times_seen"] == 3 and one["name"] == "n"  # latest sighting's fields
+    assert one["first_published_at"] == pd.Timestamp("2026-02-20T07:00:00Z")
+    assert one["latest_published_at"] == pd.Timestamp("2026-03-06T07:00:00Z")
+    assert one["closed_reason"] == "archived" and one["closed_at"] == pd.Timestamp("2026-03-15T12:00:00Z")
+    # 2 vanished from r2, which covered r1's search: closed between the two runs
+    assert two["closed_reason"] == "absent_from_complete_run"
+    assert two["closed_after"] == pd.Timestamp("2026-03-01T12:00:00Z")
+    assert two["closed_by"] == pd.Timestamp("2026-03-08T12:00:00Z")
+    assert two["closed_at"] == pd.Timestamp("2026-03-05T00:00:00Z")
+
+
+def test_no_close_without_complete_coverage():
+    base = _run("r1", "2026-03-01T12:00:00Z", [_item("1", "2026-02-20T10:00:00+0300")])
+    for later in [
+        _run("r2", "2026-03-08T12:00:00Z", [], complete=False),  # stopped early (captcha)
+        _run("r2", "2026-03-08T12:00:00Z", [], queries=("java",)),  # another search
+        _run("r2", "2026-03-08T12:00:00Z", [], area="2"),  # another area
+    ]:
+        assert build_history([base, later])["closed_at"].isna().all()
+    dump = _run(
+        "r1", "2026-03-01T12:00:00Z", [_item("1", "2026-02-20T10:00:00+0300")], queries=(), complete=False
+    )
+    assert (
+        build_history([dump, _run("r2", "2026-03-08T12:00:00Z", [], queries=("",), area=None)])["closed_at"]
+        .isna()
+        .all()
+    )
+
+
+def test_quarantined_and_unparseable_rows_are_left_out():
+    run = _run(
+        "r1",
+        "2026-03-01T12:00:00Z",
+        [
+            _item("1", "x-bad-date"),
+            _item("2", "2026-02-20T10:00:00+0300"),
+            _item("3", "2026-02-20T10:00:00+0300"),
+        ],
+        quarantined={"3"},
+    )
+    assert build_history([run])["id"].tolist() == ["2"]
+
+
+def test_demo_runs_track_the_market(tmp_path):
+    store = LocalStore(tmp_path)
+    for _ in range(2):
+        collect(make_source("demo", demo_size=30), store)
+    h = rebuild_history(store)
+    market = Market(daily_new=30)
+    open_day_67 = {v.id for v in market.snapshot(67)}
+    closed = h[h["closed_reason"] == "absent_from_complete_run"]
+    assert len(closed) > 0 and not (set(closed["id"]) & open_day_67)
+    assert set(h.loc[h["closed_at"].isna(), "id"]) == open_day_67
+    assert store.get_parquet("history/vacancies.parquet").shape == h.shape
