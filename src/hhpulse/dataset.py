@@ -1,0 +1,138 @@
+"""The training dataset: labelled history rows and a time-ordered split.
+
+The split orders rows by ``collected_at`` then ``published_at``, so validation and test
+sets are the newest data, as in production. A random split is an option, not the default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hhpulse.config import LabelConfig, SplitConfig
+from hhpulse.labels import build_labels
+from hhpulse.store import atomic_write_bytes
+
+TASKS = ("salary", "demand")
+TEXT_COLUMNS = ("id", "responsibility", "name", "requirement")
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    boundaries: dict[str, Any] = field(default_factory=dict)
+
+
+def time_split(df: pd.DataFrame, config: SplitConfig) -> Split:
+    """Positional indices of train/val/test (newest last), with the recorded boundaries."""
+    n = len(df)
+    if n < 3:
+        raise ValueError(f"need at least 3 labelled rows to split, got {n}")
+    if config.random:
+        order = np.random.default_rng(config.seed).permutation(n)
+    else:
+        keys = pd.DataFrame(
+            {"c": df["collected_at"].values, "p": df["published_at"].values, "i": np.arange(n)}
+        )
+        order = keys.sort_values(["c", "p", "i"], kind="stable", na_position="first")["i"].to_numpy()
+    n_test = max(1, int(round(n * config.test_fraction)))
+    n_val = max(1, int(round(n * config.val_fraction)))
+    train, val, test = (
+        order[: n - n_val - n_test],
+        order[n - n_val - n_test : n - n_test],
+        order[n - n_test :],
+    )
+    bounds: dict[str, Any] = {"method": "random" if config.random else "time", "sizes": {}}
+    for name, idx in (("train", train), ("val", val), ("test", test)):
+        part = df.iloc[idx]
+        bounds["sizes"][name] = len(idx)
+        for col in ("collected_at", "published_at"):
+            s = part[col].dropna()
+            bounds[f"{name}_{col}"] = [str(s.min()), str(s.max())] if len(s) else [None, None]
+    return Split(train, val, test, bounds)
+
+
+@dataclass
+class TaskData:
+    """One task's labelled rows (text columns + label + split part)."""
+
+    task: str
+    classes: list[str]
+    frame: pd.DataFrame  # columns: id, responsibility, name, requirement, label, part
+    boundaries: dict[str, Any]
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["part"] == name]
+
+
+@dataclass
+class Dataset:
+    tasks: dict[str, TaskData]
+    summary: dict[str, Any]
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        for task, td in self.tasks.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            td.frame.to_parquet(folder / f"{task}.parquet", index=False)
+        meta = {
+            "summary": self.summary,
+            "tasks": {
+                t: {"classes": td.classes, "boundaries": td.boundaries} for t, td in self.tasks.items()
+            },
+        }
+        atomic_write_bytes(
+            folder / "dataset.json", json.dumps(meta, ensure_ascii=False, indent=2, default=str).encode()
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Dataset:
+        folder = Path(folder)
+        meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+        tasks = {
+            t: TaskData(t, m["classes"], pd.read_parquet(folder / f"{t}.parquet"), m["boundaries"])
+            for t, m in meta["tasks"].items()
+        }
+        return cls(tasks, meta["summary"])
+
+
+def build_dataset(
+    history: pd.DataFrame,
+    rates_by_run: Mapping[str, Mapping[str, float]],
+    label_config: LabelConfig | None = None,
+    split_config: SplitConfig | None = None,
+) -> Dataset:
+    """Labels for both tasks and a split for each; rows without text or label are left out."""
+    label_config = label_config or LabelConfig()
+    split_config = split_config or SplitConfig()
+    labeled = build_labels(history, rates_by_run, label_config)
+    frame = labeled.frame
+    has_text = frame["responsibility"].fillna("").str.strip().astype(bool)
+    tasks = {}
+    for task, classes in (("salary", label_config.salary_cohorts), ("demand", label_config.demand_cohorts)):
+        rows = frame[has_text & frame[f"{task}_cohort"].notna()].reset_index(drop=True)
+        if len(rows) < 3:
+            raise ValueError(f"only {len(rows)} rows have text and a {task} label: collect more data first")
+        split = time_split(rows, split_config)
+        part = np.empty(len(rows), dtype=object)
+        part[split.train], part[split.val], part[split.test] = "train", "val", "test"
+        out = rows[list(TEXT_COLUMNS)].copy()
+        out["label"] = rows[f"{task}_cohort"].astype(str)
+        out["part"] = part
+        out["collected_at"] = rows["collected_at"]
+        out["published_at"] = rows["published_at"]
+        if task == "salary":
+            out["salary_rub"] = rows["salary_rub"]
+        tasks[task] = TaskData(task, list(classes), out, split.boundaries)
+    summary = dict(labeled.summary)
+    summary["runs"] = sorted(set(history.get("last_run_id", pd.Series(dtype=str)).dropna()))
+    summary["split"] = split_config.to_dict()
+    return Dataset(tasks, summary)

@@ -1,0 +1,176 @@
+"""Text features: TF-IDF over razdel tokens, one vocabulary per text field.
+
+The vectorizer saves as JSON (vocabularies, config) plus npz (idf), never pickle, and a
+loaded vectorizer transforms exactly as the fitted one did. Training and serving call
+the same :meth:`TextVectorizer.transform`, which cleans and tokenizes with
+:func:`hhpulse.text.analyze`.
+
+A missing or empty optional field (``name``, ``requirement``) gives zeros for that
+field's block, so a model trained on all fields still answers on responsibility alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from hhpulse.config import FeatureConfig
+from hhpulse.store import atomic_write_bytes
+from hhpulse.text import analyze
+
+FORMAT = "hhpulse-tfidf/1"
+
+
+def ngrams(tokens: Sequence[str], n_max: int) -> list[str]:
+    out = list(tokens)
+    for n in range(2, n_max + 1):
+        out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return out
+
+
+def field_texts(records: pd.DataFrame | Iterable[Mapping[str, Any]], name: str) -> list[str]:
+    if isinstance(records, pd.DataFrame):
+        if name not in records:
+            return [""] * len(records)
+        return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in records[name]]
+    return [str(r.get(name) or "") for r in records]
+
+
+class _FieldTfidf:
+    def __init__(self, vocabulary: dict[str, int], idf: np.ndarray, n_max: int, sublinear: bool) -> None:
+        self.vocabulary = vocabulary
+        self.idf = idf
+        self.n_max = n_max
+        self.sublinear = sublinear
+
+    @classmethod
+    def fit(
+        cls, texts: Sequence[str], n_max: int, min_df: int, max_features: int, sublinear: bool
+    ) -> _FieldTfidf:
+        df: Counter[str] = Counter()
+        for text in texts:
+            df.update(set(ngrams(analyze(text), n_max)))
+        kept = [(t, c) for t, c in df.items() if c >= min_df]
+        kept.sort(key=lambda tc: (-tc[1], tc[0]))  # deterministic: by document frequency, then term
+        kept = kept[:max_features]
+        terms = sorted(t for t, _ in kept)
+        vocab = {t: i for i, t in enumerate(terms)}
+        n = len(texts)
+        idf = np.array([np.log((1 + n) / (1 + df[t])) + 1.0 for t in terms], dtype=np.float64)
+        return cls(vocab, idf, n_max, sublinear)
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        indptr = [0]
+        indices: list[int] = []
+        data: list[float] = []
+        vocab = self.vocabulary
+        for text in texts:
+            counts = Counter(i for g in ngrams(analyze(text), self.n_max) if (i := vocab.get(g)) is not None)
+            indices.extend(counts.keys())
+            data.extend(counts.values())
+            indptr.append(len(indices))
+        x = sp.csr_matrix(
+            (
+                np.asarray(data, dtype=np.float64),
+                np.asarray(indices, dtype=np.int64),
+                np.asarray(indptr, dtype=np.int64),
+            ),
+            shape=(len(texts), len(vocab)),
+        )
+        if self.sublinear:
+            x.data = 1.0 + np.log(x.data)
+        x = x @ sp.diags(self.idf) if len(vocab) else x
+        x = sp.csr_matrix(x)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sp.csr_matrix(sp.diags(1.0 / norms) @ x)
+
+
+class TextVectorizer:
+    """TF-IDF over :func:`hhpulse.text.analyze` tokens, one block per field in ``config.fields``."""
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        self.config = config or FeatureConfig()
+        self._fields: dict[str, _FieldTfidf] = {}
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self._fields)
+
+    def fit(self, records: pd.DataFrame | Sequence[Mapping[str, Any]]) -> TextVectorizer:
+        """Fit on the training rows only."""
+        c = self.config
+        self._fields = {
+            f: _FieldTfidf.fit(
+                field_texts(records, f), c.ngram_max, c.min_df, c.max_features_for(f), c.sublinear_tf
+            )
+            for f in c.fields
+        }
+        return self
+
+    def transform(self, records: pd.DataFrame | Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
+        """Rows with ``responsibility`` and the optional ``name``/``requirement`` (raw text)."""
+        if not self.fitted:
+            raise RuntimeError("TextVectorizer.transform before fit/load")
+        blocks = [v.transform(field_texts(records, f)) for f, v in self._fields.items()]
+        return sp.csr_matrix(sp.hstack(blocks, format="csr"))
+
+    def fit_transform(self, records: pd.DataFrame | Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
+        return self.fit(records).transform(records)
+
+    @property
+    def n_features(self) -> int:
+        return sum(len(v.vocabulary) for v in self._fields.values())
+
+    def feature_names(self) -> list[str]:
+        names: list[str] = []
+        for f, v in self._fields.items():
+            inv = sorted(v.vocabulary, key=v.vocabulary.__getitem__)
+            names.extend(f"{f}:{t}" for t in inv)
+        return names
+
+    def vocabulary(self, field: str = "responsibility") -> set[str]:
+        return set(self._fields[field].vocabulary) if field in self._fields else set()
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write ``vectorizer.json`` and ``idf.npz`` (no pickle)."""
+        folder = Path(folder)
+        meta = {
+            "format": FORMAT,
+            "config": self.config.to_dict(),
+            "vocabularies": {f: v.vocabulary for f, v in self._fields.items()},
+        }
+        atomic_write_bytes(
+            folder / "vectorizer.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()
+        )
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **{f: v.idf for f, v in self._fields.items()})
+        atomic_write_bytes(folder / "idf.npz", buf.getvalue())
+        return [folder / "vectorizer.json", folder / "idf.npz"]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TextVectorizer:
+        folder = Path(folder)
+        meta = json.loads((folder / "vectorizer.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(
+                f"{folder}/vectorizer.json: unknown format {meta.get('format')!r}, expected {FORMAT}"
+            )
+        config = FeatureConfig.from_dict(meta["config"])
+        vec = cls(config)
+        with np.load(folder / "idf.npz", allow_pickle=False) as idf:
+            for f in config.fields:
+                vocab = {t: int(i) for t, i in meta["vocabularies"][f].items()}
+                if len(vocab) != len(idf[f]):
+                    raise ValueError(f"{folder}: vocabulary and idf of {f!r} disagree in size")
+                vec._fields[f] = _FieldTfidf(vocab, np.asarray(idf[f]), config.ngram_max, config.sublinear_tf)
+        return vec
