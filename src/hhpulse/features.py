@@ -139,6 +139,14 @@ class TextVectorizer:
     def vocabulary(self, field: str = "responsibility") -> set[str]:
         return set(self._fields[field].vocabulary) if field in self._fields else set()
 
+    def common_terms(self, field: str = "responsibility", n: int = 300) -> list[str]:
+        """The ``n`` terms of ``field`` found in the most training documents (lowest idf)."""
+        v = self._fields.get(field)
+        if v is None:
+            return []
+        inv = {i: t for t, i in v.vocabulary.items()}
+        return [inv[int(i)] for i in np.argsort(v.idf, kind="stable")[:n]]
+
     def save(self, folder: str | Path) -> list[Path]:
         """Write ``vectorizer.json`` and ``idf.npz`` (no pickle)."""
         folder = Path(folder)

@@ -61,10 +61,7 @@ def to_monthly_gross_rub(
 ) -> tuple[float | None, str | None]:
     """(gross RUB, None) or (None, reason)."""
     code = (currency or "").upper()
-    if code in ("RUB", "RUR"):
-        rate = rates.get("RUR", 1.0)
-    else:
-        rate = rates.get(code)  # type: ignore[assignment]
+    rate = rates.get("RUR", 1.0) if code in ("RUB", "RUR") else rates.get(code)
     if not code:
         return None, "no_currency"
     if not rate or rate <= 0:

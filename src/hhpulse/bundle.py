@@ -1,0 +1,354 @@
+"""The model bundle: one directory that the predictor, the pipeline and the CLI load.
+
+Layout (see docs/ARCHITECTURE.md)::
+
+    MANIFEST.json      sha256 of every other file; verified before anything is loaded
+    bundle.json        format, model version, inputs, tasks, winners
+    cohorts.json       {"salary": [...], "demand": [...]}
+    label_config.json  label thresholds, tax factor, currency rates
+    vectorizer/        vectorizer.json + idf.npz
+    salary/, demand/   model.ubj (XGBoost) or linear.npz, plus model.json
+    metrics.json       every candidate's validation and test metrics, and the winners
+    profile.json       a small data profile for drift checks against later data
+    model_card.md      data, class counts, label definitions, proxy flag, versions, commit
+
+No pickle anywhere: XGBoost's UBJ format, npz with ``allow_pickle=False``, and JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hhpulse import __version__
+from hhpulse.features import TextVectorizer
+from hhpulse.train import TrainedCandidate, load_candidate
+
+FORMAT = "hhpulse-bundle/1"
+MANIFEST = "MANIFEST.json"
+TASKS = ("salary", "demand")
+INPUT_FIELDS = ("responsibility", "name", "requirement")
+
+
+class BundleError(RuntimeError):
+    """The bundle is missing, incomplete, tampered with, or not a bundle."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One input: the responsibility text (required) and the optional title and requirement."""
+
+    responsibility: str
+    name: str | None = None
+    requirement: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"responsibility": self.responsibility, "name": self.name, "requirement": self.requirement}
+
+
+def to_instance(value: Any) -> Instance:
+    """A string, a ``{"responsibility", "name", "requirement"}`` mapping, or an API search item."""
+    if isinstance(value, Instance):
+        return value
+    if isinstance(value, str):
+        return Instance(value)
+    if isinstance(value, Mapping):
+        snippet = value.get("snippet")
+        if isinstance(snippet, Mapping) and "responsibility" not in value:
+            return Instance(
+                str(snippet.get("responsibility") or ""),
+                _opt(value.get("name")),
+                _opt(snippet.get("requirement")),
+            )
+        return Instance(
+            str(value.get("responsibility") or ""), _opt(value.get("name")), _opt(value.get("requirement"))
+        )
+    raise TypeError(f"an instance must be a string or an object, got {type(value).__name__}")
+
+
+def _opt(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST
+    )
+
+
+def write_manifest(root: Path, version: str) -> dict[str, Any]:
+    manifest = {
+        "format": FORMAT,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": {rel: sha256_file(root / rel) for rel in _files(root)},
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    return manifest
+
+
+def verify_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check MANIFEST.json against the files; raise :class:`BundleError` naming any problem."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"model bundle {root} does not exist or is not a directory")
+    mf = root / MANIFEST
+    if not mf.is_file():
+        raise BundleError(f"{root} is not a model bundle: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        expected: dict[str, str] = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{mf} is unreadable: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{mf}: unknown bundle format {manifest.get('format')!r}, expected {FORMAT}")
+    present = set(_files(root))
+    missing = sorted(set(expected) - present)
+    extra = sorted(present - set(expected))
+    if missing:
+        raise BundleError(f"model bundle {root}: missing file(s) listed in {MANIFEST}: {', '.join(missing)}")
+    if extra:
+        raise BundleError(f"model bundle {root}: unexpected file(s) not in {MANIFEST}: {', '.join(extra)}")
+    for rel, digest in expected.items():
+        if sha256_file(root / rel) != digest:
+            raise BundleError(
+                f"model bundle {root}: {rel} does not match its sha256 in {MANIFEST} (tampered or corrupt)"
+            )
+    return manifest
+
+
+def git_commit() -> str:
+    if os.environ.get("HHPULSE_GIT_COMMIT"):
+        return os.environ["HHPULSE_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "hhpulse": __version__}
+    for pkg in ("xgboost", "xgboost-cpu", "scikit-learn", "numpy", "scipy", "pandas", "razdel"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def new_version(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("v%Y%m%d-%H%M%S")
+
+
+def build_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    vectorizer: TextVectorizer,
+    models: Mapping[str, TrainedCandidate],
+    cohorts: Mapping[str, Sequence[str]],
+    label_config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    card: Mapping[str, Any],
+    profile: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place)."""
+    out = Path(out_dir)
+    missing = [t for t in TASKS if t not in models]
+    if missing:
+        raise BundleError(f"cannot build a bundle without a model for: {', '.join(missing)}")
+    version = version or new_version()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        vectorizer.save(tmp / "vectorizer")
+        for task in TASKS:
+            models[task].save(tmp / task)
+        info = {
+            "format": FORMAT,
+            "version": version,
+            "inputs": {"required": ["responsibility"], "optional": ["name", "requirement"]},
+            "tasks": {t: {"winner": models[t].config.name, "kind": models[t].config.kind} for t in TASKS},
+            "hhpulse_version": __version__,
+        }
+        _json(tmp / "bundle.json", info)
+        _json(tmp / "cohorts.json", {t: list(cohorts[t]) for t in TASKS})
+        _json(tmp / "label_config.json", dict(label_config))
+        _json(tmp / "metrics.json", dict(metrics))
+        _json(tmp / "profile.json", dict(profile or {}))
+        (tmp / "model_card.md").write_text(
+            model_card(version, models, cohorts, metrics, card), encoding="utf-8"
+        )
+        write_manifest(tmp, version)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _json(path: Path, obj: Any) -> None:
+    path.write_text(
+        json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str), encoding="utf-8"
+    )
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def model_card(
+    version: str,
+    models: Mapping[str, TrainedCandidate],
+    cohorts: Mapping[str, Sequence[str]],
+    metrics: Mapping[str, Any],
+    card: Mapping[str, Any],
+) -> str:
+    summary = card.get("summary", {})
+    lines = [f"# hhpulse model {version}", ""]
+    if summary.get("demand_proxy"):
+        lines += [
+            "> **WARNING: demand labels use the AGE PROXY.** The training data held (almost) no closed",
+            "> vacancies, so the demand cohort was learned from age at collection (collected_at - published_at),",
+            '> not from time-to-close. Treat demand predictions as "how long ago such vacancies were',
+            '> (re)published", not as demand.',
+            "",
+        ]
+    if card.get("synthetic"):
+        lines += ["> Trained on the **SYNTHETIC** demo market (hhpulse's emulator), not on hh.ru data.", ""]
+    lines += [
+        "## Data",
+        f"- runs: {', '.join(card.get('runs', [])) or 'n/a'}",
+        f"- date range: {' .. '.join(str(x) for x in summary.get('date_range', ['n/a']))}",
+        f"- salary class counts: {summary.get('salary_counts', {})}",
+        f"- salary rows left out: {summary.get('salary_left_out', {})}",
+        f"- demand class counts: {summary.get('demand_counts', {})}; sources: {summary.get('demand_sources', {})}",
+        "",
+        "## Labels",
+        "- salary: monthly gross RUB; midpoint of from/to (or the one given); converted with the run's",
+        "  /dictionaries rates; net -> gross with the income-tax factor; closed-open bands:",
+        f"  {list(cohorts['salary'])}; no salary means no label; absurd values left out",
+        "- demand: lifetime = closed_at - (initial_created_at or first published_at); high < 10 days <= medium",
+        "  < 20 <= low; open vacancies >= 20 days old count as low; younger open ones are left out",
+        f"- label configuration: `{json.dumps(card.get('label_config', {}), ensure_ascii=False, default=str)}`",
+        "",
+        "## Models",
+    ]
+    for task in TASKS:
+        m = metrics.get(task, {})
+        win = m.get("winner")
+        test = m.get("candidates", {}).get(win, {}).get("metrics", {})
+        lines.append(
+            f"- {task}: **{models[task].config.name}** ({models[task].config.kind}); test macro ROC AUC (OvO) "
+            f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
+            f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
+        )
+    lines += ["", "## Versions", f"- git commit: {card.get('git_commit', git_commit())}"]
+    lines += [f"- {k}: {v}" for k, v in library_versions().items()]
+    return "\n".join(lines) + "\n"
+
+
+class ModelBundle:
+    """A verified, loaded bundle. Load once; :meth:`predict` does no I/O."""
+
+    def __init__(
+        self,
+        path: Path,
+        info: dict[str, Any],
+        cohorts: dict[str, list[str]],
+        vectorizer: TextVectorizer,
+        models: dict[str, TrainedCandidate],
+        metadata: dict[str, Any],
+    ) -> None:
+        self.path = path
+        self.info = info
+        self.cohorts = cohorts
+        self.vectorizer = vectorizer
+        self.models = models
+        self.metadata = metadata
+
+    @property
+    def version(self) -> str:
+        return str(self.info["version"])
+
+    def predict_proba(self, instances: Sequence[Any]) -> dict[str, np.ndarray]:
+        """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``)."""
+        rows = [to_instance(i).as_dict() for i in instances]
+        if not rows:
+            return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
+        X = self.vectorizer.transform(rows)
+        return {t: self.models[t].predict_proba(X) for t in TASKS}
+
+    def predict(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
+        """Cohort and probabilities for each instance, in order (vectorized as one batch)."""
+        probs = self.predict_proba(instances)
+        out = []
+        for i in range(len(instances)):
+            pred: dict[str, Any] = {}
+            for t in TASKS:
+                p = probs[t][i]
+                names = self.cohorts[t]
+                pred[t] = {
+                    "cohort": names[int(np.argmax(p))],
+                    "probabilities": {c: round(float(v), 6) for c, v in zip(names, p, strict=True)},
+                }
+            pred["model_version"] = self.version
+            out.append(pred)
+        return out
+
+
+def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> ModelBundle:
+    """Load a bundle; with ``verify`` (the default) the manifest is checked first."""
+    root = Path(path)
+    if verify:
+        verify_manifest(root)
+    try:
+        info = json.loads((root / "bundle.json").read_text(encoding="utf-8"))
+        if info.get("format") != FORMAT:
+            raise BundleError(f"{root}/bundle.json: unknown format {info.get('format')!r}")
+        cohorts = json.loads((root / "cohorts.json").read_text(encoding="utf-8"))
+        vectorizer = TextVectorizer.load(root / "vectorizer")
+        models = {t: load_candidate(root / t) for t in TASKS}
+        metadata = {
+            "label_config": json.loads((root / "label_config.json").read_text(encoding="utf-8")),
+            "metrics": json.loads((root / "metrics.json").read_text(encoding="utf-8")),
+            "profile": json.loads((root / "profile.json").read_text(encoding="utf-8")),
+        }
+    except BundleError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"model bundle {root} cannot be loaded: {exc}") from exc
+    for t in TASKS:
+        if models[t].classes != cohorts[t]:
+            raise BundleError(
+                f"model bundle {root}: {t} model classes {models[t].classes} != cohorts.json {cohorts[t]}"
+            )
+    return ModelBundle(root, info, cohorts, vectorizer, models, metadata)

@@ -1,0 +1,54 @@
+"""``hhpulse evaluate``: a bundle's metrics on any data that can be labelled (a drift check)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a model bundle directory")
+    p.add_argument(
+        "--data", required=True, help="a store (DIR or s3://) or a file of API items (.jsonl[.gz])"
+    )
+    p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hhpulse.bundle import BundleError, load_bundle
+    from hhpulse.config import LabelConfig, SplitConfig
+    from hhpulse.dataset import build_dataset
+    from hhpulse.evaluate import data_profile, drift_report
+    from hhpulse.workflow import evaluate_bundle, history_from_data
+
+    try:
+        bundle = load_bundle(args.model)
+        history, rates, _ = history_from_data(args.data)
+        label_config = LabelConfig.from_dict(bundle.metadata["label_config"])
+        dataset = build_dataset(history, rates, label_config, SplitConfig())
+        metrics = evaluate_bundle(bundle, dataset, part=None)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        print(f"hhpulse evaluate: {exc}", file=sys.stderr)
+        return 2
+    drift = drift_report(
+        bundle.metadata.get("profile", {}), data_profile({t: td.frame for t, td in dataset.tasks.items()})
+    )
+    if args.json:
+        print(json.dumps({"metrics": metrics, "drift": drift}, ensure_ascii=False, indent=2, default=str))
+        return 0
+    print(f"model {bundle.version} on {args.data}")
+    for task, m in metrics.items():
+        auc = "n/a" if m["roc_auc_ovo"] is None else f"{m['roc_auc_ovo']:.3f}"
+        print(
+            f"  {task:<7} n={m['n']:<6} ROC AUC ovo {auc}  macro-F1 {m['f1_macro']:.3f}  accuracy {m['accuracy']:.3f}  log loss {m['log_loss']:.3f}"
+        )
+        for note in m["notes"]:
+            print(f"          note: {note}")
+    print(
+        f"  drift: {drift.get('level')} "
+        + ", ".join(f"{k}={v:.3f}" for k, v in drift.items() if isinstance(v, float))
+    )
+    if dataset.summary.get("demand_proxy"):
+        print("  WARNING: these demand labels use the age proxy (no closes in the data)")
+    return 0

@@ -1,0 +1,72 @@
+"""``hhpulse train``: train both tasks' candidates and write a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        required=True,
+        help="a store (DIR or s3://bucket/prefix) or a file of API items (.jsonl[.gz])",
+    )
+    p.add_argument("--out", required=True, help="the bundle directory to write")
+    p.add_argument(
+        "--candidates", default=None, help="candidates YAML [the packaged defaults/candidates.yaml]"
+    )
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
+    )
+    p.add_argument(
+        "--primary", default="roc_auc_ovo", help="metric that picks the winner on validation [%(default)s]"
+    )
+    p.add_argument("--random-split", action="store_true", help="random instead of time-ordered split")
+
+
+def print_results(results) -> None:  # type: ignore[no-untyped-def]
+    for task, res in results.items():
+        print(f"\n{task}: winner {res.winner} (by validation {res.primary})")
+        print(
+            f"  {'candidate':<22} {'val AUC':>8} {'test AUC':>9} {'test resp':>10} {'test F1':>8} {'seconds':>8}"
+        )
+        for name, r in sorted(res.candidates.items()):
+            m = r["metrics"]
+
+            def g(part: str, key: str) -> str:
+                v = m.get(part, {}).get(key)
+                return "n/a" if v is None else f"{v:.3f}"
+
+            mark = "*" if name == res.winner else " "
+            print(
+                f"{mark} {name:<22} {g('val', 'roc_auc_ovo'):>8} {g('test', 'roc_auc_ovo'):>9} "
+                f"{g('test_resp', 'roc_auc_ovo'):>10} {g('test', 'f1_macro'):>8} {r['info'].get('train_seconds', 0):>8.1f}"
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    from hhpulse.config import ConfigError, SplitConfig, load_candidates
+    from hhpulse.store import StoreError
+    from hhpulse.workflow import history_from_data, train_from_history
+
+    try:
+        history, rates, synthetic = history_from_data(args.data)
+        report = train_from_history(
+            history,
+            rates,
+            args.out,
+            split_config=SplitConfig(random=args.random_split),
+            candidates=load_candidates(args.candidates),
+            device=args.device,
+            primary=args.primary,
+            synthetic=synthetic,
+        )
+    except (ConfigError, StoreError, FileNotFoundError, ValueError) as exc:
+        print(f"hhpulse train: {exc}", file=sys.stderr)
+        return 2
+    print_results(report.results)
+    if report.summary.get("demand_proxy"):
+        print("\nWARNING: demand labels used the AGE PROXY (no closes in the data); see the model card.")
+    print(f"\nbundle {report.version} -> {report.bundle_dir}")
+    return 0

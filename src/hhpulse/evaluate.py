@@ -1,0 +1,199 @@
+"""Metrics for the cohort classifiers, and drift between two data sets.
+
+``classification_metrics`` gives macro ROC AUC one-vs-one (the prototype's metric) and
+one-vs-rest, macro-F1, accuracy, log loss, per-class precision and recall, the confusion
+matrix and a reliability (calibration) table. Classes missing from ``y_true`` do not
+crash anything: the AUCs are computed over the classes present, and the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+
+PRIMARY_METRICS = ("roc_auc_ovo", "roc_auc_ovr", "f1_macro", "accuracy", "neg_log_loss")
+
+
+def _safe(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def classification_metrics(
+    y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], bins: int = 10
+) -> dict[str, Any]:
+    """Every metric for one task; ``proba`` columns follow ``classes``."""
+    y = np.asarray([str(v) for v in y_true])
+    classes = list(classes)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != (len(y), len(classes)):
+        raise ValueError(f"proba has shape {proba.shape}, expected {(len(y), len(classes))}")
+    idx = {c: i for i, c in enumerate(classes)}
+    unknown = set(y) - set(classes)
+    if unknown:
+        raise ValueError(f"labels {sorted(unknown)} are not among the classes {classes}")
+    yi = np.array([idx[v] for v in y])
+    pred = proba.argmax(axis=1)
+    present = sorted(set(yi.tolist()))
+    notes = []
+    out: dict[str, Any] = {"n": int(len(y)), "classes": classes}
+    if len(present) >= 2:
+        sub = proba[:, present]
+        sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+        remap = {c: i for i, c in enumerate(present)}
+        ys = np.array([remap[v] for v in yi])
+        if len(present) == 2:
+            auc = roc_auc_score(ys, sub[:, 1])
+            out["roc_auc_ovo"] = out["roc_auc_ovr"] = float(auc)
+        else:
+            out["roc_auc_ovo"] = float(
+                roc_auc_score(ys, sub, multi_class="ovo", average="macro", labels=list(range(len(present))))
+            )
+            out["roc_auc_ovr"] = float(
+                roc_auc_score(ys, sub, multi_class="ovr", average="macro", labels=list(range(len(present))))
+            )
+        if len(present) < len(classes):
+            notes.append(
+                f"AUC over the {len(present)} classes present in y_true; absent: {[classes[i] for i in range(len(classes)) if i not in present]}"
+            )
+    else:
+        out["roc_auc_ovo"] = out["roc_auc_ovr"] = None
+        notes.append("AUC undefined: fewer than two classes in y_true")
+    labels = list(range(len(classes)))
+    out["f1_macro"] = float(f1_score(yi, pred, labels=present or labels, average="macro", zero_division=0))
+    out["accuracy"] = float(accuracy_score(yi, pred))
+    clipped = np.clip(proba, 1e-12, 1)
+    out["log_loss"] = float(log_loss(yi, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))
+    out["neg_log_loss"] = -out["log_loss"]
+    p, r, f, s = precision_recall_fscore_support(yi, pred, labels=labels, zero_division=0)
+    out["per_class"] = {
+        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, c in enumerate(classes)
+    }
+    out["confusion_matrix"] = confusion_matrix(yi, pred, labels=labels).tolist()
+    out["calibration"] = reliability_table(yi, proba, bins)
+    out["notes"] = notes
+    return out
+
+
+def reliability_table(yi: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
+    """Confidence of the top class vs. its accuracy, in equal-width bins."""
+    conf = proba.max(axis=1)
+    hit = proba.argmax(axis=1) == yi
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
+        if m.any():
+            rows.append(
+                {
+                    "bin": [float(lo), float(hi)],
+                    "count": int(m.sum()),
+                    "confidence": float(conf[m].mean()),
+                    "accuracy": float(hit[m].mean()),
+                }
+            )
+    return rows
+
+
+def expected_calibration_error(table: Sequence[Mapping[str, Any]]) -> float:
+    n = sum(r["count"] for r in table)
+    return (
+        float(sum(r["count"] * abs(r["confidence"] - r["accuracy"]) for r in table) / n)
+        if n
+        else float("nan")
+    )
+
+
+def roc_curves(
+    y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]
+) -> dict[str, dict[str, list[float]]]:
+    """One-vs-rest ROC curve per class (for the KFP UI)."""
+    y = np.asarray([str(v) for v in y_true])
+    out = {}
+    for i, c in enumerate(classes):
+        pos = y == c
+        if pos.any() and (~pos).any():
+            fpr, tpr, thr = roc_curve(pos.astype(int), proba[:, i])
+            out[c] = {
+                "fpr": fpr.tolist(),
+                "tpr": tpr.tolist(),
+                "thresholds": np.nan_to_num(thr, posinf=1.0).tolist(),
+            }
+    return out
+
+
+def score(metrics: Mapping[str, Any], primary: str) -> float:
+    """The value to maximise for ``primary`` (missing values rank last)."""
+    v = metrics.get(primary)
+    return -math.inf if v is None else float(v)
+
+
+def psi(
+    expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, eps: float = 1e-4
+) -> float:
+    """Population stability index between two distributions (shares that sum to 1)."""
+    e = np.clip(np.asarray(expected, dtype=float), eps, None)
+    a = np.clip(np.asarray(actual, dtype=float), eps, None)
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def shares(values: Sequence[str], categories: Sequence[str]) -> list[float]:
+    vals = list(values)
+    n = len(vals) or 1
+    return [sum(1 for v in vals if v == c) / n for c in categories]
+
+
+def drift_report(reference: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """Drift between two data profiles (see :func:`data_profile`): PSI per distribution and vocabulary overlap."""
+    out: dict[str, Any] = {}
+    for task in ("salary", "demand"):
+        ref, cur = reference.get(f"{task}_shares"), current.get(f"{task}_shares")
+        if ref and cur:
+            cats = sorted(set(ref) | set(cur))
+            out[f"{task}_cohort_psi"] = psi([ref.get(c, 0) for c in cats], [cur.get(c, 0) for c in cats])
+    ref_q, cur_q = reference.get("salary_log_hist"), current.get("salary_log_hist")
+    if ref_q and cur_q and len(ref_q) == len(cur_q):
+        out["salary_value_psi"] = psi(ref_q, cur_q)
+    rv, cv = set(reference.get("top_terms") or []), set(current.get("top_terms") or [])
+    if rv and cv:
+        out["vocabulary_jaccard"] = len(rv & cv) / len(rv | cv)
+        out["new_top_terms"] = sorted(cv - rv)[:25]
+    out["level"] = _drift_level(out)
+    return out
+
+
+def _drift_level(d: Mapping[str, Any]) -> str:
+    worst = max((v for k, v in d.items() if k.endswith("_psi") and v is not None), default=0.0)
+    return "major" if worst >= 0.25 else "moderate" if worst >= 0.1 else "minor"
+
+
+SALARY_LOG_EDGES = np.linspace(np.log(10_000), np.log(3_000_000), 21)
+
+
+def data_profile(frames: Mapping[str, Any], top_terms: Sequence[str] = ()) -> dict[str, Any]:
+    """A small, JSON-able profile of a dataset, kept with each model for drift checks.
+
+    ``frames`` maps task -> DataFrame with ``label`` (and ``salary_rub`` for salary).
+    """
+    prof: dict[str, Any] = {"top_terms": list(top_terms)}
+    for task, df in frames.items():
+        counts = df["label"].value_counts(normalize=True)
+        prof[f"{task}_shares"] = {str(k): float(v) for k, v in counts.items()}
+        if task == "salary" and "salary_rub" in df:
+            vals = np.log(np.clip(df["salary_rub"].dropna().to_numpy(dtype=float), 10_000, 3_000_000))
+            hist, _ = np.histogram(vals, bins=SALARY_LOG_EDGES)
+            prof["salary_log_hist"] = (hist / max(1, hist.sum())).tolist()
+    return prof

@@ -1,0 +1,344 @@
+"""Candidates, training and winner selection for both tasks.
+
+Each step is a function the pipeline wraps as one component:
+
+* :func:`featurize` fits the vectorizer on the training split and builds the matrices
+  (:class:`FeatureSet`, saved as npz + JSON);
+* :func:`fit_candidate` trains one :class:`~hhpulse.config.CandidateConfig` (XGBoost
+  ``hist`` with early stopping on the validation split and balanced class weights, or
+  the logistic-regression baseline) and returns a :class:`TrainedCandidate` that saves
+  as XGBoost UBJ or npz, never pickle;
+* :func:`select_winners` picks per task the best on the *validation* split by a primary
+  metric (default macro ROC AUC one-vs-one) and reports *test* metrics for everyone.
+
+``device="cuda"`` is used when asked (or ``auto``) and a GPU is present; otherwise
+training falls back to the CPU with a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from hhpulse.config import CandidateConfig, FeatureConfig
+from hhpulse.dataset import Dataset
+from hhpulse.evaluate import classification_metrics, score
+from hhpulse.features import TextVectorizer
+from hhpulse.store import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRIMARY = "roc_auc_ovo"
+PARTS = ("train", "val", "test", "test_resp")
+
+
+# -- devices ------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    """Whether this XGBoost build has CUDA and a GPU answers (checked once, cheaply)."""
+    import xgboost as xgb
+
+    if not xgb.build_info().get("USE_CUDA"):
+        return False
+    try:
+        d = xgb.DMatrix(np.array([[0.0], [1.0]]), label=np.array([0, 1]))
+        xgb.train(
+            {"device": "cuda", "tree_method": "hist", "objective": "binary:logistic"}, d, num_boost_round=1
+        )
+        return True
+    except Exception as exc:  # no GPU, no driver, or a broken CUDA setup
+        log.debug("CUDA check failed: %s", exc)
+        return False
+
+
+def resolve_device(device: str) -> str:
+    """``cuda`` only when asked (or ``auto``) and usable; else ``cpu``, with a log line."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if device == "cuda":
+        log.warning("device=cuda asked for, but no usable GPU/CUDA build was found: training on the CPU")
+    else:
+        log.info("no GPU found: training on the CPU")
+    return "cpu"
+
+
+# -- features -----------------------------------------------------------------------------
+@dataclass
+class FeatureSet:
+    """Matrices and labels of one task. ``test_resp`` is the test split with responsibility alone."""
+
+    task: str
+    classes: list[str]
+    X: dict[str, sp.csr_matrix]
+    y: dict[str, list[str]]
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for part, x in self.X.items():
+            sp.save_npz(folder / f"X_{part}.npz", x, compressed=True)
+        atomic_write_bytes(
+            folder / "labels.json",
+            json.dumps(
+                {"task": self.task, "classes": self.classes, "y": self.y}, ensure_ascii=False
+            ).encode(),
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FeatureSet:
+        folder = Path(folder)
+        meta = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+        X = {p: sp.csr_matrix(sp.load_npz(folder / f"X_{p}.npz")) for p in meta["y"]}
+        return cls(meta["task"], meta["classes"], X, meta["y"])
+
+
+def _only_responsibility(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for col in ("name", "requirement"):
+        if col in out:
+            out[col] = None
+    return out
+
+
+def featurize(
+    dataset: Dataset, config: FeatureConfig | None = None
+) -> tuple[TextVectorizer, dict[str, FeatureSet]]:
+    """Fit one vectorizer on the union of the tasks' training rows, and build every matrix.
+
+    With ``config.field_dropout`` the training rows appear twice: with all fields and
+    with responsibility alone, so the model answers well on either input.
+    """
+    config = config or FeatureConfig()
+    train_rows = pd.concat([td.part("train") for td in dataset.tasks.values()]).drop_duplicates("id")
+    vec = TextVectorizer(config).fit(train_rows)
+    sets = {}
+    for task, td in dataset.tasks.items():
+        tr, va, te = td.part("train"), td.part("val"), td.part("test")
+        X_tr, y_tr = vec.transform(tr), tr["label"].tolist()
+        if config.field_dropout and len(config.fields) > 1:
+            X_tr = sp.csr_matrix(sp.vstack([X_tr, vec.transform(_only_responsibility(tr))]))
+            y_tr = y_tr + y_tr
+        sets[task] = FeatureSet(
+            task,
+            td.classes,
+            {
+                "train": X_tr,
+                "val": vec.transform(va),
+                "test": vec.transform(te),
+                "test_resp": vec.transform(_only_responsibility(te)),
+            },
+            {
+                "train": y_tr,
+                "val": va["label"].tolist(),
+                "test": te["label"].tolist(),
+                "test_resp": te["label"].tolist(),
+            },
+        )
+    log.info("features: %d terms over %s", vec.n_features, ", ".join(config.fields))
+    return vec, sets
+
+
+# -- candidates ---------------------------------------------------------------------------
+def balanced_weights(y: np.ndarray, k: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=k).astype(float)
+    w = np.where(counts > 0, len(y) / (np.maximum(counts, 1) * max(1, (counts > 0).sum())), 0.0)
+    return w[y]
+
+
+@dataclass
+class TrainedCandidate:
+    """A fitted model of one candidate config; ``predict_proba`` columns follow ``classes``."""
+
+    config: CandidateConfig
+    classes: list[str]
+    model: Any  # xgboost.Booster, or {"coef": ndarray (k x d), "intercept": ndarray (k)}
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, X: sp.spmatrix) -> np.ndarray:
+        if self.config.kind == "xgboost":
+            import xgboost as xgb
+
+            p = self.model.predict(xgb.DMatrix(X))
+            return p.reshape(X.shape[0], len(self.classes))
+        z = X @ self.model["coef"].T + self.model["intercept"]
+        z = np.asarray(z) - np.max(z, axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"config": self.config.to_dict(), "classes": self.classes, "info": self.info}
+        if self.config.kind == "xgboost":
+            raw = self.model.save_raw(raw_format="ubj")
+            atomic_write_bytes(folder / "model.ubj", bytes(raw))
+            files = [folder / "model.ubj"]
+        else:
+            import io
+
+            buf = io.BytesIO()
+            np.savez(buf, coef=self.model["coef"], intercept=self.model["intercept"])
+            atomic_write_bytes(folder / "linear.npz", buf.getvalue())
+            files = [folder / "linear.npz"]
+        atomic_write_bytes(
+            folder / "model.json", json.dumps(meta, ensure_ascii=False, indent=2, default=str).encode()
+        )
+        return [*files, folder / "model.json"]
+
+
+def load_candidate(folder: str | Path) -> TrainedCandidate:
+    """Load a saved candidate (XGBoost UBJ or linear npz; no pickle)."""
+    folder = Path(folder)
+    meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    config = CandidateConfig.from_dict(meta["config"])
+    if config.kind == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(bytearray((folder / "model.ubj").read_bytes()))
+        booster.set_param({"device": "cpu", "nthread": 0})
+        model: Any = booster
+    else:
+        with np.load(folder / "linear.npz", allow_pickle=False) as z:
+            model = {"coef": np.asarray(z["coef"]), "intercept": np.asarray(z["intercept"])}
+    return TrainedCandidate(config, list(meta["classes"]), model, meta.get("info", {}))
+
+
+def fit_candidate(
+    config: CandidateConfig,
+    X_train: sp.spmatrix,
+    y_train: Sequence[str],
+    X_val: sp.spmatrix,
+    y_val: Sequence[str],
+    classes: Sequence[str],
+    *,
+    device: str = "auto",
+    seed: int = 42,
+) -> TrainedCandidate:
+    """Train one candidate. Labels are cohort names; ``classes`` fixes the column order."""
+    classes = list(classes)
+    idx = {c: i for i, c in enumerate(classes)}
+    ytr = np.array([idx[v] for v in y_train])
+    yva = np.array([idx[v] for v in y_val])
+    params = dict(config.params)
+    weighted = params.pop("class_weight", "balanced") == "balanced"
+    start = time.perf_counter()
+    info: dict[str, Any] = {"train_rows": int(X_train.shape[0]), "features": int(X_train.shape[1])}
+    if config.kind == "xgboost":
+        import xgboost as xgb
+
+        dev = resolve_device(params.pop("device", device))
+        rounds = int(params.pop("n_estimators", 300))
+        stop = int(params.pop("early_stopping_rounds", 25))
+        booster_params = {
+            "objective": "multi:softprob",
+            "num_class": len(classes),
+            "tree_method": "hist",
+            "device": dev,
+            "eval_metric": "mlogloss",
+            "seed": seed,
+            "nthread": 0,
+            **{("eta" if k == "learning_rate" else k): v for k, v in params.items()},
+        }
+        dtrain = xgb.DMatrix(
+            X_train, label=ytr, weight=balanced_weights(ytr, len(classes)) if weighted else None
+        )
+        dval = xgb.DMatrix(X_val, label=yva)
+        booster = xgb.train(
+            booster_params,
+            dtrain,
+            num_boost_round=rounds,
+            evals=[(dval, "val")],
+            early_stopping_rounds=stop,
+            verbose_eval=False,
+        )
+        best = int(getattr(booster, "best_iteration", rounds - 1))
+        booster = booster[: best + 1]
+        booster.set_param({"device": "cpu"})
+        info.update(device=dev, best_iteration=best, rounds=rounds)
+        model: Any = booster
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(
+            C=float(params.get("C", 1.0)),
+            max_iter=int(params.get("max_iter", 300)),
+            class_weight="balanced" if weighted else None,
+            random_state=seed,
+        )
+        clf.fit(X_train, ytr)
+        coef = np.zeros((len(classes), X_train.shape[1]))
+        intercept = np.full(len(classes), -30.0)  # classes never seen in training get ~0 probability
+        if len(clf.classes_) == 2:
+            coef[clf.classes_[1]], intercept[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
+            intercept[clf.classes_[0]] = 0.0
+        else:
+            for row, c in enumerate(clf.classes_):
+                coef[c], intercept[c] = clf.coef_[row], clf.intercept_[row]
+        model = {"coef": coef, "intercept": intercept}
+        info.update(device="cpu")
+    info["train_seconds"] = round(time.perf_counter() - start, 3)
+    log.info("trained %s (%s) in %.1fs", config.name, config.kind, info["train_seconds"])
+    return TrainedCandidate(config, classes, model, info)
+
+
+def evaluate_candidate(cand: TrainedCandidate, fs: FeatureSet) -> dict[str, Any]:
+    """Validation and test metrics (test with all fields and with responsibility alone)."""
+    return {
+        part: classification_metrics(fs.y[part], cand.predict_proba(fs.X[part]), fs.classes)
+        for part in ("val", "test", "test_resp")
+        if part in fs.X and fs.X[part].shape[0]
+    }
+
+
+@dataclass
+class TaskResult:
+    task: str
+    winner: str
+    primary: str
+    candidates: dict[str, dict[str, Any]]  # name -> {"kind", "info", "metrics": {val, test, test_resp}}
+
+
+def select_winner(
+    task: str, results: Mapping[str, Mapping[str, Any]], primary: str = DEFAULT_PRIMARY
+) -> TaskResult:
+    """The candidate with the best validation ``primary`` metric (ties: first by name)."""
+    if not results:
+        raise ValueError(f"no candidates were trained for {task}")
+    best = max(sorted(results), key=lambda n: score(results[n]["metrics"].get("val", {}), primary))
+    return TaskResult(task, best, primary, {k: dict(v) for k, v in results.items()})
+
+
+def train_task(
+    fs: FeatureSet,
+    candidates: Sequence[CandidateConfig],
+    *,
+    device: str = "auto",
+    primary: str = DEFAULT_PRIMARY,
+) -> tuple[TaskResult, dict[str, TrainedCandidate]]:
+    """Train every candidate of ``fs.task`` and pick the winner."""
+    mine = [c for c in candidates if c.task == fs.task]
+    if not mine:
+        raise ValueError(f"no candidate configured for task {fs.task!r}")
+    trained, results = {}, {}
+    for c in mine:
+        cand = fit_candidate(
+            c, fs.X["train"], fs.y["train"], fs.X["val"], fs.y["val"], fs.classes, device=device
+        )
+        trained[c.name] = cand
+        results[c.name] = {"kind": c.kind, "info": cand.info, "metrics": evaluate_candidate(cand, fs)}
+    return select_winner(fs.task, results, primary), trained

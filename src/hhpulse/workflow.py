@@ -1,0 +1,206 @@
+"""End-to-end training and comparison, composed from the step functions.
+
+The CLI (``hhpulse train``/``evaluate``) calls these directly; the pipeline calls the
+same step functions one component at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hhpulse.bundle import ModelBundle, build_bundle, git_commit
+from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitConfig, load_candidates
+from hhpulse.dataset import Dataset, build_dataset
+from hhpulse.evaluate import classification_metrics, data_profile, score
+from hhpulse.store import open_store
+from hhpulse.train import DEFAULT_PRIMARY, FeatureSet, TaskResult, TrainedCandidate, featurize, train_task
+
+log = logging.getLogger(__name__)
+
+
+def history_from_data(spec: str) -> tuple[pd.DataFrame, dict[str, dict[str, float]], bool]:
+    """(history, rates_by_run, synthetic) from a store location or a file of API items.
+
+    A store (folder or ``s3://``) gives its ``history/vacancies.parquet``; a file (JSON
+    lines of API items, optionally gzipped) is imported as a one-run history in memory.
+    """
+    from hhpulse.history import build_history, load_history, rates_by_run
+
+    path = Path(spec)
+    if spec.startswith("s3://") or path.is_dir():
+        store = open_store(spec)
+        hist = load_history(store)
+        runs = rates_by_run(store)
+        synthetic = any(
+            store.get_json(f"raw/{r}/meta.json").get("synthetic") for r in set(hist["last_run_id"].dropna())
+        )
+        return hist, runs, synthetic
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {spec!r} is neither a store folder, an s3:// URL, nor a file")
+    from hhpulse.collect import collect
+    from hhpulse.hh.sources import make_source
+
+    with tempfile.TemporaryDirectory(prefix="hhpulse-train-") as tmp:
+        store = open_store(tmp)
+        collect(make_source(f"file:{path}"), store, progress=False)
+        from hhpulse.history import load_raw_runs
+
+        return build_history(load_raw_runs(store)), rates_by_run(store), False
+
+
+@dataclass
+class TrainingReport:
+    bundle_dir: Path
+    version: str
+    results: dict[str, TaskResult]
+    summary: dict[str, Any]
+
+
+def metrics_document(results: dict[str, TaskResult]) -> dict[str, Any]:
+    return {
+        t: {"winner": r.winner, "primary": r.primary, "candidates": r.candidates} for t, r in results.items()
+    }
+
+
+def bundle_from_results(
+    out_dir: str | Path,
+    dataset: Dataset,
+    vectorizer: Any,
+    winners: dict[str, TrainedCandidate],
+    results: dict[str, TaskResult],
+    *,
+    label_config: LabelConfig,
+    synthetic: bool = False,
+    version: str | None = None,
+) -> Path:
+    """Build the bundle from trained winners (used by the CLI and the select_winner step)."""
+    train_frames = {t: td.part("train") for t, td in dataset.tasks.items()}
+    profile = data_profile(train_frames, vectorizer.common_terms("responsibility", 300))
+    card = {
+        "summary": dataset.summary,
+        "runs": dataset.summary.get("runs", []),
+        "label_config": label_config.to_dict(),
+        "synthetic": synthetic,
+        "git_commit": git_commit(),
+    }
+    return build_bundle(
+        out_dir,
+        vectorizer=vectorizer,
+        models=winners,
+        cohorts={t: dataset.tasks[t].classes for t in dataset.tasks},
+        label_config=label_config.to_dict(),
+        metrics={
+            **metrics_document(results),
+            "dataset": dataset.summary,
+            "boundaries": {t: td.boundaries for t, td in dataset.tasks.items()},
+        },
+        card=card,
+        profile=profile,
+        version=version,
+    )
+
+
+def train_from_history(
+    history: pd.DataFrame,
+    rates_by_run: dict[str, dict[str, float]],
+    out_dir: str | Path,
+    *,
+    label_config: LabelConfig | None = None,
+    feature_config: FeatureConfig | None = None,
+    split_config: SplitConfig | None = None,
+    candidates: Sequence[CandidateConfig] | None = None,
+    device: str = "auto",
+    primary: str = DEFAULT_PRIMARY,
+    synthetic: bool = False,
+    version: str | None = None,
+) -> TrainingReport:
+    """Labels, split, features, every candidate of both tasks, the winners, and the bundle."""
+    label_config = label_config or LabelConfig()
+    dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
+    vec, sets = featurize(dataset, feature_config or FeatureConfig())
+    candidates = list(candidates or load_candidates())
+    results, winners = {}, {}
+    for task, fs in sets.items():
+        res, trained = train_task(fs, candidates, device=device, primary=primary)
+        results[task] = res
+        winners[task] = trained[res.winner]
+    path = bundle_from_results(
+        out_dir,
+        dataset,
+        vec,
+        winners,
+        results,
+        label_config=label_config,
+        synthetic=synthetic,
+        version=version,
+    )
+    from hhpulse.bundle import load_bundle
+
+    return TrainingReport(path, load_bundle(path).version, results, dataset.summary)
+
+
+def evaluate_bundle(bundle: ModelBundle, dataset: Dataset, part: str | None = "test") -> dict[str, Any]:
+    """Metrics of a loaded bundle on a dataset's rows (``part=None``: every labelled row)."""
+    out = {}
+    for task, td in dataset.tasks.items():
+        rows = td.frame if part is None else td.part(part)
+        if rows.empty:
+            continue
+        proba = bundle.predict_proba(rows[["responsibility", "name", "requirement"]].to_dict("records"))[task]
+        classes = bundle.cohorts[task]
+        labels = rows["label"].tolist()
+        if set(labels) - set(classes):
+            raise ValueError(
+                f"{task}: the data has cohorts {sorted(set(labels) - set(classes))} the model does not know"
+            )
+        out[task] = classification_metrics(labels, proba, classes)
+    return out
+
+
+def compare(
+    challenger: dict[str, Any],
+    champion: dict[str, Any] | None,
+    primary: str = DEFAULT_PRIMARY,
+    margin: float = 0.0,
+) -> dict[str, Any]:
+    """Does the challenger win? Yes when no champion exists, or when it beats the champion's
+    primary metric by ``margin`` on average over the tasks where both scores are defined."""
+    if champion is None:
+        return {"challenger_wins": True, "reason": "no champion yet", "deltas": {}}
+    deltas = {}
+    for task in challenger:
+        a, b = score(challenger[task], primary), score(champion.get(task, {}), primary)
+        if a != float("-inf") and b != float("-inf"):
+            deltas[task] = a - b
+    if not deltas:
+        return {
+            "challenger_wins": False,
+            "reason": f"no task has a defined {primary} for both models",
+            "deltas": {},
+        }
+    mean = sum(deltas.values()) / len(deltas)
+    wins = mean > margin
+    verb = "beats" if wins else "does not beat"
+    return {
+        "challenger_wins": wins,
+        "reason": f"challenger {verb} the champion by {mean:+.4f} mean {primary} (margin {margin})",
+        "deltas": deltas,
+        "mean_delta": mean,
+    }
+
+
+__all__ = [
+    "FeatureSet",
+    "TrainingReport",
+    "compare",
+    "evaluate_bundle",
+    "history_from_data",
+    "train_from_history",
+]
