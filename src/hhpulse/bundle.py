@@ -17,6 +17,7 @@ No pickle anywhere: XGBoost's UBJ format, npz with ``allow_pickle=False``, and J
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -154,10 +155,8 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "hhpulse": __version__}
     for pkg in ("xgboost", "xgboost-cpu", "scikit-learn", "numpy", "scipy", "pandas", "razdel"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 

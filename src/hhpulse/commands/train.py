@@ -34,7 +34,7 @@ def print_results(results) -> None:  # type: ignore[no-untyped-def]
         for name, r in sorted(res.candidates.items()):
             m = r["metrics"]
 
-            def g(part: str, key: str) -> str:
+            def g(part: str, key: str, m: dict = m) -> str:
                 v = m.get(part, {}).get(key)
                 return "n/a" if v is None else f"{v:.3f}"
 
