@@ -1,0 +1,154 @@
+"""Salary and demand labels: cohort edges, currencies, net/gross, censoring, the proxy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hhpulse.config import ConfigError, LabelConfig
+from hhpulse.labels import build_labels, salary_cohort, salary_point, to_monthly_gross_rub
+
+CFG = LabelConfig()
+RATES = {
+    "RUR": 1.0,
+    "USD": 0.01,
+    "EUR": 0.008,
+    "KZT": 5.0,
+    "BYR": 0.04,
+    "UZS": 140.0,
+    "KGS": 1.0,
+    "AZN": 0.02,
+    "GEL": 0.03,
+    "UAH": 0.5,
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "cohort"),
+    [
+        (0, "lt_100k"),
+        (99_999.99, "lt_100k"),
+        (100_000, "100k_150k"),
+        (149_999, "100k_150k"),
+        (150_000, "150k_200k"),
+        (199_999.9, "150k_200k"),
+        (200_000, "ge_200k"),
+        (5e6, "ge_200k"),
+    ],
+)
+def test_cohort_edges_are_closed_open(value, cohort):
+    assert salary_cohort(value, CFG) == cohort
+
+
+def test_point_is_midpoint_or_the_given_bound():
+    assert salary_point(100, 200) == 150
+    assert salary_point(100, None) == 100
+    assert salary_point(None, 200) == 200
+    assert salary_point(float("nan"), 50) == 50
+    assert salary_point(None, None) is None
+
+
+@pytest.mark.parametrize("code", sorted(RATES))
+def test_each_currency_converts_with_the_run_rate(code):
+    rub, why = to_monthly_gross_rub(RATES[code] * 120_000, code, True, RATES, CFG)
+    assert why is None and rub == pytest.approx(120_000)
+
+
+def test_rur_rub_aliases_unknown_and_missing_currency():
+    assert to_monthly_gross_rub(1000, "RUB", True, {}, CFG) == (1000, None)
+    assert to_monthly_gross_rub(1000, "XYZ", True, RATES, CFG) == (None, "no_rate:XYZ")
+    assert to_monthly_gross_rub(1000, None, True, RATES, CFG) == (None, "no_currency")
+
+
+def test_net_to_gross():
+    rub, _ = to_monthly_gross_rub(87_000, "RUR", False, RATES, CFG)
+    assert rub == pytest.approx(100_000)
+    rub, _ = to_monthly_gross_rub(87_000, "RUR", None, RATES, CFG)  # unknown: taken as gross
+    assert rub == pytest.approx(87_000)
+    assert to_monthly_gross_rub(80_000, "RUR", False, RATES, LabelConfig(income_tax=0.2))[0] == pytest.approx(
+        100_000
+    )
+
+
+def test_config_validates_and_round_trips():
+    with pytest.raises(ConfigError):
+        LabelConfig(income_tax=1.0)
+    with pytest.raises(ConfigError):
+        LabelConfig(salary_bands=(("a", 0, 100), ("b", 150, math.inf)))
+    assert LabelConfig.from_dict(CFG.to_dict()) == CFG
+
+
+def _hist(**cols):
+    n = len(next(iter(cols.values())))
+    base = {
+        "id": [str(i) for i in range(n)],
+        "salary_from": [None] * n,
+        "salary_to": [None] * n,
+        "salary_currency": [None] * n,
+        "salary_gross": [None] * n,
+        "currency_rates_run_id": ["r"] * n,
+        "initial_created_at": [pd.NaT] * n,
+        "first_published_at": [pd.NaT] * n,
+        "published_at": [pd.NaT] * n,
+        "collected_at": [pd.NaT] * n,
+        "last_seen": [pd.NaT] * n,
+        "closed_at": [pd.NaT] * n,
+    }
+    base.update(cols)
+    df = pd.DataFrame(base)
+    for c in (
+        "initial_created_at",
+        "first_published_at",
+        "published_at",
+        "collected_at",
+        "last_seen",
+        "closed_at",
+    ):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    return df
+
+
+def test_salary_labels_leave_out_missing_and_absurd():
+    h = _hist(
+        salary_from=[None, 5, 50_000_000, 90_000, 50],
+        salary_to=[None, 5, None, 110_000, None],
+        salary_currency=[None, "RUR", "RUR", "RUR", "USD"],
+        salary_gross=[None, True, True, True, True],
+    )
+    f = build_labels(h, {"r": RATES}, CFG).frame
+    assert f["salary_cohort"].tolist()[:4] == [None, None, None, "100k_150k"]
+    assert f["salary_reason"].tolist() == ["no_salary", "absurd_low", "absurd_high", None, "absurd_low"]
+
+
+def test_demand_from_closes_and_censoring():
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    h = _hist(
+        first_published_at=[t0] * 5,
+        initial_created_at=[t0 - 5 * day, pd.NaT, pd.NaT, pd.NaT, pd.NaT],
+        closed_at=[t0 + 3 * day, t0 + 15 * day, t0 + 40 * day, pd.NaT, pd.NaT],
+        last_seen=[t0 + 2 * day, t0 + 14 * day, t0 + 39 * day, t0 + 25 * day, t0 + 5 * day],
+    )
+    lab = build_labels(h, {}, LabelConfig(min_closed=1))
+    f = lab.frame
+    assert f["lifetime_days"].iloc[0] == pytest.approx(8)  # initial_created_at wins over first published
+    assert f["demand_cohort"].tolist() == ["high", "medium", "low", "low", None]
+    assert f["demand_source"].tolist() == ["closed", "closed", "closed", "censored_low", None]
+    assert lab.summary["demand_proxy"] is False
+
+
+def test_demand_falls_back_to_the_age_proxy_loudly(caplog):
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    h = _hist(
+        published_at=[t0, t0, pd.NaT],
+        collected_at=[t0 + pd.Timedelta(days=2), t0 + pd.Timedelta(days=12), t0],
+    )
+    lab = build_labels(h, {}, CFG)
+    assert lab.summary["demand_proxy"] is True
+    assert lab.frame["demand_cohort"].tolist() == ["high", "medium", None]
+    assert set(lab.frame["demand_source"].dropna()) == {"proxy_age"}
+    assert "DEMAND PROXY" in caplog.text
+    assert np.isnan(lab.frame["lifetime_days"].iloc[2])
