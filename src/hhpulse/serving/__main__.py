@@ -1,0 +1,68 @@
+"""``python -m hhpulse.serving``: the predictor's entry point (what the serving image runs)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import kserve
+from kserve import model_server
+
+from hhpulse.bundle import BundleError
+from hhpulse.serving.inputs import Limits
+from hhpulse.serving.middleware import GuardMiddleware
+from hhpulse.serving.model import DEFAULT_MODEL_DIR, VacancyModel
+
+log = logging.getLogger("hhpulse.serving")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hhpulse.serving",
+        parents=[model_server.parser],
+        description="Serve an hhpulse model bundle with KServe (v1 and v2 protocols).",
+    )
+    parser.add_argument(
+        "--model_dir",
+        "--model-dir",
+        dest="model_dir",
+        default=DEFAULT_MODEL_DIR,
+        help="bundle directory (KServe mounts storageUri at /mnt/models)",
+    )
+    parser.add_argument("--model-name", dest="model_name", help="alias of --model_name")
+    parser.add_argument("--http-port", dest="http_port", type=int, help="alias of --http_port")
+    parser.add_argument(
+        "--max_instances", type=int, default=Limits.max_instances, help="instances per request"
+    )
+    parser.add_argument(
+        "--max_text_chars", type=int, default=Limits.max_text_chars, help="characters per text field"
+    )
+    parser.add_argument("--max_body_bytes", type=int, default=Limits.max_body_bytes, help="request body size")
+    # gRPC only when asked for (--enable_grpc true); the model is named hhpulse unless told otherwise
+    parser.set_defaults(enable_grpc=False, model_name="hhpulse")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    limits = Limits(args.max_instances, args.max_text_chars, args.max_body_bytes)
+    model = VacancyModel(args.model_name, args.model_dir, limits=limits)
+    try:
+        model.load()
+    except BundleError as exc:
+        print(f"hhpulse serving: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    model_server.app.add_middleware(GuardMiddleware, limits=limits)
+    kserve.ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=args.workers,
+        enable_grpc=args.enable_grpc,
+    ).start([model])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

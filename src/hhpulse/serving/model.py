@@ -1,0 +1,166 @@
+"""``VacancyModel``: one ``kserve.Model`` answering both tasks, over v1 and v2.
+
+The handlers only adapt: parsing lives in :mod:`hhpulse.serving.inputs`, prediction in
+:meth:`hhpulse.bundle.ModelBundle.predict` (the same call ``hhpulse predict`` makes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from prometheus_client import Counter
+
+from hhpulse.bundle import TASKS, BundleError, ModelBundle, load_bundle
+from hhpulse.serving.inputs import (
+    Limits,
+    RequestError,
+    Tensor,
+    parse_v1,
+    parse_v2,
+    request_id,
+    v1_predictions,
+)
+
+log = logging.getLogger("hhpulse.serving")
+
+DEFAULT_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts storageUri
+
+REJECTED = Counter("hhpulse_rejected_requests", "Requests rejected with a 4xx, by reason", ["reason"])
+PREDICTED = Counter("hhpulse_predicted_cohorts", "Predicted cohorts, by task and cohort", ["task", "cohort"])
+
+
+def reject(exc: RequestError) -> InvalidInput:
+    REJECTED.labels(reason=exc.reason).inc()
+    return InvalidInput(str(exc))
+
+
+class VacancyModel(kserve.Model):
+    """Salary and demand cohorts from vacancy text.
+
+    Args:
+        name: the model name in the URL (``/v1/models/<name>:predict``).
+        model_dir: the bundle directory (``/mnt/models`` on the cluster).
+        bundle: an already loaded bundle (tests inject one); then :meth:`load` only marks ready.
+        limits: request limits.
+    """
+
+    def __init__(
+        self,
+        name: str = "hhpulse",
+        model_dir: str = DEFAULT_MODEL_DIR,
+        *,
+        bundle: ModelBundle | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.bundle = bundle
+        self.limits = limits or Limits()
+        self.ready = False
+
+    def load(self) -> bool:
+        """Verify MANIFEST.json and load the bundle; only then report ready."""
+        if self.bundle is None:
+            if not os.path.isdir(self.model_dir):
+                raise BundleError(
+                    f"model directory {self.model_dir} does not exist (set --model_dir or storageUri)"
+                )
+            self.bundle = load_bundle(self.model_dir, verify=True)
+        log.info("loaded model %s (bundle %s) from %s", self.name, self.bundle.version, self.model_dir)
+        self.ready = True
+        return self.ready
+
+    # -- metadata ---------------------------------------------------------------------------
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "responsibility", "datatype": "BYTES", "shape": [-1], "optional": False},
+            {"name": "name", "datatype": "BYTES", "shape": [-1], "optional": True},
+            {"name": "requirement", "datatype": "BYTES", "shape": [-1], "optional": True},
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        cohorts = self.bundle.cohorts if self.bundle else {t: [] for t in TASKS}
+        out = []
+        for t in TASKS:
+            out.append({"name": f"{t}_cohort", "datatype": "BYTES", "shape": [-1]})
+            out.append(
+                {
+                    "name": f"{t}_probabilities",
+                    "datatype": "FP32",
+                    "shape": [-1, len(cohorts[t])],
+                    "cohorts": list(cohorts[t]),
+                }
+            )
+        return out
+
+    # -- handlers ---------------------------------------------------------------------------
+    def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        try:
+            if isinstance(payload, InferRequest):
+                tensors = [
+                    Tensor(i.name, i.datatype, list(i.shape), list(_values(i.data))) for i in payload.inputs
+                ]
+                return {
+                    "protocol": "v2",
+                    "id": request_id(payload.id),
+                    "instances": parse_v2(tensors, self.limits),
+                }
+            if isinstance(payload, (bytes, bytearray)):
+                raise RequestError(
+                    "bad_content_type", "the body must be JSON (Content-Type: application/json)", 415
+                )
+            return {"protocol": "v1", "instances": parse_v1(payload, self.limits)}
+        except RequestError as exc:
+            raise reject(exc) from None
+
+    def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        assert self.bundle is not None, "predict before load"
+        preds = self.bundle.predict(payload["instances"])
+        for p in preds:
+            for t in TASKS:
+                PREDICTED.labels(task=t, cohort=p[t]["cohort"]).inc()
+        return {**payload, "predictions": preds}
+
+    def postprocess(self, result: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        preds = result["predictions"]
+        if result["protocol"] == "v1":
+            return v1_predictions(preds)
+        assert self.bundle is not None
+        n = len(preds)
+        outputs = []
+        for t in TASKS:
+            cohorts = self.bundle.cohorts[t]
+            outputs.append(InferOutput(f"{t}_cohort", [n], "BYTES", [p[t]["cohort"] for p in preds]))
+            probs = np.array([[p[t]["probabilities"][c] for c in cohorts] for p in preds], dtype=np.float32)
+            outputs.append(
+                InferOutput(
+                    f"{t}_probabilities",
+                    [n, len(cohorts)],
+                    "FP32",
+                    probs.ravel().tolist(),
+                    parameters={"cohorts": ",".join(cohorts)},
+                )
+            )
+        return InferResponse(
+            response_id=result["id"],
+            model_name=self.name,
+            infer_outputs=outputs,
+            parameters={"model_version": self.bundle.version},
+        )
+
+
+def _values(data: Any) -> list[Any]:
+    if isinstance(data, np.ndarray):
+        return data.ravel().tolist()
+    if data is None:
+        return []
+    flat: list[Any] = []
+    for v in data:
+        flat.extend(v if isinstance(v, list) else [v])
+    return flat

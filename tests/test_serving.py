@@ -1,0 +1,259 @@
+"""The KServe predictor in a real kserve.ModelServer on a free port, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import free_port
+from hhpulse.bundle import load_bundle
+from hhpulse.collect import collect
+from hhpulse.config import CandidateConfig
+from hhpulse.hh.sources import make_source
+from hhpulse.history import load_history, rates_by_run, rebuild_history
+from hhpulse.store import LocalStore
+from hhpulse.workflow import train_from_history
+
+FAST = [
+    CandidateConfig("salary-lr", "salary", "logreg", {"C": 4.0}),
+    CandidateConfig(
+        "demand-xgb", "demand", "xgboost", {"max_depth": 3, "n_estimators": 20, "learning_rate": 0.3}
+    ),
+]
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    for _ in range(2):
+        collect(make_source("demo", demo_size=40), store, progress=False)
+    rebuild_history(store)
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    train_from_history(load_history(store), rates_by_run(store), out, candidates=FAST, device="cpu")
+    return out
+
+
+def start_server(model_dir, *extra):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hhpulse.serving",
+            "--model_dir",
+            str(model_dir),
+            "--http_port",
+            str(port),
+            "--max_instances",
+            "50",
+            "--max_text_chars",
+            "300",
+            "--max_body_bytes",
+            "20000",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc, url, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            if requests.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir):
+    proc, url = start_server(bundle_dir)
+    try:
+        wait_ready(proc, url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_v1_round_trip_matches_hhpulse_predict(server, bundle_dir, tmp_path):
+    instances = [
+        "Доставка заказов клиентам",
+        {"responsibility": "Руководство командой", "name": "Руководитель", "requirement": "Опыт от 5 лет"},
+    ]
+    r = requests.post(f"{server}/v1/models/hhpulse:predict", json={"instances": instances}, timeout=10)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(
+        "\n".join(
+            json.dumps(i if isinstance(i, dict) else {"responsibility": i}, ensure_ascii=False)
+            for i in instances
+        )
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hhpulse.cli",
+            "predict",
+            "--model",
+            str(bundle_dir),
+            "--input",
+            str(inp),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    cli = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert preds == cli
+
+
+def test_v2_round_trip_with_and_without_id(server, bundle_dir):
+    body = {
+        "id": "req-1",
+        "inputs": [
+            {
+                "name": "responsibility",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["Доставка заказов", "Руководство командой"],
+            },
+            {"name": "name", "datatype": "BYTES", "shape": [2], "data": ["Курьер", "Руководитель"]},
+        ],
+    }
+    r = requests.post(f"{server}/v2/models/hhpulse/infer", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "req-1" and out["model_name"] == "hhpulse"
+    got = {o["name"]: o for o in out["outputs"]}
+    assert set(got) == {"salary_cohort", "salary_probabilities", "demand_cohort", "demand_probabilities"}
+    assert (
+        got["salary_probabilities"]["shape"] == [2, 4] and got["salary_probabilities"]["datatype"] == "FP32"
+    )
+    expected = load_bundle(bundle_dir).predict(
+        [
+            {"responsibility": "Доставка заказов", "name": "Курьер"},
+            {"responsibility": "Руководство командой", "name": "Руководитель"},
+        ]
+    )
+    assert got["salary_cohort"]["data"] == [p["salary"]["cohort"] for p in expected]
+    del body["id"]
+    r = requests.post(f"{server}/v2/models/hhpulse/infer", json=body, timeout=10)
+    assert r.status_code == 200 and r.json()["id"]  # generated
+
+
+def test_metadata_and_health(server):
+    meta = requests.get(f"{server}/v2/models/hhpulse", timeout=5).json()
+    assert [i["name"] for i in meta["inputs"]] == ["responsibility", "name", "requirement"]
+    assert {o["name"] for o in meta["outputs"]} >= {"salary_cohort", "demand_probabilities"}
+    assert requests.get(f"{server}/v1/models/hhpulse", timeout=5).json()["ready"] is True
+
+
+BAD = [
+    ("invalid json", b"{not json", JSON, 400, "not valid JSON"),
+    ("no instances", {"rows": []}, None, 400, "no 'instances'"),
+    ("instance type", {"instances": [5]}, None, 400, "must be a string or an object"),
+    ("empty text", {"instances": ["   "]}, None, 400, "empty"),
+    ("non-string field", {"instances": [{"responsibility": "ok", "name": 7}]}, None, 400, "must be a string"),
+    ("unknown field", {"instances": [{"responsibility": "ok", "salary": 1}]}, None, 400, "unknown field"),
+    ("text too long", {"instances": ["x" * 301]}, None, 400, "over the limit of 300"),
+    ("too many", {"instances": ["a"] * 51}, None, 400, "over the limit of 50"),
+    ("body too large", {"instances": ["a" * 250] * 100}, None, 413, "over the limit of 20000"),
+    ("no content type", b'{"instances": ["a"]}', {}, 415, "Content-Type is missing"),
+    ("wrong content type", b'{"instances": ["a"]}', {"Content-Type": "text/plain"}, 415, "text/plain"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "headers", "status", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_v1_input_is_a_4xx_and_the_server_keeps_serving(server, case, body, headers, status, message):
+    url = f"{server}/v1/models/hhpulse:predict"
+    if isinstance(body, bytes):
+        r = requests.post(url, data=body, headers=headers, timeout=10)
+    else:
+        r = requests.post(url, json=body, timeout=10)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert requests.post(url, json={"instances": ["Доставка"]}, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([{"name": "responsibility", "datatype": "INT32", "shape": [1], "data": [1]}], "datatype BYTES"),
+        ([{"name": "responsibility", "datatype": "BYTES", "shape": [1, 2], "data": ["a", "b"]}], "shape"),
+        ([{"name": "responsibility", "datatype": "BYTES", "shape": [2], "data": ["a"]}], "shape"),
+        (
+            [{"name": "name", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+            "'responsibility' input tensor is required",
+        ),
+        (
+            [
+                {"name": "responsibility", "datatype": "BYTES", "shape": [1], "data": ["a"]},
+                {"name": "name", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
+            ],
+            "rows",
+        ),
+    ],
+)
+def test_bad_v2_tensors(server, inputs, message):
+    r = requests.post(f"{server}/v2/models/hhpulse/infer", json={"inputs": inputs}, timeout=10)
+    assert 400 <= r.status_code < 500, r.text
+    assert message in r.text
+
+
+def test_metrics_expose_rejections_and_cohorts(server):
+    requests.post(f"{server}/v1/models/hhpulse:predict", json={"instances": [5]}, timeout=10)
+    text = requests.get(f"{server}/metrics", timeout=5).text
+    assert 'hhpulse_rejected_requests_total{reason="bad_instance"}' in text
+    assert "hhpulse_predicted_cohorts_total{cohort=" in text
+    assert "request_predict_seconds" in text  # kserve's own metrics stay on
+
+
+def test_request_cli_against_the_server(server):
+    run = [sys.executable, "-m", "hhpulse.cli", "request", "--url", server]
+    p = subprocess.run([*run, "--text", "Доставка заказов"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "salary cohort" in p.stdout and "Доставка заказов" in p.stdout
+    p = subprocess.run(
+        [*run, "--protocol", "v2", "--json", "--text", "Доставка"], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0 and json.loads(p.stdout)["outputs"]
+    p = subprocess.run([*run, "--text", " "], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "HTTP 400" in p.stderr
+
+
+def test_tampered_bundle_stops_start_up(bundle_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle_dir, bad)
+    (bad / "cohorts.json").write_text('{"salary": ["x"], "demand": ["y"]}')
+    proc, _ = start_server(bad)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "refusing to start" in out and "cohorts.json does not match its sha256" in out
+
+
+def test_not_ready_before_load(bundle_dir):
+    from hhpulse.serving import VacancyModel
+
+    m = VacancyModel("hhpulse", str(bundle_dir))
+    assert m.ready is False
+    m.load()
+    assert m.ready is True and m.bundle is not None
