@@ -234,7 +234,7 @@ def fit_candidate(
     idx = {c: i for i, c in enumerate(classes)}
     ytr = np.array([idx[v] for v in y_train])
     yva = np.array([idx[v] for v in y_val])
-    params = dict(config.params)
+    params = _typed(config.params)
     weighted = params.pop("class_weight", "balanced") == "balanced"
     start = time.perf_counter()
     info: dict[str, Any] = {"train_rows": int(X_train.shape[0]), "features": int(X_train.shape[1])}
@@ -294,6 +294,22 @@ def fit_candidate(
     info["train_seconds"] = round(time.perf_counter() - start, 3)
     log.info("trained %s (%s) in %.1fs", config.name, config.kind, info["train_seconds"])
     return TrainedCandidate(config, classes, model, info)
+
+
+INT_PARAMS = frozenset(
+    {"max_depth", "n_estimators", "early_stopping_rounds", "max_iter", "max_bin", "num_parallel_tree"}
+)
+
+
+def _typed(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Integer params as ints: KFP passes dicts as protobuf Structs, where every number is a float."""
+    out = dict(params)
+    for k in INT_PARAMS & out.keys():
+        v = out[k]
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError(f"candidate parameter {k} must be an integer, got {v}")
+        out[k] = int(v)
+    return out
 
 
 def evaluate_candidate(cand: TrainedCandidate, fs: FeatureSet) -> dict[str, Any]:

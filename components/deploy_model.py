@@ -1,0 +1,56 @@
+"""Step 8b: create or patch the KServe InferenceService (or render it, locally)."""
+
+from kfp import dsl
+from kfp.dsl import Input, Model
+
+from components._image import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def deploy_model(
+    store: str,
+    s3_endpoint: str,
+    bundle: Input[Model],
+    model_uri: str,
+    mode: str,
+    namespace: str,
+    service_name: str,
+    serving_image: str,
+    service_account: str,
+    canary_traffic_percent: int,
+    timeout_seconds: int,
+) -> str:
+    """Deploys the published version as a KServe InferenceService.
+
+    Args:
+        store: Store location: a folder or s3://bucket/prefix.
+        s3_endpoint: S3/MinIO endpoint URL ("" for AWS or a local store).
+        bundle: The published bundle (its MANIFEST.json names the version).
+        model_uri: The version's storage URI (storageUri of the predictor).
+        mode: apply (create or patch on the cluster, wait for Ready) or render (write the manifest to the store).
+        namespace: The InferenceService's namespace.
+        service_name: The InferenceService's name.
+        serving_image: The predictor image.
+        service_account: The predictor's ServiceAccount (it carries the S3 credentials).
+        canary_traffic_percent: 0-99 sends that share to the new version as a canary; 100 or 0 promotes fully.
+        timeout_seconds: How long to wait for Ready before rolling back.
+
+    Returns:
+        The service URL (apply) or the manifest's location (render).
+    """
+    from hhpulse.bundle import verify_manifest
+    from hhpulse.deploy import DeployValues, deploy, render_to_store
+    from hhpulse.store import open_store
+
+    version = verify_manifest(bundle.path)["version"]
+    values = DeployValues(
+        name=service_name,
+        namespace=namespace,
+        image=serving_image,
+        service_account=service_account,
+        canary_traffic_percent=canary_traffic_percent or None,
+    )
+    st = open_store(store, endpoint_url=s3_endpoint or None)
+    if mode == "render":
+        return render_to_store(st, values, version=version, storage_uri=model_uri)
+    return deploy(st, values, version=version, storage_uri=model_uri, timeout_s=timeout_seconds).url

@@ -1,0 +1,24 @@
+"""Step 8a: publish the bundle and move the champion pointer."""
+
+from kfp import dsl
+from kfp.dsl import Input, Model
+
+from components._image import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def publish_model(store: str, s3_endpoint: str, bundle: Input[Model]) -> str:
+    """Writes the bundle to models/hhpulse/<version>/ and moves the champion pointer atomically.
+
+    Args:
+        store: Store location: a folder or s3://bucket/prefix.
+        s3_endpoint: S3/MinIO endpoint URL ("" for AWS or a local store).
+        bundle: The challenger's bundle from select_winner.
+
+    Returns:
+        The storage URI of the published version.
+    """
+    from hhpulse.registry import publish
+    from hhpulse.store import open_store
+
+    return publish(open_store(store, endpoint_url=s3_endpoint or None), bundle.path).uri

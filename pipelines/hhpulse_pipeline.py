@@ -1,0 +1,218 @@
+"""The ``hhpulse-retrain`` pipeline: collect -> validate -> dataset -> features -> candidates
+-> evaluate -> gate -> (publish -> deploy), with an exit handler that records the outcome.
+
+Cluster-only settings (GPU node pool, the credentials Secret, resources) are compile
+options of :func:`build_pipeline`, never environment variables read at import time.
+"""
+
+from dataclasses import dataclass, field
+
+from components.build_dataset import build_dataset
+from components.collect_vacancies import collect_vacancies
+from components.deploy_model import deploy_model
+from components.evaluate_candidates import evaluate_candidates
+from components.featurize import featurize
+from components.publish_model import publish_model
+from components.record_outcome import record_outcome
+from components.select_winner import select_winner
+from components.train_candidate import train_candidate
+from components.validate_vacancies import validate_vacancies
+from kfp import dsl, kubernetes
+
+from hhpulse import __version__
+from hhpulse.config import load_candidates
+
+PIPELINE_NAME = "hhpulse-retrain"
+XGB_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind == "xgboost"]
+LINEAR_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind != "xgboost"]
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Compile-time cluster settings (the Helm chart passes its values here)."""
+
+    secret_name: str = "hhpulse-s3"
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_limit: int = 1
+    gpu_node_selector: tuple[str, str] = ("hhpulse.io/pool", "gpu")
+    gpu_tolerations: tuple[tuple[str, str, str], ...] = (("nvidia.com/gpu", "Exists", "NoSchedule"),)
+    # (cpu request, memory request, cpu limit, memory limit) per kind of step
+    small: tuple[str, str, str, str] = ("250m", "512M", "1", "2G")
+    large: tuple[str, str, str, str] = ("1", "4G", "4", "16G")
+    use_gpu: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _resources(task: dsl.PipelineTask, spec: tuple[str, str, str, str]) -> dsl.PipelineTask:
+    cpu_req, mem_req, cpu_lim, mem_lim = spec
+    return (
+        task.set_cpu_request(cpu_req)
+        .set_memory_request(mem_req)
+        .set_cpu_limit(cpu_lim)
+        .set_memory_limit(mem_lim)
+    )
+
+
+def _secret(task: dsl.PipelineTask, opts: ClusterOptions) -> dsl.PipelineTask:
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=opts.secret_name,
+        secret_key_to_env={
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
+    )
+    return task
+
+
+def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-untyped-def]
+    """The pipeline function, configured with ``opts``."""
+    opts = opts or ClusterOptions()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"hhpulse {__version__}: retrain the salary and demand cohort models on new hh.ru vacancies, "
+        "gate the winner against the champion, publish it, and deploy it with KServe.",
+    )
+    def hhpulse_retrain(
+        store: str = "s3://hhpulse/prod",
+        s3_endpoint: str = "http://minio.hhpulse.svc.cluster.local:9000",
+        source: str = "api",
+        queries: list = ["Python", "Data Scientist", "Аналитик данных"],  # noqa: B006 - KFP reads defaults
+        area: str = "113",
+        contact: str = "hhpulse@example.com",
+        demo_size: int = 150,
+        max_bad_fraction: float = 0.2,
+        random_split: bool = False,
+        xgb_candidates: list = XGB_CANDIDATES,  # noqa: B006
+        linear_candidates: list = LINEAR_CANDIDATES,  # noqa: B006
+        device: str = "auto",
+        primary_metric: str = "roc_auc_ovo",
+        margin: float = 0.0,
+        deploy_mode: str = "apply",
+        namespace: str = "hhpulse",
+        service_name: str = "hhpulse",
+        serving_image: str = f"ghcr.io/hhpulse/hhpulse-serving:{__version__}",
+        service_account: str = "hhpulse-predictor",
+        canary_traffic_percent: int = 0,
+        deploy_timeout_seconds: int = 600,
+    ):
+        """Retrain hhpulse.
+
+        Args:
+            store: Where raw runs, history and models live: s3://bucket/prefix (MinIO) or a folder.
+            s3_endpoint: The MinIO/S3 endpoint URL; empty for AWS S3 or a local folder.
+            source: Where vacancies come from: api (hh.ru), demo (the synthetic emulator) or file:PATH.
+            queries: hh.ru search texts; each is collected completely (past the 2000-result cap).
+            area: hh.ru area id (113 = Russia; empty = the source default).
+            contact: E-mail or URL sent in the HH-User-Agent header, as hh.ru asks.
+            demo_size: Demo source only: vacancies opened per simulated day.
+            max_bad_fraction: Fail the run when more than this share of rows breaks the data contract.
+            random_split: Split at random instead of by time (newest rows as the test set).
+            xgb_candidates: XGBoost candidate configs (trained on the GPU pool).
+            linear_candidates: Linear baseline candidate configs (CPU).
+            device: XGBoost device: auto, cuda or cpu (falls back to the CPU without a GPU).
+            primary_metric: Metric that picks winners on validation and gates against the champion.
+            margin: How much better (mean primary metric over tasks) the challenger must be to replace the champion.
+            deploy_mode: apply (create/patch the InferenceService) or render (write the manifest to the store).
+            namespace: Namespace of the InferenceService.
+            service_name: Name of the InferenceService.
+            serving_image: The predictor image.
+            service_account: The predictor's ServiceAccount (carries the S3 credentials for the storage initializer).
+            canary_traffic_percent: 1-99 routes that share to the new model as a canary; 0 promotes fully.
+            deploy_timeout_seconds: How long to wait for Ready before rolling back.
+        """
+        outcome = record_outcome(store=store, s3_endpoint=s3_endpoint).set_display_name("record outcome")
+        _resources(_secret(outcome, opts), opts.small)
+        with dsl.ExitHandler(outcome, name="retrain"):
+            collect = (
+                collect_vacancies(
+                    store=store,
+                    s3_endpoint=s3_endpoint,
+                    source=source,
+                    queries=queries,
+                    area=area,
+                    contact=contact,
+                    demo_size=demo_size,
+                )
+                .set_display_name("collect vacancies")
+                .set_caching_options(False)
+            )
+            validate = validate_vacancies(
+                store=store,
+                s3_endpoint=s3_endpoint,
+                run_id=collect.outputs["Output"],
+                max_bad_fraction=max_bad_fraction,
+            ).set_display_name("validate (data contract)")
+            data = build_dataset(store=store, s3_endpoint=s3_endpoint, random_split=random_split)
+            data.set_display_name("build dataset").after(validate).set_caching_options(False)
+            feats = featurize(dataset=data.outputs["dataset"]).set_display_name("featurize (razdel + TF-IDF)")
+            with dsl.ParallelFor(xgb_candidates, parallelism=4, name="xgboost-candidates") as cand:
+                xgb = train_candidate(features=feats.outputs["features"], candidate=cand, device=device)
+                xgb.set_display_name("train XGBoost candidate")
+                _resources(xgb, opts.large)
+                if opts.use_gpu:
+                    xgb.set_accelerator_type(opts.accelerator_type).set_accelerator_limit(
+                        opts.accelerator_limit
+                    )
+                    kubernetes.add_node_selector(
+                        xgb, label_key=opts.gpu_node_selector[0], label_value=opts.gpu_node_selector[1]
+                    )
+                    for key, operator, effect in opts.gpu_tolerations:
+                        kubernetes.add_toleration(xgb, key=key, operator=operator, effect=effect)
+            with dsl.ParallelFor(linear_candidates, parallelism=4, name="linear-candidates") as lcand:
+                lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
+                lin.set_display_name("train linear candidate")
+                _resources(lin, opts.large)
+            evaluate = evaluate_candidates(
+                store=store,
+                s3_endpoint=s3_endpoint,
+                dataset=data.outputs["dataset"],
+                features=feats.outputs["features"],
+                xgb_models=dsl.Collected(xgb.outputs["model"]),
+                linear_models=dsl.Collected(lin.outputs["model"]),
+                primary_metric=primary_metric,
+            ).set_display_name("evaluate candidates")
+            gate = (
+                select_winner(
+                    store=store,
+                    s3_endpoint=s3_endpoint,
+                    dataset=data.outputs["dataset"],
+                    features=feats.outputs["features"],
+                    results=evaluate.outputs["results"],
+                    xgb_models=dsl.Collected(xgb.outputs["model"]),
+                    linear_models=dsl.Collected(lin.outputs["model"]),
+                    margin=margin,
+                    primary_metric=primary_metric,
+                )
+                .set_display_name("select winner (gate vs champion)")
+                .set_caching_options(False)
+            )
+            with dsl.If(gate.outputs["Output"] == True, name="challenger-wins"):  # noqa: E712 - KFP condition
+                pub = publish_model(store=store, s3_endpoint=s3_endpoint, bundle=gate.outputs["bundle"])
+                pub.set_display_name("publish model").set_caching_options(False)
+                dep = (
+                    deploy_model(
+                        store=store,
+                        s3_endpoint=s3_endpoint,
+                        bundle=gate.outputs["bundle"],
+                        model_uri=pub.output,
+                        mode=deploy_mode,
+                        namespace=namespace,
+                        service_name=service_name,
+                        serving_image=serving_image,
+                        service_account=service_account,
+                        canary_traffic_percent=canary_traffic_percent,
+                        timeout_seconds=deploy_timeout_seconds,
+                    )
+                    .set_display_name("deploy (KServe)")
+                    .set_caching_options(False)
+                )
+            for t in (collect, validate, data, feats, evaluate, gate, pub, dep):
+                _secret(t, opts)
+                _resources(t, opts.large if t in (data, feats, evaluate, gate) else opts.small)
+
+    return hhpulse_retrain
+
+
+hhpulse_retrain = build_pipeline()

@@ -1,0 +1,112 @@
+"""``hhpulse run``: the whole pipeline on this machine with kfp.local (what ``make run`` does)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hhpulse.commands.collect import add_source_args
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_source_args(p)
+    p.add_argument("--store", default=".hhpulse/store", help="local store folder (or s3://) [%(default)s]")
+    p.add_argument("--s3-endpoint", default="", help="S3/MinIO endpoint when --store is s3://")
+    p.add_argument(
+        "--max-bad-fraction", type=float, default=0.2, help="data-contract threshold [%(default)s]"
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="how much the challenger must beat the champion by [%(default)s]",
+    )
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
+    )
+    p.add_argument("--candidates", default=None, help="candidates YAML [the packaged defaults]")
+    p.add_argument(
+        "--pipeline-root", default=None, help="where kfp.local keeps artifacts [next to the store]"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.local import run_local
+
+    from hhpulse.config import load_candidates
+    from hhpulse.registry import champion
+    from hhpulse.store import open_store
+
+    params = {
+        "source": args.source,
+        "queries": args.queries or [],
+        "area": args.area or "",
+        "contact": args.contact or "hhpulse@example.com",
+        "demo_size": args.demo_size,
+        "max_bad_fraction": args.max_bad_fraction,
+        "margin": args.margin,
+        "device": args.device,
+        "s3_endpoint": args.s3_endpoint,
+    }
+    if args.candidates:
+        cands = [c.to_dict() for c in load_candidates(args.candidates)]
+        params["xgb_candidates"] = [c for c in cands if c["kind"] == "xgboost"]
+        params["linear_candidates"] = [c for c in cands if c["kind"] != "xgboost"]
+    store = open_store(args.store, endpoint_url=args.s3_endpoint or None)
+    before = champion(store)
+    print(
+        f"running the hhpulse pipeline locally (kfp.local) with source {args.source!r} into {store.uri()}"
+        + (f"; current champion {before.version}" if before else "; no champion yet"),
+        flush=True,
+    )
+    out = sys.stdout  # kfp.local re-indents sys.stdout while it runs; keep the user's stream
+    try:
+        result = run_local(args.store, pipeline_root=args.pipeline_root, **params)
+    except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+        print(f"hhpulse run: the pipeline failed: {exc}", file=sys.stderr)
+        outcomes = sorted(k for k in store.list("runs/") if k.endswith("outcome.json"))
+        if outcomes:
+            print(f"outcome: {store.uri(outcomes[-1])}", file=sys.stderr)
+        return 1
+    after = champion(store)
+    sys.stdout = out
+    print(f"\npipeline finished in {result['seconds']:.0f}s")
+    _summary(store, before, after)
+    return 0
+
+
+def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
+    runs = sorted({k.split("/")[1] for k in store.list("raw/") if k.endswith("meta.json")})
+    last = runs[-1] if runs else None
+    if last:
+        print(f"  raw run:      {store.uri(f'raw/{last}/')}")
+        print(f"  validation:   {store.uri(f'raw/{last}/validation.md')}")
+    print(f"  history:      {store.uri('history/vacancies.parquet')}")
+    if after is None:
+        print("  no champion was published")
+        return
+    if before is None:
+        print(f"  champion:     {after.version} (first model: no champion to compare with)")
+    elif before.version == after.version:
+        print(f"  champion:     {after.version} kept: the new challenger did not beat it")
+    else:
+        print(f"  champion:     {after.version} replaced {before.version}")
+    print(f"  model:        {after.uri}")
+    print(f"  model card:   {after.uri}/model_card.md")
+    print(f"  metrics:      {after.uri}/metrics.json")
+    manifest = f"deploy/{after.version}/inferenceservice.yaml"
+    if store.exists(manifest):
+        print(f"  manifest:     {store.uri(manifest)} (rendered, not applied: no cluster)")
+    try:
+        metrics = store.get_json(f"models/hhpulse/{after.version}/metrics.json")
+        for task in ("salary", "demand"):
+            win = metrics[task]["winner"]
+            test = metrics[task]["candidates"][win]["metrics"].get("test", {})
+            auc = test.get("roc_auc_ovo")
+            print(f"  {task:<7} winner {win}: test ROC AUC (OvO) {'n/a' if auc is None else f'{auc:.3f}'}")
+    except Exception:  # the summary must never hide a successful run
+        pass
+    print(f"\nserve it:  make serve   (or: hhpulse serve --store {store.uri()})")
+    print(
+        'then:      hhpulse request --url http://127.0.0.1:8080 --text "Разработка backend-сервисов на Python"'
+    )

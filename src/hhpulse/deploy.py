@@ -1,0 +1,234 @@
+"""Deploying a published model as a KServe InferenceService.
+
+:func:`render_inferenceservice` is the one place that builds the InferenceService; the
+Helm chart's template renders the same object from the same values (a test compares
+them). :func:`deploy` creates or patches it through the kubernetes client, waits for
+``Ready`` with a timeout, and on failure rolls back to the previous model version.
+:func:`render_to_store` is the local mode: it writes the manifest into the store instead.
+
+The kubernetes client is imported inside the functions: the core never needs it to import.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from hhpulse.registry import champion, version_prefix
+from hhpulse.store import Store
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+
+class DeployError(RuntimeError):
+    """The InferenceService did not become ready (and was rolled back where possible)."""
+
+
+@dataclass(frozen=True)
+class DeployValues:
+    """The serving values shared with the Helm chart's ``serving`` section."""
+
+    name: str = "hhpulse"
+    namespace: str = "hhpulse"
+    image: str = "ghcr.io/hhpulse/hhpulse-serving:0.1.0"
+    service_account: str = "hhpulse-predictor"
+    model_name: str = "hhpulse"
+    min_replicas: int = 1
+    max_replicas: int = 3
+    cpu_request: str = "500m"
+    memory_request: str = "1Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+    canary_traffic_percent: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.canary_traffic_percent is not None and not 0 <= self.canary_traffic_percent <= 100:
+            raise ValueError(
+                f"canary_traffic_percent must be within 0..100, got {self.canary_traffic_percent}"
+            )
+        if self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
+            raise ValueError("replicas: need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+
+
+def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: str) -> dict[str, Any]:
+    """The InferenceService for ``version`` (a concrete ``models/hhpulse/<version>`` URI)."""
+    predictor: dict[str, Any] = {
+        "serviceAccountName": values.service_account,
+        "minReplicas": values.min_replicas,
+        "maxReplicas": values.max_replicas,
+        "containers": [
+            {
+                "name": "kserve-container",
+                "image": values.image,
+                "args": [
+                    "--model_name",
+                    values.model_name,
+                    "--model_dir",
+                    "/mnt/models",
+                    "--http_port",
+                    "8080",
+                ],
+                "env": [{"name": "STORAGE_URI", "value": storage_uri}],
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "readinessProbe": {
+                    "httpGet": {"path": "/v2/health/ready", "port": 8080},
+                    "initialDelaySeconds": 5,
+                    "periodSeconds": 10,
+                },
+                "resources": {
+                    "requests": {"cpu": values.cpu_request, "memory": values.memory_request},
+                    "limits": {"cpu": values.cpu_limit, "memory": values.memory_limit},
+                },
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            }
+        ],
+    }
+    if values.canary_traffic_percent not in (None, 100):
+        predictor["canaryTrafficPercent"] = values.canary_traffic_percent
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": values.name,
+            "namespace": values.namespace,
+            "labels": {
+                "app.kubernetes.io/name": "hhpulse",
+                "app.kubernetes.io/component": "predictor",
+                **values.labels,
+            },
+            "annotations": {
+                "hhpulse.io/model-version": version,
+                "serving.kserve.io/deploymentMode": "RawDeployment",
+            },
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def render_to_store(store: Store, values: DeployValues, *, version: str, storage_uri: str) -> str:
+    """Local mode: write ``deploy/<version>/inferenceservice.yaml`` into the store."""
+    manifest = render_inferenceservice(values, version=version, storage_uri=storage_uri)
+    key = f"deploy/{version}/inferenceservice.yaml"
+    store.put_bytes(key, yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True).encode())
+    log.info(
+        "local mode: rendered the InferenceService to %s instead of applying it (no cluster)", store.uri(key)
+    )
+    return store.uri(key)
+
+
+@dataclass
+class DeployResult:
+    url: str
+    action: str  # created | patched
+    version: str
+
+
+def _api(api: Any | None) -> Any:
+    if api is not None:
+        return api
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def _ready(obj: dict[str, Any]) -> tuple[bool | None, str]:
+    """(True/False/None = unknown yet, message) from the Ready condition."""
+    status = obj.get("status") or {}
+    gen, observed = obj.get("metadata", {}).get("generation"), status.get("observedGeneration")
+    if gen is not None and observed is not None and observed < gen:
+        return None, "not observed yet"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            state = cond.get("status")
+            msg = cond.get("message") or cond.get("reason") or ""
+            return (
+                True
+                if state == "True"
+                else False
+                if state == "False" and cond.get("reason") == "Failed"
+                else None
+            ), msg
+    return None, "no Ready condition yet"
+
+
+def wait_ready(
+    api: Any, namespace: str, name: str, *, timeout_s: float, poll_s: float = 2.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        ok, last = _ready(obj)
+        if ok:
+            return obj
+        if ok is False:
+            raise DeployError(f"InferenceService {namespace}/{name} failed: {last}")
+        time.sleep(poll_s)
+    raise DeployError(f"InferenceService {namespace}/{name} not Ready after {timeout_s:.0f}s: {last}")
+
+
+def _apply(api: Any, values: DeployValues, body: dict[str, Any]) -> str:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.get_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise DeployError(
+                f"cannot read InferenceService {values.namespace}/{values.name}: {exc.status} {exc.reason}"
+            ) from exc
+        api.create_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, body)
+        return "created"
+    api.patch_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name, body)
+    return "patched"
+
+
+def deploy(
+    store: Store,
+    values: DeployValues,
+    *,
+    version: str,
+    storage_uri: str,
+    timeout_s: float = 600,
+    poll_s: float = 2.0,
+    api: Any | None = None,
+) -> DeployResult:
+    """Create or patch the InferenceService, wait for Ready, roll back on failure."""
+    api = _api(api)
+    body = render_inferenceservice(values, version=version, storage_uri=storage_uri)
+    action = _apply(api, values, body)
+    log.info("%s InferenceService %s/%s for %s", action, values.namespace, values.name, version)
+    try:
+        obj = wait_ready(api, values.namespace, values.name, timeout_s=timeout_s, poll_s=poll_s)
+    except DeployError as exc:
+        reason = str(exc)
+        ch = champion(store)
+        previous = ch.previous[0] if ch and ch.version == version and ch.previous else None
+        if previous:
+            from hhpulse.registry import rollback
+
+            rollback(store)
+            prev_uri = store.uri(version_prefix(previous))
+            _apply(api, values, render_inferenceservice(values, version=previous, storage_uri=prev_uri))
+            raise DeployError(f"{reason}; rolled back to {previous}") from exc
+        raise DeployError(f"{reason}; no previous version to roll back to") from exc
+    url = (obj.get("status") or {}).get("url", "")
+    log.info("InferenceService ready at %s", url)
+    return DeployResult(url=url, action=action, version=version)

@@ -1,0 +1,176 @@
+"""The core of the pipeline's later steps, as plain functions (no kfp).
+
+Components call these with artifact paths; tests and the benchmark call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hhpulse.dataset import Dataset
+from hhpulse.evaluate import data_profile, drift_report
+from hhpulse.features import TextVectorizer
+from hhpulse.registry import champion, load_champion
+from hhpulse.report import comparison_html
+from hhpulse.store import open_store
+from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
+from hhpulse.workflow import bundle_from_results, compare, evaluate_bundle
+
+log = logging.getLogger(__name__)
+
+
+def _candidates(model_paths: Sequence[str]):  # type: ignore[no-untyped-def]
+    return [load_candidate(p) for p in model_paths]
+
+
+def evaluate_all(
+    store: str,
+    s3_endpoint: str,
+    dataset: Dataset,
+    features_dir: str,
+    model_paths: Sequence[str],
+    primary: str,
+) -> dict[str, Any]:
+    """Every candidate's metrics, each task's winner, the winners' curves, and the HTML report."""
+    results: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    cands = _candidates(model_paths)
+    for task in dataset.tasks:
+        fs = FeatureSet.load(Path(features_dir) / task)
+        mine = {c.config.name: c for c in cands if c.config.task == task}
+        scored = {
+            n: {"kind": c.config.kind, "info": c.info, "metrics": evaluate_candidate(c, fs)}
+            for n, c in mine.items()
+        }
+        res = select_winner(task, scored, primary)
+        results[task] = {"winner": res.winner, "primary": res.primary, "candidates": res.candidates}
+        win = mine[res.winner]
+        test = res.candidates[res.winner]["metrics"].get("test", {})
+        proba = win.predict_proba(fs.X["test"])
+        curves[task] = {
+            "classes": fs.classes,
+            "confusion_matrix": test.get("confusion_matrix", []),
+            "roc": _micro_roc(fs.y["test"], proba, fs.classes),
+        }
+    drift = None
+    st = open_store(store, endpoint_url=s3_endpoint or None)
+    if champion(st) is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            champ = load_champion(st, tmp)
+            terms = TextVectorizer.load(Path(features_dir) / "vectorizer").common_terms("responsibility", 300)
+            current = data_profile({t: td.part("train") for t, td in dataset.tasks.items()}, terms)
+            drift = drift_report(champ.metadata.get("profile", {}), current)
+            drift["champion_version"] = champ.version
+    html = comparison_html(results, drift, demand_proxy=bool(dataset.summary.get("demand_proxy")))
+    return {"results": results, "winner_curves": curves, "html": html, "drift": drift}
+
+
+def _micro_roc(y: Sequence[str], proba: Any, classes: Sequence[str]) -> dict[str, list[float]] | None:
+    """One ROC curve for the UI: the winner's per-class one-vs-rest curves pooled (micro-average)."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    idx = {c: i for i, c in enumerate(classes)}
+    onehot = np.zeros_like(proba)
+    for r, v in enumerate(y):
+        onehot[r, idx[v]] = 1
+    if onehot.sum() in (0, onehot.size):
+        return None
+    fpr, tpr, thr = roc_curve(onehot.ravel(), proba.ravel())
+    step = max(1, len(fpr) // 200)  # keep the artifact small
+    return {
+        "fpr": fpr[::step].tolist(),
+        "tpr": tpr[::step].tolist(),
+        "thresholds": np.clip(thr[::step], 0, 1).tolist(),
+    }
+
+
+def build_and_gate(
+    store: str,
+    s3_endpoint: str,
+    dataset: Dataset,
+    features_dir: str,
+    results: dict[str, Any],
+    model_paths: Sequence[str],
+    bundle_dir: str,
+    margin: float,
+    primary: str,
+) -> dict[str, Any]:
+    """Build the challenger bundle from the winners and compare it with the champion on the new test set."""
+    from hhpulse.bundle import load_bundle
+    from hhpulse.config import LabelConfig
+
+    cands = {c.config.name: c for c in _candidates(model_paths)}
+    winners = {t: cands[r["winner"]] for t, r in results.items()}
+    task_results = {t: TaskResult(t, r["winner"], r["primary"], r["candidates"]) for t, r in results.items()}
+    vec = TextVectorizer.load(Path(features_dir) / "vectorizer")
+    synthetic = _store_is_synthetic(store, s3_endpoint, dataset)
+    path = bundle_from_results(
+        bundle_dir, dataset, vec, winners, task_results, label_config=LabelConfig(), synthetic=synthetic
+    )
+    challenger = load_bundle(path)
+    challenger_metrics = evaluate_bundle(challenger, dataset, "test")
+    st = open_store(store, endpoint_url=s3_endpoint or None)
+    champion_metrics = None
+    champ_version = None
+    if champion(st) is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            champ = load_champion(st, tmp)
+            champ_version = champ.version
+            champion_metrics = evaluate_bundle(champ, dataset, "test")
+    verdict = compare(challenger_metrics, champion_metrics, primary, margin)
+    log.info(
+        "challenger %s vs champion %s: %s", challenger.version, champ_version or "none", verdict["reason"]
+    )
+    return {
+        "version": challenger.version,
+        "challenger_wins": bool(verdict["challenger_wins"]),
+        "reason": verdict["reason"],
+        "champion_version": champ_version or "",
+        "deltas": verdict["deltas"],
+        "challenger_test": {t: m.get(primary) for t, m in challenger_metrics.items()},
+        "champion_test": {t: m.get(primary) for t, m in (champion_metrics or {}).items()},
+    }
+
+
+def _store_is_synthetic(store: str, s3_endpoint: str, dataset: Dataset) -> bool:
+    st = open_store(store, endpoint_url=s3_endpoint or None)
+    for run in dataset.summary.get("runs", []):
+        key = f"raw/{run}/meta.json"
+        if st.exists(key) and st.get_json(key).get("synthetic"):
+            return True
+    return False
+
+
+def record_outcome(
+    store: str,
+    s3_endpoint: str,
+    state: str,
+    job: str | None,
+    task: str | None,
+    code: int | None,
+    message: str | None,
+) -> str:
+    """Write ``runs/<job>/outcome.json`` and return its key."""
+    st = open_store(store, endpoint_url=s3_endpoint or None)
+    job_id = (job or "").rsplit("/", 1)[-1] or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    ok = str(state).upper() in ("SUCCEEDED", "SUCCESS")
+    doc = {
+        "state": state,
+        "succeeded": ok,
+        "pipeline_job": job,
+        "failed_step": None if ok else task,
+        "reason": None if ok else (message or f"error code {code}"),
+        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": os.environ.get("HOSTNAME", ""),
+    }
+    key = f"runs/{job_id}/outcome.json"
+    st.put_json(key, doc)
+    log.info("run outcome %s -> %s", state, st.uri(key))
+    return key
