@@ -65,7 +65,7 @@ compile: install ## Compile the Kubeflow pipeline to pipelines/hhpulse.yaml
 
 .PHONY: serve
 serve: install ## Serve the local champion model on http://127.0.0.1:8080
-	$(BIN)/hhpulse serve --store '$(STORE)' --http_port 8080
+	$(BIN)/hhpulse serve --store '$(STORE)' --http-port 8080
 
 ##@ Images
 .PHONY: images

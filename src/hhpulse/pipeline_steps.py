@@ -137,6 +137,8 @@ def build_and_gate(
         "challenger_test": {t: m.get(primary) for t, m in challenger_metrics.items()},
         "champion_test": {t: m.get(primary) for t, m in (champion_metrics or {}).items()},
     }
+    st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
+    return out
 
 
 def _store_is_synthetic(store: str, s3_endpoint: str, dataset: Dataset) -> bool:

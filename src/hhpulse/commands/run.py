@@ -82,6 +82,12 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
         print(f"  raw run:      {store.uri(f'raw/{last}/')}")
         print(f"  validation:   {store.uri(f'raw/{last}/validation.md')}")
     print(f"  history:      {store.uri('history/vacancies.parquet')}")
+    gates = sorted(k for k in store.list("gates/") if k.endswith(".json"))
+    if gates:
+        verdict = store.get_json(gates[-1])
+        print(
+            f"  gate:         {verdict['version']} vs champion {verdict.get('champion_version') or 'none'}: {verdict['reason']}"
+        )
     if after is None:
         print("  no champion was published")
         return
