@@ -200,7 +200,11 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert [k for k in st.list("runs/") if k.endswith("outcome.json")]
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"vs champion {v1}" in second.stdout  # the second run compared against the first champion
+    # the second run compared against the first champion, and its verdict is in the store and the summary
+    gate_line = [line for line in second.stdout.splitlines() if line.strip().startswith("gate:")]
+    assert gate_line and f"vs champion {v1}:" in gate_line[0]
+    verdicts = [st.get_json(k) for k in st.list("gates/")]
+    assert any(v["champion_version"] == v1 for v in verdicts)
     ch = champion(st)
     assert ch.version != v1 and ch.previous == [v1]  # margin -1: the challenger always wins here
     outcome = st.get_json(sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))[-1])

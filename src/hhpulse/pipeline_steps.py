@@ -128,7 +128,7 @@ def build_and_gate(
     log.info(
         "challenger %s vs champion %s: %s", challenger.version, champ_version or "none", verdict["reason"]
     )
-    return {
+    out = {
         "version": challenger.version,
         "challenger_wins": bool(verdict["challenger_wins"]),
         "reason": verdict["reason"],
