@@ -34,8 +34,10 @@ class ClusterOptions:
     secret_name: str = "hhpulse-s3"
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = 1
-    gpu_node_selector: tuple[str, str] = ("hhpulse.io/pool", "gpu")
-    gpu_tolerations: tuple[tuple[str, str, str], ...] = (("nvidia.com/gpu", "Exists", "NoSchedule"),)
+    gpu_node_selector: tuple[tuple[str, str], ...] = (("hhpulse.io/pool", "gpu"),)
+    gpu_tolerations: tuple[tuple[str, str, str, str], ...] = (
+        ("nvidia.com/gpu", "Exists", "", "NoSchedule"),
+    )  # key, op, value, effect
     # (cpu request, memory request, cpu limit, memory limit) per kind of step
     small: tuple[str, str, str, str] = ("250m", "512M", "1", "2G")
     large: tuple[str, str, str, str] = ("1", "4G", "4", "16G")
@@ -155,11 +157,12 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     xgb.set_accelerator_type(opts.accelerator_type).set_accelerator_limit(
                         opts.accelerator_limit
                     )
-                    kubernetes.add_node_selector(
-                        xgb, label_key=opts.gpu_node_selector[0], label_value=opts.gpu_node_selector[1]
-                    )
-                    for key, operator, effect in opts.gpu_tolerations:
-                        kubernetes.add_toleration(xgb, key=key, operator=operator, effect=effect)
+                    for label_key, label_value in opts.gpu_node_selector:
+                        kubernetes.add_node_selector(xgb, label_key=label_key, label_value=label_value)
+                    for key, operator, value, effect in opts.gpu_tolerations:
+                        kubernetes.add_toleration(
+                            xgb, key=key, operator=operator, value=value or None, effect=effect or None
+                        )
             with dsl.ParallelFor(linear_candidates, parallelism=4, name="linear-candidates") as lcand:
                 lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
                 lin.set_display_name("train linear candidate")

@@ -139,6 +139,8 @@ class KfpApi:
             "pipeline_version_reference": {"pipeline_id": pipeline_id, "pipeline_version_id": version_id},
             "runtime_config": {"parameters": parameters},
         }
+        if service_account:
+            body["service_account"] = service_account
         return self._call("POST", "/runs", json=body)["run_id"]
 
     def schedule(
@@ -149,6 +151,7 @@ class KfpApi:
         version_id: str,
         experiment_id: str,
         parameters: dict[str, Any],
+        service_account: str | None = None,
     ) -> tuple[str, list[str]]:
         """Create the recurring run, replacing any of the same name. Returns (id, replaced ids)."""
         cron = validate_cron(cron)
@@ -172,5 +175,7 @@ class KfpApi:
             "mode": "ENABLE",
             "no_catchup": True,
         }
+        if service_account:
+            body["service_account"] = service_account
         created = self._call("POST", "/recurringruns", json=body)
         return created["recurring_run_id"], old

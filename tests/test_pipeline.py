@@ -201,7 +201,10 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     # the second run compared against the first champion, and its verdict is in the store and the summary
-    assert any(line.strip().startswith("gate:") and f"vs champion {v1}:" in line for line in second.stdout.splitlines())
+    assert any(
+        line.strip().startswith("gate:") and f"vs champion {v1}:" in line
+        for line in second.stdout.splitlines()
+    )
     verdicts = [st.get_json(k) for k in st.list("gates/")]
     assert any(v["champion_version"] == v1 for v in verdicts)
     ch = champion(st)

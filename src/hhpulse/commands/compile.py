@@ -13,12 +13,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY [%(default)s]",
     )
     p.add_argument(
-        "--gpu-node-selector", default="hhpulse.io/pool=gpu", help="KEY=VALUE for XGBoost steps [%(default)s]"
+        "--gpu-node-selector",
+        action="append",
+        metavar="KEY=VALUE",
+        help="node selector label for XGBoost steps, repeatable [hhpulse.io/pool=gpu]",
     )
     p.add_argument(
         "--gpu-toleration",
         action="append",
-        metavar="KEY:OPERATOR:EFFECT",
+        metavar="KEY:OPERATOR[:VALUE]:EFFECT",
         help="toleration for XGBoost steps, repeatable [nvidia.com/gpu:Exists:NoSchedule]",
     )
     p.add_argument("--accelerator-type", default="nvidia.com/gpu", help="[%(default)s]")
@@ -28,17 +31,27 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.compile import compile_pipeline
 
-    key, _, value = args.gpu_node_selector.partition("=")
-    tols = tuple(
-        tuple(t.split(":", 2)) for t in (args.gpu_toleration or ["nvidia.com/gpu:Exists:NoSchedule"])
-    )
-    if any(len(t) != 3 for t in tols):
-        raise SystemExit("hhpulse compile: --gpu-toleration takes KEY:OPERATOR:EFFECT")
+    selectors = []
+    for item in args.gpu_node_selector or ["hhpulse.io/pool=gpu"]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"hhpulse compile: --gpu-node-selector takes KEY=VALUE, got {item!r}")
+        selectors.append((key, value))
+    tols = []
+    for item in args.gpu_toleration or ["nvidia.com/gpu:Exists:NoSchedule"]:
+        parts = item.split(":")
+        if len(parts) == 3:
+            parts.insert(2, "")
+        if len(parts) != 4 or parts[1] not in ("Exists", "Equal"):
+            raise SystemExit(
+                f"hhpulse compile: --gpu-toleration takes KEY:OPERATOR[:VALUE]:EFFECT, got {item!r}"
+            )
+        tols.append(tuple(parts))
     out = compile_pipeline(
         args.output,
         secret_name=args.secret_name,
-        gpu_node_selector=(key, value),
-        gpu_tolerations=tols,
+        gpu_node_selector=tuple(selectors),
+        gpu_tolerations=tuple(tols),
         accelerator_type=args.accelerator_type,
         use_gpu=not args.no_gpu,
     )

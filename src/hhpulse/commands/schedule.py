@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
         from hhpulse.commands.submit import prepare
 
         api, pid, vid, eid, params = prepare(args)
-        rid, replaced = api.schedule(args.schedule_name, args.cron, pid, vid, eid, params)
+        rid, replaced = api.schedule(
+            args.schedule_name, args.cron, pid, vid, eid, params, service_account=args.service_account
+        )
     except CronError as exc:
         print(f"hhpulse schedule: {exc}", file=sys.stderr)
         return 2

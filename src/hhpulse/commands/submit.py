@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         api, pid, vid, eid, params = prepare(args)
         name = args.run_name or f"hhpulse-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-        run_id = api.run(name, pid, vid, eid, params)
+        run_id = api.run(name, pid, vid, eid, params, service_account=args.service_account)
     except (KfpApiError, ValueError, OSError) as exc:
         print(f"hhpulse submit: {exc}", file=sys.stderr)
         return 1
