@@ -131,7 +131,13 @@ class KfpApi:
 
     # -- runs -----------------------------------------------------------------------------
     def run(
-        self, name: str, pipeline_id: str, version_id: str, experiment_id: str, parameters: dict[str, Any]
+        self,
+        name: str,
+        pipeline_id: str,
+        version_id: str,
+        experiment_id: str,
+        parameters: dict[str, Any],
+        service_account: str | None = None,
     ) -> str:
         body = {
             "display_name": name,
