@@ -21,6 +21,7 @@ def add_kfp_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", default="hhpulse-retrain", help="pipeline name [%(default)s]")
     p.add_argument("--experiment", default="hhpulse", help="experiment [%(default)s]")
+    p.add_argument("--service-account", default=None, help="Kubernetes ServiceAccount the runs' pods use")
     p.add_argument(
         "--param",
         action="append",
