@@ -196,7 +196,10 @@ def _apply(api: Any, values: DeployValues, body: dict[str, Any]) -> str:
             ) from exc
         api.create_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, body)
         return "created"
-    api.patch_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name, body)
+    patch = {**body, "spec": {"predictor": dict(body["spec"]["predictor"])}}
+    # a merge patch keeps what it does not mention: promote a canary by deleting the field (null)
+    patch["spec"]["predictor"].setdefault("canaryTrafficPercent", None)
+    api.patch_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name, patch)
     return "patched"
 
 

@@ -1,0 +1,221 @@
+"""The Helm chart rendered offline (helm-python-sdk), validated, and checked for security properties."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO
+from hhpulse.deploy import DeployValues, render_inferenceservice
+
+CHART = REPO / "helm" / "hhpulse"
+VALUES_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
+K8S_VERSION = "1.30.0"
+
+
+def render(values, name="hhpulse", namespace="ml"):
+    import helm_python as helm
+
+    out = helm.Chart.load(str(CHART)).render(values, name=name, namespace=namespace)
+    docs = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [(path, d) for d in yaml.safe_load_all(text) if d]
+    return docs, out
+
+
+@pytest.fixture(scope="module", params=VALUES_FILES, ids=[p.stem for p in VALUES_FILES])
+def rendered(request):
+    values = yaml.safe_load(request.param.read_text())
+    docs, raw = render(values)
+    return values, docs, raw
+
+
+def test_chart_lints_strictly():
+    import helm_python as helm
+
+    report = helm.lint(str(CHART), strict=True, namespace="ml")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_core_objects_validate_strictly(rendered):
+    import kubernetes_validate
+
+    _, docs, _ = rendered
+    for path, doc in docs:
+        if doc["kind"] == "InferenceService":
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.fixture(scope="module")
+def isvc_validator():
+    """A validator for the CRD's v1beta1 schema, built once (the CRD is large)."""
+    import jsonschema
+
+    from conftest import SHARED_SPECS as shared_specs
+
+    if not (shared_specs / "kserve-inferenceservice-crd.yaml").is_file():
+        pytest.skip(f"the KServe CRD is not at {shared_specs}")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load((shared_specs / "kserve-inferenceservice-crd.yaml").read_text(), Loader=loader)  # noqa: S506
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")["schema"]["openAPIV3Schema"]
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_inferenceservice_matches_the_crd_and_the_deploy_step(rendered, isvc_validator):
+    values, docs, _ = rendered
+    isvc = [d for _, d in docs if d["kind"] == "InferenceService"][0]
+    errors = [e.message for e in isvc_validator.iter_errors(isvc)]
+    assert errors == []
+    pred = isvc["spec"]["predictor"]
+    c = pred["containers"][0]
+    serving = values["serving"]
+    version = serving["modelVersion"]
+    store = values.get("store", {}).get("uri", "s3://hhpulse/prod")
+    assert {"name": "STORAGE_URI", "value": f"{store}/models/hhpulse/{version}"} in c["env"]
+    assert pred["serviceAccountName"] == "hhpulse-predictor"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    # the one InferenceService, whoever renders it: the chart and hhpulse.deploy agree exactly
+    expected = render_inferenceservice(
+        DeployValues(
+            name="hhpulse",
+            namespace="ml",
+            image="ghcr.io/hhpulse/hhpulse-serving:0.1.0",
+            service_account="hhpulse-predictor",
+            model_name="hhpulse",
+            min_replicas=serving.get("minReplicas", 1),
+            max_replicas=serving.get("maxReplicas", 3),
+            canary_traffic_percent=serving.get("canaryTrafficPercent"),
+            labels={
+                "helm.sh/chart": "hhpulse-0.1.0",
+                "app.kubernetes.io/instance": "hhpulse",
+                "app.kubernetes.io/version": "0.1.0",
+                "app.kubernetes.io/managed-by": "Helm",
+            },
+        ),
+        version=version,
+        storage_uri=f"{store}/models/hhpulse/{version}",
+    )
+    assert isvc == expected
+
+
+def test_rbac_is_namespaced_and_minimal(rendered):
+    _, docs, _ = rendered
+    kinds = [d["kind"] for _, d in docs]
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    role = [d for _, d in docs if d["kind"] == "Role"][0]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "verbs": ["get", "create", "patch", "watch"],
+        }
+    ]
+    binding = [d for _, d in docs if d["kind"] == "RoleBinding"][0]
+    assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "hhpulse-pipeline", "namespace": "ml"}
+
+
+def test_pods_run_as_non_root_without_privileges(rendered):
+    _, docs, _ = rendered
+    pods = [
+        d["spec"]["template"]["spec"] if d["kind"] == "Job" else d["spec"]
+        for _, d in docs
+        if d["kind"] in ("Job", "Pod")
+    ]
+    assert pods
+    for spec in pods:
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["readOnlyRootFilesystem"] is True
+
+
+def test_predictor_service_account_carries_s3_settings(rendered):
+    values, docs, _ = rendered
+    sa = [
+        d for _, d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "hhpulse-predictor"
+    ][0]
+    ann = sa["metadata"]["annotations"]
+    assert set(ann) == {
+        "serving.kserve.io/s3-endpoint",
+        "serving.kserve.io/s3-usehttps",
+        "serving.kserve.io/s3-verifyssl",
+        "serving.kserve.io/s3-region",
+    }
+    assert not ann["serving.kserve.io/s3-endpoint"].startswith("http")
+    secret = values.get("store", {}).get("existingSecret", "hhpulse-s3")
+    assert sa["secrets"] == [{"name": secret}]
+
+
+def test_no_plaintext_credentials_with_defaults():
+    docs, raw = render({})
+    assert not [d for _, d in docs if d["kind"] == "Secret"]
+    text = "\n".join(raw.values())
+    assert not re.search(r"(?i)(aws_secret_access_key|password)\s*[:=]\s*\S{4,}", text)
+    assert not [
+        d for _, d in docs if d["kind"] == "InferenceService"
+    ]  # no model version yet: the pipeline creates it
+
+
+def test_secret_only_when_asked_and_never_with_defaults():
+    import helm_python as helm
+
+    with pytest.raises(helm.errors.HelmError, match="store.accessKey is required"):
+        render({"store": {"createSecret": True}})
+    docs, _ = render({"store": {"createSecret": True, "accessKey": "AK", "secretKey": "SK"}})
+    secret = [d for _, d in docs if d["kind"] == "Secret"][0]
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"}
+
+
+def test_schema_rejects_a_five_field_cron():
+    import helm_python as helm
+
+    with pytest.raises(helm.errors.HelmError, match="schedule"):
+        render({"pipeline": {"schedule": "0 3 * * *"}})
+
+
+def test_setup_job_script_is_valid_bash_and_uses_the_values(rendered):
+    values, docs, _ = rendered
+    job = [d for _, d in docs if d["kind"] == "Job"][0]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert "hhpulse schedule" in script and "hhpulse compile" in script
+    for key, value in (values.get("gpu", {}).get("nodeSelector") or {}).items():
+        if value:
+            assert f"{key}={value}" in script
+
+
+def test_manifests_validate(tmp_path):
+    import kubernetes_validate
+
+    kust = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    for res in kust["resources"]:
+        for doc in yaml.safe_load_all((REPO / "manifests" / res).read_text()):
+            doc.setdefault("metadata", {}).setdefault("namespace", kust["namespace"])
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    launcher = yaml.safe_load((REPO / "manifests" / "kfp-launcher-configmap.yaml").read_text())
+    providers = yaml.safe_load(launcher["data"]["providers"])
+    assert providers["minio"]["default"]["credentials"]["secretRef"]["secretName"] == "hhpulse-s3"
+    text = "\n".join(p.read_text() for p in (REPO / "manifests").rglob("*.yaml"))
+    assert "MINIO_ROOT_PASSWORD" in text and not re.search(r"value:\s*minio123|password:\s*\S+", text)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_builds():
+    import kubernetes_validate
+
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / "manifests")], capture_output=True, text=True, check=True
+    )
+    for doc in yaml.safe_load_all(out.stdout):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
