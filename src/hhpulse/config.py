@@ -16,12 +16,37 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+DEMAND_COHORTS = ("high", "medium", "low")
+TEXT_FIELDS = ("responsibility", "name", "requirement")
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid."""
 
 
+def _check_type(cls_name: str, name: str, value: Any, default: Any) -> Any:
+    """Values from YAML/JSON must have the type of the field's default (ints pass as floats)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return value
+    if not ok:
+        raise ConfigError(
+            f"{cls_name}.{name}: expected {type(default).__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
 def _from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
@@ -30,12 +55,13 @@ def _from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in data:
             value = data[f.name]
-            kwargs[f.name] = (
-                tuple(tuple(v) if isinstance(v, list) else v for v in value)
-                if isinstance(value, list)
-                else value
-            )
-    return cls(**kwargs)
+            if isinstance(value, list):
+                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+            kwargs[f.name] = _check_type(cls.__name__, f.name, value, f.default)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a comparison of a wrong type in __post_init__
+        raise ConfigError(f"{cls.__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -61,10 +87,20 @@ class LabelConfig:
     demand_high_days: float = 10.0
     demand_low_days: float = 20.0
     min_closed: int = 30  # fewer closed vacancies than this: demand falls back to the age proxy
+    allow_demand_proxy: bool = True  # False: never use the age proxy (demand keeps only real closes)
 
     def __post_init__(self) -> None:
         if not 0 <= self.income_tax < 1:
             raise ConfigError(f"income_tax must be in [0, 1), got {self.income_tax}")
+        if not 0 <= self.min_monthly_rub < self.max_monthly_rub:
+            raise ConfigError("absurd-value bounds must satisfy 0 <= min_monthly_rub < max_monthly_rub")
+        if self.min_closed < 0:
+            raise ConfigError(f"min_closed must be >= 0, got {self.min_closed}")
+        if not self.salary_bands:
+            raise ConfigError("salary_bands must not be empty")
+        names = [b[0] for b in self.salary_bands]
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"salary band names must be unique non-empty strings, got {names}")
         edges = [(lo, hi) for _, lo, hi in self.salary_bands]
         for (lo, hi), (nlo, _) in zip(edges, edges[1:] + [(math.inf, math.inf)], strict=True):
             if not lo < hi or (nlo != math.inf and nlo != hi):
@@ -78,7 +114,7 @@ class LabelConfig:
 
     @property
     def demand_cohorts(self) -> tuple[str, ...]:
-        return ("high", "medium", "low")
+        return DEMAND_COHORTS
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -113,11 +149,15 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if "responsibility" not in self.fields:
             raise ConfigError("the responsibility field is required")
-        unknown = set(self.fields) - {"responsibility", "name", "requirement"}
+        unknown = set(self.fields) - set(TEXT_FIELDS)
         if unknown:
             raise ConfigError(f"unknown text fields {sorted(unknown)}")
+        if len(set(self.fields)) != len(self.fields):
+            raise ConfigError(f"fields must be unique, got {list(self.fields)}")
         if self.ngram_max < 1 or self.min_df < 1:
             raise ConfigError("ngram_max and min_df must be at least 1")
+        if any(n < 1 for _, n in self.max_features):
+            raise ConfigError("max_features must be at least 1 per field")
 
     def max_features_for(self, name: str) -> int:
         return dict(self.max_features).get(name, 20000)
@@ -182,28 +222,89 @@ class CandidateConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CandidateConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a candidate must be a mapping, got {type(data).__name__}")
+        missing = [k for k in ("name", "task", "kind") if k not in data]
+        if missing:
+            raise ConfigError(f"candidate {data.get('name', '?')!r}: missing keys {missing}")
+        unknown = sorted(set(data) - {"name", "task", "kind", "params"})
+        if unknown:
+            raise ConfigError(f"candidate {data['name']!r}: unknown keys {unknown}")
+        params = data.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"candidate {data['name']!r}: params must be a mapping")
+        return cls(name=data["name"], task=data["task"], kind=data["kind"], params=dict(params))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that turns history into a model's inputs: labels, text features, split.
+
+    Stored with each model, so a model can be rebuilt and its labels explained.
+    """
+
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": self.labels.to_dict(),
+            "features": self.features.to_dict(),
+            "split": self.split.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataConfig:
+        """Missing sections and keys take their defaults; unknown ones are an error."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"DataConfig: expected a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"labels", "features", "split"})
+        if unknown:
+            raise ConfigError(
+                f"DataConfig: unknown sections {unknown}; known: ['features', 'labels', 'split']"
+            )
         return cls(
-            name=data["name"], task=data["task"], kind=data["kind"], params=dict(data.get("params") or {})
+            labels=LabelConfig.from_dict(data.get("labels") or {}),
+            features=FeatureConfig.from_dict(data.get("features") or {}),
+            split=SplitConfig.from_dict(data.get("split") or {}),
         )
 
 
 def defaults_path(name: str) -> Path:
+    """A file in the packaged ``hhpulse/defaults`` folder."""
     return Path(__file__).parent / "defaults" / name
+
+
+def read_document(path: str | Path) -> Any:
+    """A YAML (``.yaml``/``.yml``) or JSON document; unreadable files raise :class:`ConfigError`."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        return yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from exc
+
+
+def load_config(path: str | Path | None = None) -> DataConfig:
+    """Label, feature and split settings from a YAML/JSON file (default: defaults/config.yaml).
+
+    A file may set only some sections or keys; the rest keep their defaults.
+    """
+    p = Path(path) if path else defaults_path("config.yaml")
+    doc = read_document(p)
+    try:
+        return DataConfig.from_dict(doc or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
 
 
 def load_candidates(path: str | Path | None = None) -> list[CandidateConfig]:
     """Candidates from a YAML/JSON file (default: the packaged defaults/candidates.yaml)."""
-    import yaml
-
     p = Path(path) if path else defaults_path("candidates.yaml")
-    try:
-        doc = (
-            yaml.safe_load(p.read_text(encoding="utf-8"))
-            if p.suffix in (".yaml", ".yml")
-            else json.loads(p.read_text())
-        )
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read candidates from {p}: {exc}") from exc
+    doc = read_document(p)
     if not isinstance(doc, Mapping) or not isinstance(doc.get("candidates"), list):
         raise ConfigError(f"{p}: expected a mapping with a 'candidates' list")
     out = [CandidateConfig.from_dict(c) for c in doc["candidates"]]

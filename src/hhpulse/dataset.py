@@ -2,10 +2,15 @@
 
 The split orders rows by ``collected_at`` then ``published_at``, so validation and test
 sets are the newest data, as in production. A random split is an option, not the default.
+
+On disk (:meth:`Dataset.save`) a dataset is a folder: ``<task>.parquet`` per task
+(columns :data:`TASK_COLUMNS`) and ``dataset.json`` (classes, split boundaries, the label
+summary), written last, so a folder without it is an unfinished write.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,13 +26,23 @@ from hhpulse.store import atomic_write_bytes
 
 TASKS = ("salary", "demand")
 TEXT_COLUMNS = ("id", "responsibility", "name", "requirement")
+# Columns of each task's frame; ``salary_rub`` only in the salary task.
+TASK_COLUMNS = (*TEXT_COLUMNS, "label", "part", "collected_at", "published_at")
+PARTS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be built (too few labelled rows) or loaded (missing/broken files)."""
 
 
 @dataclass
 class Split:
+    """Positional row indices of each part, and what the split looked like."""
+
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    # method, sizes, and [min, max] of collected_at / published_at per part
     boundaries: dict[str, Any] = field(default_factory=dict)
 
 
@@ -35,7 +50,7 @@ def time_split(df: pd.DataFrame, config: SplitConfig) -> Split:
     """Positional indices of train/val/test (newest last), with the recorded boundaries."""
     n = len(df)
     if n < 3:
-        raise ValueError(f"need at least 3 labelled rows to split, got {n}")
+        raise DatasetError(f"need at least 3 labelled rows to split, got {n}")
     if config.random:
         order = np.random.default_rng(config.seed).permutation(n)
     else:
@@ -79,10 +94,12 @@ class Dataset:
     summary: dict[str, Any]
 
     def save(self, folder: str | Path) -> None:
+        """Write each task's parquet, then ``dataset.json`` (every file atomically)."""
         folder = Path(folder)
         for task, td in self.tasks.items():
-            folder.mkdir(parents=True, exist_ok=True)
-            td.frame.to_parquet(folder / f"{task}.parquet", index=False)
+            buf = io.BytesIO()
+            td.frame.to_parquet(buf, index=False)
+            atomic_write_bytes(folder / f"{task}.parquet", buf.getvalue())
         meta = {
             "summary": self.summary,
             "tasks": {
@@ -96,11 +113,20 @@ class Dataset:
     @classmethod
     def load(cls, folder: str | Path) -> Dataset:
         folder = Path(folder)
-        meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-        tasks = {
-            t: TaskData(t, m["classes"], pd.read_parquet(folder / f"{t}.parquet"), m["boundaries"])
-            for t, m in meta["tasks"].items()
-        }
+        try:
+            meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{folder}: not a saved dataset ({exc})") from exc
+        tasks = {}
+        for t, m in meta["tasks"].items():
+            try:
+                frame = pd.read_parquet(folder / f"{t}.parquet")
+            except (OSError, ValueError) as exc:
+                raise DatasetError(f"{folder}/{t}.parquet: {exc}") from exc
+            missing = sorted(set(TASK_COLUMNS) - set(frame.columns))
+            if missing:
+                raise DatasetError(f"{folder}/{t}.parquet: missing columns {missing}")
+            tasks[t] = TaskData(t, list(m["classes"]), frame, m["boundaries"])
         return cls(tasks, meta["summary"])
 
 
@@ -110,7 +136,11 @@ def build_dataset(
     label_config: LabelConfig | None = None,
     split_config: SplitConfig | None = None,
 ) -> Dataset:
-    """Labels for both tasks and a split for each; rows without text or label are left out."""
+    """Labels for both tasks and a split for each; rows without text or label are left out.
+
+    Each task is split on its own labelled rows (the salary rows are a subset of the
+    history, the demand rows another), both time-ordered unless ``split_config.random``.
+    """
     label_config = label_config or LabelConfig()
     split_config = split_config or SplitConfig()
     labeled = build_labels(history, rates_by_run, label_config)
@@ -120,7 +150,11 @@ def build_dataset(
     for task, classes in (("salary", label_config.salary_cohorts), ("demand", label_config.demand_cohorts)):
         rows = frame[has_text & frame[f"{task}_cohort"].notna()].reset_index(drop=True)
         if len(rows) < 3:
-            raise ValueError(f"only {len(rows)} rows have text and a {task} label: collect more data first")
+            raise DatasetError(
+                f"only {len(rows)} rows have text and a {task} label: collect more data first"
+                f" (labels: {labeled.summary.get(f'{task}_counts')}; left out: "
+                f"{labeled.summary.get('salary_left_out') if task == 'salary' else labeled.summary.get('demand_sources')})"
+            )
         split = time_split(rows, split_config)
         part = np.empty(len(rows), dtype=object)
         part[split.train], part[split.val], part[split.test] = "train", "val", "test"

@@ -1,4 +1,4 @@
-"""Text features: TF-IDF over razdel tokens, one vocabulary per text field.
+"""Text features: TF-IDF over :func:`hhpulse.text.analyze` tokens, one vocabulary per text field.
 
 The vectorizer saves as JSON (vocabularies, config) plus npz (idf), never pickle, and a
 loaded vectorizer transforms exactly as the fitted one did. Training and serving call
@@ -23,24 +23,36 @@ import scipy.sparse as sp
 
 from hhpulse.config import FeatureConfig
 from hhpulse.store import atomic_write_bytes
-from hhpulse.text import analyze
+from hhpulse.text import TOKENIZER_VERSION, analyze
 
 FORMAT = "hhpulse-tfidf/1"
 
 
+class VectorizerError(ValueError):
+    """A saved vectorizer cannot be loaded (unknown format, other tokenizer, inconsistent files)."""
+
+
 def ngrams(tokens: Sequence[str], n_max: int) -> list[str]:
+    """The tokens, then every 2..``n_max``-gram joined by a space."""
     out = list(tokens)
     for n in range(2, n_max + 1):
         out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return out
 
 
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return ""
+    return str(value)
+
+
 def field_texts(records: pd.DataFrame | Iterable[Mapping[str, Any]], name: str) -> list[str]:
+    """The raw text of one field for every record ("" where missing, None or NaN)."""
     if isinstance(records, pd.DataFrame):
         if name not in records:
             return [""] * len(records)
-        return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in records[name]]
-    return [str(r.get(name) or "") for r in records]
+        return [_text(v) for v in records[name]]
+    return [_text(r.get(name)) for r in records]
 
 
 class _FieldTfidf:
@@ -152,6 +164,7 @@ class TextVectorizer:
         folder = Path(folder)
         meta = {
             "format": FORMAT,
+            "tokenizer": TOKENIZER_VERSION,
             "config": self.config.to_dict(),
             "vocabularies": {f: v.vocabulary for f, v in self._fields.items()},
         }
@@ -167,18 +180,38 @@ class TextVectorizer:
 
     @classmethod
     def load(cls, folder: str | Path) -> TextVectorizer:
+        """Read ``vectorizer.json`` and ``idf.npz`` (``allow_pickle=False``) and check they agree."""
         folder = Path(folder)
-        meta = json.loads((folder / "vectorizer.json").read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((folder / "vectorizer.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise VectorizerError(f"{folder}/vectorizer.json: {exc}") from exc
         if meta.get("format") != FORMAT:
-            raise ValueError(
+            raise VectorizerError(
                 f"{folder}/vectorizer.json: unknown format {meta.get('format')!r}, expected {FORMAT}"
+            )
+        if meta.get("tokenizer") != TOKENIZER_VERSION:
+            raise VectorizerError(
+                f"{folder}/vectorizer.json: fitted with tokenizer {meta.get('tokenizer')!r}, this code "
+                f"tokenizes as {TOKENIZER_VERSION!r}; refit the vectorizer"
             )
         config = FeatureConfig.from_dict(meta["config"])
         vec = cls(config)
-        with np.load(folder / "idf.npz", allow_pickle=False) as idf:
+        try:
+            idf_file = np.load(folder / "idf.npz", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise VectorizerError(f"{folder}/idf.npz: {exc}") from exc
+        with idf_file as idf:
             for f in config.fields:
-                vocab = {t: int(i) for t, i in meta["vocabularies"][f].items()}
-                if len(vocab) != len(idf[f]):
-                    raise ValueError(f"{folder}: vocabulary and idf of {f!r} disagree in size")
-                vec._fields[f] = _FieldTfidf(vocab, np.asarray(idf[f]), config.ngram_max, config.sublinear_tf)
+                if f not in meta.get("vocabularies", {}) or f not in idf.files:
+                    raise VectorizerError(f"{folder}: no vocabulary or idf for field {f!r}")
+                vocab = {str(t): int(i) for t, i in meta["vocabularies"][f].items()}
+                weights = np.asarray(idf[f], dtype=np.float64)
+                if weights.ndim != 1 or len(vocab) != len(weights):
+                    raise VectorizerError(f"{folder}: vocabulary and idf of {f!r} disagree in size")
+                if sorted(vocab.values()) != list(range(len(vocab))):
+                    raise VectorizerError(
+                        f"{folder}: the vocabulary of {f!r} does not index 0..{len(vocab) - 1}"
+                    )
+                vec._fields[f] = _FieldTfidf(vocab, weights, config.ngram_max, config.sublinear_tf)
         return vec

@@ -7,8 +7,11 @@ Salary (monthly gross RUB, closed-open bands from :class:`~hhpulse.config.LabelC
    collected in (``amount / rate``, rates being units per 1 RUR);
 3. a net figure (``gross: false``) becomes gross: ``net / (1 - income_tax)``;
 4. no salary means **no label** (hidden salary is not a salary level);
-5. absurd values (below ``min_monthly_rub`` or above ``max_monthly_rub``) and salaries in
-   a currency without a rate are left out with a reason in ``salary_reason``.
+5. salaries that cannot be trusted are left out (quarantined) with a reason in
+   ``salary_reason`` (see :data:`SALARY_REASONS`): ``from_gt_to`` (the range is
+   reversed), ``no_currency``, ``no_rate:<CODE>`` (no rate for that currency in the
+   salary's run), ``absurd_low`` / ``absurd_high`` (outside ``min_monthly_rub`` ..
+   ``max_monthly_rub``: hourly rates, dollars typed as roubles, sums typed as roubles).
 
 Demand (how fast such a vacancy closes; ``high`` < 10 days <= ``medium`` < 20 <= ``low``):
 
@@ -20,15 +23,15 @@ Demand (how fast such a vacancy closes; ``high`` < 10 days <= ``medium`` < 20 <=
 * ``proxy_age``: when the data holds no closes, or fewer than ``min_closed`` (a single
   imported dump; a couple of ``archived`` items cannot carry a label set), the
   prototype's proxy is used instead: age at collection (``collected_at`` -
-  ``published_at``). This is flagged loudly (``summary["demand_proxy"]``, a warning,
-  and the model card), because it measures how long ago a vacancy was (re)published,
-  not how fast it closes.
+  ``published_at``). This is flagged loudly (``summary["demand_proxy"]``, a WARNING
+  log line, and the model card), because it measures how long ago a vacancy was
+  (re)published, not how fast it closes. ``allow_demand_proxy=False`` turns the
+  fallback off: demand then keeps only the rows that real closes can label.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,15 +45,25 @@ log = logging.getLogger(__name__)
 
 DAY = pd.Timedelta(days=1)
 
+# Every value ``salary_reason`` can take (``no_rate:<CODE>`` names the currency).
+SALARY_REASONS = ("no_salary", "from_gt_to", "no_currency", "no_rate:<CODE>", "absurd_low", "absurd_high")
+DEMAND_SOURCES = ("closed", "censored_low", "proxy_age")
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT or pd.NA (what a salary field looks like after pandas/parquet)."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # list-likes are not missing values
+        return False
+
 
 def salary_point(salary_from: float | None, salary_to: float | None) -> float | None:
-    """The midpoint of a range, or whichever bound is given."""
-    lo = (
-        None
-        if salary_from is None or (isinstance(salary_from, float) and math.isnan(salary_from))
-        else salary_from
-    )
-    hi = None if salary_to is None or (isinstance(salary_to, float) and math.isnan(salary_to)) else salary_to
+    """The midpoint of a range, or whichever bound is given (None when neither is)."""
+    lo = None if _missing(salary_from) else float(salary_from)  # type: ignore[arg-type]
+    hi = None if _missing(salary_to) else float(salary_to)  # type: ignore[arg-type]
     if lo is not None and hi is not None:
         return (lo + hi) / 2
     return lo if lo is not None else hi
@@ -59,15 +72,19 @@ def salary_point(salary_from: float | None, salary_to: float | None) -> float | 
 def to_monthly_gross_rub(
     amount: float, currency: str | None, gross: bool | None, rates: Mapping[str, float], config: LabelConfig
 ) -> tuple[float | None, str | None]:
-    """(gross RUB, None) or (None, reason)."""
-    code = (currency or "").upper()
-    rate = rates.get("RUR", 1.0) if code in ("RUB", "RUR") else rates.get(code)
+    """(gross RUB, None) or (None, reason).
+
+    ``rates`` are the collection run's ``/dictionaries`` rates, units per 1 RUR, so
+    ``RUB = amount / rate``. RUR and RUB both mean roubles.
+    """
+    code = "" if _missing(currency) else str(currency).strip().upper()
     if not code:
         return None, "no_currency"
-    if not rate or rate <= 0:
+    rate = rates.get("RUR", 1.0) if code in ("RUB", "RUR") else rates.get(code)
+    if rate is None or _missing(rate) or rate <= 0:
         return None, f"no_rate:{code}"
     rub = amount / rate
-    is_gross = config.gross_when_unknown if gross is None else bool(gross)
+    is_gross = config.gross_when_unknown if _missing(gross) else bool(gross)
     if not is_gross:
         rub = rub / (1.0 - config.income_tax)
     return rub, None
@@ -121,8 +138,11 @@ def salary_labels(
         if point is None:
             rub.append(np.nan), cohort.append(None), reason.append("no_salary")
             continue
-        g = None if gross is None or (isinstance(gross, float) and math.isnan(gross)) else bool(gross)
-        value, why = to_monthly_gross_rub(point, cur, g, rates_by_run.get(run) or {}, config)
+        if not _missing(f) and not _missing(t) and f > t:
+            rub.append(np.nan), cohort.append(None), reason.append("from_gt_to")
+            continue
+        rates = {} if _missing(run) else rates_by_run.get(run) or {}
+        value, why = to_monthly_gross_rub(point, cur, gross, rates, config)
         if value is None:
             rub.append(np.nan), cohort.append(None), reason.append(why)
         elif value < config.min_monthly_rub:
@@ -144,7 +164,15 @@ def demand_labels(history: pd.DataFrame, config: LabelConfig) -> tuple[pd.DataFr
     out["lifetime_days"] = np.nan
     out["demand_cohort"] = None
     out["demand_source"] = None
-    proxy = int(closed.sum()) < config.min_closed
+    n_closed = int(closed.sum())
+    proxy = n_closed < config.min_closed and config.allow_demand_proxy
+    if n_closed < config.min_closed and not config.allow_demand_proxy:
+        log.warning(
+            "demand: only %d closed vacancies (< min_closed=%d) and the age proxy is off; "
+            "demand labels come from closes and censoring alone",
+            n_closed,
+            config.min_closed,
+        )
     if proxy:
         age = (history["collected_at"] - history["published_at"]) / DAY
         ok = age.notna() & (age >= 0)
@@ -153,7 +181,7 @@ def demand_labels(history: pd.DataFrame, config: LabelConfig) -> tuple[pd.DataFr
         log.warning(
             "DEMAND PROXY: the data holds %d closed vacancies (< min_closed=%d), so demand labels use age at collection "
             "(collected_at - published_at), the prototype's proxy. It is not time-to-close.",
-            int(closed.sum()),
+            n_closed,
             config.min_closed,
         )
     else:
