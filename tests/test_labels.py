@@ -152,3 +152,134 @@ def test_demand_falls_back_to_the_age_proxy_loudly(caplog):
     assert set(lab.frame["demand_source"].dropna()) == {"proxy_age"}
     assert "DEMAND PROXY" in caplog.text
     assert np.isnan(lab.frame["lifetime_days"].iloc[2])
+
+
+def test_cohort_edges_through_build_labels():
+    values = [99_999.0, 100_000.0, 149_999.0, 150_000.0, 199_999.0, 200_000.0]
+    h = _hist(
+        salary_from=values,
+        salary_to=[None] * 6,
+        salary_currency=["RUR"] * 6,
+        salary_gross=[True] * 6,
+    )
+    f = build_labels(h, {"r": RATES}, CFG).frame
+    assert f["salary_cohort"].tolist() == [
+        "lt_100k",
+        "100k_150k",
+        "100k_150k",
+        "150k_200k",
+        "150k_200k",
+        "ge_200k",
+    ]
+
+
+def test_each_run_converts_with_its_own_rates():
+    h = _hist(
+        salary_from=[1000.0, 1000.0, 1000.0],
+        salary_currency=["USD", "USD", "USD"],
+        salary_gross=[True, True, True],
+        currency_rates_run_id=["old", "new", "gone"],
+    )
+    rates = {"old": {"RUR": 1.0, "USD": 0.0125}, "new": {"RUR": 1.0, "USD": 0.01}}
+    f = build_labels(h, rates, CFG).frame
+    assert f["salary_rub"].iloc[0] == pytest.approx(80_000)
+    assert f["salary_rub"].iloc[1] == pytest.approx(100_000)
+    assert f["salary_cohort"].tolist() == ["lt_100k", "100k_150k", None]
+    assert f["salary_reason"].iloc[2] == "no_rate:USD"  # that run recorded no rates
+
+
+def test_net_foreign_currency_midpoint():
+    h = _hist(
+        salary_from=[1000.0],
+        salary_to=[1400.0],
+        salary_currency=["EUR"],
+        salary_gross=[False],
+    )
+    f = build_labels(h, {"r": RATES}, CFG).frame
+    # midpoint 1200 EUR / 0.008 = 150,000 RUB net -> / 0.87 = 172,414 gross
+    assert f["salary_rub"].iloc[0] == pytest.approx(150_000 / 0.87)
+    assert f["salary_cohort"].iloc[0] == "150k_200k"
+
+
+def test_reversed_ranges_missing_values_and_pandas_nulls():
+    h = _hist(
+        salary_from=[200_000.0, np.nan, 120_000.0, 120_000.0],
+        salary_to=[100_000.0, 130_000.0, None, None],
+        salary_currency=["RUR", "RUR", np.nan, "rur"],
+        salary_gross=[True, pd.NA, True, np.nan],
+    )
+    f = build_labels(h, {"r": RATES}, CFG).frame
+    assert f["salary_reason"].tolist() == ["from_gt_to", None, "no_currency", None]
+    assert f["salary_cohort"].tolist() == [None, "100k_150k", None, "100k_150k"]
+
+
+def test_absurd_bounds_come_from_the_config():
+    h = _hist(salary_from=[8_000.0], salary_currency=["RUR"], salary_gross=[True])
+    assert build_labels(h, {}, CFG).frame["salary_reason"].iloc[0] == "absurd_low"
+    loose = LabelConfig(min_monthly_rub=5_000.0)
+    assert build_labels(h, {}, loose).frame["salary_cohort"].iloc[0] == "lt_100k"
+
+
+def test_summary_counts_classes_reasons_and_dates():
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    h = _hist(
+        salary_from=[50_000.0, 120_000.0, None, 5.0],
+        salary_currency=["RUR"] * 4,
+        salary_gross=[True] * 4,
+        published_at=[t0, t0, t0, t0 + pd.Timedelta(days=1)],
+        collected_at=[t0 + pd.Timedelta(days=3)] * 4,
+    )
+    s = build_labels(h, {}, CFG).summary
+    assert s["rows"] == 4
+    assert s["salary_counts"] == {"lt_100k": 1, "100k_150k": 1}
+    assert s["salary_left_out"] == {"no_salary": 1, "absurd_low": 1}
+    assert s["demand_sources"] == {"proxy_age": 4} and s["demand_proxy"] is True
+    assert s["date_range"] == [str(t0), str(t0 + pd.Timedelta(days=3))]
+    assert LabelConfig.from_dict(s["label_config"]) == CFG
+
+
+def test_demand_edges_are_closed_open():
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    lives = [9.99, 10.0, 19.99, 20.0]
+    h = _hist(
+        first_published_at=[t0] * 4,
+        closed_at=[t0 + d * day for d in lives],
+        last_seen=[t0 + d * day for d in lives],
+    )
+    f = build_labels(h, {}, LabelConfig(min_closed=1)).frame
+    assert f["demand_cohort"].tolist() == ["high", "medium", "medium", "low"]
+
+
+def test_open_vacancies_younger_than_the_low_edge_are_unknown():
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    h = _hist(
+        first_published_at=[t0] * 4,
+        closed_at=[t0 + 2 * day, pd.NaT, pd.NaT, t0 - day],
+        last_seen=[t0 + 2 * day, t0 + 19.9 * day, t0 + 20 * day, t0],
+    )
+    f = build_labels(h, {}, LabelConfig(min_closed=1)).frame
+    # open at 19.9 days could still close as medium: unknown; at 20 days it can only be low;
+    # a close before the start is a data error and gets no label
+    assert f["demand_cohort"].tolist() == ["high", None, "low", None]
+    assert f["demand_source"].tolist() == ["closed", None, "censored_low", None]
+
+
+def test_proxy_can_be_switched_off():
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    h = _hist(
+        published_at=[t0, t0],
+        first_published_at=[t0, t0],
+        collected_at=[t0 + 2 * day, t0 + 2 * day],
+        closed_at=[t0 + 3 * day, pd.NaT],
+        last_seen=[t0 + 2 * day, t0 + 25 * day],
+    )
+    auto = build_labels(h, {}, CFG)  # one close < min_closed=30: proxy
+    assert auto.summary["demand_proxy"] is True
+    assert auto.frame["demand_source"].tolist() == ["proxy_age", "proxy_age"]
+    strict = build_labels(h, {}, LabelConfig(allow_demand_proxy=False))
+    assert strict.summary["demand_proxy"] is False
+    assert strict.frame["demand_source"].tolist() == ["closed", "censored_low"]
+    assert strict.frame["demand_cohort"].tolist() == ["high", "low"]

@@ -35,6 +35,8 @@ def _check_type(cls_name: str, name: str, value: Any, default: Any) -> Any:
         value = float(value) if ok else value
     elif isinstance(default, str):
         ok = isinstance(value, str)
+    elif isinstance(default, tuple):  # lists from YAML/JSON arrive here as tuples
+        ok = isinstance(value, tuple)
     else:
         return value
     if not ok:
@@ -123,11 +125,19 @@ class LabelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabelConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"LabelConfig: expected a mapping, got {type(data).__name__}")
         data = dict(data)
         if "salary_bands" in data:
-            data["salary_bands"] = [
-                [n, float(lo), math.inf if hi is None else float(hi)] for n, lo, hi in data["salary_bands"]
-            ]
+            bands = data["salary_bands"]
+            try:
+                data["salary_bands"] = [
+                    [n, float(lo), math.inf if hi is None else float(hi)] for n, lo, hi in bands
+                ]
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"LabelConfig.salary_bands: expected [[name, lower, upper or null], ...], got {bands!r}"
+                ) from exc
         return _from_dict(cls, data)
 
 

@@ -206,7 +206,10 @@ class TextVectorizer:
                 if f not in meta.get("vocabularies", {}) or f not in idf.files:
                     raise VectorizerError(f"{folder}: no vocabulary or idf for field {f!r}")
                 vocab = {str(t): int(i) for t, i in meta["vocabularies"][f].items()}
-                weights = np.asarray(idf[f], dtype=np.float64)
+                try:
+                    weights = np.asarray(idf[f], dtype=np.float64)
+                except (ValueError, TypeError) as exc:  # object arrays (pickles) are refused
+                    raise VectorizerError(f"{folder}/idf.npz: {f}: {exc}") from exc
                 if weights.ndim != 1 or len(vocab) != len(weights):
                     raise VectorizerError(f"{folder}: vocabulary and idf of {f!r} disagree in size")
                 if sorted(vocab.values()) != list(range(len(vocab))):
