@@ -73,6 +73,10 @@ images: ## Build the pipeline and serving images (CONTAINER_TOOL, IMAGE_REGISTRY
 	$(CONTAINER_TOOL) build -f images/pipeline.Dockerfile -t $(PIPELINE_IMAGE) .
 	$(CONTAINER_TOOL) build -f images/serving.Dockerfile -t $(SERVING_IMAGE) .
 
+.PHONY: images-check
+images-check: ## Run both Dockerfiles' install steps in fresh venvs and start their entry points (no Docker needed)
+	bash images/check_install.sh all
+
 .PHONY: push
 push: ## Push both images to IMAGE_REGISTRY
 	@test -n "$(IMAGE_REGISTRY)" || { echo "set IMAGE_REGISTRY, e.g. make push IMAGE_REGISTRY=registry.example.com/ml"; exit 2; }

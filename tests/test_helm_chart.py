@@ -48,7 +48,7 @@ def test_core_objects_validate_strictly(rendered):
     import kubernetes_validate
 
     _, docs, _ = rendered
-    for path, doc in docs:
+    for _path, doc in docs:
         if doc["kind"] == "InferenceService":
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)

@@ -1,0 +1,119 @@
+"""Models on the real hh.ru data: the prototype, TF-IDF + logistic regression, and hhpulse's winner.
+
+Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, side by side:
+(a) the prototype: ids of the first 300 tokens as numeric features, XGBClassifier(50, depth 10, lr 0.001);
+(b) scikit-learn TF-IDF + logistic regression, on responsibility alone and on all text fields;
+(c) hhpulse's winner (selected on validation), on responsibility alone and on all text fields.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks._common import measured, mb, real_data_or_skip
+
+
+def _texts(df, fields):
+    from hhpulse.text import clean
+
+    return [" ".join(clean(r.get(f)) for f in fields if isinstance(r.get(f), str)) for r in df.to_dict("records")]
+
+
+def prototype(td):
+    """(a): token ids of the first 300 tokens, as the original prototype did."""
+    import xgboost as xgb
+
+    from hhpulse.evaluate import classification_metrics
+    from hhpulse.text import analyze
+
+    tr, te = td.part("train"), td.part("test")
+    vocab: dict[str, int] = {}
+    for text in tr["responsibility"]:
+        for t in analyze(text):
+            vocab.setdefault(t, len(vocab) + 1)
+
+    def ids(df):
+        out = np.zeros((len(df), 300), dtype=np.float32)
+        for i, text in enumerate(df["responsibility"]):
+            toks = [vocab.get(t, 0) for t in analyze(text)][:300]
+            out[i, : len(toks)] = toks
+        return out
+
+    idx = {c: i for i, c in enumerate(td.classes)}
+    clf = xgb.XGBClassifier(n_estimators=50, max_depth=10, learning_rate=0.001, tree_method="hist", num_class=len(td.classes),
+                            objective="multi:softprob")
+    clf.fit(ids(tr), np.array([idx[v] for v in tr["label"]]))
+    return classification_metrics(te["label"], clf.predict_proba(ids(te)), td.classes)
+
+
+def tfidf_lr(td, fields):
+    """(b): scikit-learn's TF-IDF and logistic regression, default settings."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from hhpulse.evaluate import classification_metrics
+
+    tr, te = td.part("train"), td.part("test")
+    vec = TfidfVectorizer()
+    X = vec.fit_transform(_texts(tr, fields))
+    clf = LogisticRegression(max_iter=1000)
+    clf.fit(X, tr["label"])
+    proba = np.zeros((len(te), len(td.classes)))
+    p = clf.predict_proba(vec.transform(_texts(te, fields)))
+    for j, c in enumerate(clf.classes_):
+        proba[:, td.classes.index(c)] = p[:, j]
+    return classification_metrics(te["label"], proba, td.classes)
+
+
+def hhpulse_winner(dataset, task):
+    from hhpulse.config import load_candidates
+    from hhpulse.train import featurize, train_task
+
+    _, sets = featurize(dataset)
+    res, _ = train_task(sets[task], load_candidates(), device="cpu")
+    m = res.candidates[res.winner]["metrics"]
+    return res.winner, m["test"], m["test_resp"]
+
+
+def main() -> None:
+    path = real_data_or_skip()
+    if path is None:
+        return
+    import logging
+
+    logging.getLogger("hhpulse").setLevel(logging.WARNING)
+    from hhpulse.dataset import build_dataset
+    from hhpulse.workflow import history_from_data
+
+    hist, rates, _ = history_from_data(str(path))
+    ds = build_dataset(hist, rates)
+    print(f"data: {len(hist)} vacancies; salary rows {len(ds.tasks['salary'].frame)}, demand rows "
+          f"{len(ds.tasks['demand'].frame)}; split sizes {ds.tasks['salary'].boundaries['sizes']} (time-ordered)")
+    if ds.summary["demand_proxy"]:
+        print("NOTE: the dump has no closes, so DEMAND uses the age proxy (collected_at - published_at)")
+    rows = []
+    for task in ("salary", "demand"):
+        td = ds.tasks[task]
+        for label, fn in [
+            ("(a) prototype: token ids + XGB(50, d10, lr .001)", lambda td=td: prototype(td)),
+            ("(b) TF-IDF + LR, responsibility", lambda td=td: tfidf_lr(td, ["responsibility"])),
+            ("(b) TF-IDF + LR, all fields", lambda td=td: tfidf_lr(td, ["responsibility", "name", "requirement"])),
+        ]:
+            m, secs, growth, _ = measured(fn)
+            rows.append((task, label, m["roc_auc_ovo"], m["f1_macro"], secs, growth))
+        (winner, test, resp), secs, growth, _ = measured(lambda task=task: hhpulse_winner(ds, task))
+        rows.append((task, f"(c) hhpulse {winner}, responsibility", resp["roc_auc_ovo"], resp["f1_macro"], secs, growth))
+        rows.append((task, f"(c) hhpulse {winner}, all fields", test["roc_auc_ovo"], test["f1_macro"], secs, growth))
+    print(f"\n{'task':<7} {'method':<58} {'AUC ovo':>8} {'macro-F1':>9} {'train s':>8} {'peak mem':>9}")
+    for task, label, auc, f1, secs, growth in rows:
+        print(f"{task:<7} {label:<58} {auc:>8.3f} {f1:>9.3f} {secs:>8.1f} {mb(growth):>9}")
+    print("(train s and peak mem of (c) cover featurizing and training every candidate of the task; "
+          "peak mem is RSS growth of a forked worker)")
+    for task in ("salary", "demand"):
+        by = {label: auc for t, label, auc, *_ in rows if t == task}
+        b_resp = by["(b) TF-IDF + LR, responsibility"]
+        b_all = by["(b) TF-IDF + LR, all fields"]
+        c_resp = next(v for k, v in by.items() if k.startswith("(c)") and k.endswith("responsibility"))
+        c_all = next(v for k, v in by.items() if k.startswith("(c)") and k.endswith("all fields"))
+        print(f"{task}: winner - (b) = {c_resp - b_resp:+.3f} AUC (responsibility), {c_all - b_all:+.3f} (all fields); "
+              f"winner - (a) = {c_resp - by['(a) prototype: token ids + XGB(50, d10, lr .001)']:+.3f}")
