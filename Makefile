@@ -47,13 +47,13 @@ test: install ## Run the test suite
 ##@ Development
 .PHONY: lint
 lint: install ## Lint with ruff
-	$(BIN)/ruff check src tests components pipelines
-	$(BIN)/ruff format --check src tests components pipelines
+	$(BIN)/ruff check src tests components pipelines benchmarks
+	$(BIN)/ruff format --check src tests components pipelines benchmarks
 
 .PHONY: fmt
 fmt: install ## Format and fix with ruff
-	$(BIN)/ruff format src tests components pipelines
-	$(BIN)/ruff check --fix src tests components pipelines
+	$(BIN)/ruff format src tests components pipelines benchmarks
+	$(BIN)/ruff check --fix src tests components pipelines benchmarks
 
 .PHONY: bench
 bench: install ## Run the benchmarks (real data from ../shared when present)

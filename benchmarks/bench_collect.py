@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tempfile
 
-from benchmarks._common import RATES, measured, mb, real_data_or_skip
+from benchmarks._common import RATES, mb, measured, real_data_or_skip
 
 
 def _baseline(path):
@@ -25,7 +25,9 @@ def _collect_validate(path, root):
     from hhpulse.validate import validate_run
 
     store = LocalStore(root)
-    result = collect(make_source(f"file:{path}", rates=RATES if RATES.is_file() else None), store, progress=False)
+    result = collect(
+        make_source(f"file:{path}", rates=RATES if RATES.is_file() else None), store, progress=False
+    )
     report = validate_run(store, result.run_id)
     return result.items, report.bad
 
@@ -50,7 +52,11 @@ def main() -> None:
         rows, h_s, h_mem, _ = measured(lambda: _history(root))
     print(f"{'step':<44} {'seconds':>8} {'RSS growth':>11}")
     print(f"{'baseline: json.loads of the gzip file':<44} {base_s:>8.2f} {mb(base_mem):>11}")
-    print(f"{'collect (file import) + validate':<44} {cv_s:>8.2f} {mb(cv_mem):>11}   (peak RSS {mb(cv_peak)})")
+    print(
+        f"{'collect (file import) + validate':<44} {cv_s:>8.2f} {mb(cv_mem):>11}   (peak RSS {mb(cv_peak)})"
+    )
     print(f"{'history rebuild':<44} {h_s:>8.2f} {mb(h_mem):>11}")
-    print(f"{items} vacancies collected, {bad} quarantined, {rows} in history; "
-          f"collect+validate is {cv_s / base_s:.1f}x the bare JSON parse")
+    print(
+        f"{items} vacancies collected, {bad} quarantined, {rows} in history; "
+        f"collect+validate is {cv_s / base_s:.1f}x the bare JSON parse"
+    )

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks._common import measured, mb, real_data_or_skip
+from benchmarks._common import mb, measured, real_data_or_skip
 
 
 def _texts(df, fields):
     from hhpulse.text import clean
 
-    return [" ".join(clean(r.get(f)) for f in fields if isinstance(r.get(f), str)) for r in df.to_dict("records")]
+    return [
+        " ".join(clean(r.get(f)) for f in fields if isinstance(r.get(f), str)) for r in df.to_dict("records")
+    ]
 
 
 def prototype(td):
@@ -40,8 +42,14 @@ def prototype(td):
         return out
 
     idx = {c: i for i, c in enumerate(td.classes)}
-    clf = xgb.XGBClassifier(n_estimators=50, max_depth=10, learning_rate=0.001, tree_method="hist", num_class=len(td.classes),
-                            objective="multi:softprob")
+    clf = xgb.XGBClassifier(
+        n_estimators=50,
+        max_depth=10,
+        learning_rate=0.001,
+        tree_method="hist",
+        num_class=len(td.classes),
+        objective="multi:softprob",
+    )
     clf.fit(ids(tr), np.array([idx[v] for v in tr["label"]]))
     return classification_metrics(te["label"], clf.predict_proba(ids(te)), td.classes)
 
@@ -87,8 +95,10 @@ def main() -> None:
 
     hist, rates, _ = history_from_data(str(path))
     ds = build_dataset(hist, rates)
-    print(f"data: {len(hist)} vacancies; salary rows {len(ds.tasks['salary'].frame)}, demand rows "
-          f"{len(ds.tasks['demand'].frame)}; split sizes {ds.tasks['salary'].boundaries['sizes']} (time-ordered)")
+    print(
+        f"data: {len(hist)} vacancies; salary rows {len(ds.tasks['salary'].frame)}, demand rows "
+        f"{len(ds.tasks['demand'].frame)}; split sizes {ds.tasks['salary'].boundaries['sizes']} (time-ordered)"
+    )
     if ds.summary["demand_proxy"]:
         print("NOTE: the dump has no closes, so DEMAND uses the age proxy (collected_at - published_at)")
     rows = []
@@ -97,23 +107,41 @@ def main() -> None:
         for label, fn in [
             ("(a) prototype: token ids + XGB(50, d10, lr .001)", lambda td=td: prototype(td)),
             ("(b) TF-IDF + LR, responsibility", lambda td=td: tfidf_lr(td, ["responsibility"])),
-            ("(b) TF-IDF + LR, all fields", lambda td=td: tfidf_lr(td, ["responsibility", "name", "requirement"])),
+            (
+                "(b) TF-IDF + LR, all fields",
+                lambda td=td: tfidf_lr(td, ["responsibility", "name", "requirement"]),
+            ),
         ]:
             m, secs, growth, _ = measured(fn)
             rows.append((task, label, m["roc_auc_ovo"], m["f1_macro"], secs, growth))
         (winner, test, resp), secs, growth, _ = measured(lambda task=task: hhpulse_winner(ds, task))
-        rows.append((task, f"(c) hhpulse {winner}, responsibility", resp["roc_auc_ovo"], resp["f1_macro"], secs, growth))
-        rows.append((task, f"(c) hhpulse {winner}, all fields", test["roc_auc_ovo"], test["f1_macro"], secs, growth))
+        rows.append(
+            (
+                task,
+                f"(c) hhpulse {winner}, responsibility",
+                resp["roc_auc_ovo"],
+                resp["f1_macro"],
+                secs,
+                growth,
+            )
+        )
+        rows.append(
+            (task, f"(c) hhpulse {winner}, all fields", test["roc_auc_ovo"], test["f1_macro"], secs, growth)
+        )
     print(f"\n{'task':<7} {'method':<58} {'AUC ovo':>8} {'macro-F1':>9} {'train s':>8} {'peak mem':>9}")
     for task, label, auc, f1, secs, growth in rows:
         print(f"{task:<7} {label:<58} {auc:>8.3f} {f1:>9.3f} {secs:>8.1f} {mb(growth):>9}")
-    print("(train s and peak mem of (c) cover featurizing and training every candidate of the task; "
-          "peak mem is RSS growth of a forked worker)")
+    print(
+        "(train s and peak mem of (c) cover featurizing and training every candidate of the task; "
+        "peak mem is RSS growth of a forked worker)"
+    )
     for task in ("salary", "demand"):
         by = {label: auc for t, label, auc, *_ in rows if t == task}
         b_resp = by["(b) TF-IDF + LR, responsibility"]
         b_all = by["(b) TF-IDF + LR, all fields"]
         c_resp = next(v for k, v in by.items() if k.startswith("(c)") and k.endswith("responsibility"))
         c_all = next(v for k, v in by.items() if k.startswith("(c)") and k.endswith("all fields"))
-        print(f"{task}: winner - (b) = {c_resp - b_resp:+.3f} AUC (responsibility), {c_all - b_all:+.3f} (all fields); "
-              f"winner - (a) = {c_resp - by['(a) prototype: token ids + XGB(50, d10, lr .001)']:+.3f}")
+        print(
+            f"{task}: winner - (b) = {c_resp - b_resp:+.3f} AUC (responsibility), {c_all - b_all:+.3f} (all fields); "
+            f"winner - (a) = {c_resp - by['(a) prototype: token ids + XGB(50, d10, lr .001)']:+.3f}"
+        )

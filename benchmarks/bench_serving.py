@@ -43,7 +43,9 @@ def _bundle(root: Path) -> Path:
         collect(make_source("demo", demo_size=100), store, progress=False)
     rebuild_history(store)
     out = root / "bundle"
-    train_from_history(load_history(store), rates_by_run(store), out, candidates=load_candidates(), device="cpu")
+    train_from_history(
+        load_history(store), rates_by_run(store), out, candidates=load_candidates(), device="cpu"
+    )
     return out
 
 
@@ -101,9 +103,19 @@ def main() -> None:
 
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "hhpulse.serving", "--model_dir", str(bundle_dir), "--http_port", str(port),
-             "--enable_latency_logging", "false"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "hhpulse.serving",
+                "--model_dir",
+                str(bundle_dir),
+                "--http_port",
+                str(port),
+                "--enable_latency_logging",
+                "false",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             for _ in range(300):
@@ -124,9 +136,13 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     print(f"(a) in-process predict, single instances:       {ceiling:8.0f} /s  (the ceiling)")
-    print(f"(b) server, single-instance v1, 4 clients:      {rps1:8.0f} req/s  p50 {np.percentile(lat1, 50):6.1f} ms  "
-          f"p99 {np.percentile(lat1, 99):6.1f} ms  errors {err1}")
-    print(f"(c) server, 100-instance batches, 4 clients:    {rps100:8.1f} req/s  p50 {np.percentile(lat100, 50):6.1f} ms  "
-          f"p99 {np.percentile(lat100, 99):6.1f} ms  ({rps100 * 100:.0f} instances/s)  errors {err100}")
+    print(
+        f"(b) server, single-instance v1, 4 clients:      {rps1:8.0f} req/s  p50 {np.percentile(lat1, 50):6.1f} ms  "
+        f"p99 {np.percentile(lat1, 99):6.1f} ms  errors {err1}"
+    )
+    print(
+        f"(c) server, 100-instance batches, 4 clients:    {rps100:8.1f} req/s  p50 {np.percentile(lat100, 50):6.1f} ms  "
+        f"p99 {np.percentile(lat100, 99):6.1f} ms  ({rps100 * 100:.0f} instances/s)  errors {err100}"
+    )
     print(f"(d) server RSS after load:                      {rss / 2**20:8.0f} MB")
     print(f"(b)/(a) = {rps1 / ceiling:.2f}   targets: single p99 < 20 ms, (b)/(a) >= 0.5, batch p50 < 50 ms")

@@ -8,16 +8,18 @@ serving time.
   (also double-escaped ones such as ``&amp;quot;``), drops soft hyphens and zero-width
   characters, normalises whitespace (NBSP included), and drops the trailing "..." / "…"
   of truncated search snippets. A ``<`` that does not open a tag (``опыт <3 лет``) stays.
-* :func:`tokenize` lowercases and keeps word tokens with one precompiled regular
-  expression. It keeps what matters in vacancy texts and what razdel splits apart:
-  ``c++``, ``c#``, ``1с``, ``b2b``, ``node.js``, ``python-разработчик``, ``5/2``
-  (a shift pattern), ``1.5``. Punctuation is dropped, ``ё`` becomes ``е``, and a word
-  that mixes Cyrillic with look-alike Latin letters (``уcтaновкa``, a common trick
-  against keyword search) is mapped back to Cyrillic.
+* :func:`tokenize` lowercases, segments with razdel, and keeps word tokens. razdel
+  splits a word wherever the script or the letter/digit class changes, so a small
+  rejoin pass glues back pieces that touch in the text (no space between them) and
+  belong together in vacancy texts: ``c++``, ``c#``, ``1с``, ``b2b``, ``3d``,
+  ``node.js``, ``asp.net``, ``09:00``, ``pythonист``. Punctuation is dropped, ``ё``
+  becomes ``е``, and a word that mixes Cyrillic with look-alike Latin letters
+  (``уcтaновкa``, a common trick against keyword search) is mapped back to Cyrillic
+  before razdel sees it.
 
-razdel and lemmatization (pymorphy3) were both measured on the real data and left out:
-razdel gave the same ROC AUC at a 14th of the speed, and lemmas did not pay for their
-cost. See docs/lemmatization.md.
+Lemmatization (pymorphy3) was measured on the real data and left out: it did not pay
+for its cost. ``python -m benchmarks text`` measures the tokenizer's speed against bare
+razdel and what lemmas and character n-grams earn; docs/lemmatization.md records a run.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import html
 import re
 from functools import lru_cache
 
+from razdel import tokenize as _razdel_tokenize
+
 # Stored with every fitted vectorizer: a vectorizer is only valid with the tokenizer it
 # was fitted with. Bump it whenever clean() or tokenize() changes what they return.
-TOKENIZER_VERSION = "hhpulse-text/2"
+TOKENIZER_VERSION = "hhpulse-text/3"
 
 # A tag starts with a letter, "/" or "!" right after "<": "<3 лет" or "a < b" are not tags.
 _TAG = re.compile(r"</?[A-Za-z!][^<>]{0,300}>")
@@ -36,9 +40,6 @@ _INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 _SPACE = re.compile(r"\s+")
 _TRAILING_ELLIPSIS = re.compile(r"\s*(?:\.{2,}|…)+\s*$")
 
-# Numbers with separators (1.5, 5/2, 2/2, 09:00) first; then words of letters and digits
-# joined by "." or "-" (node.js, asp.net, python-разработчик), with an optional ++ or #.
-_TOKEN = re.compile(r"\d+(?:[.,/:]\d+)+|[^\W_]+(?:[.\-][^\W_]+)*(?:\+\+|#)?")
 _CYRILLIC = re.compile("[а-я]")
 _LATIN = re.compile("[a-z]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
@@ -71,25 +72,61 @@ def _fix_run(match: re.Match[str]) -> str:
     return run
 
 
-def _fix_mixed_script(token: str) -> str:
-    """Map look-alike Latin letters to Cyrillic inside a letter run that mixes both scripts
-    (``уcтaновкa``); ``python-разработчик`` (two runs) and ``pythonист`` stay as they are."""
-    if _CYRILLIC.search(token) and _LATIN.search(token):
-        return _LETTER_RUN.sub(_fix_run, token)
-    return token
-
-
 def _normalize(token: str) -> str:
-    token = _fix_mixed_script(token)
+    token = token.strip("_")
+    if token.endswith("+") and not token.endswith("++"):
+        token = token.rstrip("+")  # "c+" is a stray plus, "c++" the language
+    token = token.rstrip(".-:/,")  # a separator glued on that nothing followed ("т.д.")
     if token.startswith("1c"):  # 1C written with a Latin C is the same 1С
         token = "1с" + token[2:]
     return token
 
 
+_SEPARATORS = frozenset(".-")  # glue words: node.js, asp.net (razdel keeps "e-mail" whole)
+_NUMBER_SEPARATORS = frozenset(":/,.")  # glue numbers: 09:00, 5/2, 1,5
+
+
+def _glues(last: str, piece: str) -> bool:
+    """Whether razdel piece ``piece`` continues token ``last`` (the two touch in the text)."""
+    if not last[0].isalnum():  # punctuation stays alone: ".net" gives "net"
+        return False
+    tail, head = last[-1], piece[0]
+    if head.isalnum():
+        # b|2|b, 1|с, 3|d, python|ист, and a word after a glued separator (node.|js)
+        if tail in _SEPARATORS:
+            return True
+        if tail in _NUMBER_SEPARATORS:  # 09:|00 and 5/|2, but not "5,sql"
+            return head.isdigit()
+        return tail.isalnum()
+    if piece in ("+", "#"):
+        return tail.isalnum() or tail == "+"
+    if piece in _SEPARATORS:
+        return tail.isalnum()
+    if piece in _NUMBER_SEPARATORS:
+        return tail.isdigit()
+    return False
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercased word tokens of ``text`` (punctuation dropped); see the module docstring."""
     lowered = text.lower().replace("ё", "е")
-    return [_normalize(t) for t in _TOKEN.findall(lowered)]
+    if _CYRILLIC.search(lowered) and _LATIN.search(lowered):
+        lowered = _LETTER_RUN.sub(_fix_run, lowered)
+    tokens: list[str] = []
+    stop = -1
+    for sub in _razdel_tokenize(lowered):
+        piece = sub.text
+        if sub.start == stop and tokens and _glues(tokens[-1], piece):
+            tokens[-1] += piece
+        else:
+            tokens.append(piece)
+        stop = sub.stop
+    out = []
+    for token in tokens:
+        token = _normalize(token)
+        if token and token[0].isalnum():
+            out.append(token)
+    return out
 
 
 @lru_cache(maxsize=65536)
