@@ -48,6 +48,18 @@ def test_folds_sightings_and_infers_closes():
     assert two["closed_at"] == pd.Timestamp("2026-03-05T00:00:00Z")
 
 
+def test_runs_fold_in_collection_order_not_id_order():
+    # two runs started within the same second: their ids do not sort by time
+    early = _run(
+        "20260301T120000Z-ffffffff", "2026-03-01T12:00:00Z", [_item("1", "2026-02-20T10:00:00+0300")]
+    )
+    late = _run("20260301T120000Z-00000000", "2026-03-08T12:00:00Z", [_item("2", "2026-03-06T10:00:00+0300")])
+    h = build_history([early, late]).set_index("id")
+    assert h.loc["1", "closed_reason"] == "absent_from_complete_run"
+    assert pd.isna(h.loc["2", "closed_reason"])
+    assert h.loc["2", "last_run_id"] == late.run_id
+
+
 def test_no_close_without_complete_coverage():
     base = _run("r1", "2026-03-01T12:00:00Z", [_item("1", "2026-02-20T10:00:00+0300")])
     for later in [

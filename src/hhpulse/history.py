@@ -110,11 +110,19 @@ def _empty() -> pd.DataFrame:
 
 
 def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
-    """Fold runs (in run-id order) into one row per vacancy. Pure: reads and writes nothing."""
-    runs = sorted(runs, key=lambda r: r.run_id)
+    """Fold runs into one row per vacancy. Pure: reads and writes nothing.
+
+    Runs are folded in the order of their ``collected_at`` (then run id): two runs that
+    start within the same second have ids that do not sort by time, and the demo's
+    simulated clock is not the wall clock.
+    """
+    timed = sorted(
+        ((parse_datetime(r.meta.get("collected_at"), "collected_at"), r) for r in runs),
+        key=lambda tr: (tr[0].timestamp() if tr[0] else float("inf"), tr[1].run_id),
+    )
+    runs = [r for _, r in timed]
     rows: list[dict[str, Any]] = []
-    for order, run in enumerate(runs):
-        run_time = parse_datetime(run.meta.get("collected_at"), "collected_at")
+    for order, (run_time, run) in enumerate(timed):
         for item in run.items:
             if str(item.get("id")) in run.quarantined:
                 continue
