@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -41,7 +42,10 @@ def bundle_dir(tmp_path_factory):
 
 
 def start_server(model_dir, *extra):
+    """Start ``python -m hhpulse.serving``; its output goes to a file (a pipe nobody reads
+    fills up and stalls the server), read back with :func:`server_log`."""
     port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -59,18 +63,31 @@ def start_server(model_dir, *extra):
             "20000",
             *extra,
         ],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    proc.log_path = log.name
+    log.close()
     return proc, f"http://127.0.0.1:{port}"
+
+
+def server_log(proc):
+    with open(proc.log_path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def stop_server(proc):
+    proc.terminate()
+    proc.wait(timeout=30)
+    return server_log(proc)
 
 
 def wait_ready(proc, url, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {proc.stdout.read()}")
+            raise AssertionError(f"server exited with {proc.returncode}: {server_log(proc)}")
         try:
             if requests.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
                 return
@@ -81,14 +98,33 @@ def wait_ready(proc, url, timeout=60):
 
 
 @pytest.fixture(scope="module")
-def server(bundle_dir):
+def server_proc(bundle_dir):
     proc, url = start_server(bundle_dir)
     try:
         wait_ready(proc, url)
-        yield url
+        yield proc, url
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def server(server_proc):
+    return server_proc[1]
+
+
+def test_access_log_is_one_json_line_per_request_without_the_text(server_proc):
+    proc, url = server_proc
+    secret = "Уникальный текст для проверки журнала"
+    r = requests.post(f"{url}/v1/models/hhpulse:predict", json={"instances": [secret, secret]}, timeout=10)
+    assert r.status_code == 200
+    time.sleep(0.3)
+    lines = [json.loads(x) for x in server_log(proc).splitlines() if x.startswith("{")]
+    requests_logged = [x for x in lines if x.get("event") == "request" and x["instances"] == 2]
+    assert requests_logged and requests_logged[-1]["status"] == 200
+    assert (
+        requests_logged[-1]["latency_ms"] > 0 and requests_logged[-1]["path"] == "/v1/models/hhpulse:predict"
+    )
+    assert secret not in server_log(proc)
 
 
 def test_v1_round_trip_matches_hhpulse_predict(server, bundle_dir, tmp_path):
@@ -245,7 +281,8 @@ def test_tampered_bundle_stops_start_up(bundle_dir, tmp_path):
     shutil.copytree(bundle_dir, bad)
     (bad / "cohorts.json").write_text('{"salary": ["x"], "demand": ["y"]}')
     proc, _ = start_server(bad)
-    out, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    out = server_log(proc)
     assert proc.returncode == 1
     assert "refusing to start" in out and "cohorts.json does not match its sha256" in out
 
@@ -257,3 +294,23 @@ def test_not_ready_before_load(bundle_dir):
     assert m.ready is False
     m.load()
     assert m.ready is True and m.bundle is not None
+
+
+def test_workers_each_get_the_guard_and_the_model(bundle_dir):
+    """--workers 2 runs uvicorn in spawned processes: each must have the guard, the model and
+    the log settings (at debug, and only then, the request body is logged)."""
+    proc, url = start_server(bundle_dir, "--workers", "2", "--log_level", "debug")
+    try:
+        wait_ready(proc, url, timeout=90)
+        for _ in range(6):  # connections land on either worker
+            r = requests.post(f"{url}/v1/models/hhpulse:predict", data=b'{"instances": ["x"]}', timeout=10)
+            assert r.status_code == 415, r.text
+            body = json.dumps({"instances": ["Доставка"]}, ensure_ascii=False).encode()
+            r = requests.post(f"{url}/v1/models/hhpulse:predict", data=body, headers=JSON, timeout=10)
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"][0]["salary"]["cohort"]
+    finally:
+        out = stop_server(proc)
+    assert "Traceback" not in out, out
+    assert '"event": "request"' in out and '"status": 415' in out, out  # each worker logs its requests
+    assert "Доставка" in out  # debug logging shows the body

@@ -15,6 +15,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-name", default="hhpulse", help="model name in URLs [%(default)s]")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes [%(default)s]")
     p.add_argument("--enable-grpc", action="store_true", help="also serve gRPC (off by default)")
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="JSON log level; request texts are logged only at debug [%(default)s]",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         str(args.workers),
         "--enable_grpc",
         str(args.enable_grpc).lower(),
+        "--log_level",
+        args.log_level,
     ]
     print(
         f"serving {model_dir} as {args.model_name!r} on http://127.0.0.1:{args.http_port} "

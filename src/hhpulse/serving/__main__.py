@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,7 +13,8 @@ from kserve import model_server
 
 from hhpulse.bundle import BundleError
 from hhpulse.serving.inputs import Limits
-from hhpulse.serving.middleware import GuardMiddleware
+from hhpulse.serving.logs import LEVELS, configure_logging
+from hhpulse.serving.middleware import install_guard
 from hhpulse.serving.model import DEFAULT_MODEL_DIR, VacancyModel
 
 log = logging.getLogger("hhpulse.serving")
@@ -40,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_text_chars", type=int, default=Limits.max_text_chars, help="characters per text field"
     )
     parser.add_argument("--max_body_bytes", type=int, default=Limits.max_body_bytes, help="request body size")
+    parser.add_argument(
+        "--log_level",
+        "--log-level",
+        dest="log_level",
+        choices=LEVELS,
+        default=os.environ.get("HHPULSE_LOG_LEVEL", "info").lower(),
+        help="level of hhpulse's JSON logs; request texts are logged only at debug (env HHPULSE_LOG_LEVEL)",
+    )
     # gRPC only when asked for (--enable_grpc true); the model is named hhpulse unless told otherwise
     parser.set_defaults(enable_grpc=False, model_name="hhpulse")
     return parser
@@ -47,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     limits = Limits(args.max_instances, args.max_text_chars, args.max_body_bytes)
-    model = VacancyModel(args.model_name, args.model_dir, limits=limits)
+    model = VacancyModel(args.model_name, args.model_dir, limits=limits, log_level=args.log_level)
     try:
         model.load()
     except BundleError as exc:
         print(f"hhpulse serving: refusing to start: {exc}", file=sys.stderr)
         return 1
-    model_server.app.add_middleware(GuardMiddleware, limits=limits)
+    install_guard(limits)
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -112,17 +112,14 @@ class GuardMiddleware:
 
             await self.app(scope, replay, send_wrapper)
         finally:
-            log.info(
-                json.dumps(
-                    {
-                        "event": "request",
-                        "path": scope.get("path"),
-                        "status": status["code"],
-                        "instances": instances,
-                        "latency_ms": round((time.perf_counter() - start) * 1000, 2),
-                    }
-                )
-            )
+            fields = {
+                "event": "request",
+                "path": scope.get("path"),
+                "status": status["code"],
+                "instances": instances,
+                "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+            }
+            log.info("request", extra={"fields": fields})
 
     async def _reject(self, send: Any, status: int, reason: str, message: str) -> None:
         REJECTED.labels(reason=reason).inc()
@@ -138,3 +135,21 @@ class GuardMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def install_guard(limits: Limits, app: Any = None) -> bool:
+    """Put :class:`GuardMiddleware` in front of kserve's app, once per process.
+
+    ``--workers N`` (N > 1) runs uvicorn in spawned processes that import kserve's app
+    afresh, so each worker installs the guard again when it unpickles the model (see
+    ``VacancyModel.__setstate__``). Returns whether it was installed by this call.
+    """
+    if app is None:
+        from kserve import model_server
+
+        app = model_server.app
+    if getattr(app.state, "hhpulse_guard", False):
+        return False
+    app.add_middleware(GuardMiddleware, limits=limits)
+    app.state.hhpulse_guard = True
+    return True

@@ -48,6 +48,7 @@ class VacancyModel(kserve.Model):
         model_dir: the bundle directory (``/mnt/models`` on the cluster).
         bundle: an already loaded bundle (tests inject one); then :meth:`load` only marks ready.
         limits: request limits.
+        log_level: level of the ``hhpulse`` JSON logs in spawned workers (``--workers``).
     """
 
     def __init__(
@@ -57,12 +58,24 @@ class VacancyModel(kserve.Model):
         *,
         bundle: ModelBundle | None = None,
         limits: Limits | None = None,
+        log_level: str = "info",
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
         self.bundle = bundle
         self.limits = limits or Limits()
+        self.log_level = log_level  # what spawned workers configure (see __setstate__)
         self.ready = False
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # kserve --workers N (N > 1) pickles the loaded model into spawned uvicorn workers,
+        # which import kserve's app afresh: give each worker the request guard as well.
+        self.__dict__.update(state)
+        from hhpulse.serving.logs import configure_logging
+        from hhpulse.serving.middleware import install_guard
+
+        configure_logging(self.log_level)
+        install_guard(self.limits)
 
     def load(self) -> bool:
         """Verify MANIFEST.json and load the bundle; only then report ready."""

@@ -1,0 +1,45 @@
+"""JSON log lines for the predictor: one object per line, on stdout next to kserve's logs.
+
+The access log (logger ``hhpulse.serving.access``) passes its fields in ``extra={"fields":
+{...}}``; they become top-level keys. Other records carry their text as ``message``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update(fields)
+        else:
+            doc["message"] = record.getMessage()
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "info") -> None:
+    """Send the ``hhpulse`` loggers to stdout as JSON lines at ``level`` (idempotent per process)."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    logger = logging.getLogger("hhpulse")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "hhpulse_json", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        handler.hhpulse_json = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
