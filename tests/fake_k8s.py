@@ -19,11 +19,12 @@ PATH = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/infere
 
 
 class FakeK8s:
-    def __init__(self, ready_after: int | None = 1, fail: bool = False) -> None:
+    def __init__(self, ready_after: int | None = 1, fail: bool = False, forbid: tuple[str, ...] = ()) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.ready_after = ready_after
         self.fail = fail
+        self.forbid = forbid  # methods answered 403 Forbidden, as RBAC would
         self.gets = 0
         handler = type("H", (_Handler,), {"fake": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -81,6 +82,20 @@ class _Handler(BaseHTTPRequestHandler):
         if not m:
             return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
         ns, name = m.group(1), m.group(2)
+        if method in f.forbid:
+            verb = {"GET": "get", "POST": "create", "PATCH": "patch"}.get(method, method.lower())
+            return self._send(
+                403,
+                {
+                    "kind": "Status",
+                    "status": "Failure",
+                    "reason": "Forbidden",
+                    "code": 403,
+                    "message": f'inferenceservices.serving.kserve.io is forbidden: User "system:serviceaccount:'
+                    f'{ns}:default" cannot {verb} resource "inferenceservices" in API group "serving.kserve.io" '
+                    f'in the namespace "{ns}"',
+                },
+            )
         key = (ns, name or (body or {}).get("metadata", {}).get("name"))
         if method == "GET":
             obj = f.objects.get(key)

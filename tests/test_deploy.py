@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -101,3 +104,86 @@ def test_render_to_store_is_the_local_mode(store):
     assert key.endswith("deploy/v9/inferenceservice.yaml") and doc["kind"] == "InferenceService"
     with pytest.raises(ValueError, match="canary_traffic_percent"):
         DeployValues(canary_traffic_percent=150)
+
+
+def test_rbac_refusal_is_a_clear_deploy_error(store, tmp_path):
+    k8s = FakeK8s(forbid=("POST",))
+    try:
+        v1 = _publish(store, tmp_path, "v1")
+        with pytest.raises(
+            DeployError, match=r"cannot create InferenceService ml/hhpulse: 403 .*cannot create"
+        ):
+            deploy(store, VALUES, version="v1", storage_uri=v1.uri, timeout_s=5, poll_s=0.01, api=k8s.api())
+    finally:
+        k8s.stop()
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "deploy", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_renders_the_champion_and_refuses_an_unknown_version(store, tmp_path):
+    p = _cli("--store", str(store.root))
+    assert p.returncode == 2 and "no champion" in p.stderr
+    v1 = _publish(store, tmp_path, "v1")
+    p = _cli("--store", str(store.root), "--namespace", "ml")
+    assert p.returncode == 0, p.stderr
+    manifest = yaml.safe_load(p.stdout)
+    assert manifest == render_inferenceservice(
+        DeployValues(
+            name="hhpulse", namespace="ml", image=manifest["spec"]["predictor"]["containers"][0]["image"]
+        ),
+        version="v1",
+        storage_uri=v1.uri,
+    )
+    assert store.exists("deploy/v1/inferenceservice.yaml")
+    p = _cli("--store", str(store.root), "--version", "v9")
+    assert p.returncode == 2 and "version v9 is not published" in p.stderr
+
+
+def test_cli_applies_through_a_kubeconfig_and_rolls_back(store, tmp_path):
+    k8s = FakeK8s(ready_after=1)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": k8s.url}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    env = {"KUBECONFIG": str(kubeconfig), "KUBERNETES_SERVICE_HOST": ""}
+    try:
+        _publish(store, tmp_path, "v1")
+        v2 = _publish(store, tmp_path, "v2")
+        p = _cli("--store", str(store.root), "--namespace", "ml", "--apply", "--timeout", "30", env=env)
+        assert p.returncode == 0, p.stderr
+        assert "created ml/hhpulse with v2: ready at http://hhpulse.ml.example.com" in p.stdout
+        assert (
+            k8s.objects[("ml", "hhpulse")]["spec"]["predictor"]["containers"][0]["env"][0]["value"] == v2.uri
+        )
+        p = _cli("--store", str(store.root), "--namespace", "ml", "--apply", "--rollback", env=env)
+        assert p.returncode == 0, p.stderr
+        assert "champion rolled back to v1" in p.stderr and "patched ml/hhpulse with v1" in p.stdout
+        assert champion(store).version == "v1"
+        env_now = k8s.objects[("ml", "hhpulse")]["spec"]["predictor"]["containers"][0]["env"][0]["value"]
+        assert env_now.endswith("/models/hhpulse/v1")
+        p = _cli("--store", str(store.root), "--rollback", env=env)
+        assert p.returncode == 2 and "nothing to roll back to" in p.stderr
+        k8s.forbid = ("PATCH",)
+        p = _cli("--store", str(store.root), "--namespace", "ml", "--apply", env=env)
+        assert p.returncode == 1 and "403" in p.stderr and "cannot patch" in p.stderr
+    finally:
+        k8s.stop()
+    p = _cli("--store", str(store.root), "--apply", env={"KUBECONFIG": str(tmp_path / "none")})
+    assert p.returncode == 1 and "no Kubernetes credentials" in p.stderr

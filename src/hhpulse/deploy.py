@@ -11,6 +11,8 @@ The kubernetes client is imported inside the functions: the core never needs it 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -144,7 +146,12 @@ def _api(api: Any | None) -> Any:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as exc:
+            raise DeployError(
+                f"no Kubernetes credentials: not in a cluster, and no usable kubeconfig ({exc})"
+            ) from exc
     return client.CustomObjectsApi()
 
 
@@ -194,13 +201,27 @@ def _apply(api: Any, values: DeployValues, body: dict[str, Any]) -> str:
             raise DeployError(
                 f"cannot read InferenceService {values.namespace}/{values.name}: {exc.status} {exc.reason}"
             ) from exc
-        api.create_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, body)
+        try:
+            api.create_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, body)
+        except ApiException as exc2:
+            raise DeployError(_api_error("create", values, exc2)) from exc2
         return "created"
     patch = {**body, "spec": {"predictor": dict(body["spec"]["predictor"])}}
     # a merge patch keeps what it does not mention: promote a canary by deleting the field (null)
     patch["spec"]["predictor"].setdefault("canaryTrafficPercent", None)
-    api.patch_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name, patch)
+    try:
+        api.patch_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name, patch)
+    except ApiException as exc:
+        raise DeployError(_api_error("patch", values, exc)) from exc
     return "patched"
+
+
+def _api_error(verb: str, values: DeployValues, exc: Any) -> str:
+    """The API server's own message (a Status body), e.g. what RBAC or the CRD's schema refused."""
+    detail = exc.reason
+    with contextlib.suppress(TypeError, ValueError, AttributeError):  # not a Status body
+        detail = json.loads(exc.body).get("message") or detail
+    return f"cannot {verb} InferenceService {values.namespace}/{values.name}: {exc.status} {detail}"
 
 
 def deploy(

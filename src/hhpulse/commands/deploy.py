@@ -1,0 +1,101 @@
+"""``hhpulse deploy``: render or apply the InferenceService for a published model version.
+
+The pipeline's deploy step does this after every winning run; this command is for people:
+redeploy the champion, deploy a chosen version, or roll back one step (the champion pointer
+moves back to the previous version, whose files the registry keeps) and redeploy it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from hhpulse import __version__
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=".hhpulse/store", help="store with the published models [%(default)s]")
+    p.add_argument("--s3-endpoint", help="S3/MinIO endpoint when --store is s3://")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", help="a published version [the champion]")
+    which.add_argument(
+        "--rollback",
+        action="store_true",
+        help="move the champion pointer back to the previous version, then deploy that",
+    )
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="create or patch it on the cluster (kubeconfig or in-cluster) and wait for Ready; "
+        "without it, print the manifest (and write it to the store)",
+    )
+    p.add_argument("--namespace", default="hhpulse", help="[%(default)s]")
+    p.add_argument("--name", default="hhpulse", help="InferenceService name [%(default)s]")
+    p.add_argument(
+        "--image",
+        default=f"ghcr.io/hhpulse/hhpulse-serving:{__version__}",
+        help="predictor image [%(default)s]",
+    )
+    p.add_argument(
+        "--service-account",
+        default="hhpulse-predictor",
+        help="predictor ServiceAccount, with the S3 credentials for the storage initializer [%(default)s]",
+    )
+    p.add_argument("--model-name", default="hhpulse", help="model name in URLs [%(default)s]")
+    p.add_argument(
+        "--canary-traffic-percent",
+        type=int,
+        default=0,
+        help="1-99: send that share to this version as a canary; 0 promotes fully [%(default)s]",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600, help="seconds to wait for Ready (--apply) [%(default)s]"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from hhpulse.deploy import DeployError, DeployValues, deploy, render_inferenceservice, render_to_store
+    from hhpulse.registry import RegistryError, champion, rollback, version_prefix
+    from hhpulse.store import open_store
+
+    store = open_store(args.store, endpoint_url=args.s3_endpoint)
+    try:
+        if args.rollback:
+            version = rollback(store).version
+            print(f"champion rolled back to {version}", file=sys.stderr)
+        elif args.version:
+            version = args.version
+            if not store.exists(f"{version_prefix(version)}/MANIFEST.json"):
+                raise RegistryError(f"version {version} is not published in {store.uri(version_prefix(''))}")
+        else:
+            ch = champion(store)
+            if ch is None:
+                raise RegistryError(f"no champion in {store.uri('models/hhpulse')}: run the pipeline first")
+            version = ch.version
+        values = DeployValues(
+            name=args.name,
+            namespace=args.namespace,
+            image=args.image,
+            service_account=args.service_account,
+            model_name=args.model_name,
+            canary_traffic_percent=args.canary_traffic_percent or None,
+        )
+    except (RegistryError, ValueError) as exc:
+        print(f"hhpulse deploy: {exc}", file=sys.stderr)
+        return 2
+    uri = store.uri(version_prefix(version))
+    if not args.apply:
+        where = render_to_store(store, values, version=version, storage_uri=uri)
+        manifest = render_inferenceservice(values, version=version, storage_uri=uri)
+        sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
+        print(f"rendered {version} to {where}; apply it with --apply or kubectl apply -f", file=sys.stderr)
+        return 0
+    try:
+        result = deploy(store, values, version=version, storage_uri=uri, timeout_s=args.timeout)
+    except DeployError as exc:
+        print(f"hhpulse deploy: {exc}", file=sys.stderr)
+        return 1
+    print(f"{result.action} {args.namespace}/{args.name} with {version}: ready at {result.url}")
+    return 0
