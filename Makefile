@@ -4,13 +4,14 @@ SHELL := bash
 MAKEFLAGS += --no-print-directory
 
 ##@ Variables (override on the command line: make run SOURCE=file:PATH)
-PYTHON ?= python3
-VENV ?= .venv
-STORE ?= .hhpulse/store
-SOURCE ?= demo
-IMAGE_REGISTRY ?=
-CONTAINER_TOOL ?= docker
-PYTEST_ARGS ?=
+PYTHON ?= python3## Python that creates the virtualenv
+VENV ?= .venv## Virtualenv folder
+STORE ?= .hhpulse/store## Artifact store of run/serve: a folder or s3://bucket/prefix
+SOURCE ?= demo## Where run collects: demo (hh.ru emulator), file:PATH (API dump), api (hh.ru)
+BENCH ?=## Benchmarks that bench runs (e.g. BENCH="serving text"); all by default
+IMAGE_REGISTRY ?=## Registry prefix of the images (e.g. ghcr.io/you)
+CONTAINER_TOOL ?= docker## docker or podman
+PYTEST_ARGS ?=## Extra pytest arguments (e.g. PYTEST_ARGS="-k serving")
 
 BIN := $(VENV)/bin
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -19,10 +20,14 @@ PIPELINE_IMAGE := $(REGISTRY_PREFIX)hhpulse-pipeline:$(VERSION)
 SERVING_IMAGE := $(REGISTRY_PREFIX)hhpulse-serving:$(VERSION)
 STAMP := $(VENV)/.installed
 
+##@ Help
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [VAR=value]\n"} \
-	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
+	@awk 'BEGIN {printf "Usage: make \033[36m<target>\033[0m [VAR=value]\n"} \
+	  /^[A-Z_]+ \?=.*##/ { split($$0, a, "##"); split(a[1], v, "[ ]*[?]=[ ]*"); sub(/^ +/, "", a[2]); \
+	    printf "  \033[36m%-14s\033[0m %s [%s]\n", v[1], a[2], v[2] } \
+	  /^[a-zA-Z_-]+:.*##/ { split($$0, a, ":.*## "); split($$0, t, ":"); \
+	    printf "  \033[36m%-14s\033[0m %s\n", t[1], a[2] } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Setup
@@ -56,8 +61,8 @@ fmt: install ## Format and fix with ruff
 	$(BIN)/ruff check --fix src tests components pipelines benchmarks
 
 .PHONY: bench
-bench: install ## Run the benchmarks (real data from ../shared when present)
-	$(BIN)/python -m benchmarks
+bench: install ## Run the benchmarks, with ratios against in-run baselines (real data from ../shared)
+	$(BIN)/python -m benchmarks $(BENCH)
 
 .PHONY: compile
 compile: install ## Compile the Kubeflow pipeline to pipelines/hhpulse.yaml
