@@ -197,10 +197,18 @@ def test_v2_round_trip_with_and_without_id(server, bundle_dir):
     assert r.status_code == 200 and r.json()["id"]  # generated
 
 
-def test_metadata_and_health(server):
+def test_metadata_and_health(server, bundle_dir):
     meta = requests.get(f"{server}/v2/models/hhpulse", timeout=5).json()
     assert [i["name"] for i in meta["inputs"]] == ["responsibility", "name", "requirement"]
-    assert {o["name"] for o in meta["outputs"]} >= {"salary_cohort", "demand_probabilities"}
+    assert [i["parameters"]["optional"] for i in meta["inputs"]] == [False, True, True]
+    outputs = {o["name"]: o for o in meta["outputs"]}
+    bundle = load_bundle(bundle_dir)
+    for task in ("salary", "demand"):
+        assert outputs[f"{task}_probabilities"]["parameters"]["cohorts"] == bundle.cohorts[task]
+        assert outputs[f"{task}_probabilities"]["shape"] == [-1, len(bundle.cohorts[task])]
+        assert outputs[f"{task}_cohort"]["parameters"]["cohorts"] == bundle.cohorts[task]
+    assert meta["versions"] == [bundle.version]
+    assert requests.get(f"{server}/v2/models/nope", timeout=5).status_code == 404
     assert requests.get(f"{server}/v1/models/hhpulse", timeout=5).json()["ready"] is True
 
 

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as exc:
         print(f"hhpulse serving: refusing to start: {exc}", file=sys.stderr)
         return 1
-    install_guard(limits)
+    install_guard(limits, describe=model.describe)
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -4,14 +4,19 @@ kserve 0.21 answers 500 to some bodies without ``Content-Type: application/json`
 middleware answers 415 with a message first. It also rejects bodies over the size
 limit (413) and invalid JSON (400) before they reach the model, counts rejections by
 reason, and writes one JSON log line per request (latency, instances, status) without
-the text itself unless debug logging is on.
+the text itself unless debug logging is on. On ``GET /v2/models/<name>`` it completes
+kserve's model metadata with the cohorts of each output (kserve's response model drops
+fields it does not know).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hhpulse.serving.inputs import Limits
@@ -20,6 +25,11 @@ from hhpulse.serving.model import REJECTED
 log = logging.getLogger("hhpulse.serving.access")
 
 JSON_TYPES = ("application/json", "application/cloudevents+json")
+
+
+# GET /v2/models/<name> and /v2/models/<name>/versions/<version>: the model's metadata
+_METADATA = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/?$")
+Describe = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _is_infer(path: str) -> bool:
@@ -38,12 +48,20 @@ def _count(body: Any) -> int | None:
 
 
 class GuardMiddleware:
-    def __init__(self, app: Any, limits: Limits) -> None:
+    def __init__(self, app: Any, limits: Limits, describe: Describe | None = None) -> None:
         self.app = app
         self.limits = limits
+        self.describe = describe
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or not _is_infer(scope.get("path", "")):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if scope.get("method") == "GET" and self.describe is not None and _METADATA.match(path):
+            await self._metadata(scope, receive, send)
+            return
+        if scope.get("method") != "POST" or not _is_infer(path):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -121,6 +139,31 @@ class GuardMiddleware:
             }
             log.info("request", extra={"fields": fields})
 
+    async def _metadata(self, scope: dict, receive: Any, send: Any) -> None:
+        """kserve's model metadata, completed by ``describe`` (its response model drops extra fields)."""
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            if start.get("status") == 200:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    body = json.dumps(self.describe(json.loads(body)), ensure_ascii=False).encode()  # type: ignore[misc]
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, capture)
+
     async def _reject(self, send: Any, status: int, reason: str, message: str) -> None:
         REJECTED.labels(reason=reason).inc()
         body = json.dumps({"error": message}).encode()
@@ -137,7 +180,7 @@ class GuardMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def install_guard(limits: Limits, app: Any = None) -> bool:
+def install_guard(limits: Limits, app: Any = None, describe: Describe | None = None) -> bool:
     """Put :class:`GuardMiddleware` in front of kserve's app, once per process.
 
     ``--workers N`` (N > 1) runs uvicorn in spawned processes that import kserve's app
@@ -150,6 +193,6 @@ def install_guard(limits: Limits, app: Any = None) -> bool:
         app = model_server.app
     if getattr(app.state, "hhpulse_guard", False):
         return False
-    app.add_middleware(GuardMiddleware, limits=limits)
+    app.add_middleware(GuardMiddleware, limits=limits, describe=describe)
     app.state.hhpulse_guard = True
     return True

@@ -75,7 +75,7 @@ class VacancyModel(kserve.Model):
         from hhpulse.serving.middleware import install_guard
 
         configure_logging(self.log_level)
-        install_guard(self.limits)
+        install_guard(self.limits, describe=self.describe)
 
     def load(self) -> bool:
         """Verify MANIFEST.json and load the bundle; only then report ready."""
@@ -101,16 +101,36 @@ class VacancyModel(kserve.Model):
         cohorts = self.bundle.cohorts if self.bundle else {t: [] for t in TASKS}
         out = []
         for t in TASKS:
-            out.append({"name": f"{t}_cohort", "datatype": "BYTES", "shape": [-1]})
+            names = list(cohorts[t])
+            out.append(
+                {"name": f"{t}_cohort", "datatype": "BYTES", "shape": [-1], "parameters": {"cohorts": names}}
+            )
             out.append(
                 {
                     "name": f"{t}_probabilities",
                     "datatype": "FP32",
-                    "shape": [-1, len(cohorts[t])],
-                    "cohorts": list(cohorts[t]),
+                    "shape": [-1, len(names)],
+                    "parameters": {"cohorts": names},  # the columns, in order
                 }
             )
         return out
+
+    def describe(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Add what kserve's metadata response model drops: the cohorts of each output
+        tensor (``parameters.cohorts``), whether an input is optional, and the model version.
+        Called by the request guard on ``GET /v2/models/<name>``."""
+        if metadata.get("name") != self.name or self.bundle is None:
+            return metadata
+        inputs = {i["name"]: i for i in self.get_input_types()}
+        outputs = {o["name"]: o for o in self.get_output_types()}
+        for tensor in metadata.get("inputs") or []:
+            if tensor.get("name") in inputs:
+                tensor["parameters"] = {"optional": inputs[tensor["name"]]["optional"]}
+        for tensor in metadata.get("outputs") or []:
+            if tensor.get("name") in outputs:
+                tensor["parameters"] = outputs[tensor["name"]]["parameters"]
+        metadata["versions"] = [self.bundle.version]
+        return metadata
 
     # -- handlers ---------------------------------------------------------------------------
     def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
