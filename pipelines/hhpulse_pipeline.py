@@ -42,6 +42,9 @@ class ClusterOptions:
     small: tuple[str, str, str, str] = ("250m", "512M", "1", "2G")
     large: tuple[str, str, str, str] = ("1", "4G", "4", "16G")
     use_gpu: bool = True
+    # candidates trained at once per ParallelFor: one pod each on the cluster; on one machine
+    # (kfp.local) concurrent XGBoost processes only fight over the same cores
+    parallelism: int = 4
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -149,7 +152,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             data = build_dataset(store=store, s3_endpoint=s3_endpoint, random_split=random_split)
             data.set_display_name("build dataset").after(validate).set_caching_options(False)
             feats = featurize(dataset=data.outputs["dataset"]).set_display_name("featurize (razdel + TF-IDF)")
-            with dsl.ParallelFor(xgb_candidates, parallelism=4, name="xgboost-candidates") as cand:
+            with dsl.ParallelFor(xgb_candidates, parallelism=opts.parallelism, name="xgboost-candidates") as cand:
                 xgb = train_candidate(features=feats.outputs["features"], candidate=cand, device=device)
                 xgb.set_display_name("train XGBoost candidate")
                 _resources(xgb, opts.large)
@@ -163,7 +166,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                         kubernetes.add_toleration(
                             xgb, key=key, operator=operator, value=value or None, effect=effect or None
                         )
-            with dsl.ParallelFor(linear_candidates, parallelism=4, name="linear-candidates") as lcand:
+            with dsl.ParallelFor(linear_candidates, parallelism=opts.parallelism, name="linear-candidates") as lcand:
                 lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
                 lin.set_display_name("train linear candidate")
                 _resources(lin, opts.large)

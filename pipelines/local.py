@@ -26,7 +26,8 @@ def run_local(store: str, *, pipeline_root: str | None = None, **params: Any) ->
         os.path.dirname(store) if "://" not in store else ".hhpulse", "kfp-local"
     )
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=True)
-    pipeline = build_pipeline(ClusterOptions(use_gpu=False))
+    # one candidate at a time: parallel XGBoost processes on one machine oversubscribe its cores
+    pipeline = build_pipeline(ClusterOptions(use_gpu=False, parallelism=1))
     defaults = {
         "s3_endpoint": "",
         "source": "demo",
