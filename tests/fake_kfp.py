@@ -8,17 +8,32 @@ spec's shapes. Every request is recorded for the tests to inspect.
 
 from __future__ import annotations
 
-import cgi
-import io
 import json
 import threading
 import uuid
+from email.parser import BytesParser
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import jsonschema
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, bytes] | None:
+    """Form fields of a multipart/form-data body (the email parser; cgi is gone in Python 3.13)."""
+    if not content_type.startswith("multipart/form-data"):
+        return None
+    msg = BytesParser(policy=default).parsebytes(
+        f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode() + raw
+    )
+    if not msg.is_multipart():
+        return None
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in msg.iter_parts()
+    }
 
 
 class FakeKfp:
@@ -97,15 +112,12 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and p in ("/pipelines/upload", "/pipelines/upload_version"):
             if not check_query(p):
                 return
-            ctype, pdict = cgi.parse_header(self.headers.get("Content-Type", ""))
-            if ctype != "multipart/form-data":
+            form = _multipart(self.headers.get("Content-Type", ""), raw)
+            if form is None:
                 return self._send(400, {"error": "expected multipart/form-data"})
-            pdict["boundary"] = pdict["boundary"].encode()
-            pdict["CONTENT-LENGTH"] = len(raw)
-            form = cgi.parse_multipart(io.BytesIO(raw), pdict)
             if "uploadfile" not in form:
                 return self._send(400, {"error": "missing uploadfile"})
-            rec["upload"] = form["uploadfile"][0]
+            rec["upload"] = form["uploadfile"]
             if p.endswith("upload"):
                 pid = str(uuid.uuid4())
                 pipe = {
