@@ -3,8 +3,9 @@
 (a) in-process ModelBundle.predict of single instances per second (the ceiling);
 (b) the server's single-instance v1 throughput and p50/p99 latency, 4 concurrent keep-alive clients;
 (c) the same with 100-instance batches;
-(d) the server's RSS after the load.
-Duration per phase: HHPULSE_BENCH_SECONDS (default 20). The model is trained on the synthetic demo
+(d) the server's RSS after the load;
+(e) the HTTP floor: GET /v2/health/ready under the same clients (the stack without the model).
+Duration per phase: HHPULSE_BENCH_SECONDS (default 20); server workers: HHPULSE_BENCH_WORKERS (1). The model is trained on the synthetic demo
 market (so the benchmark needs no shared data); the client shares the machine's cores with the server.
 """
 
@@ -49,7 +50,11 @@ def _bundle(root: Path) -> Path:
     return out
 
 
-def _load(url_port: int, body: bytes, seconds: float, clients: int = 4) -> tuple[float, np.ndarray, int]:
+def _load(
+    url_port: int, body: bytes | None, seconds: float, clients: int = 4
+) -> tuple[float, np.ndarray, int]:
+    """``clients`` keep-alive connections POSTing ``body`` to :predict (or, with ``body=None``,
+    GETting /v2/health/ready) for ``seconds``: (requests/s, latencies in ms, errors)."""
     lat: list[float] = []
     errors = [0]
     stop = time.monotonic() + seconds
@@ -60,7 +65,10 @@ def _load(url_port: int, body: bytes, seconds: float, clients: int = 4) -> tuple
         mine = []
         while time.monotonic() < stop:
             t = time.perf_counter()
-            conn.request("POST", "/v1/models/hhpulse:predict", body, {"Content-Type": "application/json"})
+            if body is None:
+                conn.request("GET", "/v2/health/ready")
+            else:
+                conn.request("POST", "/v1/models/hhpulse:predict", body, {"Content-Type": "application/json"})
             resp = conn.getresponse()
             resp.read()
             mine.append(time.perf_counter() - t)
@@ -111,8 +119,8 @@ def main() -> None:
                 str(bundle_dir),
                 "--http_port",
                 str(port),
-                "--enable_latency_logging",
-                "false",
+                "--workers",
+                os.environ.get("HHPULSE_BENCH_WORKERS", "1"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -131,6 +139,7 @@ def main() -> None:
             _load(port, single, 2)  # warm up
             rps1, lat1, err1 = _load(port, single, seconds)
             rps100, lat100, err100 = _load(port, batch, seconds)
+            floor, lat0, _ = _load(port, None, min(seconds, 10))
             rss = psutil.Process(server.pid).memory_info().rss
         finally:
             server.terminate()
@@ -145,4 +154,13 @@ def main() -> None:
         f"p99 {np.percentile(lat100, 99):6.1f} ms  ({rps100 * 100:.0f} instances/s)  errors {err100}"
     )
     print(f"(d) server RSS after load:                      {rss / 2**20:8.0f} MB")
+    print(
+        f"(e) HTTP floor: GET /v2/health/ready, 4 clients: {floor:6.0f} req/s  p50 {np.percentile(lat0, 50):6.1f} ms"
+        "  (uvicorn, FastAPI, kserve's middlewares and the clients, without the model)"
+    )
     print(f"(b)/(a) = {rps1 / ceiling:.2f}   targets: single p99 < 20 ms, (b)/(a) >= 0.5, batch p50 < 50 ms")
+    print(
+        f"(b)/(e) = {rps1 / floor:.2f}: per request, the model costs {1000 / ceiling:.2f} ms in process; "
+        f"the server spends {1000 / rps1 - 1000 / floor:.2f} ms more than the floor's {1000 / floor:.2f} ms "
+        "(2 cores shared by the server and the 4 clients)"
+    )

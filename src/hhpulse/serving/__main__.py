@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="level of hhpulse's JSON logs; request texts are logged only at debug (env HHPULSE_LOG_LEVEL)",
     )
     # gRPC only when asked for (--enable_grpc true); the model is named hhpulse unless told otherwise
-    parser.set_defaults(enable_grpc=False, model_name="hhpulse")
+    # kserve's per-request latency line is off: the JSON access line has the latency
+    parser.set_defaults(enable_grpc=False, model_name="hhpulse", enable_latency_logging=False)
     return parser
 
 
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grpc_port=args.grpc_port,
         workers=args.workers,
         enable_grpc=args.enable_grpc,
+        enable_latency_logging=args.enable_latency_logging,
     ).start([model])
     return 0
 

@@ -31,10 +31,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
+# Per-request lines that the JSON access line replaces: uvicorn's access log and the
+# timings kserve prints (its Prometheus histograms keep the timings). Kept at debug.
+DUPLICATES = ("uvicorn.access", "kserve.trace")
+
+
+class _Mute(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
 def configure_logging(level: str = "info") -> None:
-    """Send the ``hhpulse`` loggers to stdout as JSON lines at ``level`` (idempotent per process)."""
+    """Send the ``hhpulse`` loggers to stdout as JSON lines at ``level`` (idempotent per process).
+
+    Below debug, the per-request lines of uvicorn and kserve are muted: a filter, which
+    survives kserve configuring its loggers later (in spawned workers too).
+    """
     if level.lower() not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    for name in DUPLICATES:
+        other = logging.getLogger(name)
+        mutes = [f for f in other.filters if isinstance(f, _Mute)]
+        if level.lower() == "debug":
+            for f in mutes:
+                other.removeFilter(f)
+        elif not mutes:
+            other.addFilter(_Mute())
     logger = logging.getLogger("hhpulse")
     logger.setLevel(level.upper())
     if not any(getattr(h, "hhpulse_json", False) for h in logger.handlers):
