@@ -152,7 +152,9 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             data = build_dataset(store=store, s3_endpoint=s3_endpoint, random_split=random_split)
             data.set_display_name("build dataset").after(validate).set_caching_options(False)
             feats = featurize(dataset=data.outputs["dataset"]).set_display_name("featurize (razdel + TF-IDF)")
-            with dsl.ParallelFor(xgb_candidates, parallelism=opts.parallelism, name="xgboost-candidates") as cand:
+            with dsl.ParallelFor(
+                xgb_candidates, parallelism=opts.parallelism, name="xgboost-candidates"
+            ) as cand:
                 xgb = train_candidate(features=feats.outputs["features"], candidate=cand, device=device)
                 xgb.set_display_name("train XGBoost candidate")
                 _resources(xgb, opts.large)
@@ -166,7 +168,9 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                         kubernetes.add_toleration(
                             xgb, key=key, operator=operator, value=value or None, effect=effect or None
                         )
-            with dsl.ParallelFor(linear_candidates, parallelism=opts.parallelism, name="linear-candidates") as lcand:
+            with dsl.ParallelFor(
+                linear_candidates, parallelism=opts.parallelism, name="linear-candidates"
+            ) as lcand:
                 lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
                 lin.set_display_name("train linear candidate")
                 _resources(lin, opts.large)
