@@ -204,3 +204,22 @@ def test_cli_train_predict_evaluate(market_store, tmp_path):
     )
     assert p.returncode == 0, p.stderr
     assert "salary" in p.stdout and "ROC AUC ovo" in p.stdout and "drift" in p.stdout
+
+
+def test_gate_compares_the_mean_primary_metric_with_a_margin():
+    from hhpulse.workflow import compare
+
+    champ = {"salary": {"roc_auc_ovo": 0.70}, "demand": {"roc_auc_ovo": 0.60}}
+    better = {"salary": {"roc_auc_ovo": 0.74}, "demand": {"roc_auc_ovo": 0.59}}
+    assert compare(better, None) == {"challenger_wins": True, "reason": "no champion yet", "deltas": {}}
+    v = compare(better, champ)
+    assert v["challenger_wins"] and abs(v["mean_delta"] - 0.015) < 1e-9
+    assert v["reason"].startswith(
+        "challenger wins: mean roc_auc_ovo change +0.0150 (demand -0.0100, salary +0.0400"
+    )
+    v = compare(better, champ, margin=0.02)
+    assert not v["challenger_wins"] and v["reason"].startswith("champion stays")
+    # a task without a defined score on either side does not count
+    assert compare({"salary": {"roc_auc_ovo": 0.71}, "demand": {}}, champ)["deltas"] == {
+        "salary": 0.71 - 0.70
+    }

@@ -71,7 +71,11 @@ def test_time_split_puts_the_newest_last():
     assert len(s.train) == 12 and len(s.val) == 4 and len(s.test) == 4
     assert df["collected_at"].iloc[s.train].max() < df["collected_at"].iloc[s.val].min()
     assert df["collected_at"].iloc[s.val].max() < df["collected_at"].iloc[s.test].min()
-    assert s.boundaries["method"] == "time" and s.boundaries["sizes"] == {"train": 12, "val": 4, "test": 4}
+    assert s.boundaries["method"] == "time (collected_at, then published_at)" and s.boundaries["sizes"] == {
+        "train": 12,
+        "val": 4,
+        "test": 4,
+    }
     assert s.boundaries["test_collected_at"] == [str(t[16]), str(t[19])]
 
 
@@ -80,6 +84,21 @@ def test_time_split_breaks_ties_on_published_at():
     df = pd.DataFrame({"collected_at": [pub[-1]] * 10, "published_at": pub[::-1]})  # one dump
     s = time_split(df, SplitConfig(val_fraction=0.2, test_fraction=0.2))
     assert df["published_at"].iloc[s.test].min() > df["published_at"].iloc[s.train].max()
+
+
+def test_proxy_demand_split_does_not_follow_published_at():
+    # the age proxy is collected_at - published_at: ordering a dump by published_at would
+    # make the test set the youngest vacancies, all one cohort
+    pub = pd.date_range("2026-01-01", periods=60, freq="h", tz="UTC")
+    df = pd.DataFrame(
+        {"id": [str(i) for i in range(60)], "collected_at": [pub[-1]] * 60, "published_at": pub}
+    )
+    cfg = SplitConfig(val_fraction=0.2, test_fraction=0.2)
+    s = time_split(df, cfg, then_by="id_hash")
+    assert s.boundaries["method"] == "time (collected_at, then id_hash)"
+    test_pub = df["published_at"].iloc[s.test]
+    assert test_pub.min() < df["published_at"].iloc[s.train].max()  # interleaved, not the newest block
+    assert np.array_equal(s.test, time_split(df, cfg, then_by="id_hash").test)  # and fixed
 
 
 def test_random_split_is_seeded_and_complete():
@@ -190,3 +209,7 @@ def test_real_dump_gives_both_tasks_with_the_proxy_flagged(shared_hh):
     assert sal.frame["salary_rub"].between(10_000, 3_000_000).all()
     test_start = pd.Timestamp(sal.boundaries["test_collected_at"][0])
     assert (sal.part("train")["collected_at"] <= test_start).all()
+    # the proxy is age at collection: its test set must not be just the youngest vacancies
+    dem = ds.tasks["demand"]
+    assert dem.boundaries["method"] == "time (collected_at, then id_hash)"
+    assert dem.part("test")["label"].nunique() == len(LabelConfig().demand_cohorts)

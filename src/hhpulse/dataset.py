@@ -2,6 +2,8 @@
 
 The split orders rows by ``collected_at`` then ``published_at``, so validation and test
 sets are the newest data, as in production. A random split is an option, not the default.
+Demand labelled with the age proxy is ordered by ``collected_at`` then a fixed hash of the
+id, because the proxy is computed from ``published_at`` (see :func:`time_split`).
 
 On disk (:meth:`Dataset.save`) a dataset is a folder: ``<task>.parquet`` per task
 (columns :data:`TASK_COLUMNS`) and ``dataset.json`` (classes, split boundaries, the label
@@ -46,17 +48,28 @@ class Split:
     boundaries: dict[str, Any] = field(default_factory=dict)
 
 
-def time_split(df: pd.DataFrame, config: SplitConfig) -> Split:
-    """Positional indices of train/val/test (newest last), with the recorded boundaries."""
+def time_split(df: pd.DataFrame, config: SplitConfig, *, then_by: str = "published_at") -> Split:
+    """Positional indices of train/val/test (newest last), with the recorded boundaries.
+
+    Rows are ordered by ``collected_at``, then by ``then_by``: ``published_at`` (the
+    default), or ``id_hash``, a fixed pseudo-random order for labels that are themselves
+    a function of ``published_at`` (the demand proxy, age at collection): ordering by it
+    would make the test set the youngest vacancies only, all of one cohort.
+    """
     n = len(df)
     if n < 3:
         raise DatasetError(f"need at least 3 labelled rows to split, got {n}")
+    if then_by not in ("published_at", "id_hash"):
+        raise ValueError(f"then_by must be published_at or id_hash, got {then_by!r}")
     if config.random:
         order = np.random.default_rng(config.seed).permutation(n)
     else:
-        keys = pd.DataFrame(
-            {"c": df["collected_at"].values, "p": df["published_at"].values, "i": np.arange(n)}
+        second = (
+            df["published_at"].values
+            if then_by == "published_at"
+            else pd.util.hash_pandas_object(df["id"].astype(str), index=False).to_numpy()
         )
+        keys = pd.DataFrame({"c": df["collected_at"].values, "p": second, "i": np.arange(n)})
         order = keys.sort_values(["c", "p", "i"], kind="stable", na_position="first")["i"].to_numpy()
     n_test = max(1, int(round(n * config.test_fraction)))
     n_val = max(1, int(round(n * config.val_fraction)))
@@ -65,7 +78,8 @@ def time_split(df: pd.DataFrame, config: SplitConfig) -> Split:
         order[n - n_val - n_test : n - n_test],
         order[n - n_test :],
     )
-    bounds: dict[str, Any] = {"method": "random" if config.random else "time", "sizes": {}}
+    method = "random" if config.random else f"time (collected_at, then {then_by})"
+    bounds: dict[str, Any] = {"method": method, "sizes": {}}
     for name, idx in (("train", train), ("val", val), ("test", test)):
         part = df.iloc[idx]
         bounds["sizes"][name] = len(idx)
@@ -155,7 +169,8 @@ def build_dataset(
                 f" (labels: {labeled.summary.get(f'{task}_counts')}; left out: "
                 f"{labeled.summary.get('salary_left_out') if task == 'salary' else labeled.summary.get('demand_sources')})"
             )
-        split = time_split(rows, split_config)
+        proxy = task == "demand" and bool(labeled.summary.get("demand_proxy"))
+        split = time_split(rows, split_config, then_by="id_hash" if proxy else "published_at")
         part = np.empty(len(rows), dtype=object)
         part[split.train], part[split.val], part[split.test] = "train", "val", "test"
         out = rows[list(TEXT_COLUMNS)].copy()

@@ -187,10 +187,11 @@ def compare(
         }
     mean = sum(deltas.values()) / len(deltas)
     wins = mean > margin
-    verb = "beats" if wins else "does not beat"
+    verdict = "challenger wins" if wins else "champion stays"
+    per_task = ", ".join(f"{t} {d:+.4f}" for t, d in sorted(deltas.items()))
     return {
         "challenger_wins": wins,
-        "reason": f"challenger {verb} the champion by {mean:+.4f} mean {primary} (margin {margin})",
+        "reason": f"{verdict}: mean {primary} change {mean:+.4f} ({per_task}; margin {margin})",
         "deltas": deltas,
         "mean_delta": mean,
     }
