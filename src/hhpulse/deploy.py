@@ -120,10 +120,15 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
     }
 
 
+def manifest_key(version: str) -> str:
+    """Where :func:`render_to_store` writes ``version``'s manifest in the store."""
+    return f"deploy/{version}/inferenceservice.yaml"
+
+
 def render_to_store(store: Store, values: DeployValues, *, version: str, storage_uri: str) -> str:
     """Local mode: write ``deploy/<version>/inferenceservice.yaml`` into the store."""
+    key = manifest_key(version)
     manifest = render_inferenceservice(values, version=version, storage_uri=storage_uri)
-    key = f"deploy/{version}/inferenceservice.yaml"
     store.put_bytes(key, yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True).encode())
     log.info(
         "local mode: rendered the InferenceService to %s instead of applying it (no cluster)", store.uri(key)

@@ -78,14 +78,9 @@ class _FieldTfidf:
         idf = np.array([np.log((1 + n) / (1 + df[t])) + 1.0 for t in terms], dtype=np.float64)
         return cls(vocab, idf, n_max, sublinear)
 
-    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        val, idx, ptr = self.arrays(texts)
-        x = sp.csr_matrix((val, idx, ptr), shape=(len(texts), len(self.vocabulary)))
-        x.sort_indices()
-        return x
-
     def arrays(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The CSR (data, indices, indptr) of :meth:`transform`, without building the matrix."""
+        """The TF-IDF rows of ``texts`` as CSR arrays (data, indices, indptr); the caller
+        (:meth:`TextVectorizer.transform`) assembles every field's block into one matrix."""
         indptr = [0]
         indices: list[int] = []
         data: list[float] = []

@@ -167,10 +167,7 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
             if runs[j].covers(run):
                 next_cover[i] = j
                 break
-    cover_time = {
-        i: pd.Timestamp(parse_datetime(runs[j].meta.get("collected_at"), "collected_at"))
-        for i, j in next_cover.items()
-    }
+    cover_time = {i: pd.Timestamp(timed[j][0]) for i, j in next_cover.items()}
     closed_by = hist["_last_order"].map(cover_time)
     closed_by = pd.to_datetime(closed_by, utc=True)
     hist["closed_after"] = hist["last_seen"].where(closed_by.notna())

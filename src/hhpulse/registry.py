@@ -90,14 +90,28 @@ def publish(store: Store, bundle_dir: str | os.PathLike[str], version: str | Non
     return ch
 
 
+def require_champion(store: Store) -> Champion:
+    """The current champion, or a RegistryError that says how to get one."""
+    ch = champion(store)
+    if ch is None:
+        raise RegistryError(f"no champion in {store.uri(PREFIX)}: run the pipeline first (make run)")
+    return ch
+
+
+def require_version(store: Store, version: str, what: str = "version") -> str:
+    """``version`` when it is published (its MANIFEST.json is in the store), else a RegistryError."""
+    if not store.exists(f"{version_prefix(version)}/MANIFEST.json"):
+        raise RegistryError(f"{what} {version} is not published in {store.uri(PREFIX)}")
+    return version
+
+
 def rollback(store: Store) -> Champion:
     """Point the champion back at the previous version (that version's files are kept)."""
     cur = champion(store)
     if cur is None or not cur.previous:
         raise RegistryError("nothing to roll back to: there is no previous champion")
     target, rest = cur.previous[0], cur.previous[1:]
-    if not store.exists(f"{version_prefix(target)}/MANIFEST.json"):
-        raise RegistryError(f"previous version {target} is missing from {store.uri(PREFIX)}")
+    require_version(store, target, "previous version")
     ch = _point(store, target, rest)
     log.warning("rolled the champion back from %s to %s", cur.version, target)
     return ch
@@ -111,10 +125,7 @@ def fetch(store: Store, version: str, dest: str | os.PathLike[str]) -> Path:
 
 
 def fetch_champion(store: Store, dest: str | os.PathLike[str]) -> Path:
-    ch = champion(store)
-    if ch is None:
-        raise RegistryError(f"no champion in {store.uri(PREFIX)}: run the pipeline first (make run)")
-    return fetch(store, ch.version, dest)
+    return fetch(store, require_champion(store).version, dest)
 
 
 def load_champion(store: Store, workdir: str | os.PathLike[str]):  # type: ignore[no-untyped-def]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
 from hhpulse import __version__
 
 
@@ -56,8 +54,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.deploy import DeployError, DeployValues, deploy, render_inferenceservice, render_to_store
-    from hhpulse.registry import RegistryError, champion, rollback, version_prefix
+    from hhpulse.deploy import DeployError, DeployValues, deploy, manifest_key, render_to_store
+    from hhpulse.registry import RegistryError, require_champion, require_version, rollback, version_prefix
     from hhpulse.store import open_store
 
     store = open_store(args.store, endpoint_url=args.s3_endpoint)
@@ -66,14 +64,9 @@ def run(args: argparse.Namespace) -> int:
             version = rollback(store).version
             print(f"champion rolled back to {version}", file=sys.stderr)
         elif args.version:
-            version = args.version
-            if not store.exists(f"{version_prefix(version)}/MANIFEST.json"):
-                raise RegistryError(f"version {version} is not published in {store.uri(version_prefix(''))}")
+            version = require_version(store, args.version)
         else:
-            ch = champion(store)
-            if ch is None:
-                raise RegistryError(f"no champion in {store.uri('models/hhpulse')}: run the pipeline first")
-            version = ch.version
+            version = require_champion(store).version
         values = DeployValues(
             name=args.name,
             namespace=args.namespace,
@@ -88,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     uri = store.uri(version_prefix(version))
     if not args.apply:
         where = render_to_store(store, values, version=version, storage_uri=uri)
-        manifest = render_inferenceservice(values, version=version, storage_uri=uri)
-        sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
+        sys.stdout.write(store.get_bytes(manifest_key(version)).decode())  # what was stored
         print(f"rendered {version} to {where}; apply it with --apply or kubectl apply -f", file=sys.stderr)
         return 0
     try:

@@ -100,7 +100,9 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
     print(f"  model:        {after.uri}")
     print(f"  model card:   {after.uri}/model_card.md")
     print(f"  metrics:      {after.uri}/metrics.json")
-    manifest = f"deploy/{after.version}/inferenceservice.yaml"
+    from hhpulse.deploy import manifest_key
+
+    manifest = manifest_key(after.version)
     if store.exists(manifest):
         print(f"  manifest:     {store.uri(manifest)} (rendered, not applied: no cluster)")
     try:
