@@ -122,6 +122,18 @@ def test_a_served_request_stays_one_info_line(server_proc):
     assert line["level"] == "info" and line["status"] == 200 and "error" not in line
 
 
+def test_a_server_fault_keeps_its_traceback_and_logs_at_error(server_proc):
+    proc, url = server_proc
+    before = len(server_log(proc).splitlines())
+    r = requests.post(f"{url}/v2/models/hhpulse/versions/7/infer", json=V2_OK, timeout=10)
+    assert r.status_code == 501  # kserve 0.21 has no model versions: the server's limit, not the client's
+    time.sleep(0.3)
+    new = server_log(proc).splitlines()[before:]
+    assert any("Traceback" in x for x in new), new
+    access = [json.loads(x) for x in new if x.startswith('{"time"') and '"event": "request"' in x]
+    assert [(a["level"], a["status"]) for a in access] == [("error", 501)]
+
+
 # -- v2 bodies that kserve's pydantic model refuses -----------------------------------------------
 
 V2_BAD = [
