@@ -122,6 +122,23 @@ def test_a_served_request_stays_one_info_line(server_proc):
     assert line["level"] == "info" and line["status"] == 200 and "error" not in line
 
 
+def test_a_client_that_hangs_up_mid_body_is_a_warning_not_a_server_error(server_proc):
+    proc, url = server_proc
+    host, port = url.removeprefix("http://").split(":")
+    before = len(server_log(proc).splitlines())
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/models/hhpulse:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"instances": ["Dost'
+        )
+        time.sleep(0.3)
+    time.sleep(0.5)
+    new = [json.loads(x) for x in server_log(proc).splitlines()[before:] if x.startswith("{")]
+    access = [x for x in new if x.get("event") == "request"]
+    assert [(a["level"], a["status"]) for a in access] == [("warning", 499)], new
+    assert "disconnected" in access[0]["error"]
+
+
 def test_a_server_fault_keeps_its_traceback_and_logs_at_error(server_proc):
     proc, url = server_proc
     before = len(server_log(proc).splitlines())

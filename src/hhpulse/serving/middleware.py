@@ -138,7 +138,8 @@ class GuardMiddleware:
         more = True
         while more:
             message = await receive()
-            if message["type"] == "http.disconnect":
+            if message["type"] == "http.disconnect":  # logged as nginx does: 499, not a 500
+                seen["status"], seen["error"] = 499, b"the client disconnected before sending the whole body"
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
