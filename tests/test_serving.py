@@ -206,9 +206,10 @@ def test_metadata_and_health(server, bundle_dir):
     outputs = {o["name"]: o for o in meta["outputs"]}
     bundle = load_bundle(bundle_dir)
     for task in ("salary", "demand"):
-        assert outputs[f"{task}_probabilities"]["parameters"]["cohorts"] == bundle.cohorts[task]
+        # comma-separated, in column order: the same string as in infer answers
+        assert outputs[f"{task}_probabilities"]["parameters"]["cohorts"] == ",".join(bundle.cohorts[task])
         assert outputs[f"{task}_probabilities"]["shape"] == [-1, len(bundle.cohorts[task])]
-        assert outputs[f"{task}_cohort"]["parameters"]["cohorts"] == bundle.cohorts[task]
+        assert outputs[f"{task}_cohort"]["parameters"]["cohorts"] == ",".join(bundle.cohorts[task])
     assert meta["versions"] == [bundle.version]
     assert requests.get(f"{server}/v2/models/nope", timeout=5).status_code == 404
     assert requests.get(f"{server}/v1/models/hhpulse", timeout=5).json()["ready"] is True

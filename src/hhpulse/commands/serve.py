@@ -1,60 +1,92 @@
-"""``hhpulse serve``: run the KServe predictor on a bundle (or the store's champion)."""
+"""``hhpulse serve``: run the KServe predictor on a bundle (or the store's champion).
+
+It takes the same server options as ``python -m hhpulse.serving`` (one definition,
+:mod:`hhpulse.serving.options`), binds loopback unless ``--host`` says otherwise, and removes
+the champion's local copy however it ends: stopped, interrupted or failed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import signal
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hhpulse.serving.options import LOOPBACK, add_server_options, limits_from
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model-dir", help="a bundle directory")
-    src.add_argument("--store", help="serve the champion of this store (DIR or s3://bucket/prefix)")
-    p.add_argument("--http-port", type=int, default=8080, help="HTTP port [%(default)s]")
-    p.add_argument("--model-name", default="hhpulse", help="model name in URLs [%(default)s]")
+    src.add_argument("--model-dir", "--model_dir", dest="model_dir", help="a bundle directory")
+    src.add_argument(
+        "--store",
+        help="serve the champion of this store (DIR or s3://bucket/prefix) [$HHPULSE_STORE or .hhpulse/store]",
+    )
+    p.add_argument(
+        "--http-port", "--http_port", dest="http_port", type=int, default=8080, help="HTTP port [%(default)s]"
+    )
+    p.add_argument(
+        "--model-name",
+        "--model_name",
+        dest="model_name",
+        default="hhpulse",
+        help="model name in URLs [%(default)s]",
+    )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes [%(default)s]")
     p.add_argument("--enable-grpc", action="store_true", help="also serve gRPC (off by default)")
-    p.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default="info",
-        help="JSON log level; request texts are logged only at debug [%(default)s]",
-    )
+    add_server_options(p, host=LOOPBACK)
+
+
+@contextmanager
+def _scratch(prefix: str) -> Iterator[str]:
+    """A temporary folder removed on every way out, SIGTERM included (its default action
+    would end the process without running ``finally``; kserve installs its own handlers
+    while serving, which stop the server and return)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
-    model_dir = args.model_dir
-    if model_dir is None:
-        from hhpulse.registry import RegistryError, fetch_champion
-        from hhpulse.store import open_store
+    if args.model_dir is not None:
+        return _serve(args, args.model_dir, "--model-dir")
+    from hhpulse.registry import RegistryError, fetch_champion
+    from hhpulse.store import StoreError, open_store
 
+    with _scratch("hhpulse-champion-") as scratch:
         try:
-            model_dir = str(
-                fetch_champion(open_store(args.store), tempfile.mkdtemp(prefix="hhpulse-champion-"))
-            )
-        except RegistryError as exc:
+            model_dir = str(fetch_champion(open_store(args.store), scratch))
+        except (RegistryError, StoreError) as exc:
             print(f"hhpulse serve: {exc}", file=sys.stderr)
             return 2
-    from hhpulse.serving.__main__ import main
+        return _serve(args, model_dir, "--store")
 
-    argv = [
-        "--model_dir",
+
+def _serve(args: argparse.Namespace, model_dir: str, model_flag: str) -> int:
+    from hhpulse.serving.__main__ import serve
+
+    return serve(
         model_dir,
-        "--http_port",
-        str(args.http_port),
-        "--model_name",
-        args.model_name,
-        "--workers",
-        str(args.workers),
-        "--enable_grpc",
-        str(args.enable_grpc).lower(),
-        "--log_level",
-        args.log_level,
-    ]
-    print(
-        f"serving {model_dir} as {args.model_name!r} on http://127.0.0.1:{args.http_port} "
-        f"(POST /v1/models/{args.model_name}:predict, /v2/models/{args.model_name}/infer)",
-        flush=True,
+        model_name=args.model_name,
+        host=args.host,
+        http_port=args.http_port,
+        limits=limits_from(args),
+        log_level=args.log_level,
+        workers=args.workers,
+        enable_grpc=args.enable_grpc,
+        prog="hhpulse serve",
+        model_flag=model_flag,
+        announce=True,
     )
-    return main(argv)

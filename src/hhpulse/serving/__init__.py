@@ -1,5 +1,25 @@
-"""The KServe predictor for hhpulse bundles (the only hhpulse module that imports kserve)."""
+"""The KServe predictor for hhpulse bundles (the only hhpulse package that imports kserve).
 
-from hhpulse.serving.model import Limits, VacancyModel
+Only :mod:`hhpulse.serving.model`, :mod:`~hhpulse.serving.middleware` and
+:mod:`~hhpulse.serving.__main__` import kserve; ``Limits`` and ``VacancyModel`` are loaded on
+first use, so ``hhpulse.serving.inputs`` and ``hhpulse.serving.options`` stay cheap to import
+(the CLI builds its parser from them without starting kserve).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Limits", "VacancyModel"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Limits":
+        from hhpulse.serving.inputs import Limits
+
+        return Limits
+    if name == "VacancyModel":
+        from hhpulse.serving.model import VacancyModel
+
+        return VacancyModel
+    raise AttributeError(f"module 'hhpulse.serving' has no attribute {name!r}")

@@ -1,9 +1,12 @@
-"""``python -m hhpulse.serving``: the predictor's entry point (what the serving image runs)."""
+"""``python -m hhpulse.serving``: the predictor's entry point (what the serving image runs).
+
+:func:`serve` is shared with ``hhpulse serve``: load and verify the bundle, put the request
+guard in front of kserve's app, and run a :class:`BoundModelServer` on the given host.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,16 +16,90 @@ from kserve import model_server
 
 from hhpulse.bundle import BundleError
 from hhpulse.serving.inputs import Limits
-from hhpulse.serving.logs import LEVELS, configure_logging
+from hhpulse.serving.logs import configure_logging
 from hhpulse.serving.middleware import install_guard
 from hhpulse.serving.model import DEFAULT_MODEL_DIR, VacancyModel
+from hhpulse.serving.options import ALL_INTERFACES, add_server_options, limits_from
 
-log = logging.getLogger("hhpulse.serving")
+PROG = "python -m hhpulse.serving"
+
+
+class BoundModelServer(kserve.ModelServer):
+    """``kserve.ModelServer`` that binds its HTTP server to ``host``.
+
+    kserve 0.21 hard-codes ``host="0.0.0.0"`` in the ``uvicorn.Config`` of the REST server
+    it creates inside :meth:`start`; :meth:`setup_event_loop` is the last call there before
+    the server binds (single process: uvicorn's startup; ``--workers N``: the parent's
+    ``bind_socket``), so the host is set there. gRPC (``--enable_grpc``) still listens on
+    ``[::]``: kserve gives it no address to change.
+    """
+
+    def __init__(self, host: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.host = host
+
+    def setup_event_loop(self) -> None:
+        rest = self._rest_server or getattr(self._rest_multiprocess_server, "_rest_server", None)
+        if rest is None:  # kserve moved its REST server: fail rather than bind 0.0.0.0 unasked
+            raise RuntimeError("kserve.ModelServer created no REST server to bind; is kserve 0.21 installed?")
+        rest.config.host = self.host
+        super().setup_event_loop()
+
+
+def serve(
+    model_dir: str,
+    *,
+    model_name: str,
+    host: str,
+    http_port: int,
+    limits: Limits,
+    log_level: str,
+    workers: int = 1,
+    enable_grpc: bool = False,
+    grpc_port: int | None = None,
+    latency_logging: bool = False,
+    prog: str = "hhpulse serving",
+    model_flag: str = "--model_dir",
+    announce: bool = False,
+) -> int:
+    """Serve the bundle in ``model_dir`` until stopped; 1 when it cannot be loaded.
+
+    ``model_flag`` names the option that gave ``model_dir`` in the error for a missing one;
+    ``announce`` prints the URL it binds (``hhpulse serve``) once the bundle is verified.
+    """
+    configure_logging(log_level)
+    model = VacancyModel(model_name, model_dir, limits=limits, log_level=log_level)
+    try:
+        model.load()
+    except BundleError as exc:
+        hint = "" if os.path.isdir(model_dir) else f" (check {model_flag})"
+        print(f"{prog}: refusing to start: {exc}{hint}", file=sys.stderr)
+        return 1
+    install_guard(limits, describe=model.describe)
+    server = BoundModelServer(
+        host,
+        http_port=http_port,
+        grpc_port=model_server.args.grpc_port if grpc_port is None else grpc_port,
+        workers=workers,
+        enable_grpc=enable_grpc,
+        enable_latency_logging=latency_logging,
+    )
+    if announce:
+        where = f"http://{host}:{http_port}" + (" (all interfaces)" if host == ALL_INTERFACES else "")
+        print(
+            f"serving {model_dir} as {model_name!r} on {where} "
+            f"(POST /v1/models/{model_name}:predict, /v2/models/{model_name}/infer)",
+            flush=True,
+        )
+        if enable_grpc and host != ALL_INTERFACES:
+            print(f"note: gRPC on port {server.grpc_port} listens on all interfaces (kserve binds [::])")
+    server.start([model])
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hhpulse.serving",
+        prog=PROG,
         parents=[model_server.parser],
         description="Serve an hhpulse model bundle with KServe (v1 and v2 protocols).",
     )
@@ -35,21 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model-name", dest="model_name", help="alias of --model_name")
     parser.add_argument("--http-port", dest="http_port", type=int, help="alias of --http_port")
-    parser.add_argument(
-        "--max_instances", type=int, default=Limits.max_instances, help="instances per request"
-    )
-    parser.add_argument(
-        "--max_text_chars", type=int, default=Limits.max_text_chars, help="characters per text field"
-    )
-    parser.add_argument("--max_body_bytes", type=int, default=Limits.max_body_bytes, help="request body size")
-    parser.add_argument(
-        "--log_level",
-        "--log-level",
-        dest="log_level",
-        choices=LEVELS,
-        default=os.environ.get("HHPULSE_LOG_LEVEL", "info").lower(),
-        help="level of hhpulse's JSON logs; request texts are logged only at debug (env HHPULSE_LOG_LEVEL)",
-    )
+    add_server_options(parser, host=ALL_INTERFACES)
     # gRPC only when asked for (--enable_grpc true); the model is named hhpulse unless told otherwise
     # kserve's per-request latency line is off: the JSON access line has the latency
     parser.set_defaults(enable_grpc=False, model_name="hhpulse", enable_latency_logging=False)
@@ -58,23 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
-    limits = Limits(args.max_instances, args.max_text_chars, args.max_body_bytes)
-    model = VacancyModel(args.model_name, args.model_dir, limits=limits, log_level=args.log_level)
-    try:
-        model.load()
-    except BundleError as exc:
-        print(f"hhpulse serving: refusing to start: {exc}", file=sys.stderr)
-        return 1
-    install_guard(limits, describe=model.describe)
-    kserve.ModelServer(
+    return serve(
+        args.model_dir,
+        model_name=args.model_name,
+        host=args.host,
         http_port=args.http_port,
-        grpc_port=args.grpc_port,
+        limits=limits_from(args),
+        log_level=args.log_level,
         workers=args.workers,
         enable_grpc=args.enable_grpc,
-        enable_latency_logging=args.enable_latency_logging,
-    ).start([model])
-    return 0
+        grpc_port=args.grpc_port,
+        latency_logging=args.enable_latency_logging,
+        model_flag="--model_dir, or the InferenceService's storageUri",
+    )
 
 
 if __name__ == "__main__":

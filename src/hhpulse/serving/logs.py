@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -41,14 +42,38 @@ class _Mute(logging.Filter):
         return False
 
 
+def _client_faults() -> tuple[type[BaseException], ...]:
+    from kserve.errors import InvalidInput, ModelNotFound
+
+    return (InvalidInput, ModelNotFound)
+
+
+class _ClientFaults(logging.Filter):
+    """Drops the ``ERROR kserve: Exception:`` record, traceback and all, that kserve 0.21's
+    exception handlers write for a client's fault (a bad request: 400; an unknown model: 404).
+    The request guard's access line reports such a request once, at warning, with its status
+    and reason. The server's own faults keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not isinstance(exc, _client_faults())
+
+
 def configure_logging(level: str = "info") -> None:
     """Send the ``hhpulse`` loggers to stdout as JSON lines at ``level`` (idempotent per process).
 
-    Below debug, the per-request lines of uvicorn and kserve are muted: a filter, which
-    survives kserve configuring its loggers later (in spawned workers too).
+    Below debug, the per-request lines of uvicorn and kserve are muted, and at every level
+    kserve's tracebacks for a client's bad request: filters, which survive kserve configuring
+    its loggers later (``dictConfig`` keeps a logger's filters; in spawned workers too).
     """
     if level.lower() not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    # kserve 0.21 answers with FastAPI's ORJSONResponse, which the installed FastAPI warns about on the
+    # first request of each process: nothing a user of the server can act on
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+    kserve_logger = logging.getLogger("kserve")
+    if not any(isinstance(f, _ClientFaults) for f in kserve_logger.filters):
+        kserve_logger.addFilter(_ClientFaults())
     for name in DUPLICATES:
         other = logging.getLogger(name)
         mutes = [f for f in other.filters if isinstance(f, _Mute)]

@@ -2,11 +2,13 @@
 
 kserve 0.21 answers 500 to some bodies without ``Content-Type: application/json``; this
 middleware answers 415 with a message first. It also rejects bodies over the size
-limit (413) and invalid JSON (400) before they reach the model, counts rejections by
-reason, and writes one JSON log line per request (latency, instances, status) without
-the text itself unless debug logging is on. On ``GET /v2/models/<name>`` it completes
-kserve's model metadata with the cohorts of each output (kserve's response model drops
-fields it does not know).
+limit (413) and invalid JSON (400) before they reach the model, and counts rejections by
+reason. It writes one JSON log line per infer request (latency, instances, status) and per
+refused request of any kind (with the reason, at warning for a 4xx), without the text
+itself unless debug logging is on. On ``GET /v2/models/<name>`` it completes kserve's model
+metadata with the cohorts of each output (kserve's response model drops fields it does not
+know). A v2 body that kserve's pydantic model refuses is a 400 with a plain reason, like a
+bad v1 body, not FastAPI's 422 with pydantic's errors.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hhpulse.serving.inputs import Limits
+from hhpulse.serving.inputs import Limits, RequestError
 from hhpulse.serving.model import REJECTED
 
 log = logging.getLogger("hhpulse.serving.access")
@@ -47,6 +49,40 @@ def _count(body: Any) -> int | None:
     return None
 
 
+_ERROR_BYTES = 4096  # enough of an error answer to read its reason
+
+
+def _reason(body: bytes) -> str:
+    """The reason in an error answer: ``{"error": ...}`` (kserve, hhpulse) or ``{"detail": ...}``."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(doc, dict):
+        for key in ("error", "detail"):
+            if isinstance(doc.get(key), str):
+                return doc[key]
+    return body[:200].decode("utf-8", "replace")
+
+
+def _access(method: str | None, path: str, seen: dict[str, Any], start: float) -> None:
+    """One JSON line per request: info when served, warning for a client's fault (4xx) with
+    its reason, error for the server's own (5xx)."""
+    status = seen["status"]
+    fields: dict[str, Any] = {
+        "event": "request",
+        "method": method,
+        "path": path,
+        "status": status,
+        "instances": seen["instances"],
+        "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+    }
+    if status >= 400:
+        fields["error"] = _reason(seen["error"])
+    level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+    log.log(level, "request", extra={"fields": fields})
+
+
 class GuardMiddleware:
     def __init__(self, app: Any, limits: Limits, describe: Describe | None = None) -> None:
         self.app = app
@@ -58,86 +94,82 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if scope.get("method") == "GET" and self.describe is not None and _METADATA.match(path):
-            await self._metadata(scope, receive, send)
-            return
-        if scope.get("method") != "POST" or not _is_infer(path):
-            await self.app(scope, receive, send)
-            return
+        method = scope.get("method")
+        infer = method == "POST" and _is_infer(path)
         start = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        status = {"code": 500}
+        seen: dict[str, Any] = {"status": 500, "error": b"", "instances": None}
 
-        async def send_wrapper(message: dict) -> None:
+        async def watch(message: dict) -> None:
+            """Note the status, and the body of an error answer (its reason)."""
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body" and seen["status"] >= 400:
+                seen["error"] = (seen["error"] + message.get("body", b""))[:_ERROR_BYTES]
             await send(message)
 
-        instances = None
         try:
-            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype not in JSON_TYPES:
-                why = "missing" if not ctype else f"{ctype!r}"
+            if method == "GET" and self.describe is not None and _METADATA.match(path):
+                await self._metadata(scope, receive, watch)
+            elif infer:
+                await self._infer(scope, receive, watch, seen)
+            else:
+                await self.app(scope, receive, watch)
+        finally:
+            if infer or seen["status"] >= 400:
+                _access(method, path, seen, start)
+
+    async def _infer(self, scope: dict, receive: Any, send: Any, seen: dict[str, Any]) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in JSON_TYPES:
+            why = "missing" if not ctype else f"{ctype!r}"
+            return await self._reject(
+                send, 415, "bad_content_type", f"Content-Type is {why}: send the body as application/json"
+            )
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            return await self._reject(
+                send,
+                413,
+                "body_too_large",
+                f"body of {declared} bytes is over the limit of {self.limits.max_body_bytes}",
+            )
+        chunks, size = [], 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # logged as nginx does: 499, not a 500
+                seen["status"], seen["error"] = 499, b"the client disconnected before sending the whole body"
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
                 return await self._reject(
-                    send_wrapper,
-                    415,
-                    "bad_content_type",
-                    f"Content-Type is {why}: send the body as application/json",
-                )
-            declared = headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-                return await self._reject(
-                    send_wrapper,
+                    send,
                     413,
                     "body_too_large",
-                    f"body of {declared} bytes is over the limit of {self.limits.max_body_bytes}",
+                    f"body is over the limit of {self.limits.max_body_bytes} bytes",
                 )
-            chunks, size = [], 0
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.limits.max_body_bytes:
-                    return await self._reject(
-                        send_wrapper,
-                        413,
-                        "body_too_large",
-                        f"body is over the limit of {self.limits.max_body_bytes} bytes",
-                    )
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = b"".join(chunks)
-            try:
-                parsed = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
-                return await self._reject(
-                    send_wrapper, 400, "invalid_json", f"the body is not valid JSON: {exc}"
-                )
-            instances = _count(parsed)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("request body: %s", body[:2000].decode("utf-8", "replace"))
-            sent = False
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return await self._reject(send, 400, "invalid_json", f"the body is not valid JSON: {exc}")
+        seen["instances"] = _count(parsed)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request body: %s", body[:2000].decode("utf-8", "replace"))
+        sent = False
 
-            async def replay() -> dict:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-            await self.app(scope, replay, send_wrapper)
-        finally:
-            fields = {
-                "event": "request",
-                "path": scope.get("path"),
-                "status": status["code"],
-                "instances": instances,
-                "latency_ms": round((time.perf_counter() - start) * 1000, 2),
-            }
-            log.info("request", extra={"fields": fields})
+        await self.app(scope, replay, send)
 
     async def _metadata(self, scope: dict, receive: Any, send: Any) -> None:
         """kserve's model metadata, completed by ``describe`` (its response model drops extra fields)."""
@@ -180,6 +212,48 @@ class GuardMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def v2_body_error(body: Any, errors: Sequence[Mapping[str, Any]], model_name: str) -> RequestError:
+    """A plain reason for a v2 infer body that kserve's pydantic model refused.
+
+    The body is checked as ``parse_v1`` checks a v1 body (an object, with an ``inputs``
+    list); anything else pydantic found is said per field (``inputs[0].shape: field
+    required``), without the values the client sent.
+    """
+    if not isinstance(body, Mapping):
+        return RequestError("bad_body", f"the body must be a JSON object, got {type(body).__name__}")
+    if "inputs" not in body:
+        hint = (
+            f"; this is a v1 body ('instances'): POST it to /v1/models/{model_name}:predict"
+            if "instances" in body
+            else ""
+        )
+        return RequestError("missing_inputs", f"the body has no 'inputs' list (v2 protocol){hint}")
+    if not isinstance(body["inputs"], list):
+        return RequestError(
+            "bad_inputs", f"'inputs' must be a list of tensors, got {type(body['inputs']).__name__}"
+        )
+    problems = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ())]
+        if loc[:2] == ["body", "bytes"]:
+            continue  # the other branch of kserve's Union[InferenceRequest, bytes]
+        if loc[:2] == ["body", "InferenceRequest"]:
+            loc = loc[2:]
+        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "the body"
+        problems.append(f"{where}: {str(error.get('msg', 'invalid')).lower()}")
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+    return RequestError("bad_inputs", f"not a v2 inference request: {shown or 'invalid body'}")
+
+
+async def _invalid_body(request: Any, exc: Any) -> Any:
+    """FastAPI's RequestValidationError (its default answer: 422 and pydantic's errors) as a 400."""
+    from starlette.responses import JSONResponse
+
+    error = v2_body_error(exc.body, exc.errors(), request.path_params.get("model_name", "<model>"))
+    REJECTED.labels(reason=error.reason).inc()
+    return JSONResponse({"error": str(error)}, status_code=400)
+
+
 def install_guard(limits: Limits, app: Any = None, describe: Describe | None = None) -> bool:
     """Put :class:`GuardMiddleware` in front of kserve's app, once per process.
 
@@ -193,6 +267,10 @@ def install_guard(limits: Limits, app: Any = None, describe: Describe | None = N
         app = model_server.app
     if getattr(app.state, "hhpulse_guard", False):
         return False
+    from fastapi.exceptions import RequestValidationError
+
     app.add_middleware(GuardMiddleware, limits=limits, describe=describe)
+    # kserve registers handlers for its own errors when it starts, not for this one
+    app.add_exception_handler(RequestValidationError, _invalid_body)
     app.state.hhpulse_guard = True
     return True

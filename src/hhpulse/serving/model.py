@@ -40,6 +40,16 @@ def reject(exc: RequestError) -> InvalidInput:
     return InvalidInput(str(exc))
 
 
+def cohorts_parameter(names: list[str] | tuple[str, ...]) -> str:
+    """The cohorts of an output tensor as its ``parameters.cohorts``: comma-separated, in
+    column order, the same string in the infer answer and in the model metadata (the v2
+    protocol's parameters are scalars, so a list cannot travel in an infer answer)."""
+    bad = [n for n in names if "," in n]
+    if bad:
+        raise ValueError(f"cohort names must not contain a comma, got {bad}")
+    return ",".join(names)
+
+
 class VacancyModel(kserve.Model):
     """Salary and demand cohorts from vacancy text.
 
@@ -81,10 +91,13 @@ class VacancyModel(kserve.Model):
         """Verify MANIFEST.json and load the bundle; only then report ready."""
         if self.bundle is None:
             if not os.path.isdir(self.model_dir):
-                raise BundleError(
-                    f"model directory {self.model_dir} does not exist (set --model_dir or storageUri)"
-                )
+                raise BundleError(f"model directory {self.model_dir} does not exist")
             self.bundle = load_bundle(self.model_dir, verify=True)
+        try:
+            for t in TASKS:
+                cohorts_parameter(self.bundle.cohorts[t])
+        except ValueError as exc:
+            raise BundleError(f"{self.model_dir}: {exc}") from None
         log.info("loaded model %s (bundle %s) from %s", self.name, self.bundle.version, self.model_dir)
         self.ready = True
         return self.ready
@@ -102,15 +115,14 @@ class VacancyModel(kserve.Model):
         out = []
         for t in TASKS:
             names = list(cohorts[t])
-            out.append(
-                {"name": f"{t}_cohort", "datatype": "BYTES", "shape": [-1], "parameters": {"cohorts": names}}
-            )
+            param = {"cohorts": cohorts_parameter(names)}
+            out.append({"name": f"{t}_cohort", "datatype": "BYTES", "shape": [-1], "parameters": param})
             out.append(
                 {
                     "name": f"{t}_probabilities",
                     "datatype": "FP32",
                     "shape": [-1, len(names)],
-                    "parameters": {"cohorts": names},  # the columns, in order
+                    "parameters": param,  # the columns, in order
                 }
             )
         return out
@@ -169,21 +181,21 @@ class VacancyModel(kserve.Model):
         outputs = []
         for t in TASKS:
             cohorts = self.bundle.cohorts[t]
-            outputs.append(InferOutput(f"{t}_cohort", [n], "BYTES", [p[t]["cohort"] for p in preds]))
+            param = {"cohorts": cohorts_parameter(cohorts)}
+            labels = [p[t]["cohort"] for p in preds]
+            outputs.append(InferOutput(f"{t}_cohort", [n], "BYTES", labels, parameters=param))
             probs = np.array([[p[t]["probabilities"][c] for c in cohorts] for p in preds], dtype=np.float32)
             outputs.append(
                 InferOutput(
-                    f"{t}_probabilities",
-                    [n, len(cohorts)],
-                    "FP32",
-                    probs.ravel().tolist(),
-                    parameters={"cohorts": ",".join(cohorts)},
+                    f"{t}_probabilities", [n, len(cohorts)], "FP32", probs.ravel().tolist(), parameters=param
                 )
             )
         return InferResponse(
             response_id=result["id"],
             model_name=self.name,
+            model_version=self.bundle.version,
             infer_outputs=outputs,
+            # also here for clients of earlier releases (``hhpulse request`` reads it)
             parameters={"model_version": self.bundle.version},
         )
 

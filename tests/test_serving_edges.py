@@ -1,0 +1,322 @@
+"""The predictor's edges, in a real kserve.ModelServer over real HTTP on loopback: what a
+client's bad request writes to the log, v2 bodies that kserve's pydantic model refuses, the
+v2 answer's model version and cohorts, and ``hhpulse serve``'s flags, bind address, errors
+and clean-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import free_port
+from hhpulse.bundle import load_bundle
+from hhpulse.collect import collect
+from hhpulse.hh.sources import make_source
+from hhpulse.history import load_history, rates_by_run, rebuild_history
+from hhpulse.registry import publish
+from hhpulse.store import LocalStore
+from hhpulse.workflow import train_from_history
+from test_serving import FAST, server_log, start_server, stop_server, wait_ready
+
+V2_OK = {"inputs": [{"name": "responsibility", "datatype": "BYTES", "shape": [1], "data": ["Доставка"]}]}
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    for _ in range(2):
+        collect(make_source("demo", demo_size=40), store, progress=False)
+    rebuild_history(store)
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    train_from_history(load_history(store), rates_by_run(store), out, candidates=FAST, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="module")
+def champion_store(bundle_dir, tmp_path_factory):
+    store = tmp_path_factory.mktemp("champion-store")
+    publish(LocalStore(store), bundle_dir)
+    return store
+
+
+@pytest.fixture(scope="module")
+def server_proc(bundle_dir):
+    proc, url = start_server(bundle_dir)
+    try:
+        wait_ready(proc, url)
+        yield proc, url
+    finally:
+        stop_server(proc)
+
+
+def listening_address(port: int) -> str | None:
+    """The IPv4 address a socket listens on at ``port``, read from /proc/net/tcp."""
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        pytest.skip("needs /proc/net/tcp (Linux)")
+    for line in table.read_text().splitlines()[1:]:
+        fields = line.split()
+        host, _, hex_port = fields[1].partition(":")
+        if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+            return socket.inet_ntoa(bytes.fromhex(host)[::-1])
+    return None
+
+
+# -- logs ---------------------------------------------------------------------------------------
+
+
+def test_a_client_error_is_one_warning_line_with_status_and_reason_and_no_traceback(server_proc):
+    proc, url = server_proc
+    v1, v2 = f"{url}/v1/models/hhpulse:predict", f"{url}/v2/models/hhpulse/infer"
+    bad = [
+        ("POST", v1, {"instances": [5]}, 400, "must be a string or an object"),
+        ("POST", v1, {"instances": ["x" * 301]}, 400, "over the limit of 300"),
+        (
+            "POST",
+            v2,
+            {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+            400,
+            "unknown input",
+        ),
+        ("POST", v2, {}, 400, "no 'inputs'"),
+        ("POST", f"{url}/v1/models/nope:predict", {"instances": ["a"]}, 404, "nope does not exist"),
+        ("GET", f"{url}/v2/models/nope", None, 404, "nope does not exist"),
+    ]
+    before = len(server_log(proc).splitlines())
+    for method, where, body, status, _ in bad:
+        r = requests.request(method, where, json=body, timeout=10)
+        assert r.status_code == status, r.text
+    r = requests.post(v1, data=b'{"instances": ["a"]}', timeout=10)  # no Content-Type
+    assert r.status_code == 415
+    time.sleep(0.5)
+    new = server_log(proc).splitlines()[before:]
+    assert not [x for x in new if "Traceback" in x or "Exception:" in x or "ERROR" in x], "\n".join(new)
+    lines = [json.loads(x) for x in new if x.startswith("{")]
+    refused = [x for x in lines if x.get("event") == "request"]
+    assert len(refused) == len(bad) + 1, new  # one line per request
+    for line, (method, where, _, status, reason) in zip(refused, bad, strict=False):
+        assert line["level"] == "warning" and line["status"] == status, line
+        assert line["method"] == method and where.endswith(line["path"]), line
+        assert reason in line["error"], line
+    assert refused[-1]["status"] == 415 and "Content-Type" in refused[-1]["error"]
+
+
+def test_a_served_request_stays_one_info_line(server_proc):
+    proc, url = server_proc
+    before = len(server_log(proc).splitlines())
+    assert requests.post(f"{url}/v2/models/hhpulse/infer", json=V2_OK, timeout=10).status_code == 200
+    time.sleep(0.3)
+    new = server_log(proc).splitlines()[before:]
+    assert len(new) == 1, new  # also no FastAPI deprecation warning about kserve's response class
+    line = json.loads(new[0])
+    assert line["level"] == "info" and line["status"] == 200 and "error" not in line
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_warning_not_a_server_error(server_proc):
+    proc, url = server_proc
+    host, port = url.removeprefix("http://").split(":")
+    before = len(server_log(proc).splitlines())
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/models/hhpulse:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"instances": ["Dost'
+        )
+        time.sleep(0.3)
+    time.sleep(0.5)
+    new = [json.loads(x) for x in server_log(proc).splitlines()[before:] if x.startswith("{")]
+    access = [x for x in new if x.get("event") == "request"]
+    assert [(a["level"], a["status"]) for a in access] == [("warning", 499)], new
+    assert "disconnected" in access[0]["error"]
+
+
+def test_a_server_fault_keeps_its_traceback_and_logs_at_error(server_proc):
+    proc, url = server_proc
+    before = len(server_log(proc).splitlines())
+    r = requests.post(f"{url}/v2/models/hhpulse/versions/7/infer", json=V2_OK, timeout=10)
+    assert r.status_code == 501  # kserve 0.21 has no model versions: the server's limit, not the client's
+    time.sleep(0.3)
+    new = server_log(proc).splitlines()[before:]
+    assert any("Traceback" in x for x in new), new
+    access = [json.loads(x) for x in new if x.startswith('{"time"') and '"event": "request"' in x]
+    assert [(a["level"], a["status"]) for a in access] == [("error", 501)]
+
+
+# -- v2 bodies that kserve's pydantic model refuses -----------------------------------------------
+
+V2_BAD = [
+    ("empty object", {}, "the body has no 'inputs' list (v2 protocol)"),
+    ("inputs not a list", {"inputs": "abc"}, "'inputs' must be a list of tensors, got str"),
+    (
+        "inputs an object",
+        {"inputs": {"name": "responsibility"}},
+        "'inputs' must be a list of tensors, got dict",
+    ),
+    (
+        "v1 body",
+        {"instances": ["Доставка"]},
+        "this is a v1 body ('instances'): POST it to /v1/models/hhpulse:predict",
+    ),
+    ("not an object", [1, 2], "the body must be a JSON object, got list"),
+    ("tensor fields", {"inputs": [{"name": "responsibility"}]}, "inputs[0].shape: field required"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "message"), V2_BAD, ids=[b[0] for b in V2_BAD])
+def test_a_bad_v2_body_is_a_400_with_a_plain_reason(server_proc, case, body, message):
+    url = server_proc[1]
+    r = requests.post(f"{url}/v2/models/hhpulse/infer", json=body, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": r.json()["error"]} and message in r.json()["error"]
+    assert "loc" not in r.text and "bytes" not in r.text  # none of pydantic's blob
+    assert requests.post(f"{url}/v2/models/hhpulse/infer", json=V2_OK, timeout=10).status_code == 200
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    assert 'hhpulse_rejected_requests_total{reason="' in metrics
+
+
+# -- the v2 answer -----------------------------------------------------------------------------------
+
+
+def test_v2_answer_has_the_model_version_and_the_cohorts_of_the_metadata(server_proc, bundle_dir):
+    url = server_proc[1]
+    bundle = load_bundle(bundle_dir)
+    answer = requests.post(f"{url}/v2/models/hhpulse/infer", json=V2_OK, timeout=10).json()
+    assert answer["model_version"] == bundle.version
+    meta = requests.get(f"{url}/v2/models/hhpulse", timeout=5).json()
+    described = {o["name"]: o["parameters"]["cohorts"] for o in meta["outputs"]}
+    answered = {o["name"]: o["parameters"]["cohorts"] for o in answer["outputs"]}
+    assert answered == described
+    for task in ("salary", "demand"):
+        joined = ",".join(bundle.cohorts[task])
+        assert answered[f"{task}_cohort"] == answered[f"{task}_probabilities"] == joined
+
+
+# -- hhpulse serve ----------------------------------------------------------------------------------
+
+
+def start_serve(*args, env=None):
+    """``hhpulse serve`` in a subprocess, its output in a file (read back with server_log)."""
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hhpulse.cli", "serve", *map(str, args)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    proc.log_path = log.name
+    log.close()
+    return proc
+
+
+def test_serve_takes_the_limit_flags_and_binds_loopback_which_it_prints(bundle_dir):
+    port = free_port()
+    proc = start_serve(
+        "--model-dir", bundle_dir, "--http-port", port, "--max_text_chars", 10, "--max-instances", 2,
+        "--max_body_bytes", 5000,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url)
+        assert listening_address(port) == "127.0.0.1"
+        assert f"on http://127.0.0.1:{port} " in server_log(proc)
+        predict = f"{url}/v1/models/hhpulse:predict"
+        r = requests.post(predict, json={"instances": ["x" * 11]}, timeout=10)
+        assert r.status_code == 400 and "over the limit of 10" in r.json()["error"]
+        r = requests.post(predict, json={"instances": ["a", "b", "c"]}, timeout=10)
+        assert r.status_code == 400 and "over the limit of 2" in r.json()["error"]
+        r = requests.post(predict, json={"instances": ["a" * 10] * 2, "pad": "x" * 5000}, timeout=10)
+        assert r.status_code == 413
+        assert requests.post(predict, json={"instances": ["Доставка"]}, timeout=10).status_code == 200
+    finally:
+        stop_server(proc)
+
+
+def test_the_container_entry_point_keeps_binding_all_interfaces(server_proc):
+    port = int(server_proc[1].rsplit(":", 1)[1])
+    assert listening_address(port) == "0.0.0.0"
+
+
+def test_a_missing_model_names_the_flag_the_user_has(tmp_path):
+    missing = tmp_path / "no-such-bundle"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hhpulse.cli",
+            "serve",
+            "--model-dir",
+            str(missing),
+            "--http-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 1
+    assert f"model directory {missing} does not exist (check --model-dir)" in p.stderr
+    assert "--model_dir" not in p.stderr + p.stdout and "serving" not in p.stdout  # nothing announced
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hhpulse.serving",
+            "--model_dir",
+            str(missing),
+            "--http_port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        p.returncode == 1
+        and "does not exist (check --model_dir, or the InferenceService's storageUri)" in p.stderr
+    )
+
+
+def _scratch_env(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return tmp, {**os.environ, "TMPDIR": str(tmp)}
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["stopped", "interrupted"])
+def test_serve_store_removes_the_champion_copy_when_it_stops(champion_store, tmp_path, how):
+    tmp, env = _scratch_env(tmp_path)
+    port = free_port()
+    proc = start_serve("--store", champion_store, "--http-port", port, env=env)
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}")
+        assert [p.name for p in tmp.iterdir()][0].startswith("hhpulse-champion-")  # it did copy
+    finally:
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+    assert list(tmp.iterdir()) == [], server_log(proc)
+
+
+def test_serve_store_removes_the_champion_copy_when_it_fails(champion_store, tmp_path):
+    tmp, env = _scratch_env(tmp_path)
+    with socket.socket() as taken:  # the port is taken: the server cannot start
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start_serve("--store", champion_store, "--http-port", port, env=env)
+        assert proc.wait(timeout=120) != 0
+    assert "address already in use" in server_log(proc)
+    assert list(tmp.iterdir()) == []
+    empty = tmp_path / "empty-store"  # no champion at all
+    proc = start_serve("--store", empty, "--http-port", free_port(), env=env)
+    assert proc.wait(timeout=120) == 2 and "no champion" in server_log(proc)
+    assert list(tmp.iterdir()) == []
