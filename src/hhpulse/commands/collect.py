@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         from hhpulse.collect import UNREADABLE_KEY
 
         print(
-            f"hhpulse collect: {unreadable} input lines were not vacancies (broken JSON or not an object); "
+            f"hhpulse collect: {unreadable} input values were not vacancies (broken JSON lines or not objects); "
             f"kept aside in {store.uri(UNREADABLE_KEY.format(run_id=result.run_id))}",
             file=sys.stderr,
         )
