@@ -124,3 +124,27 @@ def test_validate_latest_is_the_newest_run_by_collection_time(tmp_path, demo_ite
     assert max(newer.run_id, older.run_id) == older.run_id
     assert validate_run(store, "latest").run_id == newer.run_id
     assert collect_module.latest_run(store) == newer.run_id
+
+
+def test_dumps_can_come_from_stdin(tmp_path, demo_items, monkeypatch):
+    import gzip
+    import io
+
+    from hhpulse.workflow import load_data
+
+    data = gzip.compress("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in demo_items).encode())
+    store = tmp_path / "store"
+    p = subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "collect", "--source", "file:-", "--store", str(store)],
+        input=data,
+        capture_output=True,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert p.returncode == 0, p.stderr
+    run = list_runs(LocalStore(store))[0]
+    assert len(read_items(LocalStore(store), run)) == len(demo_items)
+    assert LocalStore(store).get_json(f"raw/{run}/meta.json")["source"]["path"] == "stdin"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
+    loaded = load_data("-")
+    assert loaded.report is not None and loaded.report.total == len(demo_items)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import IO
@@ -85,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
                 out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
                 bar.update(len(records))
             bar.close()
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (BundleError, BatchError, OSError, EOFError) as exc:
         print(f"hhpulse predict: {exc}", file=sys.stderr)
         return 2
