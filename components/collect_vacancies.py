@@ -15,8 +15,8 @@ def collect_vacancies(
     area: str,
     contact: str,
     demo_size: int,
-    allow_mixed_data: bool,
     raw_run: Output[Dataset],
+    allow_mixed_data: bool = False,
 ) -> str:
     """Collects vacancies (hh.ru API, a file dump, or the demo emulator) as a new raw run.
 
@@ -28,8 +28,8 @@ def collect_vacancies(
         area: hh.ru area id; empty means the source's default.
         contact: Contact for the HH-User-Agent header.
         demo_size: Demo market size (vacancies opened per simulated day).
-        allow_mixed_data: Add real data to a synthetic store or the other way round (refused otherwise).
         raw_run: The run's items as JSON lines (gzip).
+        allow_mixed_data: Add real data to a synthetic store or the other way round (refused otherwise).
 
     Returns:
         The run id.
