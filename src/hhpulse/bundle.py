@@ -86,7 +86,7 @@ def _opt(v: Any) -> str | None:
 
 
 def id_hashes(ids: Iterable[Any]) -> np.ndarray:
-    """Sorted unique 64-bit hashes (the first 8 bytes of sha256) of vacancy ids, as strings."""
+    """Sorted unique 64-bit hashes (the first 8 bytes of sha256) of vacancy ids (each taken as a string)."""
     hashed = {
         int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:8], "big") for i in ids if i is not None
     }
