@@ -16,6 +16,7 @@ def collect_vacancies(
     contact: str,
     demo_size: int,
     raw_run: Output[Dataset],
+    allow_mixed_data: bool = False,
 ) -> str:
     """Collects vacancies (hh.ru API, a file dump, or the demo emulator) as a new raw run.
 
@@ -28,6 +29,7 @@ def collect_vacancies(
         contact: Contact for the HH-User-Agent header.
         demo_size: Demo market size (vacancies opened per simulated day).
         raw_run: The run's items as JSON lines (gzip).
+        allow_mixed_data: Add real data to a synthetic store or the other way round (refused otherwise).
 
     Returns:
         The run id.
@@ -42,6 +44,7 @@ def collect_vacancies(
             source, queries=queries or None, area=area or None, contact=contact or None, demo_size=demo_size
         ),
         st,
+        allow_mixed=allow_mixed_data,
     )
     if result.stop_reason and not result.items:
         raise RuntimeError(f"collection stopped before anything was collected: {result.stop_reason}")

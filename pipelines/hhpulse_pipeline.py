@@ -87,6 +87,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
         area: str = "113",
         contact: str = "hhpulse@example.com",
         demo_size: int = 150,
+        allow_mixed_data: bool = False,
         max_bad_fraction: float = 0.2,
         random_split: bool = False,
         xgb_candidates: list = XGB_CANDIDATES,  # noqa: B006
@@ -112,6 +113,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             area: hh.ru area id (113 = Russia; empty = the source default).
             contact: E-mail or URL sent in the HH-User-Agent header, as hh.ru asks.
             demo_size: Demo source only: vacancies opened per simulated day.
+            allow_mixed_data: Collect real data into a store of synthetic demo data, or the other way round (refused otherwise).
             max_bad_fraction: Fail the run when more than this share of rows breaks the data contract.
             random_split: Split at random instead of by time (newest rows as the test set).
             xgb_candidates: XGBoost candidate configs (trained on the GPU pool).
@@ -139,6 +141,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     area=area,
                     contact=contact,
                     demo_size=demo_size,
+                    allow_mixed_data=allow_mixed_data,
                 )
                 .set_display_name("collect vacancies")
                 .set_caching_options(False)

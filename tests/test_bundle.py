@@ -187,6 +187,7 @@ def test_cli_train_predict_evaluate(market_store, tmp_path):
     assert lines[0] == {
         "id": "7",
         **load_bundle(out).predict([{"responsibility": "Доставка заказов", "name": "Курьер"}])[0],
+        "fields_used": ["responsibility", "name"],
     }
     inp.write_text('{"responsibility": "ok"}\n{oops\n')
     p = subprocess.run(
@@ -195,7 +196,16 @@ def test_cli_train_predict_evaluate(market_store, tmp_path):
         text=True,
         timeout=120,
     )
-    assert p.returncode == 2 and "in.jsonl:2" in p.stderr and not (tmp_path / "o2.jsonl").exists()
+    assert p.returncode == 0 and "1 failed (bad_json: 1)" in p.stderr
+    assert json.loads((tmp_path / "o2.jsonl").read_text().splitlines()[1])["reason"] == "bad_json"
+    p = subprocess.run(
+        [*run, "predict", "--model", str(out), "--input", str(inp), "--output", str(tmp_path / "o3.jsonl")]
+        + ["--strict"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "in.jsonl:2" in p.stderr and not (tmp_path / "o3.jsonl").exists()
     p = subprocess.run(
         [*run, "evaluate", "--model", str(out), "--data", str(market_store.root)],
         capture_output=True,

@@ -196,8 +196,13 @@ def test_file_import_errors(tmp_path):
         make_source(f"file:{tmp_path}/nope.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1"}\n{broken\n')
-    with pytest.raises(SourceError, match=r"bad.jsonl:2: not valid JSON"):
-        list(FileSource(path=bad).fetch())
+    source = FileSource(path=bad)
+    assert [i["id"] for i in source.fetch()] == ["1"]  # a broken line is kept aside, not fatal
+    assert [(r["line"], r["reason"]) for r in source.rejected()] == [(2, "bad_json")]
+    whole = tmp_path / "whole.json"
+    whole.write_text('[{"id": "1"}, oops]')
+    with pytest.raises(SourceError, match=r"whole.json:1: not valid JSON"):
+        list(FileSource(path=whole).fetch())
     with pytest.raises(SourceError, match="unknown source"):
         make_source("ftp")
 

@@ -162,6 +162,7 @@ def test_v1_round_trip_matches_hhpulse_predict(server, bundle_dir, tmp_path):
         timeout=120,
     )
     cli = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    cli = [{k: v for k, v in row.items() if k != "fields_used"} for row in cli]  # batch-only field
     assert preds == cli
 
 

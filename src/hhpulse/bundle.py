@@ -25,7 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,10 +35,12 @@ import numpy as np
 
 from hhpulse import __version__
 from hhpulse.features import TextVectorizer
+from hhpulse.store import default_mode
 from hhpulse.train import TrainedCandidate, load_candidate
 
 FORMAT = "hhpulse-bundle/1"
 MANIFEST = "MANIFEST.json"
+TRAINING_IDS = "training_ids.npz"
 TASKS = ("salary", "demand")
 INPUT_FIELDS = ("responsibility", "name", "requirement")
 
@@ -81,6 +83,18 @@ def to_instance(value: Any) -> Instance:
 
 def _opt(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+def id_hashes(ids: Iterable[Any]) -> np.ndarray:
+    """Sorted unique 64-bit hashes (the first 8 bytes of sha256) of vacancy ids (each taken as a string)."""
+    hashed = {
+        int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:8], "big") for i in ids if i is not None
+    }
+    return np.array(sorted(hashed), dtype=np.uint64)
+
+
+def write_training_ids(root: Path, ids: Iterable[Any]) -> None:
+    np.savez_compressed(root / TRAINING_IDS, ids=id_hashes(ids))
 
 
 def sha256_file(path: Path) -> str:
@@ -176,8 +190,13 @@ def build_bundle(
     card: Mapping[str, Any],
     profile: Mapping[str, Any] | None = None,
     version: str | None = None,
+    training_ids: Iterable[str] | None = None,
 ) -> Path:
-    """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place)."""
+    """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place).
+
+    ``training_ids``: the vacancy ids the models were fitted on (train and validation rows),
+    kept as a set of hashes so ``evaluate`` can warn when data overlaps them.
+    """
     out = Path(out_dir)
     missing = [t for t in TASKS if t not in models]
     if missing:
@@ -186,6 +205,7 @@ def build_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 would hide the bundle from others
         vectorizer.save(tmp / "vectorizer")
         for task in TASKS:
             models[task].save(tmp / task)
@@ -201,6 +221,8 @@ def build_bundle(
         _json(tmp / "label_config.json", dict(label_config))
         _json(tmp / "metrics.json", dict(metrics))
         _json(tmp / "profile.json", dict(profile or {}))
+        if training_ids is not None:
+            write_training_ids(tmp, training_ids)
         (tmp / "model_card.md").write_text(
             model_card(version, models, cohorts, metrics, card), encoding="utf-8"
         )
@@ -297,6 +319,25 @@ class ModelBundle:
     @property
     def version(self) -> str:
         return str(self.info["version"])
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """The input fields the model reads (``responsibility`` always; ``name``/``requirement`` mostly)."""
+        return tuple(self.vectorizer.config.fields)
+
+    def training_overlap(self, ids: Iterable[Any]) -> tuple[int, int] | None:
+        """(how many of ``ids`` the models were trained on, how many unique ids were given).
+
+        ``None`` for a bundle written before training ids were kept. The hashes are in
+        ``training_ids.npz``, covered by MANIFEST.json like every other file.
+        """
+        path = self.path / TRAINING_IDS
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as npz:
+            trained = npz["ids"]
+        given = id_hashes(ids)
+        return int(np.isin(given, trained, assume_unique=True).sum()), len(given)
 
     def predict_proba(self, instances: Sequence[Any]) -> dict[str, np.ndarray]:
         """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``)."""

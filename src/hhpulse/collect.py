@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -28,9 +29,11 @@ from hhpulse import __version__
 from hhpulse.hh.client import HHError
 from hhpulse.hh.records import format_datetime, parse_datetime
 from hhpulse.hh.sources import Source
-from hhpulse.store import Store
+from hhpulse.store import Store, StoreError
 
 log = logging.getLogger(__name__)
+
+UNREADABLE_KEY = "quarantine/{run_id}/unreadable.jsonl.gz"
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,88 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def list_runs(store: Store, *, complete_only: bool = False) -> list[str]:
-    """Run ids that have a meta.json (finished runs), oldest first."""
+    """Run ids that have a meta.json (finished runs), sorted by id (see :func:`runs_by_time`)."""
     runs = sorted({k.split("/")[1] for k in store.list("raw/") if k.endswith("/meta.json")})
     if complete_only:
         runs = [r for r in runs if store.get_json(f"raw/{r}/meta.json").get("complete")]
     return runs
+
+
+def run_order_key(meta: Mapping[str, Any], run_id: str) -> tuple[float, str]:
+    """How runs are ordered in time: by ``collected_at``, then by id.
+
+    Run ids of runs started in the same second do not sort by time, and the demo's
+    simulated clock is not the wall clock, so "the newest run" is always the one with the
+    latest ``collected_at``. A run without one sorts last.
+    """
+    try:
+        when = parse_datetime(meta.get("collected_at"), "collected_at")
+    except ValueError:
+        when = None
+    return (when.timestamp() if when else float("inf"), run_id)
+
+
+def runs_by_time(store: Store) -> list[str]:
+    """Finished run ids, oldest first by :func:`run_order_key`."""
+    metas = {r: store.get_json(f"raw/{r}/meta.json") for r in list_runs(store)}
+    return sorted(metas, key=lambda r: run_order_key(metas[r], r))
+
+
+def latest_run(store: Store) -> str | None:
+    """The newest finished run (by ``collected_at``), or None in an empty store."""
+    runs = runs_by_time(store)
+    return runs[-1] if runs else None
+
+
+# -- what a store holds: synthetic (demo) data, real data, or (on purpose) both --------------
+STORE_INFO = "store.json"
+DATA_KINDS = ("synthetic", "real", "mixed")
+
+
+class MixedDataError(StoreError):
+    """A run would put real data into a synthetic store, or the other way round."""
+
+
+def store_data_kind(store: Store) -> str | None:
+    """``synthetic``, ``real`` or ``mixed`` (recorded in ``store.json``); None for an empty store.
+
+    Stores from before ``store.json`` are judged by their runs' ``meta.json``.
+    """
+    if store.exists(STORE_INFO):
+        kind = store.get_json(STORE_INFO).get("data")
+        if kind in DATA_KINDS:
+            return str(kind)
+    kinds = {bool(store.get_json(f"raw/{r}/meta.json").get("synthetic")) for r in list_runs(store)}
+    if not kinds:
+        return None
+    return "mixed" if len(kinds) > 1 else ("synthetic" if kinds.pop() else "real")
+
+
+def check_data_kind(store: Store, synthetic: bool, *, allow_mixed: bool = False) -> str:
+    """The store's kind once a run of this kind is added; :class:`MixedDataError` when that mixes
+    synthetic and real data and ``allow_mixed`` was not given."""
+    new = "synthetic" if synthetic else "real"
+    kind = store_data_kind(store)
+    if kind is None or kind == new:
+        return new
+    if kind == "mixed" or allow_mixed:
+        return "mixed"
+    what = {"synthetic": "SYNTHETIC demo data", "real": "real hh.ru data"}
+    raise MixedDataError(
+        f"the store {store.uri()} holds {what[kind]}; refusing to add {what[new]} to it: models trained "
+        f"on the mix would blend the two, and the {kind} champion would stay. Use another store "
+        "(--store DIR), or pass --allow-mixed-data (pipeline: allow_mixed_data) to mix them on purpose"
+    )
+
+
+def record_data_kind(store: Store, kind: str, run_id: str) -> None:
+    """Write ``store.json`` when the store's kind is new or changed."""
+    if store.exists(STORE_INFO) and store.get_json(STORE_INFO).get("data") == kind:
+        return
+    store.put_json(
+        STORE_INFO,
+        {"data": kind, "since_run": run_id, "updated_at": format_datetime(datetime.now(timezone.utc))},
+    )
 
 
 def encode_items(items: list[dict[str, Any]]) -> bytes:
@@ -80,8 +160,14 @@ def collect(
     *,
     collected_at: datetime | str | None = None,
     progress: bool | None = None,
+    allow_mixed: bool = False,
 ) -> CollectResult:
     """Run one collection from ``source`` into ``store``.
+
+    A store holds synthetic (demo) or real data: a run of the other kind raises
+    :class:`MixedDataError` before anything is fetched, unless ``allow_mixed``.
+    Lines of a dump that cannot be read as items go to ``quarantine/<run_id>/unreadable.jsonl.gz``
+    (``meta.counts.unreadable``); they never stop the run.
 
     A captcha, exhausted retries or any other API error stops the run cleanly: what was
     collected so far is stored, ``meta.stop_reason`` says why, and ``meta.complete`` is
@@ -89,6 +175,7 @@ def collect(
     """
     started = datetime.now(timezone.utc).replace(microsecond=0)
     run_id = new_run_id(started)
+    kind = check_data_kind(store, source.synthetic, allow_mixed=allow_mixed)
     source.prepare(store)
     stamp = parse_datetime(collected_at, "collected_at") if collected_at else None
     stamp = stamp or source.collected_at or started
@@ -121,6 +208,7 @@ def collect(
 
     coverage = source.coverage()
     stats = source.stats()
+    rejected = source.rejected()
     complete = stop_reason is None and bool(coverage.get("complete"))
     meta = {
         "run_id": run_id,
@@ -136,6 +224,7 @@ def collect(
             "retries": stats.retries,
             "items": len(items),
             "duplicates_dropped": duplicates,
+            "unreadable": len(rejected),
         },
         "stop_reason": stop_reason,
         "complete": complete,
@@ -144,7 +233,15 @@ def collect(
         "currency_rates_source": rates_source,
     }
     store.put_bytes(f"raw/{run_id}/vacancies.jsonl.gz", encode_items(list(items.values())))
+    if rejected:
+        store.put_bytes(UNREADABLE_KEY.format(run_id=run_id), encode_items(rejected))
+        log.warning(
+            "%d input lines could not be read as vacancies -> %s",
+            len(rejected),
+            store.uri(UNREADABLE_KEY.format(run_id=run_id)),
+        )
     store.put_json(f"raw/{run_id}/meta.json", meta)  # last: marks the run finished
+    record_data_kind(store, kind, run_id)
     log.info(
         "run %s: %d items (%d duplicates dropped, %d requests, %d retries) -> %s",
         run_id,

@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from hhpulse.collect import list_runs, read_items
+from hhpulse.collect import list_runs, read_items, run_order_key
 from hhpulse.hh.records import RECORD_COLUMNS, RecordError, parse_datetime, parse_item
 from hhpulse.store import KeyNotFound, Store
 
@@ -118,7 +118,7 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
     """
     timed = sorted(
         ((parse_datetime(r.meta.get("collected_at"), "collected_at"), r) for r in runs),
-        key=lambda tr: (tr[0].timestamp() if tr[0] else float("inf"), tr[1].run_id),
+        key=lambda tr: run_order_key(tr[1].meta, tr[1].run_id),
     )
     runs = [r for _, r in timed]
     rows: list[dict[str, Any]] = []

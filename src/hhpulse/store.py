@@ -16,6 +16,7 @@ Use :func:`open_store` to get a store from a location string: a folder path,
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:  # pandas is imported lazily: the store must stay cheap to import
     import pandas as pd
@@ -138,14 +139,53 @@ class Store(ABC):
         return f"{type(self).__name__}({self.url!r})"
 
 
+def current_umask() -> int:
+    """The process umask (read without a window where it is changed, where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(*, directory: bool = False) -> int:
+    """The mode ``open``/``mkdir`` would give a new file or folder under the umask.
+
+    ``tempfile.mkstemp``/``mkdtemp`` always create 0600/0700; what is renamed into place
+    gets this mode instead, so a store or bundle written by one user can be read by
+    another (the predictor's uid, for one) whenever the umask allows it.
+    """
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    The file gets the mode a plain ``open(path, "w")`` would (the umask applies).
+    """
+    with atomic_writer(path) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file handle whose content appears at ``path`` only when the block succeeds.
+
+    Writes go to a temporary file in the same folder, which is fsynced and renamed into
+    place at the end; on an exception it is removed and ``path`` keeps its old content.
+    """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)

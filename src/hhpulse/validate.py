@@ -16,6 +16,7 @@ rule                       severity  what it checks
 ``published_after_collected`` error  ``published_at`` is not after ``collected_at`` (+ skew)
 ``missing_collected_at``   error     the item carries ``collected_at``
 ``missing_responsibility`` warning   the responsibility snippet is present (the model input)
+``unreadable``             error     a dump's line is JSON and an object (collect kept it aside)
 =========================  ========  ==============================================
 
 The report goes to ``raw/<run_id>/validation.json`` and ``validation.md``; bad rows go to
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from hhpulse.collect import encode_items, list_runs, read_items
+from hhpulse.collect import encode_items, latest_run, read_items
 from hhpulse.hh.records import KNOWN_CURRENCIES, RecordError, parse_item
 from hhpulse.store import Store
 
@@ -196,16 +197,19 @@ def validate_run(
 ) -> ValidationReport:
     """Validate a stored run, write its report and quarantine, and fail over the threshold.
 
-    ``run_id`` may be ``latest``.
+    ``run_id`` may be ``latest``: the newest run by ``collected_at``. Lines of a dump that
+    could not be read as items at all (``meta.counts.unreadable``, quarantined by collect)
+    count as bad rows under the rule ``unreadable``.
     """
     if run_id == "latest":
-        runs = list_runs(store)
-        if not runs:
+        latest = latest_run(store)
+        if latest is None:
             raise ValueError(f"no finished collection run in {store.uri('raw/')}")
-        run_id = runs[-1]
+        run_id = latest
     report = validate_items(
         read_items(store, run_id), run_id=run_id, max_bad_fraction=max_bad_fraction, skew=skew
     )
+    _count_unreadable(store, run_id, report)
     if report.bad_rows:
         store.put_bytes(f"quarantine/{run_id}/rows.jsonl.gz", encode_items(report.bad_rows))
     store.put_json(f"raw/{run_id}/validation.json", report.to_dict())
@@ -219,6 +223,17 @@ def validate_run(
             report,
         )
     return report
+
+
+def _count_unreadable(store: Store, run_id: str, report: ValidationReport) -> None:
+    key = f"raw/{run_id}/meta.json"
+    unreadable = (
+        int((store.get_json(key).get("counts") or {}).get("unreadable") or 0) if store.exists(key) else 0
+    )
+    if unreadable:
+        report.total += unreadable
+        report.bad += unreadable
+        report.rules["unreadable"] = RuleResult(count=unreadable, severity="error", sample_ids=[])
 
 
 def quarantined_ids(store: Store, run_id: str) -> set[str]:

@@ -21,38 +21,73 @@ from hhpulse.dataset import Dataset, build_dataset
 from hhpulse.evaluate import classification_metrics, data_profile, score
 from hhpulse.store import open_store
 from hhpulse.train import DEFAULT_PRIMARY, FeatureSet, TaskResult, TrainedCandidate, featurize, train_task
+from hhpulse.validate import ValidationReport
 
 log = logging.getLogger(__name__)
 
 
-def history_from_data(spec: str) -> tuple[pd.DataFrame, dict[str, dict[str, float]], bool]:
-    """(history, rates_by_run, synthetic) from a store location or a file of API items.
+@dataclass
+class LoadedData:
+    """What ``--data`` held: the history, each run's currency rates, whether any of it is
+    synthetic, and (for a file) the data-contract report of its rows."""
 
-    A store (folder or ``s3://``) gives its ``history/vacancies.parquet``; a file (JSON
-    lines of API items, optionally gzipped) is imported as a one-run history in memory.
+    history: pd.DataFrame
+    rates_by_run: dict[str, dict[str, float]]
+    synthetic: bool
+    report: ValidationReport | None = None
+
+    def summary(self) -> str | None:
+        """One line on what was read and left out (None for a store: collect validated it)."""
+        if self.report is None:
+            return None
+        r = self.report
+        rules = ", ".join(f"{k}: {v.count}" for k, v in sorted(r.rules.items()) if v.severity == "error")
+        left = f"{r.bad} left out by the data contract ({rules})" if r.bad else "none left out"
+        return f"{r.total} rows read, {left}; {len(self.history)} vacancies"
+
+
+def load_data(spec: str, *, rates: str | None = None) -> LoadedData:
+    """Read ``--data``: a store location, or a file of API items (``-`` for stdin).
+
+    A store (folder or ``s3://``) gives its ``history/vacancies.parquet``. A file (JSON
+    lines of API items, optionally gzipped) is imported as a one-run history in memory,
+    with currency rates from ``rates`` (a saved ``GET /dictionaries``) when given; its rows
+    go through the data contract, and rows that break it (or lines that are not items at
+    all) are left out and counted, never a crash.
     """
-    from hhpulse.history import build_history, load_history, rates_by_run
+    from hhpulse.history import build_history, load_history, load_raw_runs, rates_by_run
 
     path = Path(spec)
-    if spec.startswith("s3://") or path.is_dir():
+    if spec != "-" and (spec.startswith("s3://") or path.is_dir()):
+        if rates:
+            raise ValueError(
+                "--rates applies to a file of items; a store keeps each run's own currency rates"
+            )
         store = open_store(spec)
         hist = load_history(store)
-        runs = rates_by_run(store)
         synthetic = any(
             store.get_json(f"raw/{r}/meta.json").get("synthetic") for r in set(hist["last_run_id"].dropna())
         )
-        return hist, runs, synthetic
-    if not path.is_file():
+        return LoadedData(hist, rates_by_run(store), synthetic)
+    if spec != "-" and not path.is_file():
         raise FileNotFoundError(f"--data {spec!r} is neither a store folder, an s3:// URL, nor a file")
     from hhpulse.collect import collect
     from hhpulse.hh.sources import make_source
+    from hhpulse.validate import validate_run
 
-    with tempfile.TemporaryDirectory(prefix="hhpulse-train-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hhpulse-data-") as tmp:
         store = open_store(tmp)
-        collect(make_source(f"file:{path}"), store, progress=False)
-        from hhpulse.history import load_raw_runs
+        result = collect(make_source(f"file:{spec}", rates=rates), store, progress=False)
+        report = validate_run(store, result.run_id, max_bad_fraction=1.0)
+        return LoadedData(build_history(load_raw_runs(store)), rates_by_run(store), False, report)
 
-        return build_history(load_raw_runs(store)), rates_by_run(store), False
+
+def history_from_data(
+    spec: str, *, rates: str | None = None
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]], bool]:
+    """(history, rates_by_run, synthetic) of :func:`load_data`."""
+    data = load_data(spec, rates=rates)
+    return data.history, data.rates_by_run, data.synthetic
 
 
 @dataclass
@@ -104,7 +139,17 @@ def bundle_from_results(
         card=card,
         profile=profile,
         version=version,
+        training_ids=fitted_ids(dataset),
     )
+
+
+def fitted_ids(dataset: Dataset) -> set[str]:
+    """The ids of every row a model was fitted or selected on (train and validation, both tasks)."""
+    ids: set[str] = set()
+    for td in dataset.tasks.values():
+        rows = td.frame[td.frame["part"].isin(["train", "val"])]
+        ids.update(rows["id"].astype(str))
+    return ids
 
 
 def train_from_history(
@@ -199,9 +244,11 @@ def compare(
 
 __all__ = [
     "FeatureSet",
+    "LoadedData",
     "TrainingReport",
     "compare",
     "evaluate_bundle",
     "history_from_data",
+    "load_data",
     "train_from_history",
 ]

@@ -13,7 +13,8 @@ def add_source_args(p: argparse.ArgumentParser, *, default_source: str = "demo")
     p.add_argument(
         "--source",
         default=default_source,
-        help="api (hh.ru), demo (the bundled SYNTHETIC emulator) or file:PATH (a dump) [%(default)s]",
+        help="api (hh.ru), demo (the bundled SYNTHETIC emulator) or file:PATH (a dump; file:- reads stdin) "
+        "[%(default)s]",
     )
     p.add_argument("--api-url", default=DEFAULT_API_URL, help="hh.ru API root for --source api [%(default)s]")
     p.add_argument(
@@ -65,6 +66,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-validate", action="store_true", help="skip the data-contract validation")
     p.add_argument("--max-bad-fraction", type=float, default=0.2, help="validation threshold [%(default)s]")
     p.add_argument("--no-history", action="store_true", help="do not rebuild history/vacancies.parquet")
+    p.add_argument(
+        "--allow-mixed-data",
+        action="store_true",
+        help="add real data to a store of SYNTHETIC demo data, or the other way round (refused otherwise)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,11 +81,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(args.store)
         source = source_from_args(args)
-        result = collect(source, store)
+        result = collect(source, store, allow_mixed=args.allow_mixed_data)
     except (SourceError, StoreError) as exc:
         print(f"hhpulse collect: {exc}", file=sys.stderr)
         return 2
     print(f"run {result.run_id}: {result.items} vacancies -> {store.uri(f'raw/{result.run_id}/')}")
+    unreadable = result.meta["counts"].get("unreadable")
+    if unreadable:
+        from hhpulse.collect import UNREADABLE_KEY
+
+        print(
+            f"hhpulse collect: {unreadable} input values were not vacancies (broken JSON lines or not objects); "
+            f"kept aside in {store.uri(UNREADABLE_KEY.format(run_id=result.run_id))}",
+            file=sys.stderr,
+        )
     if result.meta.get("synthetic"):
         print("note: --source demo collects a SYNTHETIC market from the bundled emulator, not hh.ru")
     status = 0

@@ -1,4 +1,8 @@
-"""``hhpulse evaluate``: a bundle's metrics on any data that can be labelled (a drift check)."""
+"""``hhpulse evaluate``: a bundle's metrics on any data that can be labelled (a drift check).
+
+Rows that break the data contract are left out and counted on stderr (``--strict`` stops
+instead), and a warning says when the data overlaps the rows the model was trained on.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,39 @@ import argparse
 import json
 import sys
 
+from hhpulse.commands.train import add_rates_arg
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a model bundle directory")
     p.add_argument(
-        "--data", required=True, help="a store (DIR or s3://) or a file of API items (.jsonl[.gz])"
+        "--data",
+        required=True,
+        help="a store (DIR or s3://) or a file of API items (.jsonl[.gz]; - reads stdin)",
     )
+    add_rates_arg(p)
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    p.add_argument(
+        "--strict", action="store_true", help="fail (exit 2) when any row of a file breaks the data contract"
+    )
+
+
+def overlap_warning(bundle, dataset) -> str | None:  # type: ignore[no-untyped-def]
+    """A warning when the evaluated rows include rows the bundle was trained on."""
+    ids = set()
+    for td in dataset.tasks.values():
+        ids.update(td.frame["id"].astype(str))
+    overlap = bundle.training_overlap(ids)
+    if overlap is None:
+        return None
+    seen, total = overlap
+    if not seen:
+        return None
+    return (
+        f"WARNING: {seen} of the {total} evaluated vacancies ({seen / total:.0%}) were in model "
+        f"{bundle.version}'s training or validation data; these metrics are optimistic. "
+        "Evaluate on data collected after the model was trained."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,17 +50,30 @@ def run(args: argparse.Namespace) -> int:
     from hhpulse.config import LabelConfig, SplitConfig
     from hhpulse.dataset import build_dataset
     from hhpulse.evaluate import data_profile, drift_report
-    from hhpulse.workflow import evaluate_bundle, history_from_data
+    from hhpulse.store import StoreError
+    from hhpulse.workflow import evaluate_bundle, load_data
 
     try:
         bundle = load_bundle(args.model)
-        history, rates, _ = history_from_data(args.data)
+        data = load_data(args.data, rates=args.rates)
+        if data.summary():
+            print(f"hhpulse evaluate: {data.summary()}", file=sys.stderr)
+        if args.strict and data.report is not None and data.report.bad:
+            print(
+                f"hhpulse evaluate: --strict: {data.report.bad} rows break the data contract "
+                f"({data.report.top_rules()})",
+                file=sys.stderr,
+            )
+            return 2
         label_config = LabelConfig.from_dict(bundle.metadata["label_config"])
-        dataset = build_dataset(history, rates, label_config, SplitConfig())
+        dataset = build_dataset(data.history, data.rates_by_run, label_config, SplitConfig())
         metrics = evaluate_bundle(bundle, dataset, part=None)
-    except (BundleError, FileNotFoundError, ValueError) as exc:
+    except (BundleError, StoreError, FileNotFoundError, ValueError) as exc:
         print(f"hhpulse evaluate: {exc}", file=sys.stderr)
         return 2
+    warning = overlap_warning(bundle, dataset)
+    if warning:
+        print(warning, file=sys.stderr)
     drift = drift_report(
         bundle.metadata.get("profile", {}), data_profile({t: td.frame for t, td in dataset.tasks.items()})
     )
@@ -51,4 +94,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if dataset.summary.get("demand_proxy"):
         print("  WARNING: these demand labels use the age proxy (no closes in the data)")
+    if warning:
+        print(f"  {warning}")
     return 0

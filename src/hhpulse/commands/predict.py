@@ -1,68 +1,100 @@
-"""``hhpulse predict``: cohorts for a file of vacancies (JSON lines, optionally gzipped)."""
+"""``hhpulse predict``: cohorts for JSON lines of vacancies (a file, optionally gzipped, or stdin).
+
+Unix-style: records go to stdout by default (``-``), the progress bar and the summary to
+stderr, so ``hhpulse predict --model M --input items.jsonl.gz | jq`` works. A row that
+cannot be predicted gets an error record in its place and the batch goes on; the exit
+status is 0 unless every row failed (1) or ``--strict`` stopped at a bad row (2).
+"""
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
+import contextlib
 import json
+import os
 import sys
-from pathlib import Path
+from collections.abc import Iterator
+from typing import IO
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a model bundle directory")
     p.add_argument(
         "--input",
-        required=True,
-        help="JSON lines (.gz ok): API search items or {responsibility, name, requirement}",
+        default="-",
+        help="JSON lines (.gz ok): API search items, {responsibility, name, requirement} objects or "
+        "strings; - reads stdin [%(default)s]",
     )
-    p.add_argument("--output", required=True, help="JSON lines out, one per input line, in order")
+    p.add_argument(
+        "--output",
+        default="-",
+        help="JSON lines out, one per non-blank input line, in order; - writes stdout [%(default)s]",
+    )
     p.add_argument("--batch-size", type=int, default=2048, help="rows vectorized at once [%(default)s]")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first row that cannot be predicted (exit 2; no output file is written)",
+    )
 
 
-def read_instances(path: str):  # type: ignore[no-untyped-def]
-    """(id or None, instance) per non-blank line; a bad line raises ValueError with its number."""
-    from hhpulse.bundle import to_instance
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """A binary stream: stdin for ``-``, else the file."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as fh:
+        yield fh
 
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            inst = to_instance(obj)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}:{n}: {exc}") from None
-        if not inst.responsibility.strip():
-            raise ValueError(f"{path}:{n}: the responsibility text is empty")
-        yield (str(obj["id"]) if isinstance(obj, dict) and obj.get("id") is not None else None), inst
+
+@contextlib.contextmanager
+def open_output(path: str) -> Iterator[IO[bytes]]:
+    """stdout for ``-``; else a file that appears (atomically) only when the block succeeds."""
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    from hhpulse.store import atomic_writer
+
+    with atomic_writer(path) as fh:
+        yield fh
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from hhpulse.batch import BatchError, BatchTally, open_lines, predict_lines
     from hhpulse.bundle import BundleError, load_bundle
-    from hhpulse.store import atomic_write_bytes
 
+    if args.input == "-" and sys.stdin.isatty():
+        print(
+            "hhpulse predict: reading JSON lines from stdin, which is a terminal: "
+            "pass --input FILE, or pipe the lines in",
+            file=sys.stderr,
+        )
+        return 2
+    tally = BatchTally()
+    source = "stdin" if args.input == "-" else args.input
     try:
         bundle = load_bundle(args.model)
-        rows = list(read_instances(args.input))
-    except (BundleError, ValueError, OSError) as exc:
+        with open_input(args.input) as raw, open_output(args.output) as out:
+            bar = tqdm(unit="row", disable=not sys.stderr.isatty(), desc="predict", file=sys.stderr)
+            for records in predict_lines(
+                bundle, open_lines(raw), tally, batch_size=args.batch_size, strict=args.strict, source=source
+            ):
+                out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+                bar.update(len(records))
+            bar.close()
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (BundleError, BatchError, OSError, EOFError) as exc:
         print(f"hhpulse predict: {exc}", file=sys.stderr)
         return 2
-    out = io.StringIO()
-    bar = tqdm(total=len(rows), unit="row", disable=not sys.stderr.isatty(), desc="predict")
-    for start in range(0, len(rows), max(1, args.batch_size)):
-        chunk = rows[start : start + args.batch_size]
-        for (vid, _), pred in zip(chunk, bundle.predict([inst for _, inst in chunk]), strict=True):
-            out.write(
-                json.dumps({**({"id": vid} if vid is not None else {}), **pred}, ensure_ascii=False) + "\n"
-            )
-        bar.update(len(chunk))
-    bar.close()
-    atomic_write_bytes(args.output, out.getvalue().encode())
-    print(f"{len(rows)} predictions ({bundle.version}) -> {args.output}")
+    dest = "stdout" if args.output == "-" else args.output
+    print(f"hhpulse predict: {tally.summary()}; model {bundle.version} -> {dest}", file=sys.stderr)
+    if tally.all_failed:
+        print("hhpulse predict: no row could be predicted", file=sys.stderr)
+        return 1
     return 0

@@ -10,9 +10,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         required=True,
-        help="a store (DIR or s3://bucket/prefix) or a file of API items (.jsonl[.gz])",
+        help="a store (DIR or s3://bucket/prefix) or a file of API items (.jsonl[.gz]; - reads stdin)",
     )
     p.add_argument("--out", required=True, help="the bundle directory to write")
+    add_rates_arg(p)
     p.add_argument(
         "--candidates", default=None, help="candidates YAML [the packaged defaults/candidates.yaml]"
     )
@@ -23,6 +24,17 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--primary", default="roc_auc_ovo", help="metric that picks the winner on validation [%(default)s]"
     )
     p.add_argument("--random-split", action="store_true", help="random instead of time-ordered split")
+
+
+def add_rates_arg(p: argparse.ArgumentParser) -> None:
+    """``--rates``, shared by ``train`` and ``evaluate``."""
+    p.add_argument(
+        "--rates",
+        default=None,
+        metavar="DICTIONARIES_JSON",
+        help="currency rates for a file --data: a saved GET https://api.hh.ru/dictionaries "
+        "[built-in approximate rates]",
+    )
 
 
 def print_results(results) -> None:  # type: ignore[no-untyped-def]
@@ -47,22 +59,25 @@ def print_results(results) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     from hhpulse.config import ConfigError, SplitConfig, load_candidates
+    from hhpulse.hh.sources import SourceError
     from hhpulse.store import StoreError
-    from hhpulse.workflow import history_from_data, train_from_history
+    from hhpulse.workflow import load_data, train_from_history
 
     try:
-        history, rates, synthetic = history_from_data(args.data)
+        data = load_data(args.data, rates=args.rates)
+        if data.summary():
+            print(f"hhpulse train: {data.summary()}", file=sys.stderr)
         report = train_from_history(
-            history,
-            rates,
+            data.history,
+            data.rates_by_run,
             args.out,
             split_config=SplitConfig(random=args.random_split),
             candidates=load_candidates(args.candidates),
             device=args.device,
             primary=args.primary,
-            synthetic=synthetic,
+            synthetic=data.synthetic,
         )
-    except (ConfigError, StoreError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, StoreError, SourceError, FileNotFoundError, ValueError) as exc:
         print(f"hhpulse train: {exc}", file=sys.stderr)
         return 2
     print_results(report.results)

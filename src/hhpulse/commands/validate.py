@@ -10,7 +10,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store", default=None, help="DIR or s3://bucket/prefix [$HHPULSE_STORE or .hhpulse/store]"
     )
-    p.add_argument("--run", default="latest", help="run id to validate [%(default)s]")
+    p.add_argument(
+        "--run",
+        default="latest",
+        help="run id to validate, or latest (the newest by collected_at) [%(default)s]",
+    )
     p.add_argument(
         "--max-bad-fraction", type=float, default=0.2, help="fail above this share of bad rows [%(default)s]"
     )

@@ -7,8 +7,10 @@ care where vacancies came from. :func:`make_source` turns a ``--source`` string 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +91,10 @@ class Source(ABC):
 
     def stats(self) -> SourceStats:
         return SourceStats()
+
+    def rejected(self) -> list[dict[str, Any]]:
+        """Input that could not be read as items (a dump's broken lines), for quarantine."""
+        return []
 
 
 @dataclass
@@ -243,7 +249,9 @@ class FileSource(Source):
     """Imports a dump: JSON lines (optionally gzipped) of search items, saved ``/vacancies``
     pages (``{"items": [...]}``, one per line or one per file), or a JSON list of items.
 
-    An item's own ``collected_at`` wins over ``collected_at_default``.
+    An item's own ``collected_at`` wins over ``collected_at_default``. The path ``-`` reads
+    stdin. A line that is not JSON, or a value that is not an object, does not stop the
+    import: it is kept aside (:meth:`rejected`) for the run's quarantine.
     """
 
     path: Path = Path()
@@ -251,20 +259,39 @@ class FileSource(Source):
     rates_path: Path | None = None
     kind: str = "file"
     _count: int = field(default=0, init=False, repr=False)
+    _rejected: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        if not self.path.is_file():
+        if not self.is_stdin and not self.path.is_file():
             raise SourceError(f"file source {str(self.path)!r} does not exist")
+
+    @property
+    def is_stdin(self) -> bool:
+        return str(self.path) == "-"
+
+    def rejected(self) -> list[dict[str, Any]]:
+        return list(self._rejected)
+
+    def _reject(self, line: int, reason: str, error: str, text: str) -> None:
+        if len(self._rejected) < 5:
+            log.warning("%s:%d: %s; kept aside for quarantine", self.path, line, error)
+        self._rejected.append({"line": line, "reason": reason, "error": error, "text": text[:2000]})
 
     @property
     def collected_at(self) -> datetime | None:
         return self.collected_at_default
 
     def _open(self):  # type: ignore[no-untyped-def]
+        if self.is_stdin:
+            buf = sys.stdin.buffer
+            raw = gzip.GzipFile(fileobj=buf, mode="rb") if buf.peek(2)[:2] == b"\x1f\x8b" else buf
+            return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
         with open(self.path, "rb") as fh:
             gz = fh.read(2) == b"\x1f\x8b"
-        return gzip.open(self.path, "rt", encoding="utf-8") if gz else open(self.path, encoding="utf-8")
+        if gz:
+            return gzip.open(self.path, "rt", encoding="utf-8", errors="replace")
+        return open(self.path, encoding="utf-8", errors="replace")
 
     def fetch(self, progress: PageProgress | None = None) -> Iterator[dict[str, Any]]:
         with self._open() as fh:
@@ -272,8 +299,7 @@ class FileSource(Source):
             while head and head.isspace():
                 head = fh.read(1)
             if head == "[":  # one JSON document: a list of items
-                doc = json.loads(head + fh.read())
-                yield from self._items_of(doc, 1)
+                yield from self._items_of(_loads(head + fh.read(), self.path, 1), 1)
                 return
             if head == "{":
                 rest = fh.read()
@@ -285,7 +311,14 @@ class FileSource(Source):
                     pass
                 for n, line in enumerate(text.splitlines(), 1):
                     if line.strip():
-                        yield from self._items_of(_loads(line, self.path, n), n)
+                        try:
+                            doc = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            self._reject(
+                                n, "bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}", line
+                            )
+                            continue
+                        yield from self._items_of(doc, n)
                         if progress is not None and n % 1000 == 0:
                             progress.update(1000)
 
@@ -298,7 +331,9 @@ class FileSource(Source):
             docs = [doc]
         for item in docs:
             if not isinstance(item, dict):
-                raise SourceError(f"{self.path}:{line}: expected a vacancy object, got {type(item).__name__}")
+                error = f"expected a vacancy object, got {type(item).__name__}"
+                self._reject(line, "not_an_object", error, json.dumps(item, ensure_ascii=False))
+                continue
             self._count += 1
             yield item
 
@@ -319,7 +354,7 @@ class FileSource(Source):
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "path": str(self.path),
+            "path": "stdin" if self.is_stdin else str(self.path),
             "rates": str(self.rates_path) if self.rates_path else None,
         }
 

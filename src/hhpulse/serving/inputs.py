@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hhpulse.bundle import INPUT_FIELDS, Instance
+from hhpulse.inputs import InputError, check_instance, check_text
 
 
 class RequestError(ValueError):
@@ -30,20 +31,12 @@ class Limits:
     max_body_bytes: int = 2 * 1024 * 1024
 
 
-def _text(value: Any, where: str, limits: Limits, *, required: bool) -> str | None:
-    if value is None:
-        if required:
-            raise RequestError("missing_responsibility", f"{where}: 'responsibility' is required")
-        return None
-    if not isinstance(value, str):
-        raise RequestError("non_string_field", f"{where}: must be a string, got {type(value).__name__}")
-    if len(value) > limits.max_text_chars:
-        raise RequestError(
-            "text_too_long", f"{where}: {len(value)} characters, over the limit of {limits.max_text_chars}"
-        )
-    if required and not value.strip():
-        raise RequestError("empty_responsibility", f"{where}: the responsibility text is empty")
-    return value
+def _checked(fn, *args: Any, **kwargs: Any) -> Any:  # type: ignore[no-untyped-def]
+    """Run a check of the shared input contract; its refusals become 400s with the same text."""
+    try:
+        return fn(*args, **kwargs)
+    except InputError as exc:
+        raise RequestError(exc.reason, str(exc)) from None
 
 
 def _check_count(n: int, limits: Limits) -> None:
@@ -55,8 +48,12 @@ def _check_count(n: int, limits: Limits) -> None:
         )
 
 
-def parse_v1(payload: Any, limits: Limits) -> list[Instance]:
-    """``{"instances": [str | {"responsibility", "name"?, "requirement"?}, ...]}``."""
+def parse_v1(payload: Any, limits: Limits, fields: Sequence[str] = INPUT_FIELDS) -> list[Instance]:
+    """``{"instances": [str | {"responsibility", "name"?, "requirement"?}, ...]}``.
+
+    Each instance is checked by :func:`hhpulse.inputs.check_instance`, as ``hhpulse predict``
+    checks each line; ``fields`` are the model's input fields (for the name/requirement fallback).
+    """
     if not isinstance(payload, Mapping):
         raise RequestError("bad_body", f"the body must be a JSON object, got {type(payload).__name__}")
     if "instances" not in payload:
@@ -65,29 +62,10 @@ def parse_v1(payload: Any, limits: Limits) -> list[Instance]:
     if not isinstance(items, list):
         raise RequestError("bad_instances", f"'instances' must be a list, got {type(items).__name__}")
     _check_count(len(items), limits)
-    out = []
-    for i, item in enumerate(items):
-        where = f"instances[{i}]"
-        if isinstance(item, str):
-            out.append(Instance(_text(item, where, limits, required=True)))  # type: ignore[arg-type]
-        elif isinstance(item, Mapping):
-            unknown = sorted(set(item) - set(INPUT_FIELDS))
-            if unknown:
-                raise RequestError(
-                    "unknown_field", f"{where}: unknown field(s) {unknown}; allowed: {list(INPUT_FIELDS)}"
-                )
-            out.append(
-                Instance(
-                    _text(item.get("responsibility"), f"{where}.responsibility", limits, required=True),  # type: ignore[arg-type]
-                    _text(item.get("name"), f"{where}.name", limits, required=False),
-                    _text(item.get("requirement"), f"{where}.requirement", limits, required=False),
-                )
-            )
-        else:
-            raise RequestError(
-                "bad_instance", f"{where}: must be a string or an object, got {type(item).__name__}"
-            )
-    return out
+    return [
+        _checked(check_instance, item, f"instances[{i}]", fields=fields, max_chars=limits.max_text_chars)
+        for i, item in enumerate(items)
+    ]
 
 
 def v1_predictions(preds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -102,7 +80,9 @@ class Tensor:
     data: list[Any]
 
 
-def parse_v2(tensors: Sequence[Tensor], limits: Limits) -> list[Instance]:
+def parse_v2(
+    tensors: Sequence[Tensor], limits: Limits, fields: Sequence[str] = INPUT_FIELDS
+) -> list[Instance]:
     """BYTES tensors ``responsibility`` (required), ``name`` and ``requirement`` of shape [N] or [N, 1]."""
     if not tensors:
         raise RequestError("missing_inputs", "the request has no 'inputs' (v2 protocol)")
@@ -138,9 +118,14 @@ def parse_v2(tensors: Sequence[Tensor], limits: Limits) -> list[Instance]:
                 v = v.decode("utf-8")
             except UnicodeDecodeError:
                 raise RequestError("bad_encoding", f"{name}[{i}]: not valid UTF-8") from None
-        return _text(v, f"{name}[{i}]", limits, required=name == "responsibility")
+        return _checked(check_text, v, f"{name}[{i}]", max_chars=limits.max_text_chars)  # type: ignore[no-any-return]
 
-    return [Instance(col("responsibility", i), col("name", i), col("requirement", i)) for i in range(n)]  # type: ignore[arg-type]
+    return [
+        _checked(
+            check_instance, {f: col(f, i) for f in INPUT_FIELDS}, f"row {i}", fields=fields, max_chars=None
+        )
+        for i in range(n)
+    ]
 
 
 def request_id(given: str | None) -> str:
