@@ -242,7 +242,7 @@ def run_local(
     """
     from kfp import local
 
-    from hhpulse.pipeline_steps import complete_outcome
+    from hhpulse.outcome import complete_outcome
     from hhpulse.store import open_store
     from pipelines.hhpulse_pipeline import ClusterOptions, build_pipeline
 

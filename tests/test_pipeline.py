@@ -205,6 +205,26 @@ def test_run_checks_its_arguments_before_any_step(tmp_path, source):
     assert not (tmp_path / "kfp-local").exists() and not (store / "runs").exists()
 
 
+def test_every_run_gets_its_own_outcome_record(tmp_path):
+    """kfp.local names every run's exit status `local-pipeline-exit-handler-1`: the run id keeps them apart."""
+    from hhpulse.outcome import complete_outcome, record_outcome
+
+    store = str(tmp_path / "store")
+    job = "local-pipeline-exit-handler-1"
+    a = record_outcome(
+        store, "", "FAILED", job, "exit-handler-1", 1, "Task exit-handler-1 failed.", run_id="11"
+    )
+    b = record_outcome(store, "", "SUCCEEDED", job, "exit-handler-1", None, None, run_id="22")
+    c = record_outcome(
+        store, "", "SUCCEEDED", job, "exit-handler-1", None, None, run_id="{{$.pipeline_job_uuid}}"
+    )
+    assert len({a, b, c}) == 3 and a.endswith("-11/outcome.json") and "{" not in c
+    st = LocalStore(store)
+    assert st.get_json(b)["succeeded"] is True and st.get_json(c)["run_id"] is None
+    doc = complete_outcome(st, a, failed_step="build-dataset", reason="DatasetError: too few rows")
+    assert st.get_json(a) == doc and doc["failed_step"] == "build-dataset" and doc["state"] == "FAILED"
+
+
 def test_step_log_parsing_and_error_of_a_failed_step(tmp_path):
     """kfp.local's lines (as 2.17 writes them) become one event per step; the log file has no colours."""
     from pipelines.local import TaskLog

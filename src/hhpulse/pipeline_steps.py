@@ -6,10 +6,8 @@ Components call these with artifact paths; tests and the benchmark call them dir
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from hhpulse.evaluate import data_profile, drift_report
 from hhpulse.features import TextVectorizer
 from hhpulse.registry import champion, load_champion
 from hhpulse.report import comparison_html
-from hhpulse.store import Store, open_store
+from hhpulse.store import open_store
 from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
 from hhpulse.workflow import bundle_from_results, compare, evaluate_bundle
 
@@ -148,54 +146,3 @@ def _store_is_synthetic(store: str, s3_endpoint: str, dataset: Dataset) -> bool:
         if st.exists(key) and st.get_json(key).get("synthetic"):
             return True
     return False
-
-
-def outcome_folder(run_id: str | None, job: str | None, when: datetime) -> str:
-    """``runs/<UTC time>-<run id>/``: one folder per pipeline run, listed in time order."""
-    ident = (run_id or "").strip() or (job or "").rsplit("/", 1)[-1] or "run"
-    ident = "".join(c if c.isalnum() or c in "-_." else "-" for c in ident)
-    return f"runs/{when.strftime('%Y%m%dT%H%M%SZ')}-{ident}/"
-
-
-def record_outcome(
-    store: str,
-    s3_endpoint: str,
-    state: str,
-    job: str | None,
-    task: str | None,
-    code: int | None,
-    message: str | None,
-    run_id: str | None = None,
-) -> str:
-    """Write ``runs/<time>-<run id>/outcome.json`` (a new folder per run) and return its key.
-
-    ``run_id`` is the KFP run's id (the ``{{$.pipeline_job_uuid}}`` placeholder); ``job``,
-    ``task`` and ``message`` are what KFP's final status says. For a failure inside the exit
-    handler that is only the handler's group (``exit-handler-1``) and a generic message;
-    a runner that knows the step that failed and why completes the record with
-    :func:`complete_outcome`.
-    """
-    st = open_store(store, endpoint_url=s3_endpoint or None)
-    now = datetime.now(timezone.utc)
-    ok = str(state).upper() in ("SUCCEEDED", "SUCCESS")
-    doc = {
-        "state": state,
-        "succeeded": ok,
-        "run_id": run_id or None,
-        "pipeline_job": job,
-        "failed_step": None if ok else task,
-        "reason": None if ok else (message or f"error code {code}"),
-        "recorded_at": now.isoformat(timespec="seconds"),
-        "host": os.environ.get("HOSTNAME", ""),
-    }
-    key = outcome_folder(run_id, job, now) + "outcome.json"
-    st.put_json(key, doc)
-    log.info("run outcome %s -> %s", state, st.uri(key))
-    return key
-
-
-def complete_outcome(store: Store, key: str, **fields: Any) -> dict[str, Any]:
-    """Add what the runner knows (the failed step, its error, the log) to an outcome record."""
-    doc = {**store.get_json(key), **fields}
-    store.put_json(key, doc)
-    return doc
