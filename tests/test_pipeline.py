@@ -205,6 +205,12 @@ def test_run_checks_its_arguments_before_any_step(tmp_path, source):
     assert not (tmp_path / "kfp-local").exists() and not (store / "runs").exists()
 
 
+def test_run_refuses_a_missing_candidates_file_before_any_step(tmp_path):
+    p = _hhpulse("run", "--store", str(tmp_path / "store"), "--candidates", str(tmp_path / "no.yaml"))
+    assert p.returncode == 2 and p.stderr.startswith("hhpulse run: cannot read ")
+    assert "Traceback" not in p.stderr and not (tmp_path / "kfp-local").exists()
+
+
 def test_every_run_gets_its_own_outcome_record(tmp_path):
     """kfp.local names every run's exit status `local-pipeline-exit-handler-1`: the run id keeps them apart."""
     from hhpulse.outcome import complete_outcome, record_outcome

@@ -39,6 +39,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hhpulse.config import ConfigError, load_candidates
     from hhpulse.hh.sources import FileSource, SourceError
     from hhpulse.store import StoreError, open_store
 
@@ -46,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(args.store, endpoint_url=args.s3_endpoint or None)
         source = source_from_args(args)
-    except (SourceError, StoreError) as exc:
+        cands = [c.to_dict() for c in load_candidates(args.candidates)] if args.candidates else None
+    except (SourceError, StoreError, ConfigError) as exc:
         print(f"hhpulse run: {exc}", file=sys.stderr)
         return 2
     from pipelines.local import PipelineFailed, run_local
 
-    from hhpulse.config import load_candidates
     from hhpulse.registry import champion
 
     params = {
@@ -66,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "s3_endpoint": args.s3_endpoint,
     }
-    if args.candidates:
-        cands = [c.to_dict() for c in load_candidates(args.candidates)]
+    if cands is not None:
         params["xgb_candidates"] = [c for c in cands if c["kind"] == "xgboost"]
         params["linear_candidates"] = [c for c in cands if c["kind"] != "xgboost"]
     before = champion(store)
