@@ -32,7 +32,7 @@ def deploy_model(
         service_name: The InferenceService's name.
         serving_image: The predictor image.
         service_account: The predictor's ServiceAccount (it carries the S3 credentials).
-        canary_traffic_percent: 0-99 sends that share to the new version as a canary; 100 or 0 promotes fully.
+        canary_traffic_percent: 1-99 sends that share of requests to the new version as a canary while the previous version serves the rest; 0 (or 100) promotes the new version fully.
         timeout_seconds: How long to wait for Ready before rolling back.
 
     Returns:
@@ -48,7 +48,7 @@ def deploy_model(
         namespace=namespace,
         image=serving_image,
         service_account=service_account,
-        canary_traffic_percent=canary_traffic_percent or None,
+        canary_traffic_percent=canary_traffic_percent,
     )
     st = open_store(store, endpoint_url=s3_endpoint or None)
     if mode == "render":

@@ -126,10 +126,12 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             service_name: Name of the InferenceService.
             serving_image: The predictor image.
             service_account: The predictor's ServiceAccount (carries the S3 credentials for the storage initializer).
-            canary_traffic_percent: 1-99 routes that share to the new model as a canary; 0 promotes fully.
+            canary_traffic_percent: 1-99 sends that share of requests to the new version as a canary while the previous version serves the rest; 0 (or 100) promotes the new version fully.
             deploy_timeout_seconds: How long to wait for Ready before rolling back.
         """
-        outcome = record_outcome(store=store, s3_endpoint=s3_endpoint).set_display_name("record outcome")
+        outcome = record_outcome(
+            store=store, s3_endpoint=s3_endpoint, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        ).set_display_name("record outcome")
         _resources(_secret(outcome, opts), opts.small)
         with dsl.ExitHandler(outcome, name="retrain"):
             collect = (

@@ -12,7 +12,15 @@ import yaml
 
 from fake_k8s import FakeK8s
 from hhpulse.bundle import FORMAT, write_manifest
-from hhpulse.deploy import DeployError, DeployValues, deploy, render_inferenceservice, render_to_store
+from hhpulse.deploy import (
+    CANARY_RULE,
+    DeployError,
+    DeployValues,
+    deploy,
+    local_storage_note,
+    render_inferenceservice,
+    render_to_store,
+)
 from hhpulse.registry import champion, publish
 from hhpulse.store import LocalStore
 
@@ -106,6 +114,61 @@ def test_render_to_store_is_the_local_mode(store):
         DeployValues(canary_traffic_percent=150)
 
 
+def test_a_remote_storage_uri_gets_no_local_path_note(store):
+    assert local_storage_note("s3://b/p/models/hhpulse/v9") is None
+    render_to_store(store, VALUES, version="v9", storage_uri="s3://b/p/models/hhpulse/v9")
+    assert not store.get_bytes("deploy/v9/inferenceservice.yaml").startswith(b"#")
+    assert "path on this machine" in local_storage_note("/home/me/.hhpulse/store/models/hhpulse/v9")
+
+
+@pytest.mark.parametrize(
+    ("pct", "canary"), [(None, None), (0, None), (1, 1), (10, 10), (99, 99), (100, None)]
+)
+def test_one_canary_rule_for_the_manifest(pct, canary):
+    """1-99 is a canary share; 0 (the CLI's and the pipeline's default) and 100 promote fully."""
+    pred = render_inferenceservice(
+        DeployValues(canary_traffic_percent=pct), version="v1", storage_uri="s3://b/v1"
+    )["spec"]["predictor"]
+    assert pred.get("canaryTrafficPercent") == canary
+    if canary is None:
+        assert "canaryTrafficPercent" not in pred
+
+
+def test_one_canary_rule_said_the_same_everywhere():
+    """The CLI's help, the pipeline parameter and the deploy step's input say CANARY_RULE, word for word."""
+    from components.deploy_model import deploy_model
+    from pipelines.hhpulse_pipeline import build_pipeline
+
+    from hhpulse.cli import build_parser
+
+    sub = next(a for a in build_parser()._subparsers._group_actions if a.dest == "command")
+    flag = next(a for a in sub.choices["deploy"]._actions if "--canary-traffic-percent" in a.option_strings)
+    assert flag.help.startswith(CANARY_RULE)
+    pipeline_param = build_pipeline().component_spec.inputs["canary_traffic_percent"].description
+    step_input = deploy_model.component_spec.inputs["canary_traffic_percent"].description
+    assert pipeline_param.rstrip(".") == CANARY_RULE
+    assert step_input.rstrip(".") == CANARY_RULE
+    with pytest.raises(ValueError, match="1-99 sends that share"):
+        DeployValues(canary_traffic_percent=-5)
+
+
+def test_the_chart_follows_the_same_canary_rule():
+    helm = pytest.importorskip("helm_python")
+    from conftest import REPO
+
+    for pct in (0, 10, 100):
+        values = {"serving": {"modelVersion": "v1", "canaryTrafficPercent": pct}}
+        out = helm.Chart.load(str(REPO / "helm" / "hhpulse")).render(values, name="hhpulse", namespace="ml")
+        text = next(t for path, t in out.items() if path.endswith("templates/inferenceservice.yaml"))
+        isvc = yaml.safe_load(text)
+        ours = render_inferenceservice(
+            DeployValues(canary_traffic_percent=pct), version="v1", storage_uri="s3://b/v1"
+        )
+        assert isvc["spec"]["predictor"].get("canaryTrafficPercent") == ours["spec"]["predictor"].get(
+            "canaryTrafficPercent"
+        ), pct
+
+
 def test_rbac_refusal_is_a_clear_deploy_error(store, tmp_path):
     k8s = FakeK8s(forbid=("POST",))
     try:
@@ -143,6 +206,10 @@ def test_cli_renders_the_champion_and_refuses_an_unknown_version(store, tmp_path
         storage_uri=v1.uri,
     )
     assert store.exists("deploy/v1/inferenceservice.yaml")
+    # the store is a local folder: the output says that a cluster cannot use that STORAGE_URI
+    assert f"STORAGE_URI {v1.uri} is a path on this machine" in p.stderr
+    assert "cluster" in p.stderr and "s3://" in p.stderr
+    assert p.stdout.startswith("# NOTE: STORAGE_URI ")  # and so does the manifest itself
     p = _cli("--store", str(store.root), "--version", "v9")
     assert p.returncode == 2 and "version v9 is not published" in p.stderr
 

@@ -4,6 +4,8 @@ and a whole local run through kfp.local."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +30,34 @@ def compiled(tmp_path_factory):
 
 
 def test_golden_yaml_is_up_to_date(compiled):
-    # The parsed documents must be equal. (KFP's leading comment lists dict defaults in protobuf-map
-    # order, which varies between runs, so the comment itself is not compared.)
     out, _, _ = compiled
-    fresh = list(yaml.safe_load_all(out.read_text()))
-    golden = list(yaml.safe_load_all(GOLDEN.read_text()))
-    assert fresh == golden, "pipelines/hhpulse.yaml is stale: run `make compile` and commit it"
+    assert out.read_bytes() == GOLDEN.read_bytes(), (
+        "pipelines/hhpulse.yaml is stale: run `make compile` and commit it"
+    )
+
+
+def _compile_in_a_process(path, seed):
+    code = "import sys; from pipelines.compile import compile_pipeline; compile_pipeline(sys.argv[1])"
+    env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    return path.read_bytes()
+
+
+def test_compile_is_byte_identical_whatever_the_hash_seed(tmp_path):
+    """The header comment lists dict defaults: with KFP's own order they follow the hash seed."""
+    first = _compile_in_a_process(tmp_path / "a.yaml", 1)
+    second = _compile_in_a_process(tmp_path / "b.yaml", 2)
+    assert first == second
+    assert first == GOLDEN.read_bytes()
+    assert b"'params': {" in first  # the candidate defaults are in the comment, in sorted key order
 
 
 def _executor_of(spec, task_name):
@@ -156,6 +180,113 @@ def test_components_called_directly(tmp_path):
     assert (tmp_path / "ds" / "salary.parquet").exists() and ds.metadata["salary"] > 0
 
 
+def _hhpulse(*args, env=None, cwd=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize("source", ["bogus", "file:{tmp}/missing.jsonl"])
+def test_run_checks_its_arguments_before_any_step(tmp_path, source):
+    """Refused at once, with the very message `collect` gives, and no step starts."""
+    source = source.format(tmp=tmp_path)
+    store = tmp_path / "store"
+    run = _hhpulse("run", "--store", str(store), "--source", source, timeout=120)
+    collect = _hhpulse("collect", "--store", str(tmp_path / "other"), "--source", source, timeout=120)
+    assert run.returncode == 2 and collect.returncode == 2
+    reason = collect.stderr.strip().removeprefix("hhpulse collect: ")
+    assert run.stderr.strip() == f"hhpulse run: {reason}"
+    assert "running the hhpulse pipeline" not in run.stdout
+    assert not (tmp_path / "kfp-local").exists() and not (store / "runs").exists()
+
+
+def test_run_refuses_a_missing_candidates_file_before_any_step(tmp_path):
+    p = _hhpulse("run", "--store", str(tmp_path / "store"), "--candidates", str(tmp_path / "no.yaml"))
+    assert p.returncode == 2 and p.stderr.startswith("hhpulse run: cannot read ")
+    assert "Traceback" not in p.stderr and not (tmp_path / "kfp-local").exists()
+
+
+def test_every_run_gets_its_own_outcome_record(tmp_path):
+    """kfp.local names every run's exit status `local-pipeline-exit-handler-1`: the run id keeps them apart."""
+    from hhpulse.outcome import complete_outcome, record_outcome
+
+    store = str(tmp_path / "store")
+    job = "local-pipeline-exit-handler-1"
+    a = record_outcome(
+        store, "", "FAILED", job, "exit-handler-1", 1, "Task exit-handler-1 failed.", run_id="11"
+    )
+    b = record_outcome(store, "", "SUCCEEDED", job, "exit-handler-1", None, None, run_id="22")
+    c = record_outcome(
+        store, "", "SUCCEEDED", job, "exit-handler-1", None, None, run_id="{{$.pipeline_job_uuid}}"
+    )
+    assert len({a, b, c}) == 3 and a.endswith("-11/outcome.json") and "{" not in c
+    st = LocalStore(store)
+    assert st.get_json(b)["succeeded"] is True and st.get_json(c)["run_id"] is None
+    doc = complete_outcome(st, a, failed_step="build-dataset", reason="DatasetError: too few rows")
+    assert st.get_json(a) == doc and doc["failed_step"] == "build-dataset" and doc["state"] == "FAILED"
+
+
+def test_step_log_parsing_and_error_of_a_failed_step(tmp_path):
+    """kfp.local's lines (as 2.17 writes them) become one event per step; the log file has no colours."""
+    from pipelines.local import TaskLog
+
+    lines = [
+        "08:00:00.000 - INFO - Executing task \x1b[96m'collect-vacancies'\x1b[0m",
+        "    [KFP Executor 2026-12-01 08:00:00,100 INFO]: Got executor_input:",
+        "    Traceback (most recent call last):",
+        '      File "x.py", line 1, in <module>',
+        "        raise SourceError('boom')",
+        "    hhpulse.hh.sources.SourceError: file 'x' line 3: broken JSON",
+        "    ",
+        "08:00:01.000 - ERROR - Task \x1b[96m'collect-vacancies'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m",
+        "2026-12-01 08:00:01,000 INFO root: Skipping task validate-vacancies: upstream task(s) ['x'] failed.",
+        "08:00:02.000 - INFO - Executing task \x1b[96m'record-outcome'\x1b[0m",
+        "08:00:03.000 - INFO - Task \x1b[96m'record-outcome'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
+    ]
+    seen = []
+    log = TaskLog(tmp_path / "p.log", names={"collect-vacancies": "collect vacancies"}, on_step=seen.append)
+    for line in lines:
+        log.write(line + "\n")
+    log.close()
+    assert [(s.task, s.name, s.status) for s in seen] == [
+        ("collect-vacancies", "collect vacancies", "failed"),
+        ("validate-vacancies", "validate-vacancies", "skipped"),
+        ("record-outcome", "record-outcome", "ok"),
+    ]
+    assert seen[0].error == "hhpulse.hh.sources.SourceError: file 'x' line 3: broken JSON"
+    assert seen[0].seconds is not None and seen[2].seconds is not None
+    text = (tmp_path / "p.log").read_text()
+    assert "\x1b" not in text and "Task 'collect-vacancies' finished with status FAILURE" in text
+
+
+def test_closing_lines_name_a_command_that_exists(monkeypatch, tmp_path):
+    """Without the virtualenv on the PATH, the printed command is the script's path, which exists."""
+    from hhpulse.commands.run import cli_command
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # `hhpulse` is not on it
+    cmd = cli_command()
+    assert cmd != "hhpulse"
+    exe = cmd.split(" -m ")[0]
+    assert Path(exe).is_file() and os.access(exe, os.X_OK)
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    if Path(sys.executable).with_name("hhpulse").is_file():
+        assert cli_command() == "hhpulse"  # activated: the plain name works
+
+
+_STEP_LINE = re.compile(
+    r"^  (?P<name>\S.*?)\s+(?P<status>ok|failed|skipped)\s+(?P<secs>\d+\.\ds|-)(  \(.*\))?$"
+)
+
+
+def _step_lines(stdout):
+    return [m.groupdict() for m in map(_STEP_LINE.match, stdout.splitlines()) if m]
+
+
 @pytest.mark.slow
 def test_whole_pipeline_runs_locally_twice(tmp_path):
     cands = tmp_path / "c.json"
@@ -194,12 +325,33 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "first model: no champion to compare with" in first.stdout
+    # quiet by default: one line per step (name, status, seconds), then the summary; kfp.local's
+    # JSON, its task logs and its warnings are in the run's pipeline.log, without colour codes
+    steps = _step_lines(first.stdout)
+    assert [s["name"] for s in steps][:2] == ["collect vacancies", "validate (data contract)"]
+    assert {s["status"] for s in steps} == {"ok"} and steps[-1]["name"] == "record outcome"
+    assert len(first.stdout.splitlines()) < 40, first.stdout
+    assert "executor_input" not in first.stdout and "Executing task" not in first.stdout
+    assert "DockerRunner" not in first.stderr and "Warning" not in first.stderr
+    assert "\x1b" not in first.stdout + first.stderr
     st = LocalStore(store)
     v1 = champion(st).version
     assert st.exists(f"deploy/{v1}/inferenceservice.yaml")
-    assert [k for k in st.list("runs/") if k.endswith("outcome.json")]
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    outcomes = [k for k in st.list("runs/") if k.endswith("outcome.json")]
+    assert len(outcomes) == 1
+    log_text = st.get_bytes(outcomes[0].replace("outcome.json", "pipeline.log")).decode()
+    assert "Executing task 'collect-vacancies'" in log_text and "executor_input" in log_text
+    assert "DockerRunner" in log_text and "\x1b" not in log_text
+    assert f"log:          {st.uri(outcomes[0].replace('outcome.json', 'pipeline.log'))}" in first.stdout
+    # the closing lines' commands work as printed: their program exists
+    serve = next(line for line in first.stdout.splitlines() if line.startswith("serve it:"))
+    program = re.search(r"\(or: (.+?) serve --store", serve)[1].split(" -m ")[0]
+    assert program == "hhpulse" or Path(program).is_file(), serve
+    # -v shows the full logs as they come; colour codes are stripped when stdout is not a terminal
+    second = subprocess.run([*cmd, "-v"], capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "Executing task 'collect-vacancies'" in second.stdout and "executor_input" in second.stdout
+    assert "\x1b" not in second.stdout
     # the second run compared against the first champion, and its verdict is in the store and the summary
     assert any(
         line.strip().startswith("gate:") and f"vs champion {v1}:" in line
@@ -209,5 +361,31 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert any(v["champion_version"] == v1 for v in verdicts)
     ch = champion(st)
     assert ch.version != v1 and ch.previous == [v1]  # margin -1: the challenger always wins here
-    outcome = st.get_json(sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))[-1])
-    assert outcome["succeeded"] is True
+    outcomes = sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))
+    assert len(outcomes) == 2  # one record per run, none overwritten
+    assert all(st.get_json(k)["succeeded"] is True for k in outcomes)
+
+
+@pytest.mark.slow
+def test_a_failed_step_is_recorded_with_its_own_name_and_error(tmp_path):
+    """Not `exit-handler-1` / `Task exit-handler-1 failed.`, and in a record of its own."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"id": str(i)}) + "\n" for i in range(5)))  # no name, no text
+    store = tmp_path / "store"
+    env = {"TMPDIR": str(tmp_path)}
+    p = _hhpulse("run", "--store", str(store), "--source", f"file:{bad}", env=env)
+    assert p.returncode == 1, p.stdout + p.stderr
+    failed = [s for s in _step_lines(p.stdout) if s["status"] == "failed"]
+    assert len(failed) == 1, p.stdout
+    st = LocalStore(store)
+    outcomes = [k for k in st.list("runs/") if k.endswith("outcome.json")]
+    assert len(outcomes) == 1
+    outcome = st.get_json(outcomes[0])
+    assert outcome["succeeded"] is False
+    assert outcome["failed_step"] not in (None, "exit-handler-1")
+    assert outcome["reason"] and "exit-handler" not in outcome["reason"]
+    log_text = st.get_bytes(outcomes[0].replace("outcome.json", "pipeline.log")).decode()
+    assert f"Task '{outcome['failed_step']}' finished with status FAILURE" in log_text
+    assert outcome["reason"].splitlines()[0] in log_text  # the step's own error, from its traceback
+    assert f"step {outcome['failed_step']} failed: {outcome['reason'].splitlines()[0]}" in p.stderr
+    assert "\x1b" not in p.stdout + p.stderr

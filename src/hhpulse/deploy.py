@@ -16,16 +16,23 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hhpulse.registry import champion, version_prefix
-from hhpulse.store import Store
+if TYPE_CHECKING:
+    from hhpulse.store import Store
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+# The one canary rule: the CLI's help, the pipeline parameter and the deploy step say exactly this
+# (a test holds them to it), and DeployValues/render_inferenceservice implement it.
+CANARY_RULE = (
+    "1-99 sends that share of requests to the new version as a canary while the previous "
+    "version serves the rest; 0 (or 100) promotes the new version fully"
+)
 
 
 class DeployError(RuntimeError):
@@ -47,14 +54,20 @@ class DeployValues:
     memory_request: str = "1Gi"
     cpu_limit: str = "2"
     memory_limit: str = "2Gi"
-    canary_traffic_percent: int | None = None
+    canary_traffic_percent: int | None = None  # see CANARY_RULE; None: no canary, as 0
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.canary_traffic_percent is not None and not 0 <= self.canary_traffic_percent <= 100:
             raise ValueError(
-                f"canary_traffic_percent must be within 0..100, got {self.canary_traffic_percent}"
+                f"canary_traffic_percent must be 0-100 ({CANARY_RULE}), got {self.canary_traffic_percent}"
             )
+
+    @property
+    def canary(self) -> int | None:
+        """The canary share (1-99), or None when the new version takes all the traffic."""
+        pct = self.canary_traffic_percent
+        return pct if pct is not None and 0 < pct < 100 else None
         if self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
             raise ValueError("replicas: need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
 
@@ -98,8 +111,8 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
             }
         ],
     }
-    if values.canary_traffic_percent not in (None, 100):
-        predictor["canaryTrafficPercent"] = values.canary_traffic_percent
+    if values.canary is not None:
+        predictor["canaryTrafficPercent"] = values.canary
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",
@@ -125,11 +138,29 @@ def manifest_key(version: str) -> str:
     return f"deploy/{version}/inferenceservice.yaml"
 
 
+def local_storage_note(storage_uri: str) -> str | None:
+    """Why a cluster cannot use ``storage_uri``, when it is a path on this machine (None otherwise)."""
+    if "://" in storage_uri:
+        return None
+    return (
+        f"STORAGE_URI {storage_uri} is a path on this machine: a cluster's storage initializer "
+        "cannot read it. To deploy on a cluster, publish to an S3/MinIO store (--store s3://...) "
+        "and deploy from there."
+    )
+
+
 def render_to_store(store: Store, values: DeployValues, *, version: str, storage_uri: str) -> str:
-    """Local mode: write ``deploy/<version>/inferenceservice.yaml`` into the store."""
+    """Local mode: write ``deploy/<version>/inferenceservice.yaml`` into the store.
+
+    A manifest whose STORAGE_URI is a local path says so in a leading comment.
+    """
     key = manifest_key(version)
     manifest = render_inferenceservice(values, version=version, storage_uri=storage_uri)
-    store.put_bytes(key, yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True).encode())
+    text = yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True)
+    note = local_storage_note(storage_uri)
+    if note:
+        text = f"# NOTE: {note}\n{text}"
+    store.put_bytes(key, text.encode())
     log.info(
         "local mode: rendered the InferenceService to %s instead of applying it (no cluster)", store.uri(key)
     )
@@ -240,6 +271,8 @@ def deploy(
     api: Any | None = None,
 ) -> DeployResult:
     """Create or patch the InferenceService, wait for Ready, roll back on failure."""
+    from hhpulse.registry import champion, rollback, version_prefix  # loads the model stack: not at import
+
     api = _api(api)
     body = render_inferenceservice(values, version=version, storage_uri=storage_uri)
     action = _apply(api, values, body)
@@ -251,8 +284,6 @@ def deploy(
         ch = champion(store)
         previous = ch.previous[0] if ch and ch.version == version and ch.previous else None
         if previous:
-            from hhpulse.registry import rollback
-
             rollback(store)
             prev_uri = store.uri(version_prefix(previous))
             _apply(api, values, render_inferenceservice(values, version=previous, storage_uri=prev_uri))

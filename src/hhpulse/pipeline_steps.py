@@ -6,10 +6,8 @@ Components call these with artifact paths; tests and the benchmark call them dir
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,31 +146,3 @@ def _store_is_synthetic(store: str, s3_endpoint: str, dataset: Dataset) -> bool:
         if st.exists(key) and st.get_json(key).get("synthetic"):
             return True
     return False
-
-
-def record_outcome(
-    store: str,
-    s3_endpoint: str,
-    state: str,
-    job: str | None,
-    task: str | None,
-    code: int | None,
-    message: str | None,
-) -> str:
-    """Write ``runs/<job>/outcome.json`` and return its key."""
-    st = open_store(store, endpoint_url=s3_endpoint or None)
-    job_id = (job or "").rsplit("/", 1)[-1] or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    ok = str(state).upper() in ("SUCCEEDED", "SUCCESS")
-    doc = {
-        "state": state,
-        "succeeded": ok,
-        "pipeline_job": job,
-        "failed_step": None if ok else task,
-        "reason": None if ok else (message or f"error code {code}"),
-        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": os.environ.get("HOSTNAME", ""),
-    }
-    key = f"runs/{job_id}/outcome.json"
-    st.put_json(key, doc)
-    log.info("run outcome %s -> %s", state, st.uri(key))
-    return key

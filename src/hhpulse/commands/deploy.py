@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from hhpulse import __version__
+from hhpulse.deploy import CANARY_RULE
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--canary-traffic-percent",
         type=int,
         default=0,
-        help="1-99: send that share to this version as a canary; 0 promotes fully [%(default)s]",
+        help=f"{CANARY_RULE} [%(default)s]",
     )
     p.add_argument(
         "--timeout", type=float, default=600, help="seconds to wait for Ready (--apply) [%(default)s]"
@@ -54,7 +55,14 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.deploy import DeployError, DeployValues, deploy, manifest_key, render_to_store
+    from hhpulse.deploy import (
+        DeployError,
+        DeployValues,
+        deploy,
+        local_storage_note,
+        manifest_key,
+        render_to_store,
+    )
     from hhpulse.registry import RegistryError, require_champion, require_version, rollback, version_prefix
     from hhpulse.store import open_store
 
@@ -73,17 +81,22 @@ def run(args: argparse.Namespace) -> int:
             image=args.image,
             service_account=args.service_account,
             model_name=args.model_name,
-            canary_traffic_percent=args.canary_traffic_percent or None,
+            canary_traffic_percent=args.canary_traffic_percent,
         )
     except (RegistryError, ValueError) as exc:
         print(f"hhpulse deploy: {exc}", file=sys.stderr)
         return 2
     uri = store.uri(version_prefix(version))
+    note = local_storage_note(uri)
     if not args.apply:
         where = render_to_store(store, values, version=version, storage_uri=uri)
         sys.stdout.write(store.get_bytes(manifest_key(version)).decode())  # what was stored
         print(f"rendered {version} to {where}; apply it with --apply or kubectl apply -f", file=sys.stderr)
+        if note:
+            print(f"hhpulse deploy: note: {note}", file=sys.stderr)
         return 0
+    if note:
+        print(f"hhpulse deploy: warning: {note}", file=sys.stderr)
     try:
         result = deploy(store, values, version=version, storage_uri=uri, timeout_s=args.timeout)
     except DeployError as exc:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from hhpulse.commands.collect import add_source_args
+from hhpulse.commands.collect import add_source_args, source_from_args
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -28,17 +29,35 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pipeline-root", default=None, help="where kfp.local keeps artifacts [next to the store]"
     )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="show_logs",
+        action="store_true",
+        help="show every step's full log as it runs [one line per step; the logs go to the run's folder]",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.local import run_local
+    from hhpulse.config import ConfigError, load_candidates
+    from hhpulse.hh.sources import FileSource, SourceError
+    from hhpulse.store import StoreError, open_store
 
-    from hhpulse.config import load_candidates
+    # the arguments are checked here, before any step runs, by the same code as `collect`'s
+    try:
+        store = open_store(args.store, endpoint_url=args.s3_endpoint or None)
+        source = source_from_args(args)
+        cands = [c.to_dict() for c in load_candidates(args.candidates)] if args.candidates else None
+    except (SourceError, StoreError, ConfigError) as exc:
+        print(f"hhpulse run: {exc}", file=sys.stderr)
+        return 2
+    from pipelines.local import PipelineFailed, run_local
+
     from hhpulse.registry import champion
-    from hhpulse.store import open_store
 
     params = {
-        "source": args.source,
+        # the steps run in other processes (or containers): give them the file's absolute path
+        "source": f"file:{source.path.resolve()}" if isinstance(source, FileSource) else args.source,
         "queries": args.queries or [],
         "area": args.area or "",
         "contact": args.contact or "hhpulse@example.com",
@@ -48,31 +67,89 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "s3_endpoint": args.s3_endpoint,
     }
-    if args.candidates:
-        cands = [c.to_dict() for c in load_candidates(args.candidates)]
+    if cands is not None:
         params["xgb_candidates"] = [c for c in cands if c["kind"] == "xgboost"]
         params["linear_candidates"] = [c for c in cands if c["kind"] != "xgboost"]
-    store = open_store(args.store, endpoint_url=args.s3_endpoint or None)
     before = champion(store)
+    out = sys.stdout  # the user's stream: kfp.local's own output goes to the run's log
+    show_logs = bool(args.show_logs or getattr(args, "verbose", False))
     print(
         f"running the hhpulse pipeline locally (kfp.local) with source {args.source!r} into {store.uri()}"
         + (f"; current champion {before.version}" if before else "; no champion yet"),
         flush=True,
     )
-    out = sys.stdout  # kfp.local re-indents sys.stdout while it runs; keep the user's stream
+    if not show_logs:
+        print("steps (their full logs: pipeline.log in the run's folder, or -v to see them here):")
+
+    def on_step(step) -> None:  # type: ignore[no-untyped-def]
+        if not show_logs:
+            out.write(step.line() + "\n")
+            out.flush()
+
     try:
-        result = run_local(args.store, pipeline_root=args.pipeline_root, **params)
-    except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
-        print(f"hhpulse run: the pipeline failed: {exc}", file=sys.stderr)
-        outcomes = sorted(k for k in store.list("runs/") if k.endswith("outcome.json"))
-        if outcomes:
-            print(f"outcome: {store.uri(outcomes[-1])}", file=sys.stderr)
+        result = run_local(
+            args.store,
+            pipeline_root=args.pipeline_root,
+            on_step=on_step,
+            echo=out if show_logs else None,
+            **params,
+        )
+    except PipelineFailed as exc:
+        print(f"\nhhpulse run: the pipeline failed: {exc}", file=sys.stderr)
+        if exc.result.get("outcome"):
+            print(f"  outcome:  {store.uri(exc.result['outcome'])}", file=sys.stderr)
+        print(f"  log:      {exc.result['log']}", file=sys.stderr)
         return 1
     after = champion(store)
-    sys.stdout = out
     print(f"\npipeline finished in {result['seconds']:.0f}s")
     _summary(store, before, after)
+    print(f"  log:          {result['log']}")
+    if after is not None:
+        _next_steps(args.store, store.uri())
     return 0
+
+
+def cli_command() -> str:
+    """How to call this ``hhpulse`` from the user's shell: ``hhpulse`` when the PATH finds this
+    one, else the path of its script in the virtualenv (``.venv/bin/hhpulse``)."""
+    import os
+    import shutil
+
+    script = os.path.join(os.path.dirname(sys.executable), "hhpulse")
+    if not os.path.isfile(script):
+        return f"{sys.executable} -m hhpulse.cli"
+    found = shutil.which("hhpulse")
+    if found and os.path.samefile(found, script):
+        return "hhpulse"
+    local = os.path.join(".venv", "bin", "hhpulse")  # the Makefile's virtualenv, maybe a symlink
+    if os.path.isfile(local) and os.path.samefile(local, script):
+        return local
+    rel = os.path.relpath(script)
+    return rel if not rel.startswith("..") else script
+
+
+def _next_steps(store_arg: str, store_uri: str) -> None:
+    """The closing lines: commands that work as printed, from this shell."""
+    import os
+
+    hh = cli_command()
+    try:
+        make = "\nserve:" in Path("Makefile").read_text(encoding="utf-8") and os.path.isdir(".venv")
+    except OSError:
+        make = False
+    alt = f"{hh} serve --store {store_uri}"
+    if make:
+        store_var = "" if store_arg == ".hhpulse/store" else f" STORE={store_arg}"
+        print(f"\nserve it:  make serve{store_var}   (or: {alt})")
+    else:
+        print(f"\nserve it:  {alt}")
+    print(
+        f'then:      {hh} request --url http://127.0.0.1:8080 --text "Разработка backend-сервисов на Python"'
+    )
+    if hh.endswith("/hhpulse"):
+        print(
+            f"           (plain `hhpulse` works once the virtualenv is active: . {hh[: -len('hhpulse')]}activate)"
+        )
 
 
 def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
@@ -114,7 +191,3 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
             print(f"  {task:<7} winner {win}: test ROC AUC (OvO) {'n/a' if auc is None else f'{auc:.3f}'}")
     except Exception:  # the summary must never hide a successful run
         pass
-    print(f"\nserve it:  make serve   (or: hhpulse serve --store {store.uri()})")
-    print(
-        'then:      hhpulse request --url http://127.0.0.1:8080 --text "Разработка backend-сервисов на Python"'
-    )
