@@ -7,7 +7,8 @@ Layout (see docs/ARCHITECTURE.md)::
     cohorts.json       {"salary": [...], "demand": [...]}
     label_config.json  label thresholds, tax factor, currency rates
     vectorizer/        vectorizer.json + idf.npz
-    salary/, demand/   model.ubj (XGBoost) or linear.npz, plus model.json
+    salary/, demand/   model.ubj (XGBoost) or linear.npz, plus model.json and
+                       calibration.json (the calibrator, see hhpulse.calibration)
     metrics.json       every candidate's validation and test metrics, and the winners
     profile.json       a small data profile for drift checks against later data
     model_card.md      data, class counts, label definitions, proxy flag, versions, commit
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hhpulse import __version__
+from hhpulse.calibration import CalibrationError, Calibrator
 from hhpulse.features import TextVectorizer
 from hhpulse.train import TrainedCandidate, load_candidate
 
@@ -176,8 +178,12 @@ def build_bundle(
     card: Mapping[str, Any],
     profile: Mapping[str, Any] | None = None,
     version: str | None = None,
+    calibrators: Mapping[str, Calibrator] | None = None,
 ) -> Path:
-    """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place)."""
+    """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place).
+
+    ``calibrators`` (per task) are written as ``<task>/calibration.json``; a task without
+    one predicts its model's raw probabilities."""
     out = Path(out_dir)
     missing = [t for t in TASKS if t not in models]
     if missing:
@@ -189,6 +195,8 @@ def build_bundle(
         vectorizer.save(tmp / "vectorizer")
         for task in TASKS:
             models[task].save(tmp / task)
+            if calibrators and task in calibrators:
+                calibrators[task].save(tmp / task)
         info = {
             "format": FORMAT,
             "version": version,
@@ -270,6 +278,14 @@ def model_card(
             f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
             f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
         )
+    for task, c in (metrics.get("calibration") or {}).items():
+        before, after = c.get("test", {}).get("before", {}), c.get("test", {}).get("after", {})
+        lines.append(
+            f"- {task} probabilities: calibrated ({c.get('method')}, temperature {_fmt(c.get('temperature'))}) on the "
+            f"validation slice; test top-label ECE {_fmt(before.get('ece'))} -> {_fmt(after.get('ece'))}, "
+            f"largest cohort-mix error {_fmt((before.get('mix') or {}).get('max_abs_error'))} -> "
+            f"{_fmt((after.get('mix') or {}).get('max_abs_error'))}"
+        )
     lines += ["", "## Versions", f"- git commit: {card.get('git_commit', git_commit())}"]
     lines += [f"- {k}: {v}" for k, v in library_versions().items()]
     return "\n".join(lines) + "\n"
@@ -286,6 +302,7 @@ class ModelBundle:
         vectorizer: TextVectorizer,
         models: dict[str, TrainedCandidate],
         metadata: dict[str, Any],
+        calibrators: dict[str, Calibrator] | None = None,
     ) -> None:
         self.path = path
         self.info = info
@@ -293,18 +310,27 @@ class ModelBundle:
         self.vectorizer = vectorizer
         self.models = models
         self.metadata = metadata
+        self.calibrators = calibrators or {t: Calibrator(list(cohorts[t])) for t in TASKS}
 
     @property
     def version(self) -> str:
         return str(self.info["version"])
 
-    def predict_proba(self, instances: Sequence[Any]) -> dict[str, np.ndarray]:
-        """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``)."""
+    def predict_proba(self, instances: Sequence[Any], *, calibrated: bool = True) -> dict[str, np.ndarray]:
+        """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``),
+        calibrated by the bundle's calibrators unless ``calibrated=False`` (the raw model)."""
         rows = [to_instance(i).as_dict() for i in instances]
         if not rows:
             return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
         X = self.vectorizer.transform(rows)
-        return {t: self.models[t].predict_proba(X) for t in TASKS}
+        raw = {t: self.models[t].predict_proba(X) for t in TASKS}
+        return {t: self.calibrators[t].apply(p) for t, p in raw.items()} if calibrated else raw
+
+    def explain(self, instances: Sequence[Any], top: int = 10) -> list[dict[str, Any]]:
+        """Why each instance got its cohorts: see :func:`hhpulse.explain.explain`."""
+        from hhpulse.explain import explain
+
+        return explain(self, [to_instance(i) for i in instances], top=top)
 
     def predict(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
         """Cohort and probabilities for each instance, in order (vectorized as one batch)."""
@@ -336,6 +362,7 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> ModelBundl
         cohorts = json.loads((root / "cohorts.json").read_text(encoding="utf-8"))
         vectorizer = TextVectorizer.load(root / "vectorizer")
         models = {t: load_candidate(root / t) for t in TASKS}
+        calibrators = {t: Calibrator.load(root / t, cohorts[t]) for t in TASKS}
         metadata = {
             "label_config": json.loads((root / "label_config.json").read_text(encoding="utf-8")),
             "metrics": json.loads((root / "metrics.json").read_text(encoding="utf-8")),
@@ -343,6 +370,8 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> ModelBundl
         }
     except BundleError:
         raise
+    except CalibrationError as exc:
+        raise BundleError(f"model bundle {root}: bad calibrator: {exc}") from exc
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"model bundle {root} cannot be loaded: {exc}") from exc
     for t in TASKS:
@@ -350,4 +379,4 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> ModelBundl
             raise BundleError(
                 f"model bundle {root}: {t} model classes {models[t].classes} != cohorts.json {cohorts[t]}"
             )
-    return ModelBundle(root, info, cohorts, vectorizer, models, metadata)
+    return ModelBundle(root, info, cohorts, vectorizer, models, metadata, calibrators)

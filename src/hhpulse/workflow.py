@@ -81,6 +81,9 @@ def bundle_from_results(
     version: str | None = None,
 ) -> Path:
     """Build the bundle from trained winners (used by the CLI and the select_winner step)."""
+    from hhpulse.calibration import calibrate_winners
+
+    calibrators, calibration = calibrate_winners(dataset, vectorizer, winners)
     train_frames = {t: td.part("train") for t, td in dataset.tasks.items()}
     profile = data_profile(train_frames, vectorizer.common_terms("responsibility", 300))
     card = {
@@ -100,10 +103,12 @@ def bundle_from_results(
             **metrics_document(results),
             "dataset": dataset.summary,
             "boundaries": {t: td.boundaries for t, td in dataset.tasks.items()},
+            "calibration": calibration,
         },
         card=card,
         profile=profile,
         version=version,
+        calibrators=calibrators,
     )
 
 
