@@ -19,6 +19,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output", required=True, help="JSON lines out, one per input line, in order")
     p.add_argument("--batch-size", type=int, default=2048, help="rows vectorized at once [%(default)s]")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add each row's explanation (the terms behind its cohorts) under 'explanation'",
+    )
 
 
 def read_instances(path: str):  # type: ignore[no-untyped-def]
@@ -57,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(rows), unit="row", disable=not sys.stderr.isatty(), desc="predict")
     for start in range(0, len(rows), max(1, args.batch_size)):
         chunk = rows[start : start + args.batch_size]
-        for (vid, _), pred in zip(chunk, bundle.predict([inst for _, inst in chunk]), strict=True):
+        preds = bundle.predict([inst for _, inst in chunk])
+        if getattr(args, "explain", False):
+            for pred, ex in zip(preds, bundle.explain([inst for _, inst in chunk]), strict=True):
+                pred["explanation"] = {t: v for t, v in ex.items() if t != "model_version"}
+        for (vid, _), pred in zip(chunk, preds, strict=True):
             out.write(
                 json.dumps({**({"id": vid} if vid is not None else {}), **pred}, ensure_ascii=False) + "\n"
             )

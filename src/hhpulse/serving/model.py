@@ -49,6 +49,7 @@ class VacancyModel(kserve.Model):
         bundle: an already loaded bundle (tests inject one); then :meth:`load` only marks ready.
         limits: request limits.
         log_level: level of the ``hhpulse`` JSON logs in spawned workers (``--workers``).
+        explain_top: terms per direction in a ``:explain`` answer.
     """
 
     def __init__(
@@ -59,12 +60,14 @@ class VacancyModel(kserve.Model):
         bundle: ModelBundle | None = None,
         limits: Limits | None = None,
         log_level: str = "info",
+        explain_top: int = 10,
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
         self.bundle = bundle
         self.limits = limits or Limits()
         self.log_level = log_level  # what spawned workers configure (see __setstate__)
+        self.explain_top = explain_top
         self.ready = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -160,7 +163,15 @@ class VacancyModel(kserve.Model):
                 PREDICTED.labels(task=t, cohort=p[t]["cohort"]).inc()
         return {**payload, "predictions": preds}
 
+    def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """``POST /v1/models/<name>:explain``: the cohorts and the terms behind them
+        (see :mod:`hhpulse.explain`); parsed and limited exactly like ``:predict``."""
+        assert self.bundle is not None, "explain before load"
+        return {**payload, "explanations": self.bundle.explain(payload["instances"], top=self.explain_top)}
+
     def postprocess(self, result: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        if "explanations" in result:
+            return {"explanations": result["explanations"]}
         preds = result["predictions"]
         if result["protocol"] == "v1":
             return v1_predictions(preds)
