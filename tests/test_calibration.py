@@ -208,3 +208,68 @@ def test_a_tampered_calibrator_is_refused(bundle_dir, tmp_path):
     write_manifest(bad, "v-bad")
     with pytest.raises(BundleError, match="bad calibrator.*positive"):
         load_bundle(bad)
+
+
+# -- the gate ---------------------------------------------------------------------------------
+def test_gate_refuses_a_worse_calibrated_challenger():
+    from hhpulse.workflow import calibration_gate, gate_verdict
+
+    champ = {"salary": {"roc_auc_ovo": 0.70, "ece": 0.03}, "demand": {"roc_auc_ovo": 0.60, "ece": 0.02}}
+    sharper = {"salary": {"roc_auc_ovo": 0.74, "ece": 0.09}, "demand": {"roc_auc_ovo": 0.62, "ece": 0.02}}
+    v = gate_verdict(sharper, champ, margin=0.0, ece_margin=0.02)
+    assert v["challenger_wins"] is False
+    assert v["reason"].startswith("champion stays: ECE worse than the champion's by more than 0.02: salary")
+    assert "ranking alone: challenger wins" in v["reason"]
+    assert v["calibration"]["ece_deltas"]["salary"] == pytest.approx(0.06)
+    # a looser margin lets it through, and the verdict says how calibration moved
+    v = gate_verdict(sharper, champ, ece_margin=0.1)
+    assert v["challenger_wins"] is True and "calibration: ECE within the margin" in v["reason"]
+    # a better-calibrated challenger that does not rank better still loses on ranking
+    v = gate_verdict({t: {**m, "ece": 0.0, "roc_auc_ovo": 0.5} for t, m in champ.items()}, champ)
+    assert v["challenger_wins"] is False and v["calibration"]["passes"]
+    assert gate_verdict(sharper, None)["challenger_wins"] is True
+    assert calibration_gate({"salary": {"ece": float("nan")}}, champ)["passes"]
+
+
+def test_prior_shift_in_predict_and_the_cli(bundle_dir, tmp_path):
+    import subprocess
+    import sys
+
+    b = load_bundle(bundle_dir)
+    texts = ["Доставка заказов клиентам", "Руководство командой разработки", "Продажи и переговоры"]
+    cohorts = b.cohorts["salary"]
+    target = {c: (0.97 if i == 0 else 0.01) for i, c in enumerate(cohorts)}
+    plain = b.predict(texts)
+    shifted = b.predict(texts, priors={"salary": target})
+    for p, s in zip(plain, shifted, strict=True):
+        assert s["salary"]["probabilities"][cohorts[0]] > p["salary"]["probabilities"][cohorts[0]]
+        assert s["demand"] == p["demand"]  # only the task given moves
+    mix = b.estimate_priors(texts)
+    assert set(mix) == {"salary", "demand"} and sum(mix["salary"].values()) == pytest.approx(1.0)
+    with pytest.raises(BundleError, match="unknown cohorts"):
+        b.predict(texts, priors={"salary": {"nope": 1.0}})
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"responsibility": t}, ensure_ascii=False) for t in texts))
+    run = [sys.executable, "-m", "hhpulse.cli", "predict", "--model", str(bundle_dir), "--input", str(src)]
+    out = tmp_path / "out.jsonl"
+    p = subprocess.run(
+        [*run, "--output", str(out), "--priors", "em"], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0 and "priors estimated by EM" in p.stderr, p.stderr
+    pri = tmp_path / "priors.json"
+    pri.write_text(json.dumps({"salary": target}))
+    p = subprocess.run(
+        [*run, "--output", str(out), "--priors", str(pri)], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    got = [json.loads(line)["salary"]["probabilities"] for line in out.read_text().splitlines()]
+    assert got == [s["salary"]["probabilities"] for s in shifted]
+    pri.write_text(json.dumps({"salary": {"nope": 1}}))
+    p = subprocess.run(
+        [*run, "--output", str(tmp_path / "x.jsonl"), "--priors", str(pri)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "unknown cohorts" in p.stderr and not (tmp_path / "x.jsonl").exists()

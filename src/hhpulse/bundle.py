@@ -332,9 +332,44 @@ class ModelBundle:
 
         return explain(self, [to_instance(i) for i in instances], top=top)
 
-    def predict(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
-        """Cohort and probabilities for each instance, in order (vectorized as one batch)."""
+    def _assumed_priors(self, task: str) -> dict[str, float]:
+        priors = self.calibrators[task].priors
+        if not priors:
+            raise BundleError(
+                f"model {self.version} has no calibration priors for {task} (trained before calibration): "
+                "retrain it to shift priors"
+            )
+        return priors
+
+    def estimate_priors(self, instances: Sequence[Any], strength: float = 1.0) -> dict[str, dict[str, float]]:
+        """The cohort mix of unlabelled ``instances`` per task, by the EM of Saerens et al. (2002)
+        from the calibrated probabilities (see :func:`hhpulse.calibration.em_priors`)."""
+        from hhpulse.calibration import em_priors
+
         probs = self.predict_proba(instances)
+        return {
+            t: em_priors(probs[t], self._assumed_priors(t), self.cohorts[t], strength=strength)[1]
+            for t in TASKS
+        }
+
+    def predict(
+        self, instances: Sequence[Any], priors: Mapping[str, Mapping[str, float]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Cohort and probabilities for each instance, in order (vectorized as one batch).
+
+        ``priors`` ({task: {cohort: share}}) re-weights a task's probabilities from the mix
+        the calibrated model assumes to the given one (Bayes' rule; see
+        :func:`hhpulse.calibration.shift_priors`), e.g. from :meth:`estimate_priors`."""
+        from hhpulse.calibration import CalibrationError, shift_priors
+
+        probs = self.predict_proba(instances)
+        for t, mix in (priors or {}).items():
+            if t not in probs:
+                raise BundleError(f"priors name an unknown task {t!r}; tasks: {list(TASKS)}")
+            try:
+                probs[t] = shift_priors(probs[t], self._assumed_priors(t), mix, self.cohorts[t])
+            except CalibrationError as exc:
+                raise BundleError(f"{t} priors: {exc}") from exc
         out = []
         for i in range(len(instances)):
             pred: dict[str, Any] = {}

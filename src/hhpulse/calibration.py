@@ -310,8 +310,9 @@ SUMMARY_KEYS = ("roc_auc_ovo", "ece", "mean_confidence", "accuracy", "brier", "l
 
 
 def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The calibration-relevant part of :func:`hhpulse.evaluate.classification_metrics`."""
-    return {k: metrics.get(k) for k in SUMMARY_KEYS}
+    """The calibration-relevant part of :func:`hhpulse.evaluate.classification_metrics`,
+    with its reliability table (for the diagram)."""
+    return {**{k: metrics.get(k) for k in SUMMARY_KEYS}, "reliability": metrics.get("calibration")}
 
 
 def calibrate_winners(

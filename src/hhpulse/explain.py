@@ -167,20 +167,28 @@ def top_terms_by_cohort(
     """The terms that on average push hardest toward and away from each cohort of ``task``
     over ``instances`` (mean contribution to the cohort's calibrated logit):
     ``{cohort: {"toward": [(field, term, mean)], "away": [...]}}``."""
+    return top_terms(
+        bundle.vectorizer, bundle.models[task], bundle.calibrators[task], instances, n=n, batch=batch
+    )
+
+
+def top_terms(
+    vectorizer: Any, model: Any, cal: Any, instances: Sequence[Any], n: int = 15, batch: int = 32
+) -> dict[str, dict[str, list[tuple[str, str, float]]]]:
+    """:func:`top_terms_by_cohort` for a model and calibrator outside a bundle (the pipeline)."""
     from hhpulse.bundle import to_instance
 
     rows = [to_instance(i).as_dict() for i in instances]
-    model, cal = bundle.models[task], bundle.calibrators[task]
-    cohorts = bundle.cohorts[task]
-    total = np.zeros((len(cohorts), bundle.vectorizer.n_features))
+    cohorts = list(model.classes)
+    total = np.zeros((len(cohorts), vectorizer.n_features))
     for start in range(0, len(rows), batch):
-        X = bundle.vectorizer.transform(rows[start : start + batch])
+        X = vectorizer.transform(rows[start : start + batch])
         if model.config.kind == "xgboost":
             total += xgb_contributions(model, cal, X)[0].sum(axis=0)
         else:
             total += np.asarray(X.sum(axis=0)).ravel()[None, :] * model.model["coef"] / cal.temperature
     mean = total / max(1, len(rows))
-    names = feature_terms(bundle.vectorizer)
+    names = feature_terms(vectorizer)
     out = {}
     for c, cohort in enumerate(cohorts):
         order = np.argsort(-mean[c], kind="stable")

@@ -20,6 +20,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, help="JSON lines out, one per input line, in order")
     p.add_argument("--batch-size", type=int, default=2048, help="rows vectorized at once [%(default)s]")
     p.add_argument(
+        "--priors",
+        default=None,
+        help="shift the cohort priors: 'em' (estimate this input's mix, Saerens et al. 2002) or a JSON "
+        'file {"salary": {cohort: share}, ...} (e.g. the mix of the newest labelled run)',
+    )
+    p.add_argument(
         "--explain",
         action="store_true",
         help="add each row's explanation (the terms behind its cohorts) under 'explanation'",
@@ -46,6 +52,24 @@ def read_instances(path: str):  # type: ignore[no-untyped-def]
         yield (str(obj["id"]) if isinstance(obj, dict) and obj.get("id") is not None else None), inst
 
 
+def _priors(bundle, spec, instances):  # type: ignore[no-untyped-def]
+    """None, the EM estimate over all the input, or the shares in a JSON file."""
+    if not spec:
+        return None
+    if spec == "em":
+        mix = bundle.estimate_priors(instances)
+        print(f"priors estimated by EM: {json.dumps(mix, ensure_ascii=False)}", file=sys.stderr)
+        return mix
+    try:
+        mix = json.loads(Path(spec).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--priors {spec}: {exc}") from None
+    if not isinstance(mix, dict) or not all(isinstance(v, dict) for v in mix.values()):
+        raise ValueError(f'--priors {spec}: expected {{"salary": {{cohort: share}}, ...}}')
+    bundle.predict(instances[:1], priors=mix)  # unknown tasks or cohorts fail here, before any output
+    return mix
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -55,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         bundle = load_bundle(args.model)
         rows = list(read_instances(args.input))
+        priors = _priors(bundle, getattr(args, "priors", None), [inst for _, inst in rows])
     except (BundleError, ValueError, OSError) as exc:
         print(f"hhpulse predict: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(rows), unit="row", disable=not sys.stderr.isatty(), desc="predict")
     for start in range(0, len(rows), max(1, args.batch_size)):
         chunk = rows[start : start + args.batch_size]
-        preds = bundle.predict([inst for _, inst in chunk])
+        preds = bundle.predict([inst for _, inst in chunk], priors=priors)
         if getattr(args, "explain", False):
             for pred, ex in zip(preds, bundle.explain([inst for _, inst in chunk]), strict=True):
                 pred["explanation"] = {t: v for t, v in ex.items() if t != "model_version"}
