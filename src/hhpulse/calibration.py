@@ -360,3 +360,31 @@ def calibrate_winners(
             }
         report[task] = entry
     return calibrators, report
+
+
+def bundle_calibration(bundle: Any, dataset: Any, part: str | None = None) -> dict[str, Any]:
+    """A loaded bundle's calibration on a dataset's rows (``part=None``: all of them), in the
+    shape of :func:`calibrate_winners`' report: the raw model ("before") against the bundle's
+    calibrated probabilities ("after")."""
+    from hhpulse.evaluate import classification_metrics
+
+    out: dict[str, Any] = {}
+    for task, td in dataset.tasks.items():
+        rows = td.frame if part is None else td.part(part)
+        if rows.empty or task not in bundle.calibrators:
+            continue
+        inst = rows[["responsibility", "name", "requirement"]].to_dict("records")
+        raw = bundle.predict_proba(inst, calibrated=False)[task]
+        cal = bundle.calibrators[task]
+        labels = rows["label"].tolist()
+        classes = bundle.cohorts[task]
+        out[task] = {
+            "method": cal.method,
+            "temperature": cal.temperature,
+            "bias": dict(zip(classes, cal.bias, strict=True)),
+            "test": {
+                "before": summary(classification_metrics(labels, raw, classes)),
+                "after": summary(classification_metrics(labels, cal.apply(raw), classes)),
+            },
+        }
+    return out

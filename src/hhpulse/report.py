@@ -72,10 +72,10 @@ def reliability_svg(tables: Mapping[str, Sequence[Mapping[str, Any]]], size: int
     return "".join(parts)
 
 
-def calibration_html(calibration: Mapping[str, Mapping[str, Any]]) -> str:
+def calibration_html(calibration: Mapping[str, Mapping[str, Any]], where: str = "test split") -> str:
     """Per task: the reliability diagram before and after calibration, ECE, Brier, log loss,
     and the predicted against the true cohort mix on the test split."""
-    out = ["<h2>Calibration of the winners (test split)</h2>"]
+    out = [f"<h2>Calibration ({html.escape(where)})</h2>"]
     for task, c in calibration.items():
         test = c.get("test") or {}
         before, after = test.get("before") or {}, test.get("after") or {}

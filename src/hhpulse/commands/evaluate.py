@@ -13,6 +13,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--data", required=True, help="a store (DIR or s3://) or a file of API items (.jsonl[.gz])"
     )
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="write an HTML report: reliability diagrams and the cohort mix, before and after calibration",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {task:<7} n={m['n']:<6} ROC AUC ovo {auc}  macro-F1 {m['f1_macro']:.3f}  accuracy {m['accuracy']:.3f}  log loss {m['log_loss']:.3f}"
         )
+        mix = m["mix"]
+        print(
+            f"          top-label ECE {m['ece']:.3f}  Brier {m['brier']:.3f}  mean confidence {m['mean_confidence']:.3f}"
+            f"  mix (predicted/true): "
+            + ", ".join(f"{c} {mix['predicted'][c]:.3f}/{mix['true'][c]:.3f}" for c in mix["true"])
+        )
         for note in m["notes"]:
             print(f"          note: {note}")
     print(
@@ -51,4 +62,15 @@ def run(args: argparse.Namespace) -> int:
     )
     if dataset.summary.get("demand_proxy"):
         print("  WARNING: these demand labels use the age proxy (no closes in the data)")
+    if args.report:
+        from hhpulse.calibration import bundle_calibration
+        from hhpulse.report import calibration_html
+        from hhpulse.store import atomic_write_bytes
+
+        body = calibration_html(
+            bundle_calibration(bundle, dataset), where=f"every labelled row of {args.data}"
+        )
+        page = f"<html><body style='font-family:sans-serif'><h1>hhpulse model {bundle.version}</h1>{body}</body></html>"
+        atomic_write_bytes(args.report, page.encode())
+        print(f"  report -> {args.report}")
     return 0
