@@ -160,11 +160,16 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
+def store(tmp_path_factory):
     store = LocalStore(tmp_path_factory.mktemp("store"))
     for _ in range(2):
         collect(make_source("demo", demo_size=40), store, progress=False)
     rebuild_history(store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("b") / "bundle"
     train_from_history(load_history(store), rates_by_run(store), out, candidates=FAST, device="cpu")
     return out
@@ -273,3 +278,26 @@ def test_prior_shift_in_predict_and_the_cli(bundle_dir, tmp_path):
         timeout=120,
     )
     assert p.returncode == 2 and "unknown cohorts" in p.stderr and not (tmp_path / "x.jsonl").exists()
+
+
+def test_evaluate_reports_calibration(bundle_dir, store, tmp_path):
+    import re
+    import subprocess
+    import sys
+    import xml.dom.minidom
+
+    report = tmp_path / "r.html"
+    p = subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "evaluate", "--model", str(bundle_dir), "--data", str(store.root),
+         "--report", str(report)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "top-label ECE" in p.stdout and "Brier" in p.stdout and "mix (predicted/true)" in p.stdout
+    page = report.read_text()
+    svgs = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(svgs) == 2  # a reliability diagram per task
+    for svg in svgs:
+        xml.dom.minidom.parseString(svg)
+        assert "<polyline" in svg and "before" in svg and "after" in svg
+    assert "predicted before" in page and "largest mix error" in page
