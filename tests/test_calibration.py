@@ -301,3 +301,21 @@ def test_evaluate_reports_calibration(bundle_dir, store, tmp_path):
         xml.dom.minidom.parseString(svg)
         assert "<polyline" in svg and "before" in svg and "after" in svg
     assert "predicted before" in page and "largest mix error" in page
+
+
+def test_a_bundle_from_before_calibration_still_loads(bundle_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(bundle_dir, old)
+    for task in ("salary", "demand"):
+        (old / task / "calibration.json").unlink()
+    write_manifest(old, "v-old")
+    b = load_bundle(old)
+    assert all(c.identity for c in b.calibrators.values())
+    texts = ["Доставка заказов клиентам"]
+    raw = b.predict_proba(texts, calibrated=False)
+    assert b.predict_proba(texts)["salary"] == pytest.approx(raw["salary"])
+    assert b.explain(texts)[0]["salary"]["cohort"] == b.predict(texts)[0]["salary"]["cohort"]
+    with pytest.raises(BundleError, match="no calibration priors"):
+        b.predict(texts, priors={"salary": {b.cohorts["salary"][0]: 1.0}})
