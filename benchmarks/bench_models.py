@@ -3,7 +3,12 @@
 Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, side by side:
 (a) the prototype: ids of the first 300 tokens as numeric features, XGBClassifier(50, depth 10, lr 0.001);
 (b) scikit-learn TF-IDF + logistic regression, on responsibility alone and on all text fields;
-(c) hhpulse's winner (selected on validation), on responsibility alone and on all text fields.
+(c) hhpulse's winner (selected on validation), on responsibility alone and on all text fields;
+(d) the winner's probabilities before and after calibration (fitted on the validation slice),
+    on the same test split: AUC, top-label ECE, Brier, log loss and the cohort mix, against the
+    goal (ECE <= 0.03, every cohort's predicted share within 0.03 of the true one); and the prior
+    shift on the test split: EM (Saerens et al. 2002) on its unlabelled probabilities, and the
+    validation slice's true mix (the newest labelled data before the test).
 """
 
 from __future__ import annotations
@@ -74,13 +79,35 @@ def tfidf_lr(td, fields):
 
 
 def hhpulse_winner(dataset, task):
+    from hhpulse.calibration import calibrate_winners
     from hhpulse.config import load_candidates
     from hhpulse.train import featurize, train_task
 
-    _, sets = featurize(dataset)
-    res, _ = train_task(sets[task], load_candidates(), device="cpu")
+    vec, sets = featurize(dataset)
+    res, trained = train_task(sets[task], load_candidates(), device="cpu")
     m = res.candidates[res.winner]["metrics"]
-    return res.winner, m["test"], m["test_resp"]
+    cals, report = calibrate_winners(dataset, vec, {task: trained[res.winner]})
+    report[task]["prior_shift"] = prior_shift(dataset.tasks[task], vec, trained[res.winner], cals[task])
+    return res.winner, m["test"], m["test_resp"], report[task]
+
+
+def prior_shift(td, vec, model, cal):
+    """Largest cohort-mix error on the test split: calibrated, then shifted by EM (plain and
+    with the default Dirichlet prior), then shifted to the validation slice's true mix."""
+    from hhpulse.calibration import em_priors, shift_priors
+
+    fields = ["responsibility", "name", "requirement"]
+    test, val = td.part("test"), td.part("val")
+    p = cal.apply(model.predict_proba(vec.transform(test[fields].to_dict("records"))))
+    true = np.array([(test["label"] == c).mean() for c in td.classes])
+    err = lambda q: float(np.abs(q.mean(axis=0) - true).max())  # noqa: E731
+    val_mix = {c: float((val["label"] == c).mean()) for c in td.classes}
+    return {
+        "calibrated": err(p),
+        "em_plain": err(em_priors(p, cal.priors, td.classes, strength=0.0)[0]),
+        "em_dirichlet_1": err(em_priors(p, cal.priors, td.classes, strength=1.0)[0]),
+        "validation_mix": err(shift_priors(p, cal.priors, val_mix, td.classes)),
+    }
 
 
 def main() -> None:
@@ -102,6 +129,7 @@ def main() -> None:
     if ds.summary["demand_proxy"]:
         print("NOTE: the dump has no closes, so DEMAND uses the age proxy (collected_at - published_at)")
     rows = []
+    calibration = {}
     for task in ("salary", "demand"):
         td = ds.tasks[task]
         for label, fn in [
@@ -114,7 +142,8 @@ def main() -> None:
         ]:
             m, secs, growth, _ = measured(fn)
             rows.append((task, label, m["roc_auc_ovo"], m["f1_macro"], secs, growth))
-        (winner, test, resp), secs, growth, _ = measured(lambda task=task: hhpulse_winner(ds, task))
+        (winner, test, resp, cal), secs, growth, _ = measured(lambda task=task: hhpulse_winner(ds, task))
+        calibration[task] = (winner, cal)
         rows.append(
             (
                 task,
@@ -144,4 +173,34 @@ def main() -> None:
         print(
             f"{task}: winner - (b) = {c_resp - b_resp:+.3f} AUC (responsibility), {c_all - b_all:+.3f} (all fields); "
             f"winner - (a) = {c_resp - by['(a) prototype: token ids + XGB(50, d10, lr .001)']:+.3f}"
+        )
+    print_calibration(calibration)
+
+
+def print_calibration(calibration) -> None:
+    print("\n(d) calibration of the winner on the same time-split test set (fitted on the validation slice)")
+    print(
+        f"{'task':<7} {'':<7} {'AUC ovo':>8} {'ECE':>7} {'Brier':>7} {'log loss':>9} {'conf':>6} {'acc':>6} {'mix err':>8}"
+    )
+    for task, (winner, c) in calibration.items():
+        for when in ("before", "after"):
+            m = c["test"][when]
+            print(
+                f"{task:<7} {when:<7} {m['roc_auc_ovo']:>8.3f} {m['ece']:>7.3f} {m['brier']:>7.3f} {m['log_loss']:>9.3f} "
+                f"{m['mean_confidence']:>6.3f} {m['accuracy']:>6.3f} {m['mix']['max_abs_error']:>8.3f}"
+            )
+        before, after = c["test"]["before"]["mix"], c["test"]["after"]["mix"]
+        print(
+            f"        {winner}: {c['method']}, temperature {c['temperature']:.3f}; mix true/before/after: "
+            + ", ".join(
+                f"{k} {before['true'][k]:.3f}/{before['predicted'][k]:.3f}/{after['predicted'][k]:.3f}"
+                for k in before["true"]
+            )
+        )
+        ok = c["test"]["after"]["ece"] <= 0.03 and after["max_abs_error"] <= 0.03
+        print(f"        goal (ECE <= 0.03, mix within 0.03): {'MET' if ok else 'MISSED'}")
+        ps = c["prior_shift"]
+        print(
+            "        prior shift, largest mix error on test: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in ps.items())
         )

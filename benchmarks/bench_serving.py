@@ -4,7 +4,9 @@
 (b) the server's single-instance v1 throughput and p50/p99 latency, 4 concurrent keep-alive clients;
 (c) the same with 100-instance batches;
 (d) the server's RSS after the load;
-(e) the HTTP floor: GET /v2/health/ready under the same clients (the stack without the model).
+(e) the HTTP floor: GET /v2/health/ready under the same clients (the stack without the model);
+(f) single-instance v1 :explain next to :predict: in process and over HTTP, p50/p99 (aim: explain
+    p99 < 3x predict p99).
 Duration per phase: HHPULSE_BENCH_SECONDS (default 20); server workers: HHPULSE_BENCH_WORKERS (1). The model is trained on the synthetic demo
 market (so the benchmark needs no shared data); the client shares the machine's cores with the server.
 """
@@ -51,7 +53,7 @@ def _bundle(root: Path) -> Path:
 
 
 def _load(
-    url_port: int, body: bytes | None, seconds: float, clients: int = 4
+    url_port: int, body: bytes | None, seconds: float, clients: int = 4, verb: str = "predict"
 ) -> tuple[float, np.ndarray, int]:
     """``clients`` keep-alive connections POSTing ``body`` to :predict (or, with ``body=None``,
     GETting /v2/health/ready) for ``seconds``: (requests/s, latencies in ms, errors)."""
@@ -68,7 +70,7 @@ def _load(
             if body is None:
                 conn.request("GET", "/v2/health/ready")
             else:
-                conn.request("POST", "/v1/models/hhpulse:predict", body, {"Content-Type": "application/json"})
+                conn.request("POST", f"/v1/models/hhpulse:{verb}", body, {"Content-Type": "application/json"})
             resp = conn.getresponse()
             resp.read()
             mine.append(time.perf_counter() - t)
@@ -105,6 +107,17 @@ def main() -> None:
             bundle.predict([TEXTS[n % len(TEXTS)]])
             n += 1
         ceiling = n / (time.perf_counter() - start)
+        inproc = {}
+        for verb, fn in (("predict", bundle.predict), ("explain", bundle.explain)):
+            fn([TEXTS[0]])
+            lat = []
+            stop = time.perf_counter() + min(seconds, 5)
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                fn([TEXTS[len(lat) % len(TEXTS)]])
+                lat.append((time.perf_counter() - t) * 1000)
+            inproc[verb] = np.array(lat)
+        kinds = {t: m.config.kind for t, m in bundle.models.items()}
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from conftest import free_port
@@ -140,6 +153,8 @@ def main() -> None:
             rps1, lat1, err1 = _load(port, single, seconds)
             rps100, lat100, err100 = _load(port, batch, seconds)
             floor, lat0, _ = _load(port, None, min(seconds, 10))
+            _, lat_p1, _ = _load(port, single, min(seconds, 10), clients=1)
+            _, lat_e1, err_e = _load(port, single, min(seconds, 10), clients=1, verb="explain")
             rss = psutil.Process(server.pid).memory_info().rss
         finally:
             server.terminate()
@@ -157,6 +172,20 @@ def main() -> None:
     print(
         f"(e) HTTP floor: GET /v2/health/ready, 4 clients: {floor:6.0f} req/s  p50 {np.percentile(lat0, 50):6.1f} ms"
         "  (uvicorn, FastAPI, kserve's middlewares and the clients, without the model)"
+    )
+    p = {k: (np.percentile(v, 50), np.percentile(v, 99)) for k, v in inproc.items()}
+    hp, he = (
+        (np.percentile(lat_p1, 50), np.percentile(lat_p1, 99)),
+        (np.percentile(lat_e1, 50), np.percentile(lat_e1, 99)),
+    )
+    print(f"(f) one instance, winners {kinds}:")
+    print(
+        f"    in process  predict p50 {p['predict'][0]:6.2f} ms p99 {p['predict'][1]:6.2f} ms | explain p50 "
+        f"{p['explain'][0]:6.2f} ms p99 {p['explain'][1]:6.2f} ms | explain/predict p99 {p['explain'][1] / p['predict'][1]:.2f}x"
+    )
+    print(
+        f"    HTTP, 1 client predict p50 {hp[0]:6.2f} ms p99 {hp[1]:6.2f} ms | explain p50 {he[0]:6.2f} ms p99 "
+        f"{he[1]:6.2f} ms | explain/predict p99 {he[1] / hp[1]:.2f}x (aim < 3x)  errors {err_e}"
     )
     print(f"(b)/(a) = {rps1 / ceiling:.2f}   targets: single p99 < 20 ms, (b)/(a) >= 0.5, batch p50 < 50 ms")
     print(

@@ -1,7 +1,7 @@
 """Step 6: compare every candidate, log metrics for the Kubeflow UI, and report drift."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components._image import PIPELINE_IMAGE
 
@@ -20,6 +20,7 @@ def evaluate_candidates(
     demand_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
     results: Output[Artifact],
+    top_terms: Output[Markdown],
 ):
     """Scores every candidate, picks each task's winner on validation, and reports drift.
 
@@ -36,6 +37,7 @@ def evaluate_candidates(
         demand_metrics: The demand winner's confusion matrix and ROC curve.
         report: The comparison table, plots and drift section.
         results: JSON of every candidate's metrics and the winners (for select_winner).
+        top_terms: The strongest terms toward and away from each salary cohort (Markdown).
     """
     import json
     import os
@@ -58,6 +60,18 @@ def evaluate_candidates(
         cm.log_confusion_matrix(win["classes"], win["confusion_matrix"])
         if win["roc"]:
             cm.log_roc_curve(win["roc"]["fpr"], win["roc"]["tpr"], win["roc"]["thresholds"])
+    for task, c in out["calibration"].items():
+        for when in ("before", "after"):
+            m = c.get("test", {}).get(when, {})
+            for key in ("ece", "brier", "log_loss"):
+                if m.get(key) is not None:
+                    metrics.log_metric(f"{task}.winner.test.{key}.{when}_calibration", round(m[key], 4))
+            if m.get("mix"):
+                metrics.log_metric(
+                    f"{task}.winner.test.mix_error.{when}_calibration", round(m["mix"]["max_abs_error"], 4)
+                )
+    with open(top_terms.path, "w", encoding="utf-8") as fh:
+        fh.write(out["top_terms_md"] or "No salary model in this run.\n")
     with open(report.path, "w", encoding="utf-8") as fh:
         fh.write(out["html"])
     os.makedirs(os.path.dirname(results.path), exist_ok=True)

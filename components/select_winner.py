@@ -18,6 +18,7 @@ def select_winner(
     margin: float,
     primary_metric: str,
     bundle: Output[Model],
+    ece_margin: float = 0.02,
 ) -> bool:
     """Builds the model bundle and compares it with the champion on the same new test set.
 
@@ -31,6 +32,7 @@ def select_winner(
         linear_models: The trained linear candidates.
         margin: How much better (mean primary metric) the challenger must be.
         primary_metric: The metric of the comparison (e.g. roc_auc_ovo).
+        ece_margin: The most the challenger's top-label ECE may exceed the champion's (any task).
         bundle: The challenger's model bundle.
 
     Returns:
@@ -53,6 +55,7 @@ def select_winner(
         bundle.path,
         margin,
         primary_metric,
+        ece_margin,
     )
     bundle.metadata.update(out)
     print(f"gate: {out['reason']}")

@@ -95,6 +95,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
         device: str = "auto",
         primary_metric: str = "roc_auc_ovo",
         margin: float = 0.0,
+        ece_margin: float = 0.02,
         deploy_mode: str = "apply",
         namespace: str = "hhpulse",
         service_name: str = "hhpulse",
@@ -121,6 +122,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             device: XGBoost device: auto, cuda or cpu (falls back to the CPU without a GPU).
             primary_metric: Metric that picks winners on validation and gates against the champion.
             margin: How much better (mean primary metric over tasks) the challenger must be to replace the champion.
+            ece_margin: The gate refuses a challenger whose top-label ECE is worse than the champion's by more than this.
             deploy_mode: apply (create/patch the InferenceService) or render (write the manifest to the store).
             namespace: Namespace of the InferenceService.
             service_name: Name of the InferenceService.
@@ -199,6 +201,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     linear_models=dsl.Collected(lin.outputs["model"]),
                     margin=margin,
                     primary_metric=primary_metric,
+                    ece_margin=ece_margin,
                 )
                 .set_display_name("select winner (gate vs champion)")
                 .set_caching_options(False)

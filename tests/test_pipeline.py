@@ -320,6 +320,8 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
         str(cands),
         "--margin",
         "-1",
+        "--ece-margin",
+        "1",
     ]
     env = {**__import__("os").environ, "TMPDIR": str(tmp_path)}
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)

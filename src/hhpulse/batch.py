@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -78,6 +78,17 @@ def parse_line(raw: bytes, fields: Iterable[str]) -> tuple[str | None, Instance 
         return vid, exc
 
 
+def good_instances(lines: Iterable[bytes], fields: Iterable[str]) -> list[Instance]:
+    """The instances of the lines that can be predicted (for a whole-input estimate such as EM priors)."""
+    out = []
+    for raw in lines:
+        if raw.strip():
+            inst = parse_line(raw, fields)[1]
+            if isinstance(inst, Instance):
+                out.append(inst)
+    return out
+
+
 def _id_of(obj: Any) -> str | None:
     if isinstance(obj, dict) and obj.get("id") is not None and not isinstance(obj["id"], (dict, list)):
         return str(obj["id"])
@@ -92,18 +103,22 @@ def predict_lines(
     batch_size: int = 2048,
     strict: bool = False,
     source: str = "input",
+    priors: Mapping[str, Mapping[str, float]] | None = None,
+    explain: bool = False,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield output records in input order, a batch at a time (predictions are vectorized per batch).
 
     ``tally`` is updated as rows go by. With ``strict``, the first bad row raises
-    :class:`BatchError` naming ``source`` and the line number.
+    :class:`BatchError` naming ``source`` and the line number. ``priors`` shift the cohort
+    priors (:meth:`ModelBundle.predict`); ``explain`` adds each prediction's ``explanation``.
     """
     fields = bundle.input_fields
     pending: list[tuple[int, str | None, Instance | InputError]] = []
 
     def flush() -> list[dict[str, Any]]:
         good = [inst for _, _, inst in pending if isinstance(inst, Instance)]
-        preds = iter(bundle.predict(good) if good else [])
+        preds = iter(bundle.predict(good, priors=priors) if good else [])
+        explained = iter(bundle.explain(good) if good and explain else [])
         out: list[dict[str, Any]] = []
         for n, vid, inst in pending:
             if isinstance(inst, InputError):
@@ -112,7 +127,10 @@ def predict_lines(
             used = fields_used(inst, fields)
             tally.predicted += 1
             tally.fallback += "responsibility" not in used
-            out.append({**({"id": vid} if vid is not None else {}), **next(preds), "fields_used": used})
+            record = {**({"id": vid} if vid is not None else {}), **next(preds), "fields_used": used}
+            if explain:
+                record["explanation"] = {t: v for t, v in next(explained).items() if t != "model_version"}
+            out.append(record)
         pending.clear()
         return out
 

@@ -7,7 +7,8 @@ Layout (see docs/ARCHITECTURE.md)::
     cohorts.json       {"salary": [...], "demand": [...]}
     label_config.json  label thresholds, tax factor, currency rates
     vectorizer/        vectorizer.json + idf.npz
-    salary/, demand/   model.ubj (XGBoost) or linear.npz, plus model.json
+    salary/, demand/   model.ubj (XGBoost) or linear.npz, plus model.json and
+                       calibration.json (the calibrator, see hhpulse.calibration)
     metrics.json       every candidate's validation and test metrics, and the winners
     profile.json       a small data profile for drift checks against later data
     model_card.md      data, class counts, label definitions, proxy flag, versions, commit
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hhpulse import __version__
+from hhpulse.calibration import CalibrationError, Calibrator
 from hhpulse.features import TextVectorizer
 from hhpulse.store import default_mode
 from hhpulse.train import TrainedCandidate, load_candidate
@@ -191,11 +193,14 @@ def build_bundle(
     profile: Mapping[str, Any] | None = None,
     version: str | None = None,
     training_ids: Iterable[str] | None = None,
+    calibrators: Mapping[str, Calibrator] | None = None,
 ) -> Path:
     """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place).
 
     ``training_ids``: the vacancy ids the models were fitted on (train and validation rows),
     kept as a set of hashes so ``evaluate`` can warn when data overlaps them.
+    ``calibrators`` (per task) are written as ``<task>/calibration.json``; a task without
+    one predicts its model's raw probabilities.
     """
     out = Path(out_dir)
     missing = [t for t in TASKS if t not in models]
@@ -209,6 +214,8 @@ def build_bundle(
         vectorizer.save(tmp / "vectorizer")
         for task in TASKS:
             models[task].save(tmp / task)
+            if calibrators and task in calibrators:
+                calibrators[task].save(tmp / task)
         info = {
             "format": FORMAT,
             "version": version,
@@ -292,6 +299,14 @@ def model_card(
             f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
             f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
         )
+    for task, c in (metrics.get("calibration") or {}).items():
+        before, after = c.get("test", {}).get("before", {}), c.get("test", {}).get("after", {})
+        lines.append(
+            f"- {task} probabilities: calibrated ({c.get('method')}, temperature {_fmt(c.get('temperature'))}) on the "
+            f"validation slice; test top-label ECE {_fmt(before.get('ece'))} -> {_fmt(after.get('ece'))}, "
+            f"largest cohort-mix error {_fmt((before.get('mix') or {}).get('max_abs_error'))} -> "
+            f"{_fmt((after.get('mix') or {}).get('max_abs_error'))}"
+        )
     lines += ["", "## Versions", f"- git commit: {card.get('git_commit', git_commit())}"]
     lines += [f"- {k}: {v}" for k, v in library_versions().items()]
     return "\n".join(lines) + "\n"
@@ -308,6 +323,7 @@ class ModelBundle:
         vectorizer: TextVectorizer,
         models: dict[str, TrainedCandidate],
         metadata: dict[str, Any],
+        calibrators: dict[str, Calibrator] | None = None,
     ) -> None:
         self.path = path
         self.info = info
@@ -315,6 +331,7 @@ class ModelBundle:
         self.vectorizer = vectorizer
         self.models = models
         self.metadata = metadata
+        self.calibrators = calibrators or {t: Calibrator(list(cohorts[t])) for t in TASKS}
 
     @property
     def version(self) -> str:
@@ -339,17 +356,60 @@ class ModelBundle:
         given = id_hashes(ids)
         return int(np.isin(given, trained, assume_unique=True).sum()), len(given)
 
-    def predict_proba(self, instances: Sequence[Any]) -> dict[str, np.ndarray]:
-        """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``)."""
+    def predict_proba(self, instances: Sequence[Any], *, calibrated: bool = True) -> dict[str, np.ndarray]:
+        """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``),
+        calibrated by the bundle's calibrators unless ``calibrated=False`` (the raw model)."""
         rows = [to_instance(i).as_dict() for i in instances]
         if not rows:
             return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
         X = self.vectorizer.transform(rows)
-        return {t: self.models[t].predict_proba(X) for t in TASKS}
+        raw = {t: self.models[t].predict_proba(X) for t in TASKS}
+        return {t: self.calibrators[t].apply(p) for t, p in raw.items()} if calibrated else raw
 
-    def predict(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
-        """Cohort and probabilities for each instance, in order (vectorized as one batch)."""
+    def explain(self, instances: Sequence[Any], top: int = 10) -> list[dict[str, Any]]:
+        """Why each instance got its cohorts: see :func:`hhpulse.explain.explain`."""
+        from hhpulse.explain import explain
+
+        return explain(self, [to_instance(i) for i in instances], top=top)
+
+    def _assumed_priors(self, task: str) -> dict[str, float]:
+        priors = self.calibrators[task].priors
+        if not priors:
+            raise BundleError(
+                f"model {self.version} has no calibration priors for {task} (trained before calibration): "
+                "retrain it to shift priors"
+            )
+        return priors
+
+    def estimate_priors(self, instances: Sequence[Any], strength: float = 1.0) -> dict[str, dict[str, float]]:
+        """The cohort mix of unlabelled ``instances`` per task, by the EM of Saerens et al. (2002)
+        from the calibrated probabilities (see :func:`hhpulse.calibration.em_priors`)."""
+        from hhpulse.calibration import em_priors
+
         probs = self.predict_proba(instances)
+        return {
+            t: em_priors(probs[t], self._assumed_priors(t), self.cohorts[t], strength=strength)[1]
+            for t in TASKS
+        }
+
+    def predict(
+        self, instances: Sequence[Any], priors: Mapping[str, Mapping[str, float]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Cohort and probabilities for each instance, in order (vectorized as one batch).
+
+        ``priors`` ({task: {cohort: share}}) re-weights a task's probabilities from the mix
+        the calibrated model assumes to the given one (Bayes' rule; see
+        :func:`hhpulse.calibration.shift_priors`), e.g. from :meth:`estimate_priors`."""
+        from hhpulse.calibration import CalibrationError, shift_priors
+
+        probs = self.predict_proba(instances)
+        for t, mix in (priors or {}).items():
+            if t not in probs:
+                raise BundleError(f"priors name an unknown task {t!r}; tasks: {list(TASKS)}")
+            try:
+                probs[t] = shift_priors(probs[t], self._assumed_priors(t), mix, self.cohorts[t])
+            except CalibrationError as exc:
+                raise BundleError(f"{t} priors: {exc}") from exc
         out = []
         for i in range(len(instances)):
             pred: dict[str, Any] = {}
@@ -377,6 +437,7 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> ModelBundl
         cohorts = json.loads((root / "cohorts.json").read_text(encoding="utf-8"))
         vectorizer = TextVectorizer.load(root / "vectorizer")
         models = {t: load_candidate(root / t) for t in TASKS}
+        calibrators = {t: Calibrator.load(root / t, cohorts[t]) for t in TASKS}
         metadata = {
             "label_config": json.loads((root / "label_config.json").read_text(encoding="utf-8")),
             "metrics": json.loads((root / "metrics.json").read_text(encoding="utf-8")),
@@ -384,6 +445,8 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> ModelBundl
         }
     except BundleError:
         raise
+    except CalibrationError as exc:
+        raise BundleError(f"model bundle {root}: bad calibrator: {exc}") from exc
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"model bundle {root} cannot be loaded: {exc}") from exc
     for t in TASKS:
@@ -391,4 +454,4 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> ModelBundl
             raise BundleError(
                 f"model bundle {root}: {t} model classes {models[t].classes} != cohorts.json {cohorts[t]}"
             )
-    return ModelBundle(root, info, cohorts, vectorizer, models, metadata)
+    return ModelBundle(root, info, cohorts, vectorizer, models, metadata, calibrators)

@@ -83,6 +83,7 @@ def classification_metrics(
     }
     out["confusion_matrix"] = confusion_matrix(yi, pred, labels=labels).tolist()
     out["calibration"] = reliability_table(yi, proba, bins)
+    out.update(calibration_metrics(yi, proba, classes, bins))
     out["notes"] = notes
     return out
 
@@ -114,6 +115,37 @@ def expected_calibration_error(table: Sequence[Mapping[str, Any]]) -> float:
         if n
         else float("nan")
     )
+
+
+def brier_score(yi: np.ndarray, proba: np.ndarray) -> float:
+    """Multiclass Brier score: the mean over rows of sum_c (p_c - [y == c])^2 (0 is perfect, 2 worst)."""
+    onehot = np.zeros_like(proba, dtype=np.float64)
+    onehot[np.arange(len(yi)), yi] = 1.0
+    return float(np.mean(np.sum((proba - onehot) ** 2, axis=1))) if len(yi) else float("nan")
+
+
+def cohort_mix(yi: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """The predicted mix (mean probability per cohort) against the true mix (label shares)."""
+    n = len(yi)
+    pred = proba.mean(axis=0) if n else np.zeros(len(classes))
+    true = np.bincount(yi, minlength=len(classes)) / max(1, n)
+    return {
+        "predicted": {c: float(pred[i]) for i, c in enumerate(classes)},
+        "true": {c: float(true[i]) for i, c in enumerate(classes)},
+        "max_abs_error": float(np.max(np.abs(pred - true))) if len(classes) else 0.0,
+    }
+
+
+def calibration_metrics(
+    yi: np.ndarray, proba: np.ndarray, classes: Sequence[str], bins: int = 10
+) -> dict[str, Any]:
+    """Top-label ECE (``bins`` equal-width bins), mean confidence, the multiclass Brier score and the mix."""
+    return {
+        "ece": expected_calibration_error(reliability_table(yi, proba, bins)),
+        "mean_confidence": float(proba.max(axis=1).mean()) if len(yi) else float("nan"),
+        "brier": brier_score(yi, proba),
+        "mix": cohort_mix(yi, proba, classes),
+    }
 
 
 def roc_curves(

@@ -18,7 +18,7 @@ from hhpulse.registry import champion, load_champion
 from hhpulse.report import comparison_html
 from hhpulse.store import open_store
 from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
-from hhpulse.workflow import bundle_from_results, compare, evaluate_bundle
+from hhpulse.workflow import DEFAULT_ECE_MARGIN, bundle_from_results, evaluate_bundle, gate_verdict
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,15 @@ def evaluate_all(
     model_paths: Sequence[str],
     primary: str,
 ) -> dict[str, Any]:
-    """Every candidate's metrics, each task's winner, the winners' curves, and the HTML report."""
+    """Every candidate's metrics, each task's winner, the winners' curves, the winners'
+    calibration (before/after on the test split), the strongest salary terms (Markdown),
+    and the HTML report."""
+    from hhpulse.calibration import calibrate_winners
+    from hhpulse.explain import top_terms, top_terms_markdown
+
     results: dict[str, Any] = {}
     curves: dict[str, Any] = {}
+    winners: dict[str, Any] = {}
     cands = _candidates(model_paths)
     for task in dataset.tasks:
         fs = FeatureSet.load(Path(features_dir) / task)
@@ -49,6 +55,7 @@ def evaluate_all(
         res = select_winner(task, scored, primary)
         results[task] = {"winner": res.winner, "primary": res.primary, "candidates": res.candidates}
         win = mine[res.winner]
+        winners[task] = win
         test = res.candidates[res.winner]["metrics"].get("test", {})
         proba = win.predict_proba(fs.X["test"])
         curves[task] = {
@@ -56,6 +63,13 @@ def evaluate_all(
             "confusion_matrix": test.get("confusion_matrix", []),
             "roc": _micro_roc(fs.y["test"], proba, fs.classes),
         }
+    vec = TextVectorizer.load(Path(features_dir) / "vectorizer")
+    calibrators, calibration = calibrate_winners(dataset, vec, winners)
+    terms_md = ""
+    if "salary" in winners:
+        test_rows = dataset.tasks["salary"].part("test")[["responsibility", "name", "requirement"]]
+        terms = top_terms(vec, winners["salary"], calibrators["salary"], test_rows.to_dict("records"))
+        terms_md = top_terms_markdown(terms, "salary")
     drift = None
     st = open_store(store, endpoint_url=s3_endpoint or None)
     if champion(st) is not None:
@@ -65,8 +79,17 @@ def evaluate_all(
             current = data_profile({t: td.part("train") for t, td in dataset.tasks.items()}, terms)
             drift = drift_report(champ.metadata.get("profile", {}), current)
             drift["champion_version"] = champ.version
-    html = comparison_html(results, drift, demand_proxy=bool(dataset.summary.get("demand_proxy")))
-    return {"results": results, "winner_curves": curves, "html": html, "drift": drift}
+    html = comparison_html(
+        results, drift, demand_proxy=bool(dataset.summary.get("demand_proxy")), calibration=calibration
+    )
+    return {
+        "results": results,
+        "winner_curves": curves,
+        "html": html,
+        "drift": drift,
+        "calibration": calibration,
+        "top_terms_md": terms_md,
+    }
 
 
 def _micro_roc(y: Sequence[str], proba: Any, classes: Sequence[str]) -> dict[str, list[float]] | None:
@@ -99,8 +122,11 @@ def build_and_gate(
     bundle_dir: str,
     margin: float,
     primary: str,
+    ece_margin: float = DEFAULT_ECE_MARGIN,
 ) -> dict[str, Any]:
-    """Build the challenger bundle from the winners and compare it with the champion on the new test set."""
+    """Build the challenger bundle from the winners and compare it with the champion on the new
+    test set: the primary metric, then calibration (ECE no worse than the champion's by more
+    than ``ece_margin``)."""
     from hhpulse.bundle import load_bundle
     from hhpulse.config import LabelConfig
 
@@ -122,7 +148,7 @@ def build_and_gate(
             champ = load_champion(st, tmp)
             champ_version = champ.version
             champion_metrics = evaluate_bundle(champ, dataset, "test")
-    verdict = compare(challenger_metrics, champion_metrics, primary, margin)
+    verdict = gate_verdict(challenger_metrics, champion_metrics, primary, margin, ece_margin)
     log.info(
         "challenger %s vs champion %s: %s", challenger.version, champ_version or "none", verdict["reason"]
     )
@@ -132,8 +158,12 @@ def build_and_gate(
         "reason": verdict["reason"],
         "champion_version": champ_version or "",
         "deltas": verdict["deltas"],
+        "ece_deltas": verdict["calibration"]["ece_deltas"],
+        "ece_margin": ece_margin,
         "challenger_test": {t: m.get(primary) for t, m in challenger_metrics.items()},
         "champion_test": {t: m.get(primary) for t, m in (champion_metrics or {}).items()},
+        "challenger_ece": {t: m.get("ece") for t, m in challenger_metrics.items()},
+        "champion_ece": {t: m.get("ece") for t, m in (champion_metrics or {}).items()},
     }
     st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
     return out

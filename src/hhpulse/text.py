@@ -107,12 +107,17 @@ def _glues(last: str, piece: str) -> bool:
     return False
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercased word tokens of ``text`` (punctuation dropped); see the module docstring."""
+def _lowered(text: str) -> str:
     lowered = text.lower().replace("ё", "е")
     if _CYRILLIC.search(lowered) and _LATIN.search(lowered):
         lowered = _LETTER_RUN.sub(_fix_run, lowered)
+    return lowered
+
+
+def _pieces(lowered: str) -> tuple[list[str], list[int]]:
+    """razdel's pieces with the touching ones glued back, and where each starts."""
     tokens: list[str] = []
+    starts: list[int] = []
     stop = -1
     for sub in _razdel_tokenize(lowered):
         piece = sub.text
@@ -120,12 +125,37 @@ def tokenize(text: str) -> list[str]:
             tokens[-1] += piece
         else:
             tokens.append(piece)
+            starts.append(sub.start)
         stop = sub.stop
+    return tokens, starts
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased word tokens of ``text`` (punctuation dropped); see the module docstring."""
     out = []
-    for token in tokens:
+    for token in _pieces(_lowered(text))[0]:
         token = _normalize(token)
         if token and token[0].isalnum():
             out.append(token)
+    return out
+
+
+def token_spans(text: str) -> list[tuple[str, int, int]]:
+    """:func:`tokenize`'s tokens, each with the ``[start, stop)`` of the text it came from.
+
+    ``text[start:stop]`` is the token as written (case, ``ё``, look-alike letters kept),
+    so explanations can show terms the way the user wrote them. When lowercasing changes
+    the text's length (a few exotic letters), the spans are ``(-1, -1)``.
+    """
+    lowered = _lowered(text)
+    spans_ok = len(lowered) == len(text)
+    out = []
+    for raw, start in zip(*_pieces(lowered), strict=True):
+        token = _normalize(raw)
+        if token and token[0].isalnum():
+            # _normalize strips "_" on the left and separators on the right only
+            first = start + len(raw) - len(raw.lstrip("_"))
+            out.append((token, first, first + len(token)) if spans_ok else (token, -1, -1))
     return out
 
 

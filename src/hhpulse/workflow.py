@@ -7,6 +7,7 @@ same step functions one component at a time.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ def bundle_from_results(
     version: str | None = None,
 ) -> Path:
     """Build the bundle from trained winners (used by the CLI and the select_winner step)."""
+    from hhpulse.calibration import calibrate_winners
+
+    calibrators, calibration = calibrate_winners(dataset, vectorizer, winners)
     train_frames = {t: td.part("train") for t, td in dataset.tasks.items()}
     profile = data_profile(train_frames, vectorizer.common_terms("responsibility", 300))
     card = {
@@ -135,11 +139,13 @@ def bundle_from_results(
             **metrics_document(results),
             "dataset": dataset.summary,
             "boundaries": {t: td.boundaries for t, td in dataset.tasks.items()},
+            "calibration": calibration,
         },
         card=card,
         profile=profile,
         version=version,
         training_ids=fitted_ids(dataset),
+        calibrators=calibrators,
     )
 
 
@@ -242,12 +248,67 @@ def compare(
     }
 
 
+DEFAULT_ECE_MARGIN = 0.02
+
+
+def calibration_gate(
+    challenger: dict[str, Any], champion: dict[str, Any] | None, max_ece_increase: float = DEFAULT_ECE_MARGIN
+) -> dict[str, Any]:
+    """Is the challenger calibrated about as well as the champion? It fails when its top-label
+    ECE is worse than the champion's by more than ``max_ece_increase`` on any task where both
+    are measured. Composed with :func:`compare` into the gate's verdict (see
+    :func:`gate_verdict`)."""
+    deltas: dict[str, float] = {}
+    for task, m in challenger.items():
+        a, b = m.get("ece"), (champion or {}).get(task, {}).get("ece")
+        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
+            deltas[task] = float(a) - float(b)
+    worse = {t: d for t, d in deltas.items() if d > max_ece_increase}
+    if not deltas:
+        reason = "no task has an ECE for both models" if champion is not None else "no champion yet"
+    elif worse:
+        reason = (
+            "ECE worse than the champion's by more than "
+            + f"{max_ece_increase}: "
+            + ", ".join(
+                f"{t} {challenger[t]['ece']:.4f} vs {champion[t]['ece']:.4f} ({d:+.4f})"  # type: ignore[index]
+                for t, d in sorted(worse.items())
+            )
+        )
+    else:
+        reason = (
+            "ECE within the margin (" + ", ".join(f"{t} {d:+.4f}" for t, d in sorted(deltas.items())) + ")"
+        )
+    return {"passes": not worse, "reason": reason, "ece_deltas": deltas, "ece_margin": max_ece_increase}
+
+
+def gate_verdict(
+    challenger: dict[str, Any],
+    champion: dict[str, Any] | None,
+    primary: str = DEFAULT_PRIMARY,
+    margin: float = 0.0,
+    ece_margin: float = DEFAULT_ECE_MARGIN,
+) -> dict[str, Any]:
+    """:func:`compare` on the primary metric, then :func:`calibration_gate`: a challenger that
+    ranks better but whose probabilities are much worse calibrated does not replace the champion."""
+    verdict = dict(compare(challenger, champion, primary, margin))
+    cal = calibration_gate(challenger, champion, ece_margin)
+    verdict["calibration"] = cal
+    if verdict["challenger_wins"] and not cal["passes"]:
+        verdict["challenger_wins"] = False
+        verdict["reason"] = f"champion stays: {cal['reason']} (ranking alone: {verdict['reason']})"
+    elif champion is not None:
+        verdict["reason"] = f"{verdict['reason']}; calibration: {cal['reason']}"
+    return verdict
+
+
 __all__ = [
     "FeatureSet",
     "LoadedData",
     "TrainingReport",
     "compare",
     "evaluate_bundle",
+    "gate_verdict",
     "history_from_data",
     "load_data",
     "train_from_history",

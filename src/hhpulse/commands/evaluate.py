@@ -25,6 +25,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strict", action="store_true", help="fail (exit 2) when any row of a file breaks the data contract"
     )
+    p.add_argument(
+        "--report",
+        default=None,
+        help="write an HTML report: reliability diagrams and the cohort mix, before and after calibration",
+    )
 
 
 def overlap_warning(bundle, dataset) -> str | None:  # type: ignore[no-untyped-def]
@@ -86,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {task:<7} n={m['n']:<6} ROC AUC ovo {auc}  macro-F1 {m['f1_macro']:.3f}  accuracy {m['accuracy']:.3f}  log loss {m['log_loss']:.3f}"
         )
+        mix = m["mix"]
+        print(
+            f"          top-label ECE {m['ece']:.3f}  Brier {m['brier']:.3f}  mean confidence {m['mean_confidence']:.3f}"
+            f"  mix (predicted/true): "
+            + ", ".join(f"{c} {mix['predicted'][c]:.3f}/{mix['true'][c]:.3f}" for c in mix["true"])
+        )
         for note in m["notes"]:
             print(f"          note: {note}")
     print(
@@ -96,4 +107,15 @@ def run(args: argparse.Namespace) -> int:
         print("  WARNING: these demand labels use the age proxy (no closes in the data)")
     if warning:
         print(f"  {warning}")
+    if args.report:
+        from hhpulse.calibration import bundle_calibration
+        from hhpulse.report import calibration_html
+        from hhpulse.store import atomic_write_bytes
+
+        body = calibration_html(
+            bundle_calibration(bundle, dataset), where=f"every labelled row of {args.data}"
+        )
+        page = f"<html><body style='font-family:sans-serif'><h1>hhpulse model {bundle.version}</h1>{body}</body></html>"
+        atomic_write_bytes(args.report, page.encode())
+        print(f"  report -> {args.report}")
     return 0

@@ -13,7 +13,8 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import IO
 
 
@@ -35,6 +36,17 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--strict",
         action="store_true",
         help="stop at the first row that cannot be predicted (exit 2; no output file is written)",
+    )
+    p.add_argument(
+        "--priors",
+        default=None,
+        help="shift the cohort priors: 'em' (estimate this input's mix, Saerens et al. 2002) or a JSON "
+        'file {"salary": {cohort: share}, ...} (e.g. the mix of the newest labelled run)',
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add each row's explanation (the terms behind its cohorts) under 'explanation'",
     )
 
 
@@ -61,10 +73,28 @@ def open_output(path: str) -> Iterator[IO[bytes]]:
         yield fh
 
 
+def _priors(bundle, spec, instances):  # type: ignore[no-untyped-def]
+    """None, the EM estimate over all the input, or the shares in a JSON file."""
+    if not spec:
+        return None
+    if spec == "em":
+        mix = bundle.estimate_priors(instances)
+        print(f"priors estimated by EM: {json.dumps(mix, ensure_ascii=False)}", file=sys.stderr)
+        return mix
+    try:
+        mix = json.loads(Path(spec).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--priors {spec}: {exc}") from None
+    if not isinstance(mix, dict) or not all(isinstance(v, dict) for v in mix.values()):
+        raise ValueError(f'--priors {spec}: expected {{"salary": {{cohort: share}}, ...}}')
+    bundle.predict(instances[:1], priors=mix)  # unknown tasks or cohorts fail here, before any output
+    return mix
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hhpulse.batch import BatchError, BatchTally, open_lines, predict_lines
+    from hhpulse.batch import BatchTally, good_instances, open_lines, predict_lines
     from hhpulse.bundle import BundleError, load_bundle
 
     if args.input == "-" and sys.stdin.isatty():
@@ -79,9 +109,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         bundle = load_bundle(args.model)
         with open_input(args.input) as raw, open_output(args.output) as out:
+            lines: Iterable[bytes] = open_lines(raw)
+            priors = None
+            if args.priors:
+                lines = list(lines)  # EM estimates the mix of the whole input before any row is written
+                priors = _priors(bundle, args.priors, good_instances(lines, bundle.input_fields))
             bar = tqdm(unit="row", disable=not sys.stderr.isatty(), desc="predict", file=sys.stderr)
             for records in predict_lines(
-                bundle, open_lines(raw), tally, batch_size=args.batch_size, strict=args.strict, source=source
+                bundle,
+                lines,
+                tally,
+                batch_size=args.batch_size,
+                strict=args.strict,
+                source=source,
+                priors=priors,
+                explain=args.explain,
             ):
                 out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
                 bar.update(len(records))
@@ -89,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (BundleError, BatchError, OSError, EOFError) as exc:
+    except (BundleError, ValueError, OSError, EOFError) as exc:
         print(f"hhpulse predict: {exc}", file=sys.stderr)
         return 2
     dest = "stdout" if args.output == "-" else args.output

@@ -24,6 +24,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds [%(default)s]")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="ask :explain (v1) and print the terms behind each cohort as a table",
+    )
 
 
 def _instances(args: argparse.Namespace) -> list[dict]:
@@ -72,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"hhpulse request: {exc}", file=sys.stderr)
         return 2
     base = args.url.rstrip("/")
-    if args.protocol == "v1":
+    if args.explain and args.protocol != "v1":
+        print("hhpulse request: --explain uses KServe's v1 protocol; drop --protocol v2", file=sys.stderr)
+        return 2
+    if args.explain:
+        url, body = f"{base}/v1/models/{args.model_name}:explain", {"instances": instances}
+    elif args.protocol == "v1":
         url, body = f"{base}/v1/models/{args.model_name}:predict", {"instances": instances}
     else:
         inputs = [
@@ -103,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
         return 0
+    if args.explain:
+        print(explanation_table(instances, answer["explanations"]))
+        return 0
     rows = _to_rows(answer, args.protocol)
     print(f"{'#':>3}  {'salary cohort':<14} {'p':>5}  {'demand':<7} {'p':>5}  text")
     for i, (inst, row) in enumerate(zip(instances, rows, strict=True)):
@@ -114,3 +127,27 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"model {rows[0].get('model_version') if rows else '?'}")
     return 0
+
+
+def explanation_table(instances: list[dict], explanations: list[dict]) -> str:
+    """Each instance's cohorts, then its terms toward (+) and away (-) from each, in a table."""
+    lines = []
+    for i, (inst, ex) in enumerate(zip(instances, explanations, strict=True)):
+        text = inst["responsibility"].replace("\n", " ")
+        lines.append(f"#{i}  {text[:90] + ('…' if len(text) > 90 else '')}")
+        for task in ("salary", "demand"):
+            e = ex[task]
+            lines.append(
+                f"  {task}: {e['cohort']} (p {e['probability']:.2f}, logit {e['logit']:+.3f} = "
+                f"bias {e['bias']:+.3f} + terms; {e['method']})"
+            )
+            lines.append(f"    {'':1} {'term':<32} {'field':<14} {'contribution':>12}")
+            for sign, key in (("+", "toward"), ("-", "away")):
+                for t in e[key]:
+                    lines.append(
+                        f"    {sign} {t['term'][:32]:<32} {t['field']:<14} {t['contribution']:>+12.4f}"
+                    )
+            lines.append(f"    {'':1} {'(other terms)':<32} {'':<14} {e['rest']:>+12.4f}")
+        lines.append("")
+    lines.append(f"model {explanations[0].get('model_version') if explanations else '?'}")
+    return "\n".join(lines)

@@ -23,6 +23,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="how much the challenger must beat the champion by [%(default)s]",
     )
     p.add_argument(
+        "--ece-margin",
+        type=float,
+        default=0.02,
+        help="refuse a challenger whose top-label ECE is worse than the champion's by more [%(default)s]",
+    )
+    p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
     )
     p.add_argument("--candidates", default=None, help="candidates YAML [the packaged defaults]")
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         "demo_size": args.demo_size,
         "max_bad_fraction": args.max_bad_fraction,
         "margin": args.margin,
+        "ece_margin": args.ece_margin,
         "device": args.device,
         "s3_endpoint": args.s3_endpoint,
     }

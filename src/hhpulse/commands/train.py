@@ -57,6 +57,25 @@ def print_results(results) -> None:  # type: ignore[no-untyped-def]
             )
 
 
+def print_calibration(bundle_dir) -> None:  # type: ignore[no-untyped-def]
+    """The winners' test ECE, Brier and largest cohort-mix error, before and after calibration."""
+    import json
+    from pathlib import Path
+
+    cal = json.loads((Path(bundle_dir) / "metrics.json").read_text(encoding="utf-8")).get("calibration", {})
+    for task, c in cal.items():
+        test = c.get("test")
+        if not test:
+            continue
+        b, a = test["before"], test["after"]
+        print(
+            f"\n{task}: calibrated ({c['method']}, temperature {c['temperature']:.3f}) on validation; test "
+            f"ECE {b['ece']:.3f} -> {a['ece']:.3f}, Brier {b['brier']:.3f} -> {a['brier']:.3f}, "
+            f"log loss {b['log_loss']:.3f} -> {a['log_loss']:.3f}, "
+            f"mix error {b['mix']['max_abs_error']:.3f} -> {a['mix']['max_abs_error']:.3f}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from hhpulse.config import ConfigError, SplitConfig, load_candidates
     from hhpulse.hh.sources import SourceError
@@ -81,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"hhpulse train: {exc}", file=sys.stderr)
         return 2
     print_results(report.results)
+    print_calibration(report.bundle_dir)
     if report.summary.get("demand_proxy"):
         print("\nWARNING: demand labels used the AGE PROXY (no closes in the data); see the model card.")
     print(f"\nbundle {report.version} -> {report.bundle_dir}")

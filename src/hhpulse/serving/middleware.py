@@ -35,7 +35,7 @@ Describe = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _is_infer(path: str) -> bool:
-    return path.endswith(":predict") or path.endswith("/infer")
+    return path.endswith((":predict", ":explain")) or path.endswith("/infer")
 
 
 def _count(body: Any) -> int | None:

@@ -16,7 +16,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter
 
-from hhpulse.bundle import TASKS, BundleError, ModelBundle, load_bundle
+from hhpulse.bundle import INPUT_FIELDS, TASKS, BundleError, ModelBundle, load_bundle
 from hhpulse.serving.inputs import (
     Limits,
     RequestError,
@@ -59,6 +59,7 @@ class VacancyModel(kserve.Model):
         bundle: an already loaded bundle (tests inject one); then :meth:`load` only marks ready.
         limits: request limits.
         log_level: level of the ``hhpulse`` JSON logs in spawned workers (``--workers``).
+        explain_top: terms per direction in a ``:explain`` answer.
     """
 
     def __init__(
@@ -69,12 +70,14 @@ class VacancyModel(kserve.Model):
         bundle: ModelBundle | None = None,
         limits: Limits | None = None,
         log_level: str = "info",
+        explain_top: int = 10,
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
         self.bundle = bundle
         self.limits = limits or Limits()
         self.log_level = log_level  # what spawned workers configure (see __setstate__)
+        self.explain_top = explain_top
         self.ready = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -144,6 +147,10 @@ class VacancyModel(kserve.Model):
         metadata["versions"] = [self.bundle.version]
         return metadata
 
+    def _fields(self) -> tuple[str, ...]:
+        """The input fields the loaded model reads (the fallback from responsibility follows them)."""
+        return self.bundle.input_fields if self.bundle is not None else INPUT_FIELDS
+
     # -- handlers ---------------------------------------------------------------------------
     def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
         try:
@@ -154,13 +161,13 @@ class VacancyModel(kserve.Model):
                 return {
                     "protocol": "v2",
                     "id": request_id(payload.id),
-                    "instances": parse_v2(tensors, self.limits),
+                    "instances": parse_v2(tensors, self.limits, self._fields()),
                 }
             if isinstance(payload, (bytes, bytearray)):
                 raise RequestError(
                     "bad_content_type", "the body must be JSON (Content-Type: application/json)", 415
                 )
-            return {"protocol": "v1", "instances": parse_v1(payload, self.limits)}
+            return {"protocol": "v1", "instances": parse_v1(payload, self.limits, self._fields())}
         except RequestError as exc:
             raise reject(exc) from None
 
@@ -172,7 +179,15 @@ class VacancyModel(kserve.Model):
                 PREDICTED.labels(task=t, cohort=p[t]["cohort"]).inc()
         return {**payload, "predictions": preds}
 
+    def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """``POST /v1/models/<name>:explain``: the cohorts and the terms behind them
+        (see :mod:`hhpulse.explain`); parsed and limited exactly like ``:predict``."""
+        assert self.bundle is not None, "explain before load"
+        return {**payload, "explanations": self.bundle.explain(payload["instances"], top=self.explain_top)}
+
     def postprocess(self, result: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        if "explanations" in result:
+            return {"explanations": result["explanations"]}
         preds = result["predictions"]
         if result["protocol"] == "v1":
             return v1_predictions(preds)
