@@ -257,6 +257,24 @@ class Dataset:
         return cls(tasks, meta["summary"])
 
 
+def label_sources(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Per task, where the labels came from and how many (replay, gate verdict, run summary)."""
+    res = summary.get("demand_resolution", {})
+    return {
+        "salary": {
+            "sources": {"stated_salary": int(sum(summary.get("salary_counts", {}).values()))},
+            "left_out": dict(summary.get("salary_left_out", {})),
+        },
+        "demand": {
+            "sources": dict(summary.get("demand_sources", {})),
+            "proxy": bool(summary.get("demand_proxy")),
+            "proxy_reason": summary.get("demand_proxy_reason"),
+            "unresolved": dict(res.get("unresolved", {})),
+            "uncertain_share": res.get("uncertain_share"),
+        },
+    }
+
+
 def build_dataset(
     history: pd.DataFrame,
     rates_by_run: Mapping[str, Mapping[str, float]],

@@ -13,14 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hhpulse.dataset import Dataset
+from hhpulse.dataset import Dataset, label_sources
 from hhpulse.evaluate import data_profile, drift_report
 from hhpulse.features import TextVectorizer
 from hhpulse.registry import champion, load_champion
 from hhpulse.report import comparison_html
 from hhpulse.store import open_store
 from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
-from hhpulse.workflow import bundle_from_results, compare, evaluate_bundle
+from hhpulse.workflow import bundle_from_results, champion_measured, compare, evaluate_bundle
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,16 @@ def build_and_gate(
     st = open_store(store, endpoint_url=s3_endpoint or None)
     champion_metrics = None
     champ_version = None
+    was_measured: dict[str, bool] = {}
     if champion(st) is not None:
         with tempfile.TemporaryDirectory() as tmp:
             champ = load_champion(st, tmp)
             champ_version = champ.version
             champion_metrics = evaluate_bundle(champ, dataset, "test")
-    verdict = compare(challenger_metrics, champion_metrics, primary, margin)
+            was_measured = champion_measured(champ.metadata.get("metrics", {}), primary)
+    verdict = compare(
+        challenger_metrics, champion_metrics, primary, margin, champion_was_measured=was_measured
+    )
     log.info(
         "challenger %s vs champion %s: %s", challenger.version, champ_version or "none", verdict["reason"]
     )
@@ -136,6 +140,10 @@ def build_and_gate(
         "deltas": verdict["deltas"],
         "challenger_test": {t: m.get(primary) for t, m in challenger_metrics.items()},
         "champion_test": {t: m.get(primary) for t, m in (champion_metrics or {}).items()},
+        "tasks": verdict.get("tasks", {}),
+        "primary": primary,
+        "winners": {t: r["winner"] for t, r in results.items()},
+        "labels": label_sources(dataset.summary),
     }
     st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
     return out

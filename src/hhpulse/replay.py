@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitConfig, load_candidates
-from hhpulse.dataset import PENDING, build_dataset
+from hhpulse.dataset import PENDING, build_dataset, label_sources
 from hhpulse.evaluate import classification_metrics
 from hhpulse.hh.market import Market
 from hhpulse.history import RawRun, build_history, load_raw_runs
@@ -178,7 +178,7 @@ def evaluate_replay(
     _, sets = featurize(dataset, settings.feature_config)
     timings["features"] = time.perf_counter() - t
     candidates = list(settings.candidates or load_candidates())
-    summary = dataset.summary
+    labels = label_sources(dataset.summary)
     out: dict[str, Any] = {}
     for task, fs in sets.items():
         t = time.perf_counter()
@@ -198,16 +198,9 @@ def evaluate_replay(
             "split": td.boundaries.get("method"),
             "notes": test.get("notes", []),
         }
-        if task == "salary":
-            fig["label_sources"] = {"salary_stated": int(sum(summary.get("salary_counts", {}).values()))}
-            fig["left_out"] = summary.get("salary_left_out", {})
-        else:
-            res_info = summary.get("demand_resolution", {})
-            fig["label_sources"] = summary.get("demand_sources", {})
-            fig["proxy"] = bool(summary.get("demand_proxy"))
-            fig["proxy_reason"] = summary.get("demand_proxy_reason")
-            fig["unresolved"] = res_info.get("unresolved", {})
-            fig["uncertain_share"] = res_info.get("uncertain_share")
+        fig.update(labels[task])
+        fig["label_sources"] = fig.pop("sources")
+        if task == "demand":
             fig["pending"] = int((td.frame["part"] == PENDING).sum())
             if market is not None:
                 fig.update(_oracle(market, td.frame, settings.label_config, test.get("roc_auc_ovo")))
