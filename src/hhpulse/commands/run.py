@@ -146,8 +146,13 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
             )
             share = dem.get("uncertain_share")
             print(
-                f"               demand: {_counts(dem.get('sources'))}; unresolved (no label): {_counts(dem.get('unresolved'))}"
-                + ("" if share is None else f"; {100 * share:.1f}% straddle a cohort edge")
+                f"               demand: {_counts(dem.get('sources'))}"
+                + (
+                    ""
+                    if dem.get("proxy")
+                    else f"; unresolved (no label): {_counts(dem.get('unresolved'))}"
+                    + ("" if share is None else f"; {100 * share:.1f}% straddle a cohort edge")
+                )
             )
             if dem.get("proxy"):
                 print(
