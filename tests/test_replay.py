@@ -189,3 +189,23 @@ def test_replay_refuses_a_store_without_runs(tmp_path):
         timeout=120,
     )
     assert p.returncode == 2 and "at least 2 finished runs, found 0" in p.stderr
+
+
+def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_proxy_reason():
+    from hhpulse.bundle import model_card
+    from hhpulse.config import CandidateConfig
+    from hhpulse.train import TrainedCandidate
+
+    models = {
+        t: TrainedCandidate(CandidateConfig(f"{t}-lr", t, "logreg"), ["a", "b"], None)
+        for t in ("salary", "demand")
+    }
+    summary = {
+        "demand_resolution": {"unresolved": {"open_young": 7}, "uncertain": 3, "uncertain_share": 0.03},
+        "demand_proxy": True,
+        "demand_proxy_reason": "resolved labels hold one cohort only (low)",
+    }
+    card = model_card("v1", models, {"salary": ["a"], "demand": ["a"]}, {}, {"summary": summary})
+    assert "unresolved (left out): {'open_young': 7}" in card
+    assert "straddles a cohort edge: 3 (3.0% of demand labels" in card
+    assert "> Why: resolved labels hold one cohort only (low)." in card

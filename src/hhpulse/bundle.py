@@ -246,10 +246,12 @@ def model_card(
     lines = [f"# hhpulse model {version}", ""]
     if summary.get("demand_proxy"):
         lines += [
-            "> **WARNING: demand labels use the AGE PROXY.** The training data held (almost) no closed",
-            "> vacancies, so the demand cohort was learned from age at collection (collected_at - published_at),",
-            '> not from time-to-close. Treat demand predictions as "how long ago such vacancies were',
+            "> **WARNING: demand labels use the AGE PROXY.** The resolved labels could not make a",
+            "> measurable task (too few closes, or one cohort), so the demand cohort was learned from age",
+            "> at collection (collected_at - published_at), not from time-to-close.",
+            '> Treat demand predictions as "how long ago such vacancies were',
             '> (re)published", not as demand.',
+            *([f"> Why: {summary['demand_proxy_reason']}."] if summary.get("demand_proxy_reason") else []),
             "",
         ]
     if card.get("synthetic"):
