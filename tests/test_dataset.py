@@ -145,8 +145,9 @@ def test_build_dataset_from_a_real_two_run_history():
             "val": round(0.2 * len(td.frame)),
             "test": round(0.2 * len(td.frame)),
         }
-    key = sal.frame[["collected_at", "published_at"]].apply(tuple, axis=1)
-    assert key[sal.frame["part"] == "train"].max() <= key[sal.frame["part"] == "test"].min()
+    # salary: by first sighting (all on day 0 here), then first publication
+    assert sal.boundaries["method"] == "time (first seen, then first published)"
+    assert sal.part("train")["published_at"].max() <= sal.part("test")["published_at"].min()
     # demand: by the vacancy's start (publication), every row settled 20+ days before day 30
     start = dem.frame["demand_start"]
     assert start[dem.frame["part"] == "train"].max() <= start[dem.frame["part"] == "test"].min()
@@ -301,3 +302,20 @@ def test_missing_test_cohort_is_recorded_and_logged(caplog):
     mix = ds.tasks["demand"].boundaries["cohorts"]
     assert mix["test"]["high"] == 0 and "high" in ds.tasks["demand"].boundaries["missing_cohorts"]
     assert "labels hold no high" in caplog.text
+
+
+def test_salary_test_set_holds_no_vacancy_yesterdays_champion_trained_on():
+    # a vacancy still open is re-collected every day (and may be re-published): a split on its
+    # latest sighting moved it into the newest rows, so the gate scored the champion on rows it
+    # was trained on. By first sighting, the new test set holds only yesterday's newest and today's
+    day = timedelta(days=1)
+    old = [_item(i, T0 - (40 - i) * day, T0, 100_000 + 1000 * i) for i in range(40)]
+    again = [_item(i, T0 + day, T0 + day, 100_000 + 1000 * i) for i in range(0, 40, 2)]  # re-published
+    new = [_item(100 + i, T0 + day - i * pd.Timedelta(hours=1), T0 + day, 150_000) for i in range(10)]
+    runs = [_run("r1", T0, old), _run("r2", T0 + day, again + new)]
+    cfg = SplitConfig(val_fraction=0.2, test_fraction=0.2)
+    yesterday = build_dataset(build_history(runs[:1]), {"r1": RATES}, LabelConfig(min_closed=1), cfg)
+    today = build_dataset(build_history(runs), {"r1": RATES, "r2": RATES}, LabelConfig(min_closed=1), cfg)
+    trained = set(yesterday.tasks["salary"].part("train")["id"])
+    tested = set(today.tasks["salary"].part("test")["id"])
+    assert tested and not (tested & trained)

@@ -1,7 +1,8 @@
 """The training dataset: labelled history rows and a time-ordered split.
 
-The salary split orders rows by ``collected_at`` then ``published_at``, so validation
-and test sets are the newest data, as in production. A random split is an option, not
+The salary split orders rows by their first sighting (``first_seen``, then
+``first_published_at``; for a single dump, ``collected_at`` then ``published_at``), so
+validation and test sets are the newest vacancies, as in production. A random split is an option, not
 the default. Demand labelled with the age proxy is ordered by ``collected_at`` then a
 fixed hash of the id, because the proxy is computed from ``published_at`` (see
 :func:`time_split`).
@@ -257,6 +258,21 @@ class Dataset:
         return cls(tasks, meta["summary"])
 
 
+def _first_sighting(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows keyed for the time split by their first sighting (``first_seen``, then
+    ``first_published_at``) where history has them.
+
+    A vacancy still open is re-collected, and often re-published, on every run, so its
+    latest ``collected_at``/``published_at`` keep moving: a split on them put vacancies that
+    yesterday's champion was trained on into today's test set (more than half of the salary
+    test set after three daily runs), and the gate then favoured the champion. For a single
+    dump the first sighting is the only one, so the split is the same as before.
+    """
+    if "first_seen" not in rows or "first_published_at" not in rows:
+        return rows
+    return rows.assign(collected_at=rows["first_seen"], published_at=rows["first_published_at"])
+
+
 def label_sources(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Per task, where the labels came from and how many (replay, gate verdict, run summary)."""
     res = summary.get("demand_resolution", {})
@@ -315,13 +331,19 @@ def build_dataset(
             )
             part[pending] = PENDING
         else:
-            split = time_split(rows, split_config, then_by="id_hash" if proxy else "published_at")
+            split = time_split(
+                _first_sighting(rows), split_config, then_by="id_hash" if proxy else "published_at"
+            )
+            if not (proxy or split_config.random):
+                split.boundaries["method"] = "time (first seen, then first published)"
         part[split.train], part[split.val], part[split.test] = "train", "val", "test"
         out = rows[list(TEXT_COLUMNS)].copy()
         out["label"] = rows[f"{task}_cohort"].astype(str)
         out["part"] = part
         out["collected_at"] = rows["collected_at"]
         out["published_at"] = rows["published_at"]
+        if "first_seen" in rows:
+            out["first_seen"] = rows["first_seen"]
         if task == "salary":
             out["salary_rub"] = rows["salary_rub"]
         else:
