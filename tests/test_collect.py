@@ -164,7 +164,7 @@ def test_second_run_is_append_only(tmp_path):
     second = collect(make_source("demo", demo_size=40), store)
     assert second.run_id != first.run_id
     assert {k: store.get_bytes(k) for k in before} == before
-    assert store.get_json(f"raw/{second.run_id}/meta.json")["source"]["day"] == 67  # the market moved a week
+    assert store.get_json(f"raw/{second.run_id}/meta.json")["source"]["day"] == 61  # moved a day
     assert first.meta["synthetic"] is True
 
 

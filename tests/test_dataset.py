@@ -50,13 +50,15 @@ def _run(run_id: str, collected: datetime, items: list[dict]) -> RawRun:
 
 
 def _two_runs() -> pd.DataFrame:
-    """40 vacancies seen on day 0; on day 30 a complete run sees only the even ones."""
+    """40 vacancies published after an empty run on day -10 and seen on day 0; on day 30 a
+    complete run sees only the even ones."""
     day = timedelta(days=1)
     salaries = [60_000, 120_000, 170_000, 250_000, None]
     first = [_item(i, T0 - (i % 5) * day, T0, salaries[i % 5]) for i in range(40)]
     second = [_item(i, T0 - (i % 5) * day, T0 + 30 * day, salaries[i % 5]) for i in range(0, 40, 2)]
     return build_history(
         [
+            _run("20251222T000000Z-00000000", T0 - 10 * day, []),
             _run("20260101T000000Z-aaaaaaaa", T0, first),
             _run("20260131T000000Z-bbbbbbbb", T0 + 30 * day, second),
         ]
@@ -143,8 +145,17 @@ def test_build_dataset_from_a_real_two_run_history():
             "val": round(0.2 * len(td.frame)),
             "test": round(0.2 * len(td.frame)),
         }
-        key = td.frame[["collected_at", "published_at"]].apply(tuple, axis=1)
-        assert key[td.frame["part"] == "train"].max() <= key[td.frame["part"] == "test"].min()
+    # salary: by first sighting (all on day 0 here), then first publication
+    assert sal.boundaries["method"] == "time (first seen, then first published)"
+    assert sal.part("train")["published_at"].max() <= sal.part("test")["published_at"].min()
+    # demand: by the vacancy's start (publication), every row settled 20+ days before day 30
+    start = dem.frame["demand_start"]
+    assert start[dem.frame["part"] == "train"].max() <= start[dem.frame["part"] == "test"].min()
+    assert dem.boundaries["method"] == "time (demand start: publication), settled rows only"
+    assert dem.boundaries["missing_test_cohorts"] == [] and dem.boundaries["missing_cohorts"] == ["high"]
+    # a close seen between day 0 and day 30 spans 0..34 days: it straddles both edges
+    assert dem.frame.loc[dem.frame["label"] == "medium", "demand_uncertain"].all()
+    assert ds.summary["demand_resolution"]["uncertain"] == 20
     assert ds.summary["runs"] == sorted(runs)
 
 
@@ -213,3 +224,98 @@ def test_real_dump_gives_both_tasks_with_the_proxy_flagged(shared_hh):
     dem = ds.tasks["demand"]
     assert dem.boundaries["method"] == "time (collected_at, then id_hash)"
     assert dem.part("test")["label"].nunique() == len(LabelConfig().demand_cohorts)
+
+
+# -- the demand split: time and resolution -------------------------------------------------
+def _demand_rows(days_and_labels, *, step_hours=0):
+    t = pd.Timestamp("2026-03-01", tz="UTC")
+    return pd.DataFrame(
+        {
+            "id": [str(i) for i in range(len(days_and_labels))],
+            "demand_start": [
+                t + pd.Timedelta(days=d, hours=step_hours * i) for i, (d, _) in enumerate(days_and_labels)
+            ],
+            "label": [lab for _, lab in days_and_labels],
+        }
+    )
+
+
+def test_demand_split_tests_on_the_newest_settled_rows_with_every_cohort():
+    from hhpulse.dataset import demand_split
+
+    # 60 days observed; vacancies of days 0..39 are settled, and hold every cohort; the
+    # newest rows (days 41..60) are labelled only when they closed fast: all high/medium.
+    # A split on "the newest labelled rows" would test on high and medium only.
+    rows = [(d, ("high", "medium", "low")[d % 3]) for d in range(40)]
+    rows += [(d, ("high", "medium")[d % 2]) for d in range(41, 61)]
+    df = _demand_rows(rows)
+    until = pd.Timestamp("2026-03-01", tz="UTC") + pd.Timedelta(days=60)
+    split, pending = demand_split(
+        df, SplitConfig(val_fraction=0.2, test_fraction=0.2), observed_until=until, low_days=20
+    )
+    assert set(df["label"].iloc[split.test]) == {"high", "medium", "low"}
+    assert sorted(pending.tolist()) == list(range(40, 60))  # too young to test on without bias
+    starts = df["demand_start"]
+    assert starts.iloc[split.train].max() < starts.iloc[split.test].min()
+    assert starts.iloc[split.val].max() < starts.iloc[split.test].min()
+    assert len(split.test) == 8 and len(split.val) == 8 and len(split.train) == 24
+
+
+def test_demand_split_fails_over_when_the_newest_rows_are_all_censored():
+    from hhpulse.dataset import demand_split
+
+    # early in a schedule: the only settled rows are old, censored low; fast closes are new.
+    # The settled window lacks high and medium, so each cohort's newest rows are tested on.
+    rows = [(d, "low") for d in range(10)] + [(d, ("high", "medium")[d % 2]) for d in range(30, 40)]
+    df = _demand_rows(rows)
+    until = pd.Timestamp("2026-03-01", tz="UTC") + pd.Timedelta(days=40)
+    split, pending = demand_split(
+        df, SplitConfig(val_fraction=0.2, test_fraction=0.2), observed_until=until, low_days=20
+    )
+    assert set(df["label"].iloc[split.test]) == {"high", "medium", "low"}
+    assert len(pending) == 0 and split.boundaries["method"].startswith("time per cohort")
+    for cohort in ("high", "medium", "low"):
+        mine = df["label"] == cohort
+        test = np.zeros(len(df), dtype=bool)
+        test[split.test] = True
+        assert df.loc[mine & ~test, "demand_start"].max() < df.loc[mine & test, "demand_start"].min()
+
+
+def test_a_time_split_of_all_censored_newest_rows_would_miss_cohorts():
+    # the failure the demand split exists for: order by collection time, and the newest rows
+    # are the ones still open (censored low), so a plain time split tests on one cohort
+    t = pd.date_range("2026-03-01", periods=30, freq="D", tz="UTC")
+    df = pd.DataFrame(
+        {
+            "collected_at": list(t[:20]) + [t[-1]] * 10,
+            "published_at": t,
+            "label": ["high", "medium"] * 10 + ["low"] * 10,
+        }
+    )
+    s = time_split(df, SplitConfig(val_fraction=0.2, test_fraction=0.2))
+    assert set(df["label"].iloc[s.test]) == {"low"}
+
+
+def test_missing_test_cohort_is_recorded_and_logged(caplog):
+    hist = _two_runs()
+    ds = build_dataset(hist, {}, LabelConfig(min_closed=1), SplitConfig(val_fraction=0.2, test_fraction=0.2))
+    mix = ds.tasks["demand"].boundaries["cohorts"]
+    assert mix["test"]["high"] == 0 and "high" in ds.tasks["demand"].boundaries["missing_cohorts"]
+    assert "labels hold no high" in caplog.text
+
+
+def test_salary_test_set_holds_no_vacancy_yesterdays_champion_trained_on():
+    # a vacancy still open is re-collected every day (and may be re-published): a split on its
+    # latest sighting moved it into the newest rows, so the gate scored the champion on rows it
+    # was trained on. By first sighting, the new test set holds only yesterday's newest and today's
+    day = timedelta(days=1)
+    old = [_item(i, T0 - (40 - i) * day, T0, 100_000 + 1000 * i) for i in range(40)]
+    again = [_item(i, T0 + day, T0 + day, 100_000 + 1000 * i) for i in range(0, 40, 2)]  # re-published
+    new = [_item(100 + i, T0 + day - i * pd.Timedelta(hours=1), T0 + day, 150_000) for i in range(10)]
+    runs = [_run("r1", T0, old), _run("r2", T0 + day, again + new)]
+    cfg = SplitConfig(val_fraction=0.2, test_fraction=0.2)
+    yesterday = build_dataset(build_history(runs[:1]), {"r1": RATES}, LabelConfig(min_closed=1), cfg)
+    today = build_dataset(build_history(runs), {"r1": RATES, "r2": RATES}, LabelConfig(min_closed=1), cfg)
+    trained = set(yesterday.tasks["salary"].part("train")["id"])
+    tested = set(today.tasks["salary"].part("test")["id"])
+    assert tested and not (tested & trained)

@@ -40,7 +40,12 @@ def test_folds_sightings_and_infers_closes():
     assert one["times_seen"] == 3 and one["name"] == "n"  # latest sighting's fields
     assert one["first_published_at"] == pd.Timestamp("2026-02-20T07:00:00Z")
     assert one["latest_published_at"] == pd.Timestamp("2026-03-06T07:00:00Z")
-    assert one["closed_reason"] == "archived" and one["closed_at"] == pd.Timestamp("2026-03-15T12:00:00Z")
+    # archived at r3, open at r2: closed in between, at the midpoint
+    assert one["closed_reason"] == "archived" and one["closed_at"] == pd.Timestamp("2026-03-12T00:00:00Z")
+    assert one["closed_after"] == pd.Timestamp("2026-03-08T12:00:00Z")
+    assert one["closed_by"] == pd.Timestamp("2026-03-15T12:00:00Z")
+    # both were there when observation began: their start is not observed
+    assert pd.isna(one["observed_since"]) and pd.isna(two["observed_since"])
     # 2 vanished from r2, which covered r1's search: closed between the two runs
     assert two["closed_reason"] == "absent_from_complete_run"
     assert two["closed_after"] == pd.Timestamp("2026-03-01T12:00:00Z")
@@ -98,8 +103,8 @@ def test_demo_runs_track_the_market(tmp_path):
         collect(make_source("demo", demo_size=30), store)
     h = rebuild_history(store)
     market = Market(daily_new=30)
-    open_day_67 = {v.id for v in market.snapshot(67)}
+    open_day_61 = {v.id for v in market.snapshot(61)}  # one day per run
     closed = h[h["closed_reason"] == "absent_from_complete_run"]
-    assert len(closed) > 0 and not (set(closed["id"]) & open_day_67)
-    assert set(h.loc[h["closed_at"].isna(), "id"]) == open_day_67
+    assert len(closed) > 0 and not (set(closed["id"]) & open_day_61)
+    assert set(h.loc[h["closed_at"].isna(), "id"]) == open_day_61
     assert store.get_parquet("history/vacancies.parquet").shape == h.shape

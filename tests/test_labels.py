@@ -283,3 +283,102 @@ def test_proxy_can_be_switched_off():
     assert strict.summary["demand_proxy"] is False
     assert strict.frame["demand_source"].tolist() == ["closed", "censored_low"]
     assert strict.frame["demand_cohort"].tolist() == ["high", "low"]
+
+
+# -- resolution: a demand label is used only once no later observation can change it --------
+def test_resolution_on_a_hand_made_history():
+    """Closed, censored at 20+ days, young and open, a straddling close, an unobserved start."""
+    t0 = pd.Timestamp("2026-03-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    since = t0 - day  # an earlier complete run of the same search did not list them
+    h = _hist(
+        first_published_at=[t0, t0, t0, t0, t0, t0 - 40 * day, t0 - 40 * day],
+        observed_since=[since, since, since, since, since, pd.NaT, pd.NaT],
+        # 0: closed in (4, 5] days: high, certain; 1: still open at 25 days: low (censored);
+        # 2: open at 12 days: unresolved, never low; 3: closed in (9, 11] days: straddles the
+        # 10-day edge; 4: closed in (17, 24]: straddles 20; 5: seen first by the first run
+        # (start unknown), closed after 3..4 observed days: unresolved; 6: same, open 30 days: low
+        closed_after=[t0 + 4 * day, pd.NaT, pd.NaT, t0 + 9 * day, t0 + 17 * day, t0 - 37 * day, pd.NaT],
+        closed_by=[t0 + 5 * day, pd.NaT, pd.NaT, t0 + 11 * day, t0 + 24 * day, t0 - 36 * day, pd.NaT],
+        closed_at=[t0 + 4.5 * day, pd.NaT, pd.NaT, t0 + 10 * day, t0 + 20.5 * day, t0 - 36.5 * day, pd.NaT],
+        last_seen=[
+            t0 + 4 * day,
+            t0 + 25 * day,
+            t0 + 12 * day,
+            t0 + 9 * day,
+            t0 + 17 * day,
+            t0 - 37 * day,
+            t0 - 10 * day,
+        ],
+    )
+    for c in ("observed_since", "closed_after", "closed_by"):
+        h[c] = pd.to_datetime(h[c], utc=True)
+    lab = build_labels(h, {}, LabelConfig(min_closed=1))
+    f = lab.frame
+    assert f["demand_cohort"].tolist() == ["high", "low", None, "medium", "low", None, "low"]
+    assert f["demand_source"].tolist() == [
+        "closed",
+        "censored_low",
+        None,
+        "closed",
+        "closed",
+        None,
+        "censored_low",
+    ]
+    assert f["demand_status"].tolist() == [
+        "resolved",
+        "resolved",
+        "open_young",
+        "resolved",
+        "resolved",
+        "start_unknown",
+        "resolved",
+    ]
+    assert f["demand_uncertain"].tolist() == [False, False, False, True, True, False, False]
+    assert f["lifetime_min_days"].iloc[3] == pytest.approx(9) and f["lifetime_max_days"].iloc[
+        3
+    ] == pytest.approx(11)
+    res = lab.summary["demand_resolution"]
+    assert res["unresolved"] == {"open_young": 1, "start_unknown": 1}
+    assert res["uncertain"] == 2 and res["uncertain_share"] == pytest.approx(2 / 5)
+    assert lab.summary["demand_counts"] == {"low": 3, "high": 1, "medium": 1}
+
+
+def test_an_unobserved_start_settles_low_only():
+    # first seen by the first run: published_at may be a re-publication, so the observed
+    # lifetime is a lower bound; 21+ observed days settle low, fewer settle nothing
+    t0 = pd.Timestamp("2026-03-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    h = _hist(
+        first_published_at=[t0, t0],
+        observed_since=[pd.NaT, pd.NaT],
+        closed_after=[t0 + 21 * day, t0 + 5 * day],
+        closed_by=[t0 + 22 * day, t0 + 6 * day],
+        closed_at=[t0 + 21.5 * day, t0 + 5.5 * day],
+        last_seen=[t0 + 21 * day, t0 + 5 * day],
+    )
+    for c in ("observed_since", "closed_after", "closed_by"):
+        h[c] = pd.to_datetime(h[c], utc=True)
+    f = build_labels(h, {}, LabelConfig(min_closed=1, allow_demand_proxy=False)).frame
+    assert f["demand_cohort"].tolist() == ["low", None]
+    assert f["demand_status"].tolist() == ["resolved", "start_unknown"]
+    assert not f["demand_start_known"].any()
+
+
+def test_one_resolved_cohort_falls_back_to_the_flagged_proxy(caplog):
+    # the first days of a schedule: only vacancies open 20+ days are resolved, all low;
+    # demand cannot be measured on one cohort, so the (flagged) proxy is used
+    t0 = pd.Timestamp("2026-03-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    n = 40
+    h = _hist(
+        first_published_at=[t0] * n,
+        published_at=[t0 + (i % 25) * day for i in range(n)],
+        collected_at=[t0 + 30 * day] * n,
+        closed_at=[t0 + 25 * day] * n,
+        last_seen=[t0 + 24 * day] * n,
+    )
+    lab = build_labels(h, {}, LabelConfig(min_closed=10))
+    assert lab.summary["demand_proxy"] is True
+    assert "one cohort" in lab.summary["demand_proxy_reason"] and "DEMAND PROXY" in caplog.text
+    assert set(lab.frame["demand_source"].dropna()) == {"proxy_age"}

@@ -253,6 +253,17 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _demand_resolution_lines(summary: Mapping[str, Any]) -> list[str]:
+    res = summary.get("demand_resolution")
+    if not res:
+        return []
+    return [
+        f"- demand labels unresolved (left out): {res.get('unresolved', {})}",
+        f"- demand labels whose close-time uncertainty straddles a cohort edge: {res.get('uncertain', 0)}"
+        f" ({100 * (res.get('uncertain_share') or 0):.1f}% of demand labels; the runs' cadence sets it)",
+    ]
+
+
 def model_card(
     version: str,
     models: Mapping[str, TrainedCandidate],
@@ -264,10 +275,12 @@ def model_card(
     lines = [f"# hhpulse model {version}", ""]
     if summary.get("demand_proxy"):
         lines += [
-            "> **WARNING: demand labels use the AGE PROXY.** The training data held (almost) no closed",
-            "> vacancies, so the demand cohort was learned from age at collection (collected_at - published_at),",
-            '> not from time-to-close. Treat demand predictions as "how long ago such vacancies were',
+            "> **WARNING: demand labels use the AGE PROXY.** The resolved labels could not make a",
+            "> measurable task (too few closes, or one cohort), so the demand cohort was learned from age",
+            "> at collection (collected_at - published_at), not from time-to-close.",
+            '> Treat demand predictions as "how long ago such vacancies were',
             '> (re)published", not as demand.',
+            *([f"> Why: {summary['demand_proxy_reason']}."] if summary.get("demand_proxy_reason") else []),
             "",
         ]
     if card.get("synthetic"):
@@ -279,13 +292,15 @@ def model_card(
         f"- salary class counts: {summary.get('salary_counts', {})}",
         f"- salary rows left out: {summary.get('salary_left_out', {})}",
         f"- demand class counts: {summary.get('demand_counts', {})}; sources: {summary.get('demand_sources', {})}",
+        *_demand_resolution_lines(summary),
         "",
         "## Labels",
         "- salary: monthly gross RUB; midpoint of from/to (or the one given); converted with the run's",
         "  /dictionaries rates; net -> gross with the income-tax factor; closed-open bands:",
         f"  {list(cohorts['salary'])}; no salary means no label; absurd values left out",
         "- demand: lifetime = closed_at - (initial_created_at or first published_at); high < 10 days <= medium",
-        "  < 20 <= low; open vacancies >= 20 days old count as low; younger open ones are left out",
+        "  < 20 <= low; open vacancies >= 20 days old count as low; younger open ones are left out (unresolved),",
+        "  as are closes of vacancies whose start was not observed, unless they were open 20+ days",
         f"- label configuration: `{json.dumps(card.get('label_config', {}), ensure_ascii=False, default=str)}`",
         "",
         "## Models",

@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "serve a model bundle with KServe (v1 and v2 protocols)"),
     "request": ("request", "call a running hhpulse predictor over HTTP"),
     "run": ("run", "run the whole pipeline on this machine with kfp.local (the embedded default)"),
+    "replay": (
+        "replay",
+        "replay N daily demo runs (or a store's runs): labels, cohort mix, AUC vs the oracle",
+    ),
     "compile": ("compile", "compile the Kubeflow pipeline to pipelines/hhpulse.yaml"),
     "submit": ("submit", "upload the pipeline to a Kubeflow Pipelines API and start a run"),
     "schedule": ("schedule", "create or update a recurring run on Kubeflow Pipelines"),

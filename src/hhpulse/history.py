@@ -3,13 +3,25 @@
 ``history/vacancies.parquet`` holds the latest sighting's fields (all of
 :data:`hhpulse.hh.records.RECORD_COLUMNS`) plus ``first_seen``, ``last_seen``,
 ``times_seen``, ``first_published_at``, ``latest_published_at``, ``initial_created_at``
-(when any sighting had it), ``closed_at``, ``closed_reason``, ``closed_after``,
-``closed_by``, ``last_run_id`` and ``currency_rates_run_id``.
+(when any sighting had it), ``observed_since``, ``closed_at``, ``closed_reason``,
+``closed_after``, ``closed_by``, ``last_run_id`` and ``currency_rates_run_id``.
+
+When did a vacancy open? Search items carry ``published_at``, which hh.ru moves forward
+on every re-publication (``created_at`` equals it in search results), and only
+``GET /vacancies/{id}`` gives ``initial_created_at``. So the first ``published_at`` seen
+is the opening time only when the vacancy was **not** there before: ``observed_since`` is
+the collection time of the latest earlier run that covered the first sighting's search
+completely (NaT when there is none, e.g. for everything the first run sees). A vacancy
+first published after ``observed_since`` opened then; one seen by the first run may have
+been open, and re-published, for months (its start is left-censored, see
+:mod:`hhpulse.labels`).
 
 When is a vacancy closed?
 
-* ``archived``: a sighting says ``archived: true`` (hh.ru's own word). ``closed_at`` is
-  that sighting's ``collected_at``.
+* ``archived``: a sighting says ``archived: true`` (hh.ru's own word). It closed after
+  the latest sighting that was not archived (``closed_after``; NaT when none was) and
+  by the first archived sighting (``closed_by``); ``closed_at`` is the midpoint, or
+  ``closed_by`` when ``closed_after`` is unknown.
 * ``absent_from_complete_run``: the vacancy was last seen in run *A*, and a later run *B*
   does not contain it although *B* covered *A*'s search completely: *B* finished with
   no stop (no captcha, no exhausted retries), no window of *B* was truncated by the
@@ -57,6 +69,7 @@ TIME_COLUMNS = (
     "closed_at",
     "closed_after",
     "closed_by",
+    "observed_since",
 )
 HISTORY_COLUMNS: tuple[str, ...] = (
     *RECORD_COLUMNS,
@@ -65,6 +78,7 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "times_seen",
     "first_published_at",
     "latest_published_at",
+    "observed_since",
     "closed_at",
     "closed_reason",
     "closed_after",
@@ -130,7 +144,10 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
                 rec = parse_item(item, collected_at=run_time)
             except RecordError:
                 continue  # validation quarantines these; never let one row break history
-            row = rec.to_row()
+            # VacancyRecord.to_row() without dataclasses.asdict's deep copies, which cost
+            # most of a 45-run history: the fields are scalars, timestamps and a tuple
+            row = {c: getattr(rec, c) for c in RECORD_COLUMNS}
+            row["professional_roles"] = "|".join(rec.professional_roles)
             row["_order"] = order
             rows.append(row)
     if not rows:
@@ -150,10 +167,12 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
             "latest_published_at": g["published_at"].max(),
             "initial_created_at_any": g["initial_created_at"].min(),
             "_last_order": g["_order"].max(),
+            "_first_order": g["_order"].min(),
         }
     )
-    archived = df[df["archived"].eq(True)]
-    archived_at = archived.groupby("id")["collected_at"].min()
+    is_archived = df["archived"].eq(True)
+    archived_at = df[is_archived].groupby("id")["collected_at"].min()
+    open_until = df[~is_archived].groupby("id")["collected_at"].max()
     latest = g.tail(1).set_index("id")
     hist = latest.join(agg)
     hist["initial_created_at"] = hist["initial_created_at"].fillna(hist.pop("initial_created_at_any"))
@@ -167,6 +186,15 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
             if runs[j].covers(run):
                 next_cover[i] = j
                 break
+    # the latest earlier run that covered the first-seeing run's search completely: the
+    # vacancy was not open (in that search) then, so it opened after that run
+    prev_cover: dict[int, pd.Timestamp] = {}
+    for i, run in enumerate(runs):
+        for j in range(i - 1, -1, -1):
+            if runs[j].covers(run):
+                prev_cover[i] = pd.Timestamp(timed[j][0])
+                break
+    hist["observed_since"] = pd.to_datetime(hist["_first_order"].map(prev_cover), utc=True)
     cover_time = {i: pd.Timestamp(timed[j][0]) for i, j in next_cover.items()}
     closed_by = hist["_last_order"].map(cover_time)
     closed_by = pd.to_datetime(closed_by, utc=True)
@@ -175,10 +203,14 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
     hist["closed_at"] = hist["last_seen"] + (closed_by - hist["last_seen"]) / 2
     hist["closed_reason"] = pd.Series("absent_from_complete_run", index=hist.index).where(closed_by.notna())
     arch = hist.index.isin(archived_at.index)
-    hist["closed_at"] = hist["closed_at"].where(~arch, archived_at.reindex(hist.index))
+    arch_by = pd.to_datetime(archived_at.reindex(hist.index), utc=True)
+    arch_after = pd.to_datetime(open_until.reindex(hist.index), utc=True)
+    arch_after = arch_after.where(arch_after < arch_by)  # open sightings after the archived one: no bound
+    arch_at = (arch_after + (arch_by - arch_after) / 2).fillna(arch_by)
+    hist["closed_at"] = hist["closed_at"].where(~arch, arch_at)
     hist["closed_reason"] = hist["closed_reason"].where(~arch, "archived")
-    hist["closed_after"] = hist["closed_after"].where(~arch, pd.NaT)
-    hist["closed_by"] = hist["closed_by"].where(~arch, pd.NaT)
+    hist["closed_after"] = hist["closed_after"].where(~arch, arch_after)
+    hist["closed_by"] = hist["closed_by"].where(~arch, arch_by)
     hist = hist.reset_index()
     for c in TIME_COLUMNS:
         hist[c] = pd.to_datetime(hist[c], utc=True)

@@ -13,20 +13,34 @@ Salary (monthly gross RUB, closed-open bands from :class:`~hhpulse.config.LabelC
    salary's run), ``absurd_low`` / ``absurd_high`` (outside ``min_monthly_rub`` ..
    ``max_monthly_rub``: hourly rates, dollars typed as roubles, sums typed as roubles).
 
-Demand (how fast such a vacancy closes; ``high`` < 10 days <= ``medium`` < 20 <= ``low``):
+Demand (how fast such a vacancy closes; ``high`` < 10 days <= ``medium`` < 20 <= ``low``).
+A demand label is used only once it is **resolved**, i.e. no later observation can change it:
 
-* ``closed``: lifetime = ``closed_at`` - (``initial_created_at``, else the first
-  ``published_at``);
-* ``censored_low``: still open but already at least 20 days old at its last sighting:
-  censoring cannot change its band, so it is ``low``;
-* a younger open vacancy is unknown and left out;
-* ``proxy_age``: when the data holds no closes, or fewer than ``min_closed`` (a single
-  imported dump; a couple of ``archived`` items cannot carry a label set), the
-  prototype's proxy is used instead: age at collection (``collected_at`` -
-  ``published_at``). This is flagged loudly (``summary["demand_proxy"]``, a WARNING
-  log line, and the model card), because it measures how long ago a vacancy was
-  (re)published, not how fast it closes. ``allow_demand_proxy=False`` turns the
-  fallback off: demand then keeps only the rows that real closes can label.
+* ``closed``: lifetime = ``closed_at`` - start, where start is ``initial_created_at``,
+  else the first ``published_at``. The close is only known to lie in
+  (``closed_after``, ``closed_by``] (two runs), so the lifetime lies in
+  [``lifetime_min_days``, ``lifetime_max_days``]; ``closed_at`` is the midpoint. When
+  that interval crosses a cohort edge, the label is kept (from the midpoint) and
+  flagged ``demand_uncertain`` ("straddles an edge"); the summary and the model card
+  give their share. A daily schedule keeps it small; a weekly one does not.
+* ``censored_low``: still open but already observed open for at least 20 days (the
+  ``low`` edge) at its last sighting: no later close can change its band, so it is ``low``.
+* **unresolved** (no label, never counted as ``low``), ``demand_status`` says why:
+  ``open_young``: still open and younger than the ``low`` edge, it may still close as
+  ``high`` or ``medium``; ``start_unknown``: the start was not observed (see
+  ``observed_since`` in :mod:`hhpulse.history`: the vacancy was already there when
+  observation began, and hh.ru moves ``published_at`` on every re-publication), so its
+  lifetime is only known to be *at least* the observed one; that settles ``low`` (then it
+  is labelled) but nothing shorter; ``bad_dates``: a close before the start.
+* ``proxy_age``: when real labels cannot make a measurable task (fewer than
+  ``min_closed`` resolved closes, as in a single imported dump, or resolved labels of
+  fewer than two cohorts, as in the first days of a schedule, when only vacancies open
+  for 20+ days are resolved) the prototype's proxy is used instead: age at collection
+  (``collected_at`` - ``published_at``). This is flagged loudly
+  (``summary["demand_proxy"]`` with ``demand_proxy_reason``, a WARNING log line, and
+  the model card), because it measures how long ago a vacancy was (re)published, not
+  how fast it closes. ``allow_demand_proxy=False`` turns the fallback off: demand then
+  keeps only the resolved labels.
 """
 
 from __future__ import annotations
@@ -48,6 +62,8 @@ DAY = pd.Timedelta(days=1)
 # Every value ``salary_reason`` can take (``no_rate:<CODE>`` names the currency).
 SALARY_REASONS = ("no_salary", "from_gt_to", "no_currency", "no_rate:<CODE>", "absurd_low", "absurd_high")
 DEMAND_SOURCES = ("closed", "censored_low", "proxy_age")
+# Why a demand label is missing (``demand_status``); ``resolved`` rows have one.
+DEMAND_UNRESOLVED = ("open_young", "start_unknown", "bad_dates", "no_dates")
 
 
 def _missing(value: Any) -> bool:
@@ -156,46 +172,145 @@ def salary_labels(
     )
 
 
-def demand_labels(history: pd.DataFrame, config: LabelConfig) -> tuple[pd.DataFrame, bool]:
-    """Columns ``lifetime_days``, ``demand_cohort``, ``demand_source``; and whether the proxy was used."""
-    start = history["initial_created_at"].fillna(history["first_published_at"])
-    closed = history["closed_at"].notna()
+def _col(history: pd.DataFrame, name: str) -> pd.Series:
+    if name in history:
+        return pd.to_datetime(history[name], utc=True)
+    return pd.Series(pd.NaT, index=history.index, dtype="datetime64[ns, UTC]")
+
+
+def demand_start(history: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(start, start_known) per row: when the vacancy opened, and whether that was observed.
+
+    The start is ``initial_created_at``, else the first ``published_at``. It is known when
+    ``initial_created_at`` is, or when the vacancy was first published after
+    ``observed_since`` (an earlier complete run of the same search did not list it). A
+    history without ``observed_since`` (built by hand) takes every start as known.
+    """
+    initial = _col(history, "initial_created_at")
+    start = initial.fillna(_col(history, "first_published_at"))
+    if "observed_since" not in history:
+        return start, start.notna()
+    since = _col(history, "observed_since")
+    return start, initial.notna() | (since.notna() & (start > since))
+
+
+def resolve_demand(history: pd.DataFrame, config: LabelConfig) -> pd.DataFrame:
+    """Resolved demand labels from closes and censoring (no proxy); see the module docstring.
+
+    Columns: ``lifetime_days``, ``lifetime_min_days``, ``lifetime_max_days``,
+    ``demand_cohort``, ``demand_source``, ``demand_status`` (``resolved`` or a reason from
+    :data:`DEMAND_UNRESOLVED`), ``demand_uncertain`` (the close-time interval straddles a
+    cohort edge), ``demand_start`` and ``demand_start_known``.
+    """
+    start, known = demand_start(history)
+    closed_at = _col(history, "closed_at")
+    closed = closed_at.notna()
+    after = _col(history, "closed_after").where(closed)
+    by = _col(history, "closed_by").where(closed).fillna(closed_at)
+    life = (closed_at - start) / DAY
+    # an unknown lower bound (archived at the first sighting): it may have closed at once
+    life_lo = ((after - start) / DAY).fillna(0.0).clip(lower=0.0).where(closed)
+    life_hi = ((by - start) / DAY).where(closed)
+    age = (_col(history, "last_seen") - start) / DAY
+    low_edge = config.demand_low_days
+
     out = pd.DataFrame(index=history.index)
     out["lifetime_days"] = np.nan
+    out["lifetime_min_days"] = np.nan
+    out["lifetime_max_days"] = np.nan
     out["demand_cohort"] = None
     out["demand_source"] = None
-    n_closed = int(closed.sum())
-    proxy = n_closed < config.min_closed and config.allow_demand_proxy
-    if n_closed < config.min_closed and not config.allow_demand_proxy:
-        log.warning(
-            "demand: only %d closed vacancies (< min_closed=%d) and the age proxy is off; "
-            "demand labels come from closes and censoring alone",
-            n_closed,
-            config.min_closed,
-        )
-    if proxy:
-        age = (history["collected_at"] - history["published_at"]) / DAY
-        ok = age.notna() & (age >= 0)
-        out.loc[ok, "lifetime_days"] = age[ok]
-        out.loc[ok, "demand_source"] = "proxy_age"
-        log.warning(
-            "DEMAND PROXY: the data holds %d closed vacancies (< min_closed=%d), so demand labels use age at collection "
-            "(collected_at - published_at), the prototype's proxy. It is not time-to-close.",
-            n_closed,
-            config.min_closed,
-        )
-    else:
-        life = (history["closed_at"] - start) / DAY
-        ok = closed & life.notna() & (life >= 0)
-        out.loc[ok, "lifetime_days"] = life[ok]
-        out.loc[ok, "demand_source"] = "closed"
-        age_open = (history["last_seen"] - start) / DAY
-        cens = ~closed & age_open.notna() & (age_open >= config.demand_low_days)
-        out.loc[cens, "lifetime_days"] = age_open[cens]
-        out.loc[cens, "demand_source"] = "censored_low"
-    has = out["lifetime_days"].notna()
-    out.loc[has, "demand_cohort"] = [demand_cohort(d, config) for d in out.loc[has, "lifetime_days"]]
-    return out, proxy
+    out["demand_status"] = "no_dates"
+    out["demand_uncertain"] = False
+    out["demand_start"] = start
+    out["demand_start_known"] = known
+
+    bad = closed & life.notna() & (life < 0)
+    ok_close = closed & life.notna() & (life >= 0)
+    # a known start: the midpoint's cohort; an unknown one: only a lower bound, so only low
+    exact = ok_close & known
+    floor_low = ok_close & ~known & (life_lo >= low_edge)
+    lab_close = exact | floor_low
+    out.loc[lab_close, "lifetime_days"] = life[lab_close]
+    out.loc[lab_close, "lifetime_min_days"] = life_lo[lab_close]
+    out.loc[exact, "lifetime_max_days"] = life_hi[exact]  # unknown start: no upper bound
+    out.loc[lab_close, "demand_source"] = "closed"
+    out.loc[lab_close, "demand_status"] = "resolved"
+    out.loc[ok_close & ~lab_close, "demand_status"] = "start_unknown"
+    out.loc[bad, "demand_status"] = "bad_dates"
+
+    opened = ~closed & age.notna()
+    cens = opened & (age >= low_edge)
+    out.loc[cens, "lifetime_days"] = age[cens]
+    out.loc[cens, "lifetime_min_days"] = age[cens]
+    out.loc[cens, "demand_source"] = "censored_low"
+    out.loc[cens, "demand_status"] = "resolved"
+    out.loc[opened & ~cens, "demand_status"] = "open_young"
+
+    if lab_close.any():
+        out.loc[lab_close, "demand_cohort"] = [demand_cohort(d, config) for d in life[lab_close]]
+    if cens.any():
+        out.loc[cens, "demand_cohort"] = "low"
+    if exact.any():
+        lo_c = [demand_cohort(d, config) for d in life_lo[exact]]
+        hi_c = [demand_cohort(d, config) for d in life_hi[exact]]
+        out.loc[exact, "demand_uncertain"] = [a != b for a, b in zip(lo_c, hi_c, strict=True)]
+    return out
+
+
+def demand_labels(history: pd.DataFrame, config: LabelConfig) -> tuple[pd.DataFrame, bool]:
+    """Demand columns (see :func:`resolve_demand`); and whether the age proxy was used.
+
+    The reason for the proxy, when used, is in ``frame.attrs["proxy_reason"]``.
+    """
+    out = resolve_demand(history, config)
+    resolved = out["demand_cohort"].notna()
+    n_closed = int((out["demand_source"] == "closed").sum())
+    cohorts = sorted(out.loc[resolved, "demand_cohort"].unique())
+    why = None
+    if n_closed < config.min_closed:
+        why = f"only {n_closed} resolved closes (< min_closed={config.min_closed})"
+    elif len(cohorts) < 2:
+        why = f"resolved labels hold one cohort only ({', '.join(cohorts) or 'none'}): demand cannot be measured"
+    if why and not config.allow_demand_proxy:
+        log.warning("demand: %s and the age proxy is off; demand keeps the resolved labels alone", why)
+        return out, False
+    if why is None:
+        return out, False
+    age = (_col(history, "collected_at") - _col(history, "published_at")) / DAY
+    ok = age.notna() & (age >= 0)
+    proxy = out[["demand_start", "demand_start_known"]].copy()
+    proxy["lifetime_days"] = age.where(ok)
+    proxy["lifetime_min_days"] = np.nan
+    proxy["lifetime_max_days"] = np.nan
+    proxy["demand_cohort"] = None
+    proxy.loc[ok, "demand_cohort"] = [demand_cohort(d, config) for d in age[ok]]
+    proxy["demand_source"] = pd.Series("proxy_age", index=history.index).where(ok)
+    proxy["demand_status"] = pd.Series("proxy", index=history.index).where(ok, "no_dates")
+    proxy["demand_uncertain"] = False
+    proxy = proxy[list(out.columns)]
+    proxy.attrs["proxy_reason"] = why
+    log.warning(
+        "DEMAND PROXY: %s, so demand labels use age at collection (collected_at - published_at), "
+        "the prototype's proxy. It is not time-to-close.",
+        why,
+    )
+    return proxy, True
+
+
+def demand_resolution(dem: pd.DataFrame) -> dict[str, Any]:
+    """Counts for the summary: resolved vs unresolved (by reason), and the straddling share."""
+    status = dem["demand_status"].value_counts()
+    closes = dem["demand_source"] == "closed"
+    uncertain = int((dem["demand_uncertain"] & closes).sum())
+    labelled = int(dem["demand_cohort"].notna().sum())
+    return {
+        "resolved": labelled,
+        "unresolved": {str(k): int(v) for k, v in status.items() if k not in ("resolved", "proxy")},
+        "uncertain": uncertain,
+        "uncertain_share": round(uncertain / labelled, 4) if labelled else 0.0,
+        "start_known": int(dem["demand_start_known"].sum()),
+    }
 
 
 def build_labels(
@@ -213,6 +328,8 @@ def build_labels(
         "demand_counts": {k: int(v) for k, v in frame["demand_cohort"].value_counts().items()},
         "demand_sources": {k: int(v) for k, v in frame["demand_source"].value_counts().items()},
         "demand_proxy": proxy,
+        "demand_proxy_reason": dem.attrs.get("proxy_reason"),
+        "demand_resolution": demand_resolution(dem),
         "date_range": [str(times.min()) if len(times) else None, str(times.max()) if len(times) else None],
         "label_config": config.to_dict(),
     }

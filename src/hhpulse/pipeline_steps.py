@@ -11,14 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hhpulse.dataset import Dataset
+from hhpulse.dataset import Dataset, label_sources
 from hhpulse.evaluate import data_profile, drift_report
 from hhpulse.features import TextVectorizer
 from hhpulse.registry import champion, load_champion
 from hhpulse.report import comparison_html
 from hhpulse.store import open_store
 from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
-from hhpulse.workflow import DEFAULT_ECE_MARGIN, bundle_from_results, evaluate_bundle, gate_verdict
+from hhpulse.workflow import (
+    DEFAULT_ECE_MARGIN,
+    bundle_from_results,
+    champion_measured,
+    evaluate_bundle,
+    gate_verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +149,16 @@ def build_and_gate(
     st = open_store(store, endpoint_url=s3_endpoint or None)
     champion_metrics = None
     champ_version = None
+    was_measured: dict[str, bool] = {}
     if champion(st) is not None:
         with tempfile.TemporaryDirectory() as tmp:
             champ = load_champion(st, tmp)
             champ_version = champ.version
             champion_metrics = evaluate_bundle(champ, dataset, "test")
-    verdict = gate_verdict(challenger_metrics, champion_metrics, primary, margin, ece_margin)
+            was_measured = champion_measured(champ.metadata.get("metrics", {}), primary)
+    verdict = gate_verdict(
+        challenger_metrics, champion_metrics, primary, margin, ece_margin, champion_was_measured=was_measured
+    )
     log.info(
         "challenger %s vs champion %s: %s", challenger.version, champ_version or "none", verdict["reason"]
     )
@@ -164,6 +174,10 @@ def build_and_gate(
         "champion_test": {t: m.get(primary) for t, m in (champion_metrics or {}).items()},
         "challenger_ece": {t: m.get("ece") for t, m in challenger_metrics.items()},
         "champion_ece": {t: m.get("ece") for t, m in (champion_metrics or {}).items()},
+        "tasks": verdict.get("tasks", {}),
+        "primary": primary,
+        "winners": {t: r["winner"] for t, r in results.items()},
+        "labels": label_sources(dataset.summary),
     }
     st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
     return out

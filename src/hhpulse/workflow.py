@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,36 +215,131 @@ def evaluate_bundle(bundle: ModelBundle, dataset: Dataset, part: str | None = "t
     return out
 
 
+# A per-task gate check: (task, challenger's test metrics, champion's test metrics) -> a
+# check {"name", "passed" (bool, or None when it cannot be judged), "blocks" (a failure keeps
+# the champion), "detail"}, or None when it does not apply. compare() runs the primary-metric
+# check itself; pass more (e.g. a calibration check) in ``checks``.
+GateCheck = Callable[[str, Mapping[str, Any], Mapping[str, Any]], "dict[str, Any] | None"]
+
+
+def measured(metrics: Mapping[str, Any] | None, primary: str = DEFAULT_PRIMARY) -> bool:
+    """Whether a task's test metrics hold a defined ``primary`` value."""
+    return bool(metrics) and score(metrics or {}, primary) != float("-inf")
+
+
+def champion_measured(bundle_metrics: Mapping[str, Any], primary: str = DEFAULT_PRIMARY) -> dict[str, bool]:
+    """Per task, whether a published bundle's winner was measured on its own test set
+    (from its ``metrics.json``): a task it was measured on is one the gate must keep checking."""
+    out = {}
+    for task, doc in bundle_metrics.items():
+        if isinstance(doc, Mapping) and "winner" in doc and "candidates" in doc:
+            test = doc["candidates"].get(doc["winner"], {}).get("metrics", {}).get("test", {})
+            out[task] = measured(test, primary)
+    return out
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def compare(
     challenger: dict[str, Any],
     champion: dict[str, Any] | None,
     primary: str = DEFAULT_PRIMARY,
     margin: float = 0.0,
+    *,
+    champion_was_measured: Mapping[str, bool] | None = None,
+    checks: Sequence[GateCheck] = (),
 ) -> dict[str, Any]:
-    """Does the challenger win? Yes when no champion exists, or when it beats the champion's
-    primary metric by ``margin`` on average over the tasks where both scores are defined."""
+    """Does the challenger win? Both models' test metrics come from the same new test set.
+
+    Per task (``verdict["tasks"][task]``), a status:
+
+    * ``compared``: both scores are defined; the task's change counts in the mean.
+    * ``blocks``: the task cannot be measured on the new test set (e.g. a demand test set
+      of one cohort), but the champion was measured on it when it was published
+      (``champion_was_measured``), or a blocking check failed. The champion stays:
+      replacing it would put an unmeasured model of that task into production on the
+      strength of the other task alone. (Refusing, rather than excluding, is the safe
+      side: a later run whose test set measures the task decides.)
+    * ``excluded``: the task cannot be measured now and never was for this champion (e.g.
+      both on the demand age proxy's single cohort): nothing to protect, so it is left out
+      of the mean, with the reason in the verdict.
+
+    The challenger wins when no task blocks and the mean change of the primary metric over
+    the compared tasks beats ``margin``. Without a champion, the challenger wins.
+    """
     if champion is None:
         return {"challenger_wins": True, "reason": "no champion yet", "deltas": {}}
-    deltas = {}
+    was = dict(champion_was_measured or {})
+    tasks: dict[str, dict[str, Any]] = {}
+    deltas: dict[str, float] = {}
     for task in challenger:
-        a, b = score(challenger[task], primary), score(champion.get(task, {}), primary)
-        if a != float("-inf") and b != float("-inf"):
-            deltas[task] = a - b
+        mine, theirs = challenger.get(task) or {}, champion.get(task) or {}
+        a = mine.get(primary) if measured(mine, primary) else None
+        b = theirs.get(primary) if measured(theirs, primary) else None
+        tv: dict[str, Any] = {"challenger": a, "champion": b, "delta": None, "checks": []}
+        if a is not None and b is not None:
+            tv["delta"] = deltas[task] = float(a) - float(b)
+            tv["status"] = "compared"
+            tv["reason"] = f"{primary} {_fmt(b)} -> {_fmt(a)} ({tv['delta']:+.4f})"
+        elif a is not None:  # the champion has no figure for the task (an older bundle)
+            tv["status"] = "excluded"
+            tv["reason"] = f"left out: the champion has no {primary} for it on the new test set"
+        else:
+            why = "; ".join(mine.get("notes") or []) or f"no defined {primary} on the new test set"
+            if was.get(task, False):
+                tv["status"] = "blocks"
+                tv["reason"] = (
+                    f"cannot be measured on the new test set ({why}), but the champion was measured "
+                    "on it: the champion stays until it can be measured again"
+                )
+            else:
+                tv["status"] = "excluded"
+                tv["reason"] = (
+                    f"left out: cannot be measured on the new test set ({why}), nor was the champion"
+                )
+        tv["checks"].append(
+            {
+                "name": primary,
+                "passed": None if tv["delta"] is None else tv["delta"] >= 0,
+                "blocks": tv["status"] == "blocks",
+                "detail": tv["reason"],
+            }
+        )
+        for check in checks:
+            c = check(task, mine, theirs)
+            if c is not None:
+                tv["checks"].append(c)
+                if c.get("blocks") and c.get("passed") is False and tv["status"] != "blocks":
+                    tv["status"], tv["reason"] = "blocks", f"{c.get('name')}: {c.get('detail')}"
+        tasks[task] = tv
+    blocking = sorted(t for t, v in tasks.items() if v["status"] == "blocks")
+    per_task = "; ".join(f"{t} {v['status']}: {v['reason']}" for t, v in sorted(tasks.items()))
+    if blocking:
+        return {
+            "challenger_wins": False,
+            "reason": f"champion stays: {', '.join(blocking)} blocks the replacement ({per_task})",
+            "deltas": deltas,
+            "tasks": tasks,
+        }
     if not deltas:
         return {
             "challenger_wins": False,
-            "reason": f"no task has a defined {primary} for both models",
+            "reason": f"no task has a defined {primary} for both models ({per_task})",
             "deltas": {},
+            "tasks": tasks,
         }
     mean = sum(deltas.values()) / len(deltas)
     wins = mean > margin
     verdict = "challenger wins" if wins else "champion stays"
-    per_task = ", ".join(f"{t} {d:+.4f}" for t, d in sorted(deltas.items()))
+    changes = ", ".join(f"{t} {d:+.4f}" for t, d in sorted(deltas.items()))
     return {
         "challenger_wins": wins,
-        "reason": f"{verdict}: mean {primary} change {mean:+.4f} ({per_task}; margin {margin})",
+        "reason": f"{verdict}: mean {primary} change {mean:+.4f} ({changes}; margin {margin}) [{per_task}]",
         "deltas": deltas,
         "mean_delta": mean,
+        "tasks": tasks,
     }
 
 
@@ -288,10 +383,15 @@ def gate_verdict(
     primary: str = DEFAULT_PRIMARY,
     margin: float = 0.0,
     ece_margin: float = DEFAULT_ECE_MARGIN,
+    *,
+    champion_was_measured: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """:func:`compare` on the primary metric, then :func:`calibration_gate`: a challenger that
-    ranks better but whose probabilities are much worse calibrated does not replace the champion."""
-    verdict = dict(compare(challenger, champion, primary, margin))
+    """:func:`compare` on the primary metric (per-task statuses), then :func:`calibration_gate`:
+    a challenger that ranks better but whose probabilities are much worse calibrated does not
+    replace the champion."""
+    verdict = dict(
+        compare(challenger, champion, primary, margin, champion_was_measured=champion_was_measured)
+    )
     cal = calibration_gate(challenger, champion, ece_margin)
     verdict["calibration"] = cal
     if verdict["challenger_wins"] and not cal["passes"]:
@@ -306,6 +406,8 @@ __all__ = [
     "FeatureSet",
     "LoadedData",
     "TrainingReport",
+    "GateCheck",
+    "champion_measured",
     "compare",
     "evaluate_bundle",
     "gate_verdict",

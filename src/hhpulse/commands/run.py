@@ -160,41 +160,89 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
 
 
 def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
-    runs = sorted({k.split("/")[1] for k in store.list("raw/") if k.endswith("meta.json")})
-    last = runs[-1] if runs else None
+    from hhpulse.collect import latest_run
+
+    last = latest_run(store)  # by collected_at: ids of runs started in the same second do not sort
     if last:
         print(f"  raw run:      {store.uri(f'raw/{last}/')}")
         print(f"  validation:   {store.uri(f'raw/{last}/validation.md')}")
     print(f"  history:      {store.uri('history/vacancies.parquet')}")
     gates = sorted(k for k in store.list("gates/") if k.endswith(".json"))
-    if gates:
-        verdict = store.get_json(gates[-1])
+    verdict = store.get_json(gates[-1]) if gates else None
+    if verdict:
         print(
             f"  gate:         {verdict['version']} vs champion {verdict.get('champion_version') or 'none'}: {verdict['reason']}"
         )
     if after is None:
         print("  no champion was published")
-        return
-    if before is None:
+    elif before is None:
         print(f"  champion:     {after.version} (first model: no champion to compare with)")
     elif before.version == after.version:
         print(f"  champion:     {after.version} kept: the new challenger did not beat it")
     else:
         print(f"  champion:     {after.version} replaced {before.version}")
-    print(f"  model:        {after.uri}")
-    print(f"  model card:   {after.uri}/model_card.md")
-    print(f"  metrics:      {after.uri}/metrics.json")
-    from hhpulse.deploy import manifest_key
+    if after is not None:
+        print(f"  model:        {after.uri}")
+        print(f"  model card:   {after.uri}/model_card.md")
+        print(f"  metrics:      {after.uri}/metrics.json")
+        from hhpulse.deploy import manifest_key
 
-    manifest = manifest_key(after.version)
-    if store.exists(manifest):
-        print(f"  manifest:     {store.uri(manifest)} (rendered, not applied: no cluster)")
-    try:
-        metrics = store.get_json(f"models/hhpulse/{after.version}/metrics.json")
+        manifest = manifest_key(after.version)
+        if store.exists(manifest):
+            print(f"  manifest:     {store.uri(manifest)} (rendered, not applied: no cluster)")
+    import contextlib
+
+    def _auc(x) -> str:  # type: ignore[no-untyped-def]
+        return "n/a" if x is None else f"{x:.3f}"
+
+    def _counts(d) -> str:  # type: ignore[no-untyped-def]
+        return ", ".join(f"{k} {v}" for k, v in sorted((d or {}).items())) or "none"
+
+    def _figures() -> None:
+        """Each task's test figures, the challenger's as the challenger's and the champion's as the
+        champion's (both on this run's new test set), and where each task's labels came from."""
+        if verdict is None:  # no gate ran (e.g. the run failed before it): the champion's own figures
+            if after is None:
+                return
+            metrics = store.get_json(f"models/hhpulse/{after.version}/metrics.json")
+            for task in ("salary", "demand"):
+                win = metrics[task]["winner"]
+                auc = metrics[task]["candidates"][win]["metrics"].get("test", {}).get("roc_auc_ovo")
+                print(
+                    f"  {task:<7} champion {after.version} ({win}), at publication: test ROC AUC (OvO) {_auc(auc)}"
+                )
+            return
+        champ = verdict.get("champion_version")
+        tasks = verdict.get("tasks", {})
         for task in ("salary", "demand"):
-            win = metrics[task]["winner"]
-            test = metrics[task]["candidates"][win]["metrics"].get("test", {})
-            auc = test.get("roc_auc_ovo")
-            print(f"  {task:<7} winner {win}: test ROC AUC (OvO) {'n/a' if auc is None else f'{auc:.3f}'}")
-    except Exception:  # the summary must never hide a successful run
-        pass
+            win = (verdict.get("winners") or {}).get(task, "?")
+            line = f"  {task:<7} challenger {verdict['version']} ({win}): test ROC AUC (OvO) {_auc(verdict['challenger_test'].get(task))}"
+            if champ:
+                line += f"; champion {champ} on the same test set: {_auc(verdict.get('champion_test', {}).get(task))}"
+                status = tasks.get(task, {}).get("status")
+                if status and status != "compared":
+                    line += f" [{status}]"
+            print(line)
+        labels = verdict.get("labels") or {}
+        if labels:
+            sal, dem = labels.get("salary", {}), labels.get("demand", {})
+            print(
+                f"  labels:      salary: {_counts(sal.get('sources'))} (left out: {_counts(sal.get('left_out'))})"
+            )
+            share = dem.get("uncertain_share")
+            print(
+                f"               demand: {_counts(dem.get('sources'))}"
+                + (
+                    ""
+                    if dem.get("proxy")
+                    else f"; unresolved (no label): {_counts(dem.get('unresolved'))}"
+                    + ("" if share is None else f"; {100 * share:.1f}% straddle a cohort edge")
+                )
+            )
+            if dem.get("proxy"):
+                print(
+                    f"               DEMAND PROXY (age at collection, not time-to-close): {dem.get('proxy_reason')}"
+                )
+
+    with contextlib.suppress(Exception):  # the summary must never hide a successful run
+        _figures()

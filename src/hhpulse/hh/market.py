@@ -358,6 +358,31 @@ class Market:
     def _opened_on(self, day: int) -> tuple[SyntheticVacancy, ...]:
         return _opened_on(self.seed, self.daily_new, self.salary_share, day)
 
+    # -- what only the market knows: the truth behind the demand labels ---------------------
+    def expected_lifetime_days(self, vacancy_id: str) -> float | None:
+        """The mean lifetime the market draws this vacancy's lifetime from (role x seniority)."""
+        v = self.vacancy(vacancy_id)
+        return None if v is None else v.role.mean_lifetime_days * v.seniority.lifetime_factor
+
+    def true_lifetime_days(self, vacancy_id: str) -> float | None:
+        """How long this vacancy really stays open (creation to close), in days."""
+        v = self.vacancy(vacancy_id)
+        return None if v is None else (v.closes_at - v.created_at).total_seconds() / 86400
+
+    def cohort_probabilities(self, vacancy_id: str, edges: tuple[float, float]) -> tuple[float, ...] | None:
+        """The oracle: P(lifetime < edges[0]), P(edges[0] <= lifetime < edges[1]), P(lifetime >= edges[1]).
+
+        Lifetimes are Gamma(shape 2, scale mean/2), clipped to [0.5, MAX_LIFETIME_DAYS - 1]
+        days; the clipping never moves a lifetime across an edge inside that range. No
+        model that reads only the vacancy can rank demand better than these probabilities:
+        they are the best a model can learn, so they are the yardstick for its AUC.
+        """
+        mean = self.expected_lifetime_days(vacancy_id)
+        if mean is None:
+            return None
+        lo, hi = (gamma2_cdf(e, mean) for e in edges)
+        return (lo, hi - lo, 1.0 - hi)
+
 
 @lru_cache(maxsize=4096)
 def _opened_on(seed: int, daily_new: int, salary_share: float, day: int) -> tuple[SyntheticVacancy, ...]:
@@ -403,6 +428,16 @@ def _opened_on(seed: int, daily_new: int, salary_share: float, day: int) -> tupl
             )
         )
     return tuple(out)
+
+
+def gamma2_cdf(days: float, mean: float) -> float:
+    """CDF of the market's lifetime law, Gamma(shape 2, scale mean/2), clipped as lifetimes are."""
+    if days <= 0.5:
+        return 0.0
+    if days > MAX_LIFETIME_DAYS - 1:
+        return 1.0
+    x = days / (mean / 2.0)
+    return 1.0 - math.exp(-x) * (1.0 + x)
 
 
 def _experience_text(key: str) -> str:

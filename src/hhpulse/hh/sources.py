@@ -30,7 +30,7 @@ DEFAULT_QUERIES: tuple[str, ...] = ("Python", "Data Scientist", "Аналити�
 DEFAULT_AREA = "113"  # Russia
 SEARCH_WINDOW_DAYS = 31  # hh.ru lists vacancies (re)published within the last 30 days
 DEMO_START_DAY = 60
-DEMO_STEP_DAYS = 7
+DEMO_STEP_DAYS = 1  # one simulated day per run, like the daily schedule (cron 0 0 3 * * *)
 
 # Approximate rates (units per 1 RUR) for file imports that come without /dictionaries.
 # The meta of such a run records that these were used; pass --rates for real ones.
@@ -185,7 +185,10 @@ class DemoSource(ApiSource):
     """The SYNTHETIC market behind the bundled emulator, collected with the real client.
 
     Each complete demo run already in the store moves the simulated day forward by
-    ``step_days``, so consecutive runs see vacancies open, re-publish and close.
+    ``step_days`` (one day by default, the cadence of the daily schedule), so consecutive
+    runs see vacancies open, re-publish and close. A longer step (``make_source(...,
+    demo_step_days=7)``) makes runs cheaper but closes coarser: a close seen between two
+    runs is only known to within the step.
     """
 
     day: int | None = None
@@ -379,6 +382,7 @@ def make_source(
     rates: str | Path | None = None,
     demo_size: int = 150,
     demo_day: int | None = None,
+    demo_step_days: int = DEMO_STEP_DAYS,
 ) -> Source:
     """Build a source from a ``--source`` value: ``api``, ``demo`` or ``file:PATH``."""
     when = parse_datetime(collected_at, "collected_at") if collected_at else None
@@ -393,6 +397,8 @@ def make_source(
             now=when,
         )
     if spec == "demo":
+        if demo_step_days < 1:
+            raise SourceError(f"demo_step_days must be at least 1, got {demo_step_days}")
         return DemoSource(
             queries=tuple(queries) if queries else ("",),
             area=area or None,
@@ -401,6 +407,7 @@ def make_source(
             max_retries=max_retries,
             daily_new=demo_size,
             day=demo_day,
+            step_days=demo_step_days,
         )
     if spec.startswith("file:"):
         return FileSource(

@@ -1,0 +1,211 @@
+"""Demand over recurring runs: the daily demo cadence, the market's oracle, the gate that
+counts demand once it is measurable, and ``hhpulse replay`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hhpulse.collect import collect
+from hhpulse.config import LabelConfig
+from hhpulse.hh.market import Market
+from hhpulse.hh.sources import DEMO_START_DAY, make_source
+from hhpulse.history import load_raw_runs, rebuild_history
+from hhpulse.labels import resolve_demand
+from hhpulse.store import LocalStore
+from hhpulse.workflow import champion_measured, compare
+
+LOGREG_ONLY = """candidates:
+  - {name: salary-lr, task: salary, kind: logreg, params: {C: 1.0}}
+  - {name: demand-lr, task: demand, kind: logreg, params: {C: 1.0}}
+"""
+
+
+# -- cadence and the oracle ----------------------------------------------------------------
+def test_the_demo_moves_one_day_per_run_by_default_and_a_longer_step_is_an_option(tmp_path):
+    store = LocalStore(tmp_path / "daily")
+    days = [collect(make_source("demo", demo_size=10), store).meta["source"]["day"] for _ in range(2)]
+    assert days == [DEMO_START_DAY, DEMO_START_DAY + 1]
+    weekly = LocalStore(tmp_path / "weekly")
+    days = [
+        collect(make_source("demo", demo_size=10, demo_step_days=7), weekly).meta["source"]["day"]
+        for _ in range(2)
+    ]
+    assert days == [DEMO_START_DAY, DEMO_START_DAY + 7]
+
+
+def test_the_oracle_is_the_markets_own_lifetime_law():
+    m = Market(daily_new=200)
+    vs = [v for d in range(20) for v in m._opened_on(d)]
+    proba = np.array([m.cohort_probabilities(v.id, (10, 20)) for v in vs])
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    life = np.array([m.true_lifetime_days(v.id) for v in vs])
+    observed = [(life < 10).mean(), ((life >= 10) & (life < 20)).mean(), (life >= 20).mean()]
+    assert np.allclose(proba.mean(axis=0), observed, atol=0.03)
+    # couriers close fast, lead data scientists slowly
+    fast = next(v for v in vs if v.role.key == "courier" and v.seniority.key == "intern")
+    slow = next(v for v in vs if v.role.key == "data" and v.seniority.key == "lead")
+    assert m.cohort_probabilities(fast.id, (10, 20))[0] > 0.9 > m.cohort_probabilities(slow.id, (10, 20))[2]
+    assert m.cohort_probabilities("not-an-id", (10, 20)) is None
+
+
+# -- the gate counts demand once it is measurable ------------------------------------------
+CHAMP = {"salary": {"roc_auc_ovo": 0.80}, "demand": {"roc_auc_ovo": 0.70}}
+
+
+def test_gate_compares_both_tasks_when_demand_is_measurable():
+    v = compare({"salary": {"roc_auc_ovo": 0.81}, "demand": {"roc_auc_ovo": 0.66}}, CHAMP)
+    assert not v["challenger_wins"]  # +0.01 salary, -0.04 demand: demand counts
+    assert {t: d["status"] for t, d in v["tasks"].items()} == {"salary": "compared", "demand": "compared"}
+    assert v["tasks"]["demand"]["delta"] == pytest.approx(-0.04)
+    assert "demand compared: roc_auc_ovo 0.7000 -> 0.6600 (-0.0400)" in v["reason"]
+
+
+def test_gate_refuses_to_replace_a_champion_measured_on_a_task_it_cannot_measure_now():
+    one_cohort = {"roc_auc_ovo": None, "notes": ["AUC undefined: fewer than two classes in y_true"]}
+    chal = {"salary": {"roc_auc_ovo": 0.90}, "demand": one_cohort}
+    champ = {"salary": {"roc_auc_ovo": 0.80}, "demand": dict(one_cohort)}  # the same new test set
+    v = compare(chal, champ, champion_was_measured={"salary": True, "demand": True})
+    assert not v["challenger_wins"] and v["tasks"]["demand"]["status"] == "blocks"
+    assert v["reason"].startswith("champion stays: demand blocks the replacement")
+    assert "fewer than two classes" in v["tasks"]["demand"]["reason"]
+    # a champion never measured on demand (e.g. one cohort then too): demand is left out, said so
+    v = compare(chal, champ, champion_was_measured={"salary": True, "demand": False})
+    assert v["challenger_wins"] and v["tasks"]["demand"]["status"] == "excluded"
+    assert v["deltas"] == {"salary": pytest.approx(0.10)} and "demand excluded: left out" in v["reason"]
+
+
+def test_gate_takes_more_checks_per_task():
+    def calibration(task, mine, theirs):
+        if task != "demand":
+            return None
+        return {"name": "ece", "passed": False, "blocks": True, "detail": "ECE 0.30 > 0.10"}
+
+    v = compare({"salary": {"roc_auc_ovo": 0.9}, "demand": {"roc_auc_ovo": 0.9}}, CHAMP, checks=[calibration])
+    assert not v["challenger_wins"] and v["tasks"]["demand"]["status"] == "blocks"
+    assert [c["name"] for c in v["tasks"]["demand"]["checks"]] == ["roc_auc_ovo", "ece"]
+    assert [c["name"] for c in v["tasks"]["salary"]["checks"]] == ["roc_auc_ovo"]
+
+
+def test_champion_measured_reads_a_bundles_metrics():
+    doc = {
+        "salary": {"winner": "a", "candidates": {"a": {"metrics": {"test": {"roc_auc_ovo": 0.8}}}}},
+        "demand": {"winner": "b", "candidates": {"b": {"metrics": {"test": {"roc_auc_ovo": None}}}}},
+        "dataset": {"rows": 3},
+    }
+    assert champion_measured(doc) == {"salary": True, "demand": False}
+
+
+# -- hhpulse replay ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory):
+    """10 daily demo runs through the real CLI, kept in a store."""
+    root = tmp_path_factory.mktemp("replay")
+    cands = root / "candidates.yaml"
+    cands.write_text(LOGREG_ONLY, encoding="utf-8")
+    store = root / "store"
+    env = {**os.environ, "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    p = subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "replay", "--days", "10", "--demo-size", "40"]
+        + ["--candidates", str(cands), "--out", str(store), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout), store, cands
+
+
+def test_replay_measures_both_tasks_and_the_oracle(replayed):
+    report, _, _ = replayed
+    assert report["source"] == "demo" and report["days"] == 10 and report["runs"] == 10
+    for task in ("salary", "demand"):
+        assert report[task]["test_auc"] is not None, report[task]
+        assert sum(report[task]["test_mix"].values()) == report[task]["test_rows"] > 0
+        assert report[task]["missing_test_cohorts"] == []
+    dem = report["demand"]
+    assert dem["proxy"] is False and set(dem["label_sources"]) <= {"closed", "censored_low"}
+    assert 0.5 < dem["oracle_auc"] <= 1.0 and dem["ratio_to_oracle"] == pytest.approx(
+        dem["test_auc"] / dem["oracle_auc"]
+    )
+    # every cohort the labels hold is in the test set; after 10 days nothing has closed
+    # between 10 and 20 days after an observed start, so medium is absent, and said so
+    held = [c for c in ("high", "medium", "low") if c not in dem["missing_cohorts"]]
+    assert all(dem["test_mix"][c] > 0 for c in held) and len(held) >= 2
+    assert dem["label_accuracy"]["censored_low"] == 1.0 and dem["label_accuracy"]["closed"] >= 0.95
+    assert report["seconds"] > 0 and "collect" in report["seconds_by_step"]
+
+
+def test_replay_labels_follow_the_resolution_rules(replayed):
+    _, store_dir, _ = replayed
+    store = LocalStore(store_dir)
+    hist = rebuild_history(store)
+    market = Market(daily_new=40)
+    dem = resolve_demand(hist, LabelConfig())
+    last = hist["last_seen"].max()
+    young_open = hist["closed_at"].isna() & ((last - dem["demand_start"]) < pd.Timedelta(days=20))
+    assert young_open.any() and dem.loc[young_open, "demand_cohort"].isna().all()  # never counted as low
+    assert (dem.loc[young_open, "demand_status"] == "open_young").all()
+    first_run = hist["observed_since"].isna()  # seen by the first run: start not observed
+    labelled = dem["demand_cohort"].notna()
+    assert (dem.loc[first_run & labelled, "demand_cohort"] == "low").all()
+    # resolved labels of observed starts agree with the market's truth within the close-time bounds
+    exact = labelled & dem["demand_start_known"] & (dem["demand_source"] == "closed")
+    assert exact.sum() > 10
+    truth = np.array([market.true_lifetime_days(i) for i in hist.loc[exact, "id"]])
+    lo, hi = dem.loc[exact, "lifetime_min_days"].to_numpy(), dem.loc[exact, "lifetime_max_days"].to_numpy()
+    assert ((truth >= lo - 1e-6) & (truth <= hi + 1e-6)).all()
+    assert (hi - lo <= 1.0 + 1e-6).all()  # a daily cadence knows each close to a day
+
+
+def test_replay_of_stored_runs_shows_labels_day_by_day(replayed):
+    from hhpulse.config import load_candidates
+    from hhpulse.replay import ReplaySettings, replay_store
+
+    _, store_dir, cands = replayed
+    store = LocalStore(store_dir)
+    report = replay_store(store, settings=ReplaySettings(candidates=load_candidates(cands)))
+    assert report["source"] == "store" and report["runs"] == len(load_raw_runs(store)) == 10
+    days = report["timeline"]
+    # one run: nothing has closed yet; only vacancies already open 20+ days are resolved (low)
+    assert len(days) == 10 and "closed" not in days[0]["sources"] and set(days[0]["cohorts"]) == {"low"}
+    assert days[-1]["sources"]["closed"] > 0
+    assert sum(days[-1]["cohorts"].values()) == sum(report["demand"]["label_sources"].values())
+    assert "oracle_auc" in report["demand"]  # demo runs in a store still have their market
+
+
+def test_replay_refuses_a_store_without_runs(tmp_path):
+    p = subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "replay", "--store", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "at least 2 finished runs, found 0" in p.stderr
+
+
+def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_proxy_reason():
+    from hhpulse.bundle import model_card
+    from hhpulse.config import CandidateConfig
+    from hhpulse.train import TrainedCandidate
+
+    models = {
+        t: TrainedCandidate(CandidateConfig(f"{t}-lr", t, "logreg"), ["a", "b"], None)
+        for t in ("salary", "demand")
+    }
+    summary = {
+        "demand_resolution": {"unresolved": {"open_young": 7}, "uncertain": 3, "uncertain_share": 0.03},
+        "demand_proxy": True,
+        "demand_proxy_reason": "resolved labels hold one cohort only (low)",
+    }
+    card = model_card("v1", models, {"salary": ["a"], "demand": ["a"]}, {}, {"summary": summary})
+    assert "unresolved (left out): {'open_young': 7}" in card
+    assert "straddles a cohort edge: 3 (3.0% of demand labels" in card
+    assert "> Why: resolved labels hold one cohort only (low)." in card
