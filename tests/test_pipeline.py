@@ -211,6 +211,27 @@ def test_run_refuses_a_missing_candidates_file_before_any_step(tmp_path):
     assert "Traceback" not in p.stderr and not (tmp_path / "kfp-local").exists()
 
 
+def test_run_refuses_to_mix_real_data_into_a_synthetic_store_before_any_step(tmp_path):
+    """The store's synthetic/real guard answers before kfp.local starts, as `collect` would."""
+    store = tmp_path / "store"
+    demo = _hhpulse("collect", "--store", str(store), "--source", "demo", "--demo-size", "5", timeout=120)
+    assert demo.returncode == 0, demo.stderr
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text('{"id": "1", "name": "Курьер"}\n', encoding="utf-8")
+    run = _hhpulse("run", "--store", str(store), "--source", f"file:{dump}", timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("hhpulse run: the store ") and "--allow-mixed-data" in run.stderr
+    assert "running the hhpulse pipeline" not in run.stdout and not (store / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--rps", "--rates", "--demo-day", "--api-url"])
+def test_run_has_no_flags_its_steps_would_ignore(tmp_path, flag):
+    """`collect`'s client-side flags do not reach the pipeline's steps, so `run` does not take them."""
+    p = _hhpulse("run", "--store", str(tmp_path / "store"), flag, "1", timeout=120)
+    assert p.returncode == 2 and "unrecognized arguments" in p.stderr
+    assert p.stderr.startswith("usage: hhpulse run")
+
+
 def test_every_run_gets_its_own_outcome_record(tmp_path):
     """kfp.local names every run's exit status `local-pipeline-exit-handler-1`: the run id keeps them apart."""
     from hhpulse.outcome import complete_outcome, record_outcome

@@ -8,15 +8,27 @@ import sys
 from hhpulse.hh.client import DEFAULT_API_URL
 
 
-def add_source_args(p: argparse.ArgumentParser, *, default_source: str = "demo") -> None:
-    """The source options, shared by ``collect`` and ``run``."""
+def add_source_args(
+    p: argparse.ArgumentParser, *, default_source: str = "demo", pipeline: bool = False
+) -> None:
+    """The source options, shared by ``collect`` and ``run`` (``pipeline``: only those the
+    pipeline's collect step takes; the others keep their defaults, so none is silently ignored)."""
+    collect_only = p.add_argument
+    if pipeline:
+        p.set_defaults(
+            api_url=DEFAULT_API_URL, rps=None, max_retries=6, collected_at=None, rates=None, demo_day=None
+        )
+
+        def collect_only(*flags: str, **kwargs: object) -> None:  # type: ignore[misc]
+            return None
+
     p.add_argument(
         "--source",
         default=default_source,
         help="api (hh.ru), demo (the bundled SYNTHETIC emulator) or file:PATH (a dump; file:- reads stdin) "
         "[%(default)s]",
     )
-    p.add_argument("--api-url", default=DEFAULT_API_URL, help="hh.ru API root for --source api [%(default)s]")
+    collect_only("--api-url", default=DEFAULT_API_URL, help="hh.ru API root for --source api [%(default)s]")
     p.add_argument(
         "--query",
         action="append",
@@ -26,18 +38,14 @@ def add_source_args(p: argparse.ArgumentParser, *, default_source: str = "demo")
     )
     p.add_argument("--area", default=None, help="hh.ru area id [api: 113 (Russia); demo: all]")
     p.add_argument("--contact", default=None, help="contact in the HH-User-Agent header [$HHPULSE_CONTACT]")
-    p.add_argument("--rps", type=float, default=None, help="requests per second [api: 2, demo: unlimited]")
-    p.add_argument("--max-retries", type=int, default=6, help="retries per request on 429/5xx [%(default)s]")
-    p.add_argument(
-        "--collected-at", default=None, help="collection time for file items without one (ISO 8601)"
-    )
-    p.add_argument(
-        "--rates", default=None, help="GET /dictionaries JSON with currency rates, for file imports"
-    )
+    collect_only("--rps", type=float, default=None, help="requests per second [api: 2, demo: unlimited]")
+    collect_only("--max-retries", type=int, default=6, help="retries per request on 429/5xx [%(default)s]")
+    collect_only("--collected-at", default=None, help="collection time for file items without one (ISO 8601)")
+    collect_only("--rates", default=None, help="GET /dictionaries JSON with currency rates, for file imports")
     p.add_argument(
         "--demo-size", type=int, default=150, help="demo market: vacancies opened per day [%(default)s]"
     )
-    p.add_argument("--demo-day", type=int, default=None, help="demo market: simulated day [advances per run]")
+    collect_only("--demo-day", type=int, default=None, help="demo market: simulated day [advances per run]")
 
 
 def source_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]

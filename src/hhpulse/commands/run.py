@@ -10,7 +10,12 @@ from hhpulse.commands.collect import add_source_args, source_from_args
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    add_source_args(p)
+    add_source_args(p, pipeline=True)
+    p.add_argument(
+        "--allow-mixed-data",
+        action="store_true",
+        help="add real data to a store of SYNTHETIC demo data, or the other way round (refused otherwise)",
+    )
     p.add_argument("--store", default=".hhpulse/store", help="local store folder (or s3://) [%(default)s]")
     p.add_argument("--s3-endpoint", default="", help="S3/MinIO endpoint when --store is s3://")
     p.add_argument(
@@ -45,6 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hhpulse.collect import check_data_kind
     from hhpulse.config import ConfigError, load_candidates
     from hhpulse.hh.sources import FileSource, SourceError
     from hhpulse.store import StoreError, open_store
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(args.store, endpoint_url=args.s3_endpoint or None)
         source = source_from_args(args)
+        check_data_kind(store, source.synthetic, allow_mixed=args.allow_mixed_data)
         cands = [c.to_dict() for c in load_candidates(args.candidates)] if args.candidates else None
     except (SourceError, StoreError, ConfigError) as exc:
         print(f"hhpulse run: {exc}", file=sys.stderr)
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         "area": args.area or "",
         "contact": args.contact or "hhpulse@example.com",
         "demo_size": args.demo_size,
+        "allow_mixed_data": args.allow_mixed_data,
         "max_bad_fraction": args.max_bad_fraction,
         "margin": args.margin,
         "ece_margin": args.ece_margin,
