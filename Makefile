@@ -86,7 +86,7 @@ engine: ## Make sure a container engine runs (installs docker.io and starts dock
 
 .PHONY: base
 base: ## Build the local base image BASE_IMAGE with debootstrap when absent (no registry needed)
-	bash images/base.sh "$$(bash images/engine.sh '$(CONTAINER_TOOL)')" '$(BASE_IMAGE)'
+	client="$$(bash images/engine.sh '$(CONTAINER_TOOL)')"; bash images/base.sh "$$client" '$(BASE_IMAGE)'
 
 .PHONY: images
 images: ## Build the pipeline and serving images for real and print their sizes (builds the base first)
@@ -100,7 +100,8 @@ $(STORAGE_VENV)/.installed: pyproject.toml
 
 .PHONY: e2e
 e2e: install images $(STORAGE_VENV)/.installed ## The compiled pipeline in containers over S3 (moto), KServe's storage initializer, the serving image checked against host predict
-	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/python -m pipelines.e2e --engine "$$(bash images/engine.sh '$(CONTAINER_TOOL)')" \
+	client="$$(bash images/engine.sh '$(CONTAINER_TOOL)')"; \
+	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/python -m pipelines.e2e --engine "$$client" \
 	  --pipeline-image '$(PIPELINE_IMAGE)' --serving-image '$(SERVING_IMAGE)' \
 	  --storage-python $(STORAGE_VENV)/bin/python
 

@@ -95,8 +95,11 @@ def engine(client: str, *args: str, check: bool = True, capture: bool = True) ->
 
 @contextlib.contextmanager
 def s3_server() -> Iterator[str]:
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access line per S3 request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
