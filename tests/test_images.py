@@ -63,7 +63,9 @@ def test_dockerfile_rules(name):
     }
     froms = [line.split()[1] for k, line in ins if k == "FROM"]
     assert len(froms) >= 2, "multi-stage build expected"
-    assert all(ref == "${BASE_IMAGE}" for ref in froms), "the base is the build argument BASE_IMAGE"
+    assert froms[0] == froms[-1] == "${BASE_IMAGE}", "the base is the build argument BASE_IMAGE"
+    stages = {line.split()[3] for k, line in ins if k == "FROM" and len(line.split()) == 4}
+    assert set(froms[1:-1]) <= stages | {"${BASE_IMAGE}"}, "stages start from the base or an earlier stage"
     assert ":" in args["BASE_IMAGE"] and not args["BASE_IMAGE"].endswith(":latest"), "unpinned base"
     users = [line for k, line in ins if k == "USER"]
     assert users and users[-1].split()[1].split(":")[0] not in ("root", "0"), "must end as a non-root user"
@@ -285,7 +287,7 @@ def test_serving_image_carries_only_the_predictor():
     site = {
         m.group(1).lower()
         for p in _layers("serving")["files"]
-        if (m := re.match(r"opt/venv/lib/python[\d.]+/site-packages/([^/]+)/", p))
+        if (m := re.match(r"opt/(?:venv/lib/python[\d.]+/site-packages|app)/([^/]+)/", p))
     }
     for absent in ("pyarrow", "boto3", "botocore", "kfp", "nvidia", "xgboost/lib/libxgboost-cuda"):
         assert absent not in site, f"{absent} is in the serving image"
