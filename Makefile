@@ -10,7 +10,10 @@ STORE ?= .hhpulse/store## Artifact store of run/serve: a folder or s3://bucket/p
 SOURCE ?= demo## Where run collects: demo (hh.ru emulator), file:PATH (API dump), api (hh.ru)
 BENCH ?=## Benchmarks that bench runs (e.g. BENCH="serving text"); all by default
 IMAGE_REGISTRY ?=## Registry prefix of the images (e.g. ghcr.io/you)
-CONTAINER_TOOL ?= docker## docker or podman
+CONTAINER_TOOL ?= docker## docker or podman (docker is installed and started when absent; root)
+BASE_IMAGE ?= hhpulse-base:bookworm## Base of both images; this default is built here with debootstrap (offline)
+PIP_CA ?=## CA bundle for pip behind a TLS-intercepting proxy, a BuildKit secret (default: pip's cert or the system bundle; none)
+PIP_CONF ?=## A pip.conf (index URL, credentials) for the image builds, a BuildKit secret
 PYTEST_ARGS ?=## Extra pytest arguments (e.g. PYTEST_ARGS="-k serving")
 
 BIN := $(VENV)/bin
@@ -19,6 +22,10 @@ REGISTRY_PREFIX := $(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/,)
 PIPELINE_IMAGE := $(REGISTRY_PREFIX)hhpulse-pipeline:$(VERSION)
 SERVING_IMAGE := $(REGISTRY_PREFIX)hhpulse-serving:$(VERSION)
 STAMP := $(VENV)/.installed
+# KServe's storage initializer (kserve-storage, the version of kserve) for make e2e: its own venv,
+# as on the cluster it is its own container (it brings the GCS, Azure and Hugging Face clients)
+KSERVE_VERSION := $(shell sed -n 's/.*"kserve==\([^"]*\)".*/\1/p' pyproject.toml)
+STORAGE_VENV := .hhpulse/storage-venv
 
 ##@ Help
 .PHONY: help
@@ -26,7 +33,7 @@ help: ## Show this help
 	@awk 'BEGIN {printf "Usage: make \033[36m<target>\033[0m [VAR=value]\n"} \
 	  /^[A-Z_]+ \?=.*##/ { split($$0, a, "##"); split(a[1], v, "[ ]*[?]=[ ]*"); sub(/^ +/, "", a[2]); \
 	    printf "  \033[36m%-14s\033[0m %s [%s]\n", v[1], a[2], v[2] } \
-	  /^[a-zA-Z_-]+:.*##/ { split($$0, a, ":.*## "); split($$0, t, ":"); \
+	  /^[a-zA-Z0-9_-]+:.*##/ { split($$0, a, ":.*## "); split($$0, t, ":"); \
 	    printf "  \033[36m%-14s\033[0m %s\n", t[1], a[2] } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
@@ -73,14 +80,30 @@ serve: install ## Serve the local champion model on http://127.0.0.1:8080
 	$(BIN)/hhpulse serve --store '$(STORE)' --http-port 8080
 
 ##@ Images
-.PHONY: images
-images: ## Build the pipeline and serving images (CONTAINER_TOOL, IMAGE_REGISTRY)
-	$(CONTAINER_TOOL) build -f images/pipeline.Dockerfile -t $(PIPELINE_IMAGE) .
-	$(CONTAINER_TOOL) build -f images/serving.Dockerfile -t $(SERVING_IMAGE) .
+.PHONY: engine
+engine: ## Make sure a container engine runs (installs docker.io and starts dockerd when absent; root)
+	@bash images/engine.sh '$(CONTAINER_TOOL)' >/dev/null
 
-.PHONY: images-check
-images-check: ## Run both Dockerfiles' install steps in fresh venvs and start their entry points (no Docker needed)
-	bash images/check_install.sh all
+.PHONY: base
+base: ## Build the local base image BASE_IMAGE with debootstrap when absent (no registry needed)
+	client="$$(bash images/engine.sh '$(CONTAINER_TOOL)')"; bash images/base.sh "$$client" '$(BASE_IMAGE)'
+
+.PHONY: images
+images: ## Build the pipeline and serving images for real and print their sizes (builds the base first)
+	CONTAINER_TOOL='$(CONTAINER_TOOL)' BASE_IMAGE='$(BASE_IMAGE)' PIP_CA='$(PIP_CA)' PIP_CONF='$(PIP_CONF)' \
+	  bash images/build.sh '$(PIPELINE_IMAGE)' '$(SERVING_IMAGE)'
+
+$(STORAGE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(STORAGE_VENV)
+	$(STORAGE_VENV)/bin/pip install -q 'kserve-storage==$(KSERVE_VERSION)'
+	touch $@
+
+.PHONY: e2e
+e2e: install images $(STORAGE_VENV)/.installed ## The compiled pipeline in containers over S3 (moto), KServe's storage initializer, the serving image checked against host predict
+	client="$$(bash images/engine.sh '$(CONTAINER_TOOL)')"; \
+	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/python -m pipelines.e2e --engine "$$client" \
+	  --pipeline-image '$(PIPELINE_IMAGE)' --serving-image '$(SERVING_IMAGE)' \
+	  --storage-python $(STORAGE_VENV)/bin/python
 
 .PHONY: push
 push: ## Push both images to IMAGE_REGISTRY

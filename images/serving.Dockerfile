@@ -1,24 +1,60 @@
-# syntax=docker/dockerfile:1
-# The KServe predictor image: slim, CPU-only XGBoost, runs as a non-root user.
-# KServe's storage initializer mounts the model bundle at /mnt/models.
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# The KServe predictor image: the CPU-only XGBoost build and only what the predictor needs at run
+# time; non-root, and fine with a read-only root filesystem (KServe's storage initializer mounts
+# the model bundle at /mnt/models). Build: `make images`.
+#
+# pyarrow and boto3 stay out: only the pipeline's store and history code import them (the
+# bundle is read from /mnt/models). kserve's own requirements (the kubernetes client among them)
+# stay in. tests/test_images.py checks the built image (contents, size <= 800 MB).
+#
+# BASE_IMAGE and the pip secrets (pip_ca, pip_conf): as in pipeline.Dockerfile.
+ARG BASE_IMAGE=hhpulse-base:bookworm
 
-FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${BASE_IMAGE} AS deps
 WORKDIR /src
-COPY pyproject.toml README.md ./
+RUN python3 -m venv /opt/venv
+COPY pyproject.toml images/requirements.py ./
+RUN --mount=type=secret,id=pip_ca --mount=type=secret,id=pip_conf \
+    --mount=type=cache,target=/root/.cache/pip,id=hhpulse-pip \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi; \
+    python3 requirements.py pyproject.toml cpu,serve --without pyarrow boto3 > requirements.txt \
+ && /opt/venv/bin/pip install --disable-pip-version-check -r requirements.txt
+
+# the venv the image ships: pip and the large packages' test suites out; /opt/app on its path
+FROM deps AS venv
+RUN /opt/venv/bin/python -m pip uninstall -q -y pip \
+ && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/tests' \
+      \( -path '*/numpy/*' -o -path '*/scipy/*' -o -path '*/pandas/*' -o -path '*/sklearn/*' \) \
+      -exec rm -rf {} + \
+ && echo /opt/app > "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/hhpulse-app.pth"
+
+# hhpulse itself (src/, components/, pipelines/) in /opt/app: a code change rebuilds only this
+FROM deps AS app
+COPY README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-# the same install lines that images/check_install.sh runs in CI
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --upgrade pip wheel \
- && /opt/venv/bin/pip install ".[cpu,serve]"
+RUN --mount=type=secret,id=pip_ca --mount=type=secret,id=pip_conf \
+    --mount=type=cache,target=/root/.cache/pip,id=hhpulse-pip \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi; \
+    /opt/venv/bin/pip install --disable-pip-version-check --no-deps --target /opt/app .
 
-FROM ${PYTHON_IMAGE}
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp
-RUN groupadd --gid 10001 hhpulse && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin hhpulse
-COPY --from=build /opt/venv /opt/venv
+FROM ${BASE_IMAGE}
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/hhpulse/hhpulse
+LABEL org.opencontainers.image.title="hhpulse-serving" \
+      org.opencontainers.image.description="hhpulse KServe predictor (salary and demand cohorts)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/app/bin:/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+RUN echo 'hhpulse:x:10001:10001:hhpulse:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'hhpulse:x:10001:' >> /etc/group
+COPY --from=venv /opt/venv /opt/venv
+COPY --from=app /opt/app /opt/app
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080
