@@ -20,11 +20,13 @@ from components.validate_vacancies import validate_vacancies
 from kfp import dsl, kubernetes
 
 from hhpulse import __version__
-from hhpulse.config import load_candidates
+from hhpulse.config import TASKS, baseline_candidate, load_candidates
 
 PIPELINE_NAME = "hhpulse-retrain"
 XGB_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind == "xgboost"]
 LINEAR_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind != "xgboost"]
+# not a parameter: every run trains each task's TF-IDF + logistic regression baseline
+BASELINE_CANDIDATES = [baseline_candidate(t).to_dict() for t in TASKS]
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,12 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
                 lin.set_display_name("train linear candidate")
                 _resources(lin, opts.large)
+            with dsl.ParallelFor(
+                BASELINE_CANDIDATES, parallelism=opts.parallelism, name="baselines"
+            ) as bcand:
+                base = train_candidate(features=feats.outputs["features"], candidate=bcand, device="cpu")
+                base.set_display_name("train baseline (TF-IDF + LR)")
+                _resources(base, opts.large)
             evaluate = evaluate_candidates(
                 store=store,
                 s3_endpoint=s3_endpoint,
@@ -188,6 +196,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 features=feats.outputs["features"],
                 xgb_models=dsl.Collected(xgb.outputs["model"]),
                 linear_models=dsl.Collected(lin.outputs["model"]),
+                baseline_models=dsl.Collected(base.outputs["model"]),
                 primary_metric=primary_metric,
             ).set_display_name("evaluate candidates")
             gate = (
@@ -199,6 +208,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     results=evaluate.outputs["results"],
                     xgb_models=dsl.Collected(xgb.outputs["model"]),
                     linear_models=dsl.Collected(lin.outputs["model"]),
+                    baseline_models=dsl.Collected(base.outputs["model"]),
                     margin=margin,
                     primary_metric=primary_metric,
                     ece_margin=ece_margin,
