@@ -20,11 +20,9 @@ def train_candidate(features: Input[Dataset], candidate: dict, device: str, mode
     import os
 
     from hhpulse.config import CandidateConfig
-    from hhpulse.train import FeatureSet, fit_candidate
+    from hhpulse.train import FeatureSet, fit_on
 
     cfg = CandidateConfig.from_dict(candidate)
-    fs = FeatureSet.load(os.path.join(features.path, cfg.task))
-    X_train, y_train = fs.training(cfg.field_dropout)
-    cand = fit_candidate(cfg, X_train, y_train, fs.X["val"], fs.y["val"], fs.classes, device=device)
+    cand = fit_on(FeatureSet.load(os.path.join(features.path, cfg.task)), cfg, device=device)
     cand.save(model.path)
     model.metadata.update({"name": cfg.name, "task": cfg.task, "kind": cfg.kind, **cand.info})

@@ -15,18 +15,17 @@ from components.featurize import featurize
 from components.publish_model import publish_model
 from components.record_outcome import record_outcome
 from components.select_winner import select_winner
+from components.train_baseline import train_baseline
 from components.train_candidate import train_candidate
 from components.validate_vacancies import validate_vacancies
 from kfp import dsl, kubernetes
 
 from hhpulse import __version__
-from hhpulse.config import TASKS, baseline_candidate, load_candidates
+from hhpulse.config import TASKS, load_candidates
 
 PIPELINE_NAME = "hhpulse-retrain"
 XGB_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind == "xgboost"]
 LINEAR_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind != "xgboost"]
-# not a parameter: every run trains each task's TF-IDF + logistic regression baseline
-BASELINE_CANDIDATES = [baseline_candidate(t).to_dict() for t in TASKS]
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             max_bad_fraction: Fail the run when more than this share of rows breaks the data contract.
             random_split: Split at random instead of by time (newest rows as the test set).
             xgb_candidates: XGBoost candidate configs (trained on the GPU pool).
-            linear_candidates: Linear baseline candidate configs (CPU).
+            linear_candidates: Logistic-regression candidate configs (CPU). Each task's TF-IDF + logistic regression baseline is trained as well, always.
             device: XGBoost device: auto, cuda or cpu (falls back to the CPU without a GPU).
             primary_metric: Metric that picks winners on validation and gates against the champion.
             margin: How much better (mean primary metric over tasks) the challenger must be to replace the champion.
@@ -183,10 +182,9 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
                 lin.set_display_name("train linear candidate")
                 _resources(lin, opts.large)
-            with dsl.ParallelFor(
-                BASELINE_CANDIDATES, parallelism=opts.parallelism, name="baselines"
-            ) as bcand:
-                base = train_candidate(features=feats.outputs["features"], candidate=bcand, device="cpu")
+            # not a parameter: every run trains each task's TF-IDF + logistic regression baseline
+            with dsl.ParallelFor(list(TASKS), parallelism=opts.parallelism, name="baselines") as btask:
+                base = train_baseline(features=feats.outputs["features"], task=btask)
                 base.set_display_name("train baseline (TF-IDF + LR)")
                 _resources(base, opts.large)
             evaluate = evaluate_candidates(

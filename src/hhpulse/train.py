@@ -396,8 +396,14 @@ def train_task(
         raise ValueError(f"candidate name {base.name!r} is reserved for the baseline")
     trained, results = {}, {}
     for c in [*mine, base]:
-        X_train, y_train = fs.training(c.field_dropout)
-        cand = fit_candidate(c, X_train, y_train, fs.X["val"], fs.y["val"], fs.classes, device=device)
+        cand = fit_on(fs, c, device=device)
         trained[c.name] = cand
         results[c.name] = {"kind": c.kind, "info": cand.info, "metrics": evaluate_candidate(cand, fs)}
     return select_winner(fs.task, results, primary, baseline=base.name), trained
+
+
+def fit_on(fs: FeatureSet, config: CandidateConfig, *, device: str = "auto") -> TrainedCandidate:
+    """Train ``config`` on ``fs``: its training rows (with the field-dropout copies unless the
+    candidate opts out), early-stopped on validation."""
+    X_train, y_train = fs.training(config.field_dropout)
+    return fit_candidate(config, X_train, y_train, fs.X["val"], fs.y["val"], fs.classes, device=device)
