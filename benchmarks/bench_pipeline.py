@@ -91,6 +91,7 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
     from components.featurize import featurize
     from components.publish_model import publish_model
     from components.select_winner import select_winner
+    from components.train_baseline import train_baseline
     from components.train_candidate import train_candidate
     from components.validate_vacancies import validate_vacancies
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
@@ -138,6 +139,11 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
         loop = "train (xgboost loop)" if cand["kind"] == "xgboost" else "train (linear loop)"
         step(loop, train_candidate, features=feats, candidate=cand, device=device, model=model)
         (xgb if cand["kind"] == "xgboost" else lin).append(model)
+    base = []
+    for task in ("salary", "demand"):
+        model = _artifact(Model, art / f"baseline-{task}")
+        step("train-baseline", train_baseline, features=feats, task=task, model=model)
+        base.append(model)
     results = _artifact(Artifact, art / "results" / "results.json")
     step(
         "evaluate-candidates",
@@ -147,12 +153,14 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
         features=feats,
         xgb_models=xgb,
         linear_models=lin,
+        baseline_models=base,
         primary_metric="roc_auc_ovo",
         metrics=_artifact(Metrics, art / "metrics.json"),
         salary_metrics=_artifact(ClassificationMetrics, art / "salary.json"),
         demand_metrics=_artifact(ClassificationMetrics, art / "demand.json"),
         report=_artifact(HTML, art / "report.html"),
         results=results,
+        top_terms=_artifact(Markdown, art / "top_terms.md"),
     )
     bundle = _artifact(Model, art / "bundle")
     wins = step(
@@ -164,6 +172,7 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
         results=results,
         xgb_models=xgb,
         linear_models=lin,
+        baseline_models=base,
         margin=0.0,
         primary_metric="roc_auc_ovo",
         bundle=bundle,

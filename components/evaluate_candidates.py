@@ -14,6 +14,7 @@ def evaluate_candidates(
     features: Input[Dataset],
     xgb_models: Input[list[Model]],
     linear_models: Input[list[Model]],
+    baseline_models: Input[list[Model]],
     primary_metric: str,
     metrics: Output[Metrics],
     salary_metrics: Output[ClassificationMetrics],
@@ -31,6 +32,8 @@ def evaluate_candidates(
         features: The matrices from featurize.
         xgb_models: The trained XGBoost candidates.
         linear_models: The trained linear candidates.
+        baseline_models: Each task's TF-IDF + logistic regression baseline (always trained; it
+            wins when no candidate ranks at least as well on validation).
         primary_metric: The validation metric that picks winners (e.g. roc_auc_ovo).
         metrics: Every candidate's scores.
         salary_metrics: The salary winner's confusion matrix and ROC curve.
@@ -47,7 +50,12 @@ def evaluate_candidates(
 
     ds = CoreDataset.load(dataset.path)
     out = evaluate_all(
-        store, s3_endpoint, ds, features.path, [m.path for m in [*xgb_models, *linear_models]], primary_metric
+        store,
+        s3_endpoint,
+        ds,
+        features.path,
+        [m.path for m in [*xgb_models, *linear_models, *baseline_models]],
+        primary_metric,
     )
     for task, res in out["results"].items():
         for name, c in res["candidates"].items():

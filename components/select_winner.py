@@ -15,6 +15,7 @@ def select_winner(
     results: Input[Artifact],
     xgb_models: Input[list[Model]],
     linear_models: Input[list[Model]],
+    baseline_models: Input[list[Model]],
     margin: float,
     primary_metric: str,
     bundle: Output[Model],
@@ -30,6 +31,8 @@ def select_winner(
         results: Candidate metrics and winners from evaluate_candidates.
         xgb_models: The trained XGBoost candidates.
         linear_models: The trained linear candidates.
+        baseline_models: Each task's TF-IDF + logistic regression baseline (always trained; it
+            wins when no candidate ranks at least as well on validation).
         margin: How much better (mean primary metric) the challenger must be.
         primary_metric: The metric of the comparison (e.g. roc_auc_ovo).
         ece_margin: The most the challenger's top-label ECE may exceed the champion's (any task).
@@ -51,7 +54,7 @@ def select_winner(
         CoreDataset.load(dataset.path),
         features.path,
         res,
-        [m.path for m in [*xgb_models, *linear_models]],
+        [m.path for m in [*xgb_models, *linear_models, *baseline_models]],
         bundle.path,
         margin,
         primary_metric,

@@ -12,19 +12,17 @@ def train_candidate(features: Input[Dataset], candidate: dict, device: str, mode
 
     Args:
         features: The matrices from featurize.
-        candidate: {"name", "task", "kind", "params"} from the candidates config.
+        candidate: {"name", "task", "kind", "params", "field_dropout"} from the candidates config,
+            or a task's TF-IDF + logistic regression baseline.
         device: auto, cpu or cuda (cuda falls back to the CPU when no GPU is present).
         model: The trained candidate (XGBoost UBJ or npz, plus model.json).
     """
     import os
 
     from hhpulse.config import CandidateConfig
-    from hhpulse.train import FeatureSet, fit_candidate
+    from hhpulse.train import FeatureSet, fit_on
 
     cfg = CandidateConfig.from_dict(candidate)
-    fs = FeatureSet.load(os.path.join(features.path, cfg.task))
-    cand = fit_candidate(
-        cfg, fs.X["train"], fs.y["train"], fs.X["val"], fs.y["val"], fs.classes, device=device
-    )
+    cand = fit_on(FeatureSet.load(os.path.join(features.path, cfg.task)), cfg, device=device)
     cand.save(model.path)
     model.metadata.update({"name": cfg.name, "task": cfg.task, "kind": cfg.kind, **cand.info})

@@ -15,12 +15,13 @@ from components.featurize import featurize
 from components.publish_model import publish_model
 from components.record_outcome import record_outcome
 from components.select_winner import select_winner
+from components.train_baseline import train_baseline
 from components.train_candidate import train_candidate
 from components.validate_vacancies import validate_vacancies
 from kfp import dsl, kubernetes
 
 from hhpulse import __version__
-from hhpulse.config import load_candidates
+from hhpulse.config import TASKS, load_candidates
 
 PIPELINE_NAME = "hhpulse-retrain"
 XGB_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind == "xgboost"]
@@ -118,7 +119,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             max_bad_fraction: Fail the run when more than this share of rows breaks the data contract.
             random_split: Split at random instead of by time (newest rows as the test set).
             xgb_candidates: XGBoost candidate configs (trained on the GPU pool).
-            linear_candidates: Linear baseline candidate configs (CPU).
+            linear_candidates: Logistic-regression candidate configs (CPU). Each task's TF-IDF + logistic regression baseline is trained as well, always.
             device: XGBoost device: auto, cuda or cpu (falls back to the CPU without a GPU).
             primary_metric: Metric that picks winners on validation and gates against the champion.
             margin: How much better (mean primary metric over tasks) the challenger must be to replace the champion.
@@ -181,6 +182,11 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
                 lin.set_display_name("train linear candidate")
                 _resources(lin, opts.large)
+            # not a parameter: every run trains each task's TF-IDF + logistic regression baseline
+            with dsl.ParallelFor(list(TASKS), parallelism=opts.parallelism, name="baselines") as btask:
+                base = train_baseline(features=feats.outputs["features"], task=btask)
+                base.set_display_name("train baseline (TF-IDF + LR)")
+                _resources(base, opts.large)
             evaluate = evaluate_candidates(
                 store=store,
                 s3_endpoint=s3_endpoint,
@@ -188,6 +194,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 features=feats.outputs["features"],
                 xgb_models=dsl.Collected(xgb.outputs["model"]),
                 linear_models=dsl.Collected(lin.outputs["model"]),
+                baseline_models=dsl.Collected(base.outputs["model"]),
                 primary_metric=primary_metric,
             ).set_display_name("evaluate candidates")
             gate = (
@@ -199,6 +206,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     results=evaluate.outputs["results"],
                     xgb_models=dsl.Collected(xgb.outputs["model"]),
                     linear_models=dsl.Collected(lin.outputs["model"]),
+                    baseline_models=dsl.Collected(base.outputs["model"]),
                     margin=margin,
                     primary_metric=primary_metric,
                     ece_margin=ece_margin,

@@ -50,7 +50,7 @@ def bundle_dir(market_store, tmp_path_factory):
         device="cpu",
         synthetic=True,
     )
-    assert report.results["salary"].winner in ("salary-xgb", "salary-lr")
+    assert report.results["salary"].winner in ("salary-xgb", "salary-lr", "salary-baseline")
     return out
 
 
@@ -79,7 +79,8 @@ def test_bundle_layout_and_round_trip(bundle_dir):
     card = (bundle_dir / "model_card.md").read_text()
     assert "SYNTHETIC" in card and "git commit" in card and "salary class counts" in card
     metrics = json.loads((bundle_dir / "metrics.json").read_text())
-    assert set(metrics["salary"]["candidates"]) == {"salary-xgb", "salary-lr"}
+    assert set(metrics["salary"]["candidates"]) == {"salary-xgb", "salary-lr", "salary-baseline"}
+    assert metrics["salary"]["baseline"] == "salary-baseline"
     assert {"val", "test", "test_resp"} <= set(metrics["salary"]["candidates"]["salary-xgb"]["metrics"])
 
 

@@ -14,13 +14,15 @@ import requests
 from hhpulse.bundle import load_bundle
 from hhpulse.calibration import softmax
 from hhpulse.collect import collect
-from hhpulse.config import CandidateConfig
+from hhpulse.config import CandidateConfig, LabelConfig
+from hhpulse.dataset import build_dataset
 from hhpulse.explain import top_terms_by_cohort, top_terms_markdown
 from hhpulse.hh.sources import make_source
 from hhpulse.history import load_history, rates_by_run, rebuild_history
 from hhpulse.store import LocalStore
 from hhpulse.text import token_spans, tokenize
-from hhpulse.workflow import train_from_history
+from hhpulse.train import evaluate_candidate, featurize, fit_on, select_winner
+from hhpulse.workflow import bundle_from_results
 from test_serving import start_server, stop_server, wait_ready
 
 # a linear salary model and an XGBoost demand model: both kinds of explanation
@@ -43,8 +45,26 @@ def market(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle_dir(market, tmp_path_factory):
+    """FAST's two models as the winners (bypassing selection, where the TF-IDF + logistic
+    regression baseline can win demand), so both kinds of explanation are served."""
     out = tmp_path_factory.mktemp("b") / "bundle"
-    train_from_history(load_history(market), rates_by_run(market), out, candidates=FAST, device="cpu")
+    ds = build_dataset(load_history(market), rates_by_run(market))
+    vec, sets = featurize(ds)
+    winners = {c.task: fit_on(sets[c.task], c, device="cpu") for c in FAST}
+    results = {
+        t: select_winner(
+            t,
+            {
+                w.config.name: {
+                    "kind": w.config.kind,
+                    "info": w.info,
+                    "metrics": evaluate_candidate(w, sets[t]),
+                }
+            },
+        )
+        for t, w in winners.items()
+    }
+    bundle_from_results(out, ds, vec, winners, results, label_config=LabelConfig())
     return out
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from hhpulse import __version__
 from hhpulse.calibration import CalibrationError, Calibrator
+from hhpulse.config import TASKS
 from hhpulse.features import TextVectorizer
 from hhpulse.store import default_mode
 from hhpulse.train import TrainedCandidate, load_candidate
@@ -43,7 +44,6 @@ from hhpulse.train import TrainedCandidate, load_candidate
 FORMAT = "hhpulse-bundle/1"
 MANIFEST = "MANIFEST.json"
 TRAINING_IDS = "training_ids.npz"
-TASKS = ("salary", "demand")
 INPUT_FIELDS = ("responsibility", "name", "requirement")
 
 
@@ -314,6 +314,9 @@ def model_card(
             f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
             f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
         )
+        line = baseline_line(m)
+        if line:
+            lines.append(f"  - {line}")
     for task, c in (metrics.get("calibration") or {}).items():
         before, after = c.get("test", {}).get("before", {}), c.get("test", {}).get("after", {})
         lines.append(
@@ -325,6 +328,29 @@ def model_card(
     lines += ["", "## Versions", f"- git commit: {card.get('git_commit', git_commit())}"]
     lines += [f"- {k}: {v}" for k, v in library_versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def baseline_line(task_metrics: Mapping[str, Any]) -> str | None:
+    """One sentence on the winner against the task's TF-IDF + logistic regression baseline, on
+    validation (where the winner is chosen) and test; None when the run trained no baseline."""
+    base, win = task_metrics.get("baseline"), task_metrics.get("winner")
+    cands = task_metrics.get("candidates", {})
+    if not base or base not in cands:
+        return None
+    primary = task_metrics.get("primary", "roc_auc_ovo")
+
+    def get(name: str, part: str) -> str:
+        return _fmt(cands.get(name, {}).get("metrics", {}).get(part, {}).get(primary))
+
+    if win == base:
+        how = "no candidate ranked at least as well on validation, so the baseline is the winner"
+    else:
+        how = "the winner ranks at least as well on validation"
+    return (
+        f"baseline {base} (TF-IDF + logistic regression, no class weights, no field dropout): "
+        f"validation {primary} {get(base, 'val')} (winner {get(win, 'val')}), test {get(base, 'test')} "
+        f"(winner {get(win, 'test')}); {how}"
+    )
 
 
 class ModelBundle:

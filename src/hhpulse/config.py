@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DEMAND_COHORTS = ("high", "medium", "low")
+TASKS = ("salary", "demand")
 TEXT_FIELDS = ("responsibility", "name", "requirement")
 
 
@@ -216,19 +217,29 @@ class CandidateConfig:
     task: str
     kind: str  # "xgboost" | "logreg"
     params: Mapping[str, Any] = field(default_factory=dict)
+    # train on the field-dropout copies too (FeatureConfig.field_dropout); False: the rows as they are
+    field_dropout: bool = True
 
     def __post_init__(self) -> None:
-        if self.task not in ("salary", "demand"):
+        if self.task not in TASKS:
             raise ConfigError(f"candidate {self.name!r}: task must be salary or demand, got {self.task!r}")
         if self.kind not in ("xgboost", "logreg"):
             raise ConfigError(f"candidate {self.name!r}: kind must be xgboost or logreg, got {self.kind!r}")
+        if not isinstance(self.field_dropout, bool):
+            raise ConfigError(f"candidate {self.name!r}: field_dropout must be true or false")
 
     @property
     def needs_gpu(self) -> bool:
         return self.kind == "xgboost"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "task": self.task, "kind": self.kind, "params": dict(self.params)}
+        return {
+            "name": self.name,
+            "task": self.task,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "field_dropout": self.field_dropout,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CandidateConfig:
@@ -237,13 +248,40 @@ class CandidateConfig:
         missing = [k for k in ("name", "task", "kind") if k not in data]
         if missing:
             raise ConfigError(f"candidate {data.get('name', '?')!r}: missing keys {missing}")
-        unknown = sorted(set(data) - {"name", "task", "kind", "params"})
+        unknown = sorted(set(data) - {"name", "task", "kind", "params", "field_dropout"})
         if unknown:
             raise ConfigError(f"candidate {data['name']!r}: unknown keys {unknown}")
         params = data.get("params") or {}
         if not isinstance(params, Mapping):
             raise ConfigError(f"candidate {data['name']!r}: params must be a mapping")
-        return cls(name=data["name"], task=data["task"], kind=data["kind"], params=dict(params))
+        return cls(
+            name=data["name"],
+            task=data["task"],
+            kind=data["kind"],
+            params=dict(params),
+            field_dropout=data.get("field_dropout", True),
+        )
+
+
+BASELINE_SUFFIX = "-baseline"
+
+
+def baseline_candidate(task: str) -> CandidateConfig:
+    """The yardstick every task's winner must match: plain TF-IDF + logistic regression.
+
+    scikit-learn's defaults (C 1, no class weights) on the task's training rows as they are
+    (no field-dropout copies), over the same TF-IDF features as the other candidates. The
+    training step always fits it next to the configured candidates, and it competes with
+    them on validation (:func:`hhpulse.train.select_winner`): it wins when no candidate
+    ranks at least as well.
+    """
+    return CandidateConfig(
+        name=f"{task}{BASELINE_SUFFIX}",
+        task=task,
+        kind="logreg",
+        params={"C": 1.0, "class_weight": "none", "max_iter": 1000},
+        field_dropout=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -321,4 +359,10 @@ def load_candidates(path: str | Path | None = None) -> list[CandidateConfig]:
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"{p}: candidate names must be unique")
+    reserved = sorted(n for n in names if n.endswith(BASELINE_SUFFIX))
+    if reserved:
+        raise ConfigError(
+            f"{p}: candidate names ending in {BASELINE_SUFFIX!r} are reserved for the TF-IDF + logistic "
+            f"regression baseline that every run trains anyway: rename {reserved}"
+        )
     return out

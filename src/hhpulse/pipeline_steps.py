@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hhpulse.config import baseline_candidate
 from hhpulse.dataset import Dataset, label_sources
 from hhpulse.evaluate import data_profile, drift_report
 from hhpulse.features import TextVectorizer
@@ -58,8 +59,13 @@ def evaluate_all(
             n: {"kind": c.config.kind, "info": c.info, "metrics": evaluate_candidate(c, fs)}
             for n, c in mine.items()
         }
-        res = select_winner(task, scored, primary)
-        results[task] = {"winner": res.winner, "primary": res.primary, "candidates": res.candidates}
+        res = select_winner(task, scored, primary, baseline=baseline_candidate(task).name)
+        results[task] = {
+            "winner": res.winner,
+            "primary": res.primary,
+            "candidates": res.candidates,
+            "baseline": res.baseline,
+        }
         win = mine[res.winner]
         winners[task] = win
         test = res.candidates[res.winner]["metrics"].get("test", {})
@@ -138,7 +144,10 @@ def build_and_gate(
 
     cands = {c.config.name: c for c in _candidates(model_paths)}
     winners = {t: cands[r["winner"]] for t, r in results.items()}
-    task_results = {t: TaskResult(t, r["winner"], r["primary"], r["candidates"]) for t, r in results.items()}
+    task_results = {
+        t: TaskResult(t, r["winner"], r["primary"], r["candidates"], r.get("baseline"))
+        for t, r in results.items()
+    }
     vec = TextVectorizer.load(Path(features_dir) / "vectorizer")
     synthetic = _store_is_synthetic(store, s3_endpoint, dataset)
     path = bundle_from_results(

@@ -190,6 +190,10 @@ def evaluate_replay(
         fig: dict[str, Any] = {
             "winner": res.winner,
             "test_auc": test.get("roc_auc_ovo"),
+            "baseline": res.baseline,
+            "baseline_test_auc": res.candidates[res.baseline]["metrics"].get("test", {}).get("roc_auc_ovo")
+            if res.baseline
+            else None,
             "test_rows": test.get("n", 0),
             "train_mix": mix.get("train", {}),
             "test_mix": mix.get("test", {}),

@@ -146,7 +146,9 @@ def comparison_html(
         for name, c in sorted(res["candidates"].items()):
             m = c["metrics"]
             val, test, resp = m.get("val", {}), m.get("test", {}), m.get("test_resp", {})
-            mark = " ★" if name == res["winner"] else ""
+            mark = (" ★" if name == res["winner"] else "") + (
+                " (baseline)" if name == res.get("baseline") else ""
+            )
             out.append(
                 f"<tr><td>{html.escape(name)}{mark}</td><td>{html.escape(c['kind'])}</td><td>{_f(val.get('roc_auc_ovo'))}</td>"
                 f"<td>{_f(test.get('roc_auc_ovo'))}</td><td>{_f(test.get('roc_auc_ovr'))}</td><td>{_f(resp.get('roc_auc_ovo'))}</td>"

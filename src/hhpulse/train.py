@@ -8,8 +8,12 @@ Each step is a function the pipeline wraps as one component:
   ``hist`` with early stopping on the validation split and balanced class weights, or
   the logistic-regression baseline) and returns a :class:`TrainedCandidate` that saves
   as XGBoost UBJ or npz, never pickle;
-* :func:`select_winners` picks per task the best on the *validation* split by a primary
+* :func:`select_winner` picks per task the best on the *validation* split by a primary
   metric (default macro ROC AUC one-vs-one) and reports *test* metrics for everyone.
+  Every task also trains the baseline (:func:`~hhpulse.config.baseline_candidate`: plain
+  TF-IDF + logistic regression on the training rows without the field-dropout copies),
+  which competes like any candidate and keeps ties to the others: the winner's validation
+  metric is never below the baseline's.
 
 ``device="cuda"`` is used when asked (or ``auto``) and a GPU is present; otherwise
 training falls back to the CPU with a log line.
@@ -30,7 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from hhpulse.config import CandidateConfig, FeatureConfig
+from hhpulse.config import CandidateConfig, FeatureConfig, baseline_candidate
 from hhpulse.dataset import Dataset
 from hhpulse.evaluate import classification_metrics, score
 from hhpulse.features import TextVectorizer
@@ -79,12 +83,24 @@ def resolve_device(device: str) -> str:
 # -- features -----------------------------------------------------------------------------
 @dataclass
 class FeatureSet:
-    """Matrices and labels of one task. ``test_resp`` is the test split with responsibility alone."""
+    """Matrices and labels of one task. ``test_resp`` is the test split with responsibility alone.
+
+    With field dropout, ``X["train"]`` holds the training rows, then their responsibility-only
+    copies; ``train_rows`` is the number of the former (None: no copies).
+    """
 
     task: str
     classes: list[str]
     X: dict[str, sp.csr_matrix]
     y: dict[str, list[str]]
+    train_rows: int | None = None
+
+    def training(self, field_dropout: bool = True) -> tuple[sp.csr_matrix, list[str]]:
+        """The training matrix and labels, with the field-dropout copies or without them."""
+        if field_dropout or self.train_rows is None:
+            return self.X["train"], self.y["train"]
+        n = self.train_rows
+        return sp.csr_matrix(self.X["train"][:n]), self.y["train"][:n]
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -94,7 +110,8 @@ class FeatureSet:
         atomic_write_bytes(
             folder / "labels.json",
             json.dumps(
-                {"task": self.task, "classes": self.classes, "y": self.y}, ensure_ascii=False
+                {"task": self.task, "classes": self.classes, "y": self.y, "train_rows": self.train_rows},
+                ensure_ascii=False,
             ).encode(),
         )
 
@@ -103,7 +120,7 @@ class FeatureSet:
         folder = Path(folder)
         meta = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
         X = {p: sp.csr_matrix(sp.load_npz(folder / f"X_{p}.npz")) for p in meta["y"]}
-        return cls(meta["task"], meta["classes"], X, meta["y"])
+        return cls(meta["task"], meta["classes"], X, meta["y"], meta.get("train_rows"))
 
 
 def _only_responsibility(df: pd.DataFrame) -> pd.DataFrame:
@@ -129,7 +146,9 @@ def featurize(
     for task, td in dataset.tasks.items():
         tr, va, te = td.part("train"), td.part("val"), td.part("test")
         X_tr, y_tr = vec.transform(tr), tr["label"].tolist()
+        rows = None
         if config.field_dropout and len(config.fields) > 1:
+            rows = X_tr.shape[0]
             X_tr = sp.csr_matrix(sp.vstack([X_tr, vec.transform(_only_responsibility(tr))]))
             y_tr = y_tr + y_tr
         sets[task] = FeatureSet(
@@ -147,6 +166,7 @@ def featurize(
                 "test": te["label"].tolist(),
                 "test_resp": te["label"].tolist(),
             },
+            rows,
         )
     log.info("features: %d terms over %s", vec.n_features, ", ".join(config.fields))
     return vec, sets
@@ -326,16 +346,38 @@ class TaskResult:
     winner: str
     primary: str
     candidates: dict[str, dict[str, Any]]  # name -> {"kind", "info", "metrics": {val, test, test_resp}}
+    baseline: str | None = None  # the TF-IDF + logistic regression yardstick among the candidates
 
 
 def select_winner(
-    task: str, results: Mapping[str, Mapping[str, Any]], primary: str = DEFAULT_PRIMARY
+    task: str,
+    results: Mapping[str, Mapping[str, Any]],
+    primary: str = DEFAULT_PRIMARY,
+    baseline: str | None = None,
 ) -> TaskResult:
-    """The candidate with the best validation ``primary`` metric (ties: first by name)."""
+    """The candidate with the best validation ``primary`` metric (ties: first by name).
+
+    ``baseline`` names the TF-IDF + logistic regression baseline among ``results``: it
+    competes like the others but loses ties, so it wins only when no other candidate ranks
+    at least as well on validation.
+    """
     if not results:
         raise ValueError(f"no candidates were trained for {task}")
-    best = max(sorted(results), key=lambda n: score(results[n]["metrics"].get("val", {}), primary))
-    return TaskResult(task, best, primary, {k: dict(v) for k, v in results.items()})
+    if baseline is not None and baseline not in results:
+        raise ValueError(f"{task}: the baseline {baseline!r} was not trained (candidates: {sorted(results)})")
+    best = max(
+        sorted(results),
+        key=lambda n: (score(results[n]["metrics"].get("val", {}), primary), n != baseline),
+    )
+    if baseline is not None and best == baseline and len(results) > 1:
+        log.warning(
+            "%s: no candidate ranks at least as well as the TF-IDF + logistic regression baseline on "
+            "validation (%s %.4f): the baseline wins",
+            task,
+            primary,
+            score(results[baseline]["metrics"].get("val", {}), primary),
+        )
+    return TaskResult(task, best, primary, {k: dict(v) for k, v in results.items()}, baseline)
 
 
 def train_task(
@@ -345,15 +387,23 @@ def train_task(
     device: str = "auto",
     primary: str = DEFAULT_PRIMARY,
 ) -> tuple[TaskResult, dict[str, TrainedCandidate]]:
-    """Train every candidate of ``fs.task`` and pick the winner."""
+    """Train every candidate of ``fs.task``, and the task's baseline, and pick the winner."""
     mine = [c for c in candidates if c.task == fs.task]
     if not mine:
         raise ValueError(f"no candidate configured for task {fs.task!r}")
+    base = baseline_candidate(fs.task)
+    if base.name in {c.name for c in mine}:
+        raise ValueError(f"candidate name {base.name!r} is reserved for the baseline")
     trained, results = {}, {}
-    for c in mine:
-        cand = fit_candidate(
-            c, fs.X["train"], fs.y["train"], fs.X["val"], fs.y["val"], fs.classes, device=device
-        )
+    for c in [*mine, base]:
+        cand = fit_on(fs, c, device=device)
         trained[c.name] = cand
         results[c.name] = {"kind": c.kind, "info": cand.info, "metrics": evaluate_candidate(cand, fs)}
-    return select_winner(fs.task, results, primary), trained
+    return select_winner(fs.task, results, primary, baseline=base.name), trained
+
+
+def fit_on(fs: FeatureSet, config: CandidateConfig, *, device: str = "auto") -> TrainedCandidate:
+    """Train ``config`` on ``fs``: its training rows (with the field-dropout copies unless the
+    candidate opts out), early-stopped on validation."""
+    X_train, y_train = fs.training(config.field_dropout)
+    return fit_candidate(config, X_train, y_train, fs.X["val"], fs.y["val"], fs.classes, device=device)

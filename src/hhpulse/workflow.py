@@ -101,7 +101,8 @@ class TrainingReport:
 
 def metrics_document(results: dict[str, TaskResult]) -> dict[str, Any]:
     return {
-        t: {"winner": r.winner, "primary": r.primary, "candidates": r.candidates} for t, r in results.items()
+        t: {"winner": r.winner, "primary": r.primary, "candidates": r.candidates, "baseline": r.baseline}
+        for t, r in results.items()
     }
 
 

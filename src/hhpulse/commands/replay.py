@@ -115,6 +115,10 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
         print(
             f"\n{task}: winner {r['winner']}, test ROC AUC (OvO) {_auc(r['test_auc'])} on {r['test_rows']} rows"
         )
+        if r.get("baseline"):
+            print(
+                f"  baseline {r['baseline']} (TF-IDF + LR): test ROC AUC (OvO) {_auc(r.get('baseline_test_auc'))}"
+            )
         print(f"  labels by source: {_mix(r['label_sources'])}")
         if task == "salary":
             print(f"  left out: {_mix(r.get('left_out', {}))}")
