@@ -38,6 +38,22 @@ def shared_specs() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_store(tmp_path_factory):
+    """Two daily runs of the demo market (40 vacancies a day) with history built: a small labelled
+    store that tests train tiny bundles from. Shared by the session, so treat it as read-only."""
+    from hhpulse.collect import collect
+    from hhpulse.hh.sources import make_source
+    from hhpulse.history import rebuild_history
+    from hhpulse.store import LocalStore
+
+    store = LocalStore(tmp_path_factory.mktemp("demo-store"))
+    for _ in range(2):
+        collect(make_source("demo", demo_size=40), store, progress=False)
+    rebuild_history(store)
+    return store
+
+
+@pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3 server (moto's ThreadedMotoServer) on 127.0.0.1; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer

@@ -10,11 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from hhpulse.bundle import load_bundle
-from hhpulse.collect import collect
 from hhpulse.config import CandidateConfig, ConfigError, baseline_candidate, load_candidates
-from hhpulse.hh.sources import make_source
-from hhpulse.history import load_history, rates_by_run, rebuild_history
-from hhpulse.store import LocalStore
+from hhpulse.history import load_history, rates_by_run
 from hhpulse.train import FeatureSet, select_winner, train_task
 from hhpulse.workflow import train_from_history
 
@@ -148,12 +145,9 @@ def test_candidate_config_round_trip_and_reserved_names(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def baseline_bundle(tmp_path_factory):
+def baseline_bundle(demo_store, tmp_path_factory):
     """A bundle whose winners are the baselines: the only candidates are single stumps."""
-    store = LocalStore(tmp_path_factory.mktemp("store"))
-    for _ in range(2):
-        collect(make_source("demo", demo_size=40), store, progress=False)
-    rebuild_history(store)
+    store = demo_store
     out = tmp_path_factory.mktemp("b") / "bundle"
     stumps = [CandidateConfig(f"{t}-stump", t, "xgboost", STUMP) for t in ("salary", "demand")]
     report = train_from_history(

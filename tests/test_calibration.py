@@ -16,12 +16,9 @@ from hhpulse.calibration import (
     shift_priors,
     softmax,
 )
-from hhpulse.collect import collect
 from hhpulse.config import CandidateConfig
 from hhpulse.evaluate import brier_score, classification_metrics, cohort_mix
-from hhpulse.hh.sources import make_source
-from hhpulse.history import load_history, rates_by_run, rebuild_history
-from hhpulse.store import LocalStore
+from hhpulse.history import load_history, rates_by_run
 from hhpulse.workflow import train_from_history
 
 CLASSES = ["a", "b", "c"]
@@ -160,12 +157,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    store = LocalStore(tmp_path_factory.mktemp("store"))
-    for _ in range(2):
-        collect(make_source("demo", demo_size=40), store, progress=False)
-    rebuild_history(store)
-    return store
+def store(demo_store):
+    return demo_store
 
 
 @pytest.fixture(scope="module")

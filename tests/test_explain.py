@@ -13,13 +13,10 @@ import requests
 
 from hhpulse.bundle import load_bundle
 from hhpulse.calibration import softmax
-from hhpulse.collect import collect
 from hhpulse.config import CandidateConfig, LabelConfig
 from hhpulse.dataset import build_dataset
 from hhpulse.explain import top_terms_by_cohort, top_terms_markdown
-from hhpulse.hh.sources import make_source
-from hhpulse.history import load_history, rates_by_run, rebuild_history
-from hhpulse.store import LocalStore
+from hhpulse.history import load_history, rates_by_run
 from hhpulse.text import token_spans, tokenize
 from hhpulse.train import evaluate_candidate, featurize, fit_on, select_winner
 from hhpulse.workflow import bundle_from_results
@@ -35,12 +32,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
-    store = LocalStore(tmp_path_factory.mktemp("store"))
-    for _ in range(2):
-        collect(make_source("demo", demo_size=40), store, progress=False)
-    rebuild_history(store)
-    return store
+def market(demo_store):
+    return demo_store
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,7 @@ import requests
 
 from conftest import free_port
 from hhpulse.bundle import load_bundle
-from hhpulse.collect import collect
-from hhpulse.hh.sources import make_source
-from hhpulse.history import load_history, rates_by_run, rebuild_history
+from hhpulse.history import load_history, rates_by_run
 from hhpulse.registry import publish
 from hhpulse.store import LocalStore
 from hhpulse.workflow import train_from_history
@@ -32,11 +30,8 @@ V2_OK = {"inputs": [{"name": "responsibility", "datatype": "BYTES", "shape": [1]
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    store = LocalStore(tmp_path_factory.mktemp("store"))
-    for _ in range(2):
-        collect(make_source("demo", demo_size=40), store, progress=False)
-    rebuild_history(store)
+def bundle_dir(demo_store, tmp_path_factory):
+    store = demo_store
     out = tmp_path_factory.mktemp("b") / "bundle"
     train_from_history(load_history(store), rates_by_run(store), out, candidates=FAST, device="cpu")
     return out
