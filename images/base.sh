@@ -28,7 +28,7 @@ mirror() {
 
 if ! command -v debootstrap >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "base: debootstrap is missing and only root can install it" >&2; exit 1; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }; } >&2
 fi
 [ "$(id -u)" = 0 ] || { echo "base: debootstrap needs root" >&2; exit 1; }
 
