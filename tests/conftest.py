@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pipelines.e2e import free_port  # noqa: F401 - the tests import it from here
+from pipelines.e2e import s3_server as moto_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HHPULSE_SHARED", REPO.parent / "shared"))
 SHARED_HH = SHARED / "data" / "hh"
 SHARED_SPECS = SHARED / "specs"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -55,16 +50,10 @@ def demo_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """A real S3 server (moto's ThreadedMotoServer) on 127.0.0.1; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    """A real S3 server (moto's ThreadedMotoServer) on 127.0.0.1, the one `make e2e` starts;
+    yields its endpoint URL."""
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from hhpulse.history import load_history, rates_by_run
 from hhpulse.text import token_spans, tokenize
 from hhpulse.train import evaluate_candidate, featurize, fit_on, select_winner
 from hhpulse.workflow import bundle_from_results
-from test_serving import start_server, stop_server, wait_ready
+from test_serving import assert_refused_then_serving, start_server, stop_server, wait_ready
 
 # a linear salary model and an XGBoost demand model: both kinds of explanation
 FAST = [
@@ -238,14 +238,7 @@ BAD = [
 
 @pytest.mark.parametrize(("case", "body", "headers", "status", "message"), BAD, ids=[b[0] for b in BAD])
 def test_bad_explain_input_is_a_4xx(server, case, body, headers, status, message):
-    url = f"{server}/v1/models/hhpulse:explain"
-    if isinstance(body, bytes):
-        r = requests.post(url, data=body, headers=headers, timeout=10)
-    else:
-        r = requests.post(url, json=body, timeout=10)
-    assert r.status_code == status, r.text
-    assert message in r.json()["error"]
-    assert requests.post(url, json={"instances": ["Доставка"]}, timeout=10).status_code == 200
+    assert_refused_then_serving(f"{server}/v1/models/hhpulse:explain", body, headers, status, message)
 
 
 def test_request_cli_explain_table(server):

@@ -227,7 +227,12 @@ BAD = [
 
 @pytest.mark.parametrize(("case", "body", "headers", "status", "message"), BAD, ids=[b[0] for b in BAD])
 def test_bad_v1_input_is_a_4xx_and_the_server_keeps_serving(server, case, body, headers, status, message):
-    url = f"{server}/v1/models/hhpulse:predict"
+    assert_refused_then_serving(f"{server}/v1/models/hhpulse:predict", body, headers, status, message)
+
+
+def assert_refused_then_serving(url, body, headers, status, message):
+    """``body`` (JSON, or raw bytes with ``headers``) gets ``status`` and ``message``, and the next
+    good request to ``url`` is answered."""
     if isinstance(body, bytes):
         r = requests.post(url, data=body, headers=headers, timeout=10)
     else:

@@ -10,7 +10,6 @@ it never stops the batch unless ``strict`` is set.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,8 +18,7 @@ from typing import IO, Any
 
 from hhpulse.bundle import Instance, ModelBundle
 from hhpulse.inputs import InputError, check_instance, fields_used
-
-GZIP_MAGIC = b"\x1f\x8b"
+from hhpulse.store import gunzipped
 
 
 class BatchError(ValueError):
@@ -56,11 +54,7 @@ class BatchTally:
 
 def open_lines(stream: IO[bytes]) -> Iterator[bytes]:
     """The lines of a binary stream (a file or stdin), gunzipped when it starts with gzip's magic."""
-    peek = getattr(stream, "peek", None)
-    head = peek(2)[:2] if peek is not None else b""
-    if head == GZIP_MAGIC:
-        stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
-    yield from stream
+    yield from gunzipped(stream)
 
 
 def parse_line(raw: bytes, fields: Iterable[str]) -> tuple[str | None, Instance | InputError]:

@@ -17,6 +17,7 @@ Use :func:`open_store` to get a store from a location string: a folder path,
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -161,6 +162,18 @@ def default_mode(*, directory: bool = False) -> int:
     another (the predictor's uid, for one) whenever the umask allows it.
     """
     return (0o777 if directory else 0o666) & ~current_umask()
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzipped(stream: BinaryIO) -> BinaryIO:
+    """``stream`` itself, or a reader that gunzips it when it starts with gzip's magic bytes
+    (sniffed with ``peek``, so stdin works too; a stream that cannot peek is taken as plain)."""
+    peek = getattr(stream, "peek", None)
+    if peek is not None and peek(2)[:2] == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hhpulse.hh.client import DEFAULT_API_URL, HHClient, PageProgress
 from hhpulse.hh.records import parse_datetime
+from hhpulse.store import GZIP_MAGIC, gunzipped
 
 if TYPE_CHECKING:
     from hhpulse.store import Store
@@ -287,11 +288,9 @@ class FileSource(Source):
 
     def _open(self):  # type: ignore[no-untyped-def]
         if self.is_stdin:
-            buf = sys.stdin.buffer
-            raw = gzip.GzipFile(fileobj=buf, mode="rb") if buf.peek(2)[:2] == b"\x1f\x8b" else buf
-            return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+            return io.TextIOWrapper(gunzipped(sys.stdin.buffer), encoding="utf-8", errors="replace")
         with open(self.path, "rb") as fh:
-            gz = fh.read(2) == b"\x1f\x8b"
+            gz = fh.read(2) == GZIP_MAGIC
         if gz:
             return gzip.open(self.path, "rt", encoding="utf-8", errors="replace")
         return open(self.path, encoding="utf-8", errors="replace")
