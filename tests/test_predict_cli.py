@@ -76,6 +76,16 @@ def test_batch_and_http_refuse_the_same_inputs_with_the_same_reason(value, reaso
     assert text in str(batch.value) and text in str(http.value)
 
 
+@pytest.mark.parametrize(("value", "reason", "text"), BAD_INSTANCES)
+def test_request_refuses_the_same_inputs_before_sending_them(tmp_path, value, reason, text):
+    """`hhpulse request --input` checks its lines by the same contract (nothing listens on the URL)."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('"Доставка"\n' + json.dumps(value) + "\n", encoding="utf-8")
+    p = hhpulse("request", "--url", "http://127.0.0.1:9", "--input", str(inp), timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.decode().startswith(f"hhpulse request: {inp}:2: ") and text in p.stderr.decode()
+
+
 def test_fallback_to_name_and_requirement_is_the_same_in_batch_and_http():
     from hhpulse.inputs import InputError, check_instance
 

@@ -32,7 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _instances(args: argparse.Namespace) -> list[dict]:
-    from hhpulse.bundle import to_instance
+    """The instances to send: ``--text``s, or JSON lines checked by the same input contract as
+    ``hhpulse predict`` and the server (:func:`hhpulse.inputs.check_instance`)."""
+    from hhpulse.inputs import check_instance
 
     if args.text:
         return [{"responsibility": t} for t in args.text]
@@ -41,8 +43,8 @@ def _instances(args: argparse.Namespace) -> list[dict]:
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                inst = to_instance(json.loads(line))
-            except (ValueError, TypeError) as exc:
+                inst = check_instance(json.loads(line), api_items=True)
+            except ValueError as exc:
                 raise ValueError(f"{args.input}:{n}: {exc}") from None
             out.append({k: v for k, v in inst.as_dict().items() if v is not None})
     return out
