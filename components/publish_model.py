@@ -8,7 +8,9 @@ from components._image import PIPELINE_IMAGE
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def publish_model(store: str, s3_endpoint: str, bundle: Input[Model]) -> str:
-    """Writes the bundle to models/hhpulse/<version>/ and moves the champion pointer atomically.
+    """Writes the bundle to models/hhpulse/<version>/ and moves the champion pointer atomically,
+    with a conditional write: if another run moved the pointer after this run's gate, the step
+    fails and says so (the pointer stays; the challenger was never compared with the new champion).
 
     Args:
         store: Store location: a folder or s3://bucket/prefix.
@@ -18,7 +20,6 @@ def publish_model(store: str, s3_endpoint: str, bundle: Input[Model]) -> str:
     Returns:
         The storage URI of the published version.
     """
-    from hhpulse.registry import publish
-    from hhpulse.store import open_store
+    from hhpulse.pipeline_steps import publish_gated
 
-    return publish(open_store(store, endpoint_url=s3_endpoint or None), bundle.path).uri
+    return publish_gated(store, s3_endpoint, bundle.path)

@@ -271,7 +271,12 @@ def deploy(
     api: Any | None = None,
 ) -> DeployResult:
     """Create or patch the InferenceService, wait for Ready, roll back on failure."""
-    from hhpulse.registry import champion, rollback, version_prefix  # loads the model stack: not at import
+    from hhpulse.registry import (  # loads the model stack: not at import
+        ChampionMoved,
+        champion,
+        rollback,
+        version_prefix,
+    )
 
     api = _api(api)
     body = render_inferenceservice(values, version=version, storage_uri=storage_uri)
@@ -284,7 +289,10 @@ def deploy(
         ch = champion(store)
         previous = ch.previous[0] if ch and ch.version == version and ch.previous else None
         if previous:
-            rollback(store)
+            try:
+                rollback(store, expect_current=version)  # never undo a promotion made meanwhile
+            except ChampionMoved as moved:
+                raise DeployError(f"{reason}; the champion pointer was not rolled back: {moved}") from exc
             prev_uri = store.uri(version_prefix(previous))
             _apply(api, values, render_inferenceservice(values, version=previous, storage_uri=prev_uri))
             raise DeployError(f"{reason}; rolled back to {previous}") from exc

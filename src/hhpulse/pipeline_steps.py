@@ -199,3 +199,21 @@ def _store_is_synthetic(store: str, s3_endpoint: str, dataset: Dataset) -> bool:
         if st.exists(key) and st.get_json(key).get("synthetic"):
             return True
     return False
+
+
+def publish_gated(store: str, s3_endpoint: str, bundle_dir: str) -> str:
+    """The publish step: upload the bundle and make it the champion, but only if the champion is
+    still the one the gate compared it with (its verdict in ``gates/<version>.json``); otherwise
+    :class:`hhpulse.registry.ChampionMoved` (another run promoted meanwhile). Returns the version's URI."""
+    from hhpulse.bundle import verify_manifest
+    from hhpulse.registry import ANY_CHAMPION, publish
+    from hhpulse.store import KeyNotFound
+
+    st = open_store(store, endpoint_url=s3_endpoint or None)
+    version = verify_manifest(bundle_dir)["version"]
+    try:
+        expect = st.get_json(f"gates/{version}.json").get("champion_version") or None
+    except KeyNotFound:
+        log.warning("no gate verdict for %s in %s: publishing over the current champion", version, st.uri())
+        expect = ANY_CHAMPION
+    return publish(st, bundle_dir, expect_champion=expect).uri
