@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,24 @@ def store(request, tmp_path):
         return LocalStore(tmp_path / "store")
     bucket = request.getfixturevalue("s3_bucket")
     return open_store(f"s3://{bucket}/some/prefix")
+
+
+def run_together(*calls: Callable[[], object]) -> list[object]:
+    """Run the calls in threads released at the same moment (a barrier), as two runs started at
+    once would; return each call's result, or the exception it raised."""
+    barrier = threading.Barrier(len(calls))
+    out: list[object] = [None] * len(calls)
+
+    def run(i: int, fn: Callable[[], object]) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn()
+        except Exception as exc:  # the caller asserts on it
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 
 import pytest
 
+from conftest import run_together
 from hhpulse.bundle import FORMAT, write_manifest
 from hhpulse.pipeline_steps import publish_gated
 from hhpulse.registry import (
@@ -73,30 +73,10 @@ def test_pointer_moves_in_one_atomic_write(tmp_path, monkeypatch):
 # -- two promotions at once (a folder and a real S3 server): no lost update, a clear loser ------
 
 
-def _race(*calls):
-    """Run the calls in threads released together; return each one's result or exception."""
-    barrier = threading.Barrier(len(calls))
-    out: list[object] = [None] * len(calls)
-
-    def run(i, fn):
-        barrier.wait()
-        try:
-            out[i] = fn()
-        except Exception as exc:  # the loser's error is the result under test
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
-
-
 def test_gated_promotions_racing_one_wins_the_other_is_refused(store, tmp_path):
     publish(store, fake_bundle(tmp_path, "v0"))
     b1, b2 = fake_bundle(tmp_path, "v1"), fake_bundle(tmp_path, "v2")
-    out = _race(
+    out = run_together(
         lambda: publish(store, b1, expect_champion="v0"), lambda: publish(store, b2, expect_champion="v0")
     )
     won = [o for o in out if not isinstance(o, Exception)]
@@ -116,7 +96,7 @@ def test_gated_promotions_racing_one_wins_the_other_is_refused(store, tmp_path):
 def test_ungated_promotions_racing_both_land(store, tmp_path):
     publish(store, fake_bundle(tmp_path, "v0"))
     b1, b2 = fake_bundle(tmp_path, "v1"), fake_bundle(tmp_path, "v2")
-    out = _race(lambda: publish(store, b1), lambda: publish(store, b2))
+    out = run_together(lambda: publish(store, b1), lambda: publish(store, b2))
     assert not any(isinstance(o, Exception) for o in out), out
     ch = champion(store)
     # whichever moved the pointer last is champion; the other is its previous: neither is lost

@@ -29,7 +29,7 @@ from hhpulse import __version__
 from hhpulse.hh.client import HHError
 from hhpulse.hh.records import format_datetime, parse_datetime
 from hhpulse.hh.sources import Source
-from hhpulse.store import Store, StoreError
+from hhpulse.store import Store, StoreError, update_json
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,30 @@ def check_data_kind(store: Store, synthetic: bool, *, allow_mixed: bool = False)
 
 
 def record_data_kind(store: Store, kind: str, run_id: str) -> None:
-    """Write ``store.json`` when the store's kind is new or changed."""
-    if store.exists(STORE_INFO) and store.get_json(STORE_INFO).get("data") == kind:
-        return
-    store.put_json(
-        STORE_INFO,
-        {"data": kind, "since_run": run_id, "updated_at": format_datetime(datetime.now(timezone.utc))},
-    )
+    """Write ``store.json`` when the store's kind is new or changed, with a conditional write.
+
+    ``kind`` is what :func:`check_data_kind` allowed when the run started. When a run of the other
+    kind finished meanwhile (two runs at once on a new store), the store now holds both: the record
+    says ``mixed`` and, unless mixing was allowed (``kind`` is ``mixed``), :class:`MixedDataError`
+    says what happened.
+    """
+    raced: list[str] = []
+
+    def merge(cur: dict[str, Any] | None) -> dict[str, Any]:
+        have = (cur or {}).get("data")
+        new = kind if have in (None, kind) or kind == "mixed" else "mixed"
+        if cur is not None and have == new:
+            return cur
+        raced[:] = [have] if new == "mixed" and kind != "mixed" else []
+        return {"data": new, "since_run": run_id, "updated_at": format_datetime(datetime.now(timezone.utc))}
+
+    update_json(store, STORE_INFO, merge)
+    if raced:
+        raise MixedDataError(
+            f"a run of {raced[0]} data finished in {store.uri()} while this run collected {kind} data "
+            f"(run {run_id}): the store now holds both and {store.uri(STORE_INFO)} says mixed. Move one "
+            "of the two runs' raw/<run_id>/ folders to another store, or keep the mix on purpose"
+        )
 
 
 def encode_items(items: list[dict[str, Any]]) -> bytes:
@@ -155,6 +172,27 @@ def read_items(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 def collect(
+    source: Source,
+    store: Store,
+    *,
+    collected_at: datetime | str | None = None,
+    progress: bool | None = None,
+    allow_mixed: bool = False,
+) -> CollectResult:
+    """Run one collection from ``source`` into ``store`` (see :func:`_collect`); whatever the
+    source claimed before fetching (the demo's day) is settled when the run ends, however it ends."""
+    try:
+        result = _collect(
+            source, store, collected_at=collected_at, progress=progress, allow_mixed=allow_mixed
+        )
+    except BaseException:
+        source.finish(store, None)
+        raise
+    source.finish(store, result)
+    return result
+
+
+def _collect(
     source: Source,
     store: Store,
     *,

@@ -23,6 +23,8 @@ from hhpulse.hh.records import parse_datetime
 from hhpulse.store import GZIP_MAGIC, gunzipped
 
 if TYPE_CHECKING:
+    from hhpulse.collect import CollectResult
+    from hhpulse.leases import Lease
     from hhpulse.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,10 @@ DEFAULT_AREA = "113"  # Russia
 SEARCH_WINDOW_DAYS = 31  # hh.ru lists vacancies (re)published within the last 30 days
 DEMO_START_DAY = 60
 DEMO_STEP_DAYS = 1  # one simulated day per run, like the daily schedule (cron 0 0 3 * * *)
+# each demo run claims its simulated day (a lease, made with If-None-Match) so that two runs started
+# at once never collect the same day; a killed run's claim expires after this long
+DEMO_DAY_CLAIM = "claims/demo-day/{day}.json"
+DEMO_DAY_LEASE_S = 6 * 3600.0
 
 # Approximate rates (units per 1 RUR) for file imports that come without /dictionaries.
 # The meta of such a run records that these were used; pass --rates for real ones.
@@ -68,6 +74,9 @@ class Source(ABC):
 
     def prepare(self, store: Store) -> None:  # noqa: B027 - optional hook
         """Look at the store before fetching (the demo picks its market day here)."""
+
+    def finish(self, store: Store, result: CollectResult | None) -> None:  # noqa: B027 - optional hook
+        """Called once the run is stored (``result``), or failed (None): release what prepare took."""
 
     @abstractmethod
     def fetch(self, progress: PageProgress | None = None) -> Iterator[dict[str, Any]]:
@@ -201,17 +210,58 @@ class DemoSource(ApiSource):
     rps: float = 0.0
     kind: str = "demo"
     synthetic: bool = True
+    _lease: Lease | None = field(default=None, init=False, repr=False)
 
     def prepare(self, store: Store) -> None:
-        if self.day is None:
-            earlier = 0
-            for key in store.list("raw/"):
-                if key.endswith("/meta.json"):
-                    meta = store.get_json(key)
-                    if meta.get("source", {}).get("kind") == "demo" and meta.get("complete"):
-                        earlier += 1
-            self.day = DEMO_START_DAY + self.step_days * earlier
-            log.info("demo market: simulated day %d (%d earlier demo runs in the store)", self.day, earlier)
+        """Pick the simulated day (unless one was given) and claim it.
+
+        The day is ``DEMO_START_DAY + step_days * <complete demo runs in the store>``, moved on by
+        ``step_days`` while it is taken: collected by a complete run, or claimed by a run still
+        collecting it (``claims/demo-day/<day>.json``, made with ``If-None-Match``: of two runs
+        started at once, exactly one gets a day). A given day is claimed too, but collected even
+        when another run holds it (with a warning).
+        """
+        from hhpulse.leases import claim, claim_state
+
+        earlier, collected = 0, set()
+        for key in store.list("raw/"):
+            if key.endswith("/meta.json"):
+                meta = store.get_json(key)
+                src = meta.get("source", {})
+                if src.get("kind") == "demo" and meta.get("complete"):
+                    earlier += 1
+                    collected.add(src.get("day"))
+        if self.day is not None:
+            key = DEMO_DAY_CLAIM.format(day=self.day)
+            self._lease = claim(store, key, ttl_s=DEMO_DAY_LEASE_S, info={"day": self.day})
+            if self._lease is None and claim_state(store, key) == "held":
+                log.warning(
+                    "demo day %d is being collected by another run too (%s)", self.day, store.uri(key)
+                )
+            return
+        day = DEMO_START_DAY + self.step_days * earlier
+        while True:
+            if day not in collected:
+                info = {"day": day}
+                self._lease = claim(store, DEMO_DAY_CLAIM.format(day=day), ttl_s=DEMO_DAY_LEASE_S, info=info)
+                if self._lease is not None:
+                    break
+            log.info("demo day %d is taken (collected, or claimed by a run in progress)", day)
+            day += self.step_days
+        self.day = day
+        log.info("demo market: simulated day %d (%d earlier demo runs in the store)", self.day, earlier)
+
+    def finish(self, store: Store, result: CollectResult | None) -> None:
+        """Mark the day's claim done when the run completed, else give it up (the day may be redone)."""
+        from hhpulse.leases import complete, release
+
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        if result is not None and result.complete:
+            complete(store, lease, {"day": self.day, "run_id": result.run_id})
+        else:
+            release(store, lease)
 
     @property
     def collected_at(self) -> datetime:
