@@ -739,6 +739,31 @@ def _read_history(store: Store, window_days: int | None, cols: list[str], now: A
     return hist.sort_values("id", kind="stable").reset_index(drop=True)[cols]
 
 
+def window_summary(store: Store, window_days: int | None, *, now: Any = None) -> dict[str, Any]:
+    """What a windowed read covers, for the model card and the run summary."""
+    state, _ = load_state(store)
+    cutoff = window_cutoff(state, window_days, now)
+    runs = (state or {}).get("runs") or []
+    return {
+        "window_days": window_days,
+        "closed_since": None if cutoff is None else format_datetime(cutoff.to_pydatetime()),
+        "until": runs[-1]["collected_at"] if runs else None,
+        "runs_folded": len(runs),
+    }
+
+
+def describe_window(window: Mapping[str, Any] | None) -> str:
+    """One line: which part of the history a model was trained on."""
+    if not window:
+        return "all of history"
+    if window.get("window_days") is None:
+        return f"all of history ({window.get('runs_folded', '?')} runs folded)"
+    return (
+        f"the open vacancies plus those closed in the {window['window_days']} days before "
+        f"{window.get('until')} (closed since {window.get('closed_since')})"
+    )
+
+
 def history_rates(store: Store) -> dict[str, dict[str, float]]:
     """Currency rates of every folded run, by run id (from the state: no raw run is read)."""
     state, _ = load_state(store)
