@@ -303,3 +303,65 @@ def test_history_columns_and_dtypes_match_the_reference(tmp_path):
     got = read_history(store)
     assert list(got.columns) == list(HISTORY_COLUMNS)
     assert got.dtypes.to_dict() == build_history(load_raw_runs(store)).dtypes.to_dict()
+
+
+def _racing_folds(store, monkeypatch, *, retries=(5, 5)):
+    """Two folds (of two finished runs) computed side by side, then committed at the same moment."""
+    import threading
+
+    import hhpulse.history_store as hs
+
+    item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
+    write_run(store, "r0", T0, [item, dict(item, id="2")])
+    fold_run(store, "r0")
+    write_run(store, "r1", T0 + timedelta(days=1), [item, dict(item, id="3")])
+    write_run(store, "r2", T0 + timedelta(days=2), [dict(item, id="3"), dict(item, id="4")])
+    barrier = threading.Barrier(2, timeout=60)
+    real_commit = hs._commit
+    first = threading.local()
+
+    def commit_together(target, w, tag):
+        if not getattr(first, "done", False):  # both folds have done their work: commit at once
+            first.done = True
+            barrier.wait()
+        return real_commit(target, w, tag)
+
+    monkeypatch.setattr(hs, "_commit", commit_together)
+    results: dict[str, object] = {}
+
+    def fold(run_id, n):
+        try:
+            results[run_id] = fold_run(store, run_id, retries=n)
+        except Exception as exc:  # noqa: BLE001 - the test looks at what each fold got
+            results[run_id] = exc
+
+    threads = [threading.Thread(target=fold, args=(r, n)) for r, n in zip(("r1", "r2"), retries, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    monkeypatch.undo()
+    return results
+
+
+def test_two_folds_racing_lose_no_update(store, monkeypatch):
+    results = _racing_folds(store, monkeypatch)
+    assert all(not isinstance(r, Exception) for r in results.values()), results
+    assert max(r.attempts for r in results.values()) == 2  # one lost the race and folded again
+    state, _ = load_state(store)
+    assert [r["run_id"] for r in state["runs"]] == ["r0", "r1", "r2"]
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
+    assert verify(store).ok
+
+
+def test_the_loser_of_a_race_without_retries_fails_clearly(store, monkeypatch):
+    from hhpulse.history_store import HistoryError
+
+    results = _racing_folds(store, monkeypatch, retries=(1, 1))
+    failed = [r for r in results.values() if isinstance(r, Exception)]
+    assert len(failed) == 1 and isinstance(failed[0], HistoryError)
+    assert "lost the race" in str(failed[0]) and "nothing was lost" in str(failed[0])
+    state, _ = load_state(store)
+    assert state["runs"][0]["run_id"] == "r0" and len(state["runs"]) >= 2  # the winner's update is there
+    fold_run(store)  # the loser's run is folded by the next fold
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))

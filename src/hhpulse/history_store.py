@@ -61,35 +61,7 @@ from hhpulse.history import (
     empty_history,
     record_rows,
 )
-from hhpulse.store import KeyNotFound, LocalStore, Store, StoreError
-
-try:  # TEMPORARY until issue-19b's conditional writes are merged
-    from hhpulse.store import PreconditionFailed
-except ImportError:  # pragma: no cover
-
-    class PreconditionFailed(StoreError):  # type: ignore[no-redef]
-        pass
-
-    import hashlib
-
-    def _gv(self: Store, key: str) -> tuple[bytes, str]:
-        data = self.get_bytes(key)
-        return data, hashlib.sha256(data).hexdigest()
-
-    def _pi(
-        self: Store, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
-    ) -> str:
-        try:
-            cur = _gv(self, key)[1]
-        except KeyNotFound:
-            cur = None
-        if (if_none_match and cur is not None) or (if_match is not None and cur != if_match):
-            raise PreconditionFailed(key)
-        self.put_bytes(key, data)
-        return hashlib.sha256(data).hexdigest()
-
-    Store.get_versioned = _gv  # type: ignore[attr-defined]
-    Store.put_if = _pi  # type: ignore[attr-defined]
+from hhpulse.store import KeyNotFound, LocalStore, PreconditionFailed, Store, StoreError
 
 log = logging.getLogger(__name__)
 
