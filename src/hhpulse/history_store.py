@@ -100,6 +100,7 @@ class FoldResult:
     attempts: int = 1  # commits tried (more than 1: another fold won a race)
     seconds: float = 0.0
     newest_run: str | None = None
+    new_ids: frozenset[str] = frozenset()  # the vacancies first seen by the folded runs
 
     def summary_line(self) -> str:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.closed.items())) or "none"
@@ -250,6 +251,7 @@ class _Work:
     new: int = 0
     came_back: int = 0
     settled: int = 0
+    new_ids: set[str] = field(default_factory=set)
 
 
 def _fmin(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -321,6 +323,7 @@ def _fold_one(w: _Work, entry: dict[str, Any], recs: pd.DataFrame) -> None:
     prior = prior.reindex(seen.index)
     had = in_open | seen.index.isin(back.index)
     w.new += int((~had).sum())
+    w.new_ids.update(seen.index[~had])
     w.came_back += len(back)
 
     row = seen[[c for c in RECORD_COLUMNS if c != "id"]].copy()
@@ -408,13 +411,13 @@ def _fold_one(w: _Work, entry: dict[str, Any], recs: pd.DataFrame) -> None:
 
 
 # -- folding into a store ------------------------------------------------------------------------
-def _load_work(store: Store, state: dict[str, Any] | None, into: Store | None = None) -> _Work:
-    target = into or store
+def _load_work(target: Store, state: dict[str, Any] | None) -> _Work:
+    """The history committed in ``target`` as a fold starts from it."""
     if state is None:
         return _Work(empty_state(), _empty_stored(), None, target)
     state = json.loads(json.dumps(state))  # a private copy: the fold appends to it
-    opened = _stored(_read_frame(store, state["open"]["key"])) if state.get("open") else _empty_stored()
-    index = _read_table(store, state["index"]["key"]) if state.get("index") else None
+    opened = _stored(_read_frame(target, state["open"]["key"])) if state.get("open") else _empty_stored()
+    index = _read_table(target, state["index"]["key"]) if state.get("index") else None
     return _Work(state, opened, index, target)
 
 
@@ -533,11 +536,13 @@ def fold_run(
     store: Store,
     run_id: str | None = None,
     *,
+    into: Store | None = None,
     progress: bool = False,
     retries: int = COMMIT_RETRIES,
 ) -> FoldResult:
     """Fold one finished raw run into the stored history (and any finished run before it that
-    is not folded yet); ``run_id=None`` folds every finished run not folded yet.
+    is not folded yet); ``run_id=None`` folds every finished run not folded yet. ``into``: keep
+    the history in another store than the raw runs (the replay of a store's runs does).
 
     Raises :class:`BackfillRefused` (naming ``hhpulse history --rebuild``) for a run older than
     the newest run already folded. Two folds racing: the one whose commit fails folds again
@@ -545,8 +550,9 @@ def fold_run(
     :class:`HistoryError`.
     """
     t0 = time.perf_counter()
+    target = into or store
     for attempt in range(1, retries + 1):
-        state, tag = load_state(store)
+        state, tag = load_state(target)
         done = {r["run_id"] for r in state["runs"]} if state else set()
         pending, skipped = _pending(store, state)
         if run_id is not None:
@@ -557,36 +563,39 @@ def fold_run(
         _check_order(state, pending)
         if not pending and not (skipped and state):
             return _result(state, [], skipped, attempt, t0)
-        w = _load_work(store, state)
+        w = _load_work(target, state)
         w.state["skipped"] = sorted(set(w.state.get("skipped") or []) | set(skipped))
         folded = _fold_runs(store, w, pending, progress=progress)
         try:
-            _commit(store, w, tag)
+            _commit(target, w, tag)
         except PreconditionFailed:
-            _discard(store, w.written)
+            _discard(target, w.written)
             log.warning(
                 "history: another fold committed first (attempt %d/%d); folding again", attempt, retries
             )
             continue
         except BaseException:
-            _discard(store, w.written)
+            _discard(target, w.written)
             raise
-        _collect_garbage(store, w.state, state)
-        res = _result(w.state, folded, skipped, attempt, t0)
-        res.new, res.came_back, res.settled = w.new, w.came_back, w.settled
-        return res
+        _collect_garbage(target, w.state, state)
+        return _result(w.state, folded, skipped, attempt, t0, w)
     raise HistoryError(
-        f"history: {retries} folds in a row lost the race to commit {store.uri(STATE_KEY)} to other "
+        f"history: {retries} folds in a row lost the race to commit {target.uri(STATE_KEY)} to other "
         "runs folding at the same time; nothing was lost, run the fold again (`hhpulse history`)"
     )
 
 
 def _result(
-    state: dict[str, Any] | None, folded: list[str], skipped: list[str], attempts: int, t0: float
+    state: dict[str, Any] | None,
+    folded: list[str],
+    skipped: list[str],
+    attempts: int,
+    t0: float,
+    w: _Work | None = None,
 ) -> FoldResult:
     counts = (state or empty_state())["counts"]
     runs = (state or empty_state())["runs"]
-    return FoldResult(
+    res = FoldResult(
         folded=folded,
         vacancies=int(counts["vacancies"]),
         open=int(counts["open"]),
@@ -596,6 +605,10 @@ def _result(
         seconds=time.perf_counter() - t0,
         newest_run=runs[-1]["run_id"] if runs else None,
     )
+    if w is not None:
+        res.new, res.came_back, res.settled = w.new, w.came_back, w.settled
+        res.new_ids = frozenset(w.new_ids)
+    return res
 
 
 def rebuild(store: Store, *, into: Store | None = None, progress: bool = False) -> FoldResult:
@@ -622,9 +635,7 @@ def rebuild(store: Store, *, into: Store | None = None, progress: bool = False) 
         _discard(target, w.written)
         raise
     _collect_garbage(target, w.state, old)
-    res = _result(w.state, folded, skipped, 1, t0)
-    res.new, res.came_back, res.settled = w.new, w.came_back, w.settled
-    return res
+    return _result(w.state, folded, skipped, 1, t0, w)
 
 
 # -- reading -------------------------------------------------------------------------------------
