@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("submit", "upload the pipeline to a Kubeflow Pipelines API and start a run"),
     "schedule": ("schedule", "create or update a recurring run on Kubeflow Pipelines"),
     "deploy": ("deploy", "render or apply the KServe InferenceService for a published model"),
+    "store": ("store", "look after the store: `store prune --raw-older-than DAYS` removes old raw runs"),
 }
 
 

@@ -215,13 +215,15 @@ class DemoSource(ApiSource):
     def prepare(self, store: Store) -> None:
         """Pick the simulated day (unless one was given) and claim it.
 
-        The day is ``DEMO_START_DAY + step_days * <complete demo runs in the store>``, moved on by
+        The day is ``DEMO_START_DAY + step_days * <complete demo runs in the store, or pruned
+        from it>``, moved on by
         ``step_days`` while it is taken: collected by a complete run, or claimed by a run still
         collecting it (``claims/demo-day/<day>.json``, made with ``If-None-Match``: of two runs
         started at once, exactly one gets a day). A given day is claimed too, but collected even
         when another run holds it (with a warning).
         """
         from hhpulse.leases import claim, claim_state
+        from hhpulse.retention import pruned_runs
 
         earlier, collected = 0, set()
         for key in store.list("raw/"):
@@ -231,6 +233,10 @@ class DemoSource(ApiSource):
                 if src.get("kind") == "demo" and meta.get("complete"):
                     earlier += 1
                     collected.add(src.get("day"))
+        for pruned in pruned_runs(store):  # complete demo runs removed by `hhpulse store prune`
+            if pruned.get("complete_demo_run"):
+                earlier += 1
+                collected.add(pruned.get("demo_day"))
         if self.day is not None:
             key = DEMO_DAY_CLAIM.format(day=self.day)
             self._lease = claim(store, key, ttl_s=DEMO_DAY_LEASE_S, info={"day": self.day})
