@@ -51,10 +51,7 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_prune(store, args.raw_older_than, force_rebuild_gap=args.force_rebuild_gap)
         if not args.dry_run:
             prune(store, plan, progress=sys.stderr.isatty())
-    except PruneError as exc:
-        print(f"hhpulse store prune: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:
+    except (PruneError, StoreError) as exc:
         print(f"hhpulse store prune: {exc}", file=sys.stderr)
         return 2
     for line in plan.lines(dry_run=args.dry_run):
