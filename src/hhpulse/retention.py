@@ -149,7 +149,8 @@ def plan_prune(
     """Decide, run by run, what a prune removes (nothing is changed)."""
     if older_than_days < 1:
         raise PruneError(f"--raw-older-than must be at least 1 day, got {older_than_days:g}")
-    cutoff = (now or datetime.now(timezone.utc)).astimezone(timezone.utc) - timedelta(days=older_than_days)
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+    cutoff = now - timedelta(days=older_than_days)
     keys: dict[str, list[str]] = defaultdict(list)
     for prefix in RUN_PREFIXES:
         for key in store.list(prefix):
