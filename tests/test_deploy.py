@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import yaml
@@ -73,6 +74,23 @@ def test_timeout_rolls_back_to_the_previous_version(store, tmp_path):
         assert champion(store).version == "v1"  # the pointer moved back
         obj = k8s.objects[("ml", "hhpulse")]
         assert obj["spec"]["predictor"]["containers"][0]["env"][0]["value"].endswith("models/hhpulse/v1")
+    finally:
+        k8s.stop()
+
+
+def test_a_failed_deploy_never_rolls_back_a_promotion_made_meanwhile(store, tmp_path):
+    k8s = FakeK8s(ready_after=None)  # never Ready
+    try:
+        _publish(store, tmp_path, "v1")
+        v2 = _publish(store, tmp_path, "v2")
+        promoted = threading.Timer(0.05, lambda: _publish(store, tmp_path, "v3"))  # another run
+        promoted.start()
+        with pytest.raises(
+            DeployError, match=r"not rolled back: it names v3, not v2 \(another run moved it\)"
+        ):
+            deploy(store, VALUES, version="v2", storage_uri=v2.uri, timeout_s=2, poll_s=0.05, api=k8s.api())
+        promoted.join()
+        assert champion(store).version == "v3" and champion(store).previous == ["v2", "v1"]
     finally:
         k8s.stop()
 

@@ -287,7 +287,12 @@ def deploy(
     except DeployError as exc:
         reason = str(exc)
         ch = champion(store)
-        previous = ch.previous[0] if ch and ch.version == version and ch.previous else None
+        if ch is not None and ch.version != version:  # another run promoted meanwhile: leave it
+            raise DeployError(
+                f"{reason}; the champion pointer was not rolled back: it names {ch.version}, not {version} "
+                "(another run moved it)"
+            ) from exc
+        previous = ch.previous[0] if ch and ch.previous else None
         if previous:
             try:
                 rollback(store, expect_current=version)  # never undo a promotion made meanwhile
