@@ -157,3 +157,13 @@ def test_publish_step_uses_the_gate_verdict(store, tmp_path):
     with pytest.raises(ChampionMoved, match="not promoting v3: its gate compared it with v1.*now v2"):
         publish_gated(location, endpoint, str(b3))
     assert champion(store).version == "v2" and champion(store).previous == ["v1"]
+
+
+def test_promoting_the_champion_again_changes_nothing(store, tmp_path):
+    """A publish whose request landed but whose answer was lost is retried: it finds itself champion."""
+    publish(store, fake_bundle(tmp_path, "v0"))
+    b1 = fake_bundle(tmp_path, "v1")
+    first = publish(store, b1, expect_champion="v0")
+    _, tag = store.get_versioned(POINTER)
+    assert publish(store, b1, expect_champion="v0") == first
+    assert store.get_versioned(POINTER)[1] == tag

@@ -143,6 +143,8 @@ def publish(
 
     def promote(old: Champion | None) -> Champion:
         now = old.version if old else None
+        if old is not None and now == version:
+            return old  # already the champion (a retried request that had landed): nothing to move
         if expect_champion is not ANY_CHAMPION and now != (expect_champion or None):
             raise ChampionMoved(
                 f"not promoting {version}: its gate compared it with "
