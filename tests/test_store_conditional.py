@@ -20,6 +20,7 @@ from hhpulse.store import (
     KeyNotFound,
     LocalStore,
     PreconditionFailed,
+    open_store,
     update_json,
 )
 
@@ -186,3 +187,23 @@ def test_local_lock_of_a_killed_writer_is_released(tmp_path):
         holder.wait()
     assert store.get_bytes("held.json") == b"x"
     assert store.list("") == ["held.json"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "condition", "expected"),
+    [
+        (412, "PreconditionFailed", "If-Match x", "PreconditionFailed"),
+        (409, "ConditionalRequestConflict", "If-None-Match *", "PreconditionFailed"),
+        (404, "NoSuchKey", "If-Match x", "PreconditionFailed"),  # deleted since it was read
+        (403, "AccessDenied", "If-Match x", "StoreError"),
+    ],
+)
+def test_s3_condition_errors_map_to_precondition_failed(s3_bucket, status, code, condition, expected):
+    """What real S3 and MinIO answer (moto's server never sends the 409 of a concurrent conditional
+    write): the botocore error each one raises is mapped to the store's errors."""
+    from botocore.exceptions import ClientError
+
+    store = open_store(f"s3://{s3_bucket}")
+    exc = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    err = store._conditional_error(exc, "k.json", condition)
+    assert type(err).__name__ == expected and "k.json" in str(err)

@@ -373,7 +373,8 @@ class LocalStore(Store):
         import fcntl
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, default_mode())
+        # read-only is enough for flock, and lets any user who can read the store take the lock
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDONLY | os.O_CREAT, default_mode())
         try:
             deadline = time.monotonic() + LOCK_TIMEOUT_S
             while True:
