@@ -34,10 +34,6 @@ DEFAULT_AREA = "113"  # Russia
 SEARCH_WINDOW_DAYS = 31  # hh.ru lists vacancies (re)published within the last 30 days
 DEMO_START_DAY = 60
 DEMO_STEP_DAYS = 1  # one simulated day per run, like the daily schedule (cron 0 0 3 * * *)
-# each demo run claims its simulated day (a lease, made with If-None-Match) so that two runs started
-# at once never collect the same day; a killed run's claim expires after this long
-DEMO_DAY_CLAIM = "claims/demo-day/{day}.json"
-DEMO_DAY_LEASE_S = 6 * 3600.0
 
 # Approximate rates (units per 1 RUR) for file imports that come without /dictionaries.
 # The meta of such a run records that these were used; pass --rates for real ones.
@@ -190,6 +186,12 @@ class ApiSource(Source):
         return SourceStats(requests=s.requests, pages=s.pages, retries=s.retries)
 
 
+# each demo run claims its simulated day (a lease, made with If-None-Match) so that two runs started
+# at once never collect the same day; a killed run's claim expires after this long
+DEMO_DAY_CLAIM = "claims/demo-day/{day}.json"
+DEMO_DAY_LEASE_S = 6 * 3600.0
+
+
 @dataclass
 class DemoSource(ApiSource):
     """The SYNTHETIC market behind the bundled emulator, collected with the real client.
@@ -216,9 +218,8 @@ class DemoSource(ApiSource):
         """Pick the simulated day (unless one was given) and claim it.
 
         The day is ``DEMO_START_DAY + step_days * <complete demo runs in the store, or pruned
-        from it>``, moved on by
-        ``step_days`` while it is taken: collected by a complete run, or claimed by a run still
-        collecting it (``claims/demo-day/<day>.json``, made with ``If-None-Match``: of two runs
+        from it>``, moved on by ``step_days`` while it is taken: collected by a complete run, or
+        claimed by a run still collecting it (``claims/demo-day/<day>.json``, made with ``If-None-Match``: of two runs
         started at once, exactly one gets a day). A given day is claimed too, but collected even
         when another run holds it (with a warning).
         """
