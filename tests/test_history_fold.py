@@ -365,3 +365,41 @@ def test_the_loser_of_a_race_without_retries_fails_clearly(store, monkeypatch):
     assert state["runs"][0]["run_id"] == "r0" and len(state["runs"]) >= 2  # the winner's update is there
     fold_run(store)  # the loser's run is folded by the next fold
     _assert_same(read_history(store), build_history(load_raw_runs(store)))
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "history", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_history_cli_folds_verifies_and_rebuilds(tmp_path):
+    store = LocalStore(tmp_path)
+    item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
+    for d in range(4):
+        write_run(store, f"r{d}", T0 + timedelta(days=d), [dict(item, id=str(i)) for i in range(d, d + 3)])
+    p = _cli("--store", str(tmp_path))
+    assert p.returncode == 0 and "folded 4 run(s)" in p.stdout, p.stderr
+    p = _cli("--verify", "--store", str(tmp_path))
+    assert p.returncode == 0 and "history verified" in p.stdout, p.stderr
+    # tamper with a settled file: verify names the vacancy and exits 1
+    state, _ = load_state(store)
+    part = state["settled"][0]["key"]
+    df = pd.read_parquet(store.root / part)
+    victim = df["id"].iloc[0]
+    df.loc[0, "name"] = "tampered"
+    df.to_parquet(store.root / part, index=False)
+    p = _cli("--verify", "--store", str(tmp_path))
+    assert p.returncode == 1 and f"vacancy {victim}: name: stored 'tampered', rebuilt 'n'" in p.stderr
+    assert "--rebuild" in p.stderr
+    # a backfill is refused by name, and --rebuild takes it
+    write_run(store, "r-back", T0 - timedelta(days=1), [item])
+    p = _cli("--store", str(tmp_path))
+    assert p.returncode == 1 and "r-back" in p.stderr and "hhpulse history --rebuild" in p.stderr
+    p = _cli("--rebuild", "--store", str(tmp_path))
+    assert p.returncode == 0 and "folded 5 run(s)" in p.stdout, p.stderr
+    assert _cli("--verify", "--store", str(tmp_path)).returncode == 0
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
