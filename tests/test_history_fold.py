@@ -234,11 +234,18 @@ def test_a_run_older_than_the_newest_folded_is_refused(tmp_path):
     with pytest.raises(BackfillRefused, match="--rebuild") as err:
         fold_run(store, "a-early")
     assert "a-early" in str(err.value)
+    assert fold_run(store).refused == ["a-early"]  # `hhpulse history`: left out, said so
+    write_run(store, "c-later", T0 + timedelta(days=3), [dict(item, id="3")])
+    res = fold_run(store, "c-later")  # a later run still folds: one stray run does not stop a schedule
+    assert res.folded == ["c-later"] and res.refused == ["a-early"]
+    assert [r["run_id"] for r in load_state(store)[0]["runs"]] == ["b-late", "c-later"]
+    assert not verify(store).ok  # the history lacks a-early until it is rebuilt
+    before = store.get_bytes(STATE_KEY)
     with pytest.raises(BackfillRefused):
-        fold_run(store)
+        fold_run(store, "a-early")
     assert store.get_bytes(STATE_KEY) == before
-    res = rebuild(store)  # the way out: both runs, in time order
-    assert res.folded == ["a-early", "b-late"]
+    res = rebuild(store)  # the way out: every run, in time order
+    assert res.folded == ["a-early", "b-late", "c-later"]
     _assert_same(read_history(store), build_history(load_raw_runs(store)))
 
 

@@ -101,6 +101,7 @@ class FoldResult:
     seconds: float = 0.0
     newest_run: str | None = None
     new_ids: frozenset[str] = frozenset()  # the vacancies first seen by the folded runs
+    refused: list[str] = field(default_factory=list)  # finished runs older than the newest folded
 
     def summary_line(self) -> str:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.closed.items())) or "none"
@@ -441,18 +442,24 @@ def _pending(
     return sorted(metas.items(), key=lambda rm: run_order_key(rm[1], rm[0])), skipped
 
 
-def _check_order(state: dict[str, Any] | None, pending: list[tuple[str, dict[str, Any]]]) -> None:
-    if not state or not state["runs"] or not pending:
-        return
-    newest = state["runs"][-1]
-    for run_id, meta in pending:
-        if run_order_key(meta, run_id) < _order(newest):
-            raise BackfillRefused(
-                f"run {run_id} (collected_at {meta.get('collected_at')}) is older than the newest run "
-                f"in history, {newest['run_id']} (collected_at {newest['collected_at']}): history folds "
-                f"runs in time order only, so it is not folded. Run `{REBUILD_HINT}` to rebuild history "
-                "from every raw run in order"
-            )
+def refusal(run_id: str, meta: Mapping[str, Any], newest: Mapping[str, Any]) -> str:
+    return (
+        f"run {run_id} (collected_at {meta.get('collected_at')}) is older than the newest run in "
+        f"history, {newest['run_id']} (collected_at {newest['collected_at']}): history folds runs in "
+        f"time order only, so it is not folded. Run `{REBUILD_HINT}` to rebuild history from every "
+        "raw run in order"
+    )
+
+
+def _split_late(
+    state: dict[str, Any] | None, pending: list[tuple[str, dict[str, Any]]]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    """(runs that can fold, runs older than the newest folded: a backfill or a clock step)."""
+    if not state or not state["runs"]:
+        return pending, []
+    newest = _order(state["runs"][-1])
+    late = [(r, m) for r, m in pending if run_order_key(m, r) < newest]
+    return [(r, m) for r, m in pending if run_order_key(m, r) >= newest], late
 
 
 def _fold_runs(
@@ -544,8 +551,10 @@ def fold_run(
     is not folded yet); ``run_id=None`` folds every finished run not folded yet. ``into``: keep
     the history in another store than the raw runs (the replay of a store's runs does).
 
-    Raises :class:`BackfillRefused` (naming ``hhpulse history --rebuild``) for a run older than
-    the newest run already folded. Two folds racing: the one whose commit fails folds again
+    Raises :class:`BackfillRefused` (naming ``hhpulse history --rebuild``) when ``run_id`` is
+    older than the newest run already folded. Other such runs (a backfill, a run that finished
+    after a later one was folded) are never folded out of order either: they are left out with
+    a warning and listed in ``FoldResult.refused``, so one stray run does not stop a schedule. Two folds racing: the one whose commit fails folds again
     from the state the other committed; after ``retries`` lost races it raises
     :class:`HistoryError`.
     """
@@ -560,9 +569,17 @@ def fold_run(
                 raise HistoryError(f"run {run_id} is not a finished run in {store.uri('raw/')}")
             key = next((run_order_key(m, r) for r, m in pending if r == run_id), None)
             pending = [(r, m) for r, m in pending if key is not None and run_order_key(m, r) <= key]
-        _check_order(state, pending)
+        pending, late = _split_late(state, pending)
+        for r, m in late:
+            assert state is not None
+            if r == run_id:
+                raise BackfillRefused(refusal(r, m, state["runs"][-1]))
+            log.warning("history: %s", refusal(r, m, state["runs"][-1]))
+        refused = [r for r, _ in late]
         if not pending and not (skipped and state):
-            return _result(state, [], skipped, attempt, t0)
+            res = _result(state, [], skipped, attempt, t0)
+            res.refused = refused
+            return res
         w = _load_work(target, state)
         w.state["skipped"] = sorted(set(w.state.get("skipped") or []) | set(skipped))
         folded = _fold_runs(store, w, pending, progress=progress)
@@ -578,7 +595,9 @@ def fold_run(
             _discard(target, w.written)
             raise
         _collect_garbage(target, w.state, state)
-        return _result(w.state, folded, skipped, attempt, t0, w)
+        res = _result(w.state, folded, skipped, attempt, t0, w)
+        res.refused = refused
+        return res
     raise HistoryError(
         f"history: {retries} folds in a row lost the race to commit {target.uri(STATE_KEY)} to other "
         "runs folding at the same time; nothing was lost, run the fold again (`hhpulse history`)"
