@@ -41,6 +41,7 @@ import logging
 import secrets
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -286,18 +287,18 @@ def _comebacks(w: _Work, ids: pd.Index) -> pd.DataFrame:
     """The current settled rows of ``ids`` (vacancies seen again after they settled)."""
     if w.index is None or not len(ids) or not w.index.num_rows:
         return _empty_stored().set_index("id")
-    pos = pc.index_in(pa.array(ids.to_numpy(dtype=object), type=pa.string()), value_set=w.index["id"])
-    hit = pc.is_valid(pos)
-    if not pc.any(hit).as_py():
+    # probe the index with a hash set of the run's few unknown ids (never hash the whole index)
+    wanted = pa.array(ids.to_numpy(dtype=object), type=pa.string())
+    hits = w.index.filter(pc.is_in(w.index["id"], value_set=wanted))
+    if not hits.num_rows:
         return _empty_stored().set_index("id")
-    hit_ids = pa.array(ids.to_numpy(dtype=object), type=pa.string()).filter(hit)
-    parts = pc.take(w.index["part"], pos.filter(hit))
+    hit_ids, parts = hits["id"], hits["part"]
     keys = {p["seq"]: p["key"] for p in w.state["settled"]}
     by_part = pd.Series(hit_ids.to_pylist()).groupby(parts.to_numpy()).agg(list)
     frames = []
-    for seq, wanted in by_part.items():
+    for seq, back in by_part.items():
         df = _read_frame(w.store, keys[int(seq)])
-        frames.append(df[df["id"].isin(wanted)])
+        frames.append(df[df["id"].isin(back)])
     return _stored(pd.concat(frames, ignore_index=True)).set_index("id")
 
 
@@ -365,7 +366,9 @@ def _fold_one(w: _Work, entry: dict[str, Any], recs: pd.DataFrame) -> None:
             gone, None
         )
 
-    merged = _stored(pd.concat([f for f in (rest, row) if len(f)] or [rest], ignore_index=True))
+    with warnings.catch_warnings():  # all-NA columns of either side: _stored sets every dtype
+        warnings.simplefilter("ignore", FutureWarning)
+        merged = _stored(pd.concat([f for f in (rest, row) if len(f)] or [rest], ignore_index=True))
     is_closed = merged["closed_at"].notna()
     settled = merged[is_closed]
     w.open = merged[~is_closed].reset_index(drop=True)
