@@ -410,3 +410,18 @@ def test_history_cli_folds_verifies_and_rebuilds(tmp_path):
     assert p.returncode == 0 and "folded 5 run(s)" in p.stdout, p.stderr
     assert _cli("--verify", "--store", str(tmp_path)).returncode == 0
     _assert_same(read_history(store), build_history(load_raw_runs(store)))
+
+
+def test_runs_without_meta_json_are_skipped_with_a_warning(tmp_path, caplog):
+    store = LocalStore(tmp_path)
+    item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
+    write_run(store, "r1", T0, [item])
+    write_run(store, "r2-killed", T0 + timedelta(days=1), [dict(item, id="2")], meta=False)
+    store.put_json("raw/r3-no-items/meta.json", {"collected_at": _iso(T0 + timedelta(days=2))})
+    with caplog.at_level("WARNING", logger="hhpulse"):
+        res = fold_run(store)
+    assert res.folded == ["r1"] and res.skipped == ["r3-no-items"]
+    assert "skipping run r2-killed: no meta.json (it did not finish)" in caplog.text
+    assert "skipping run r3-no-items: meta.json without vacancies.jsonl.gz" in caplog.text
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
+    assert load_state(store)[0]["skipped"] == ["r3-no-items"]  # warned once, not at every fold
