@@ -729,14 +729,20 @@ def _read_history(store: Store, window_days: int | None, cols: list[str], now: A
         index = index.filter(
             pc.is_in(index["part"], value_set=pa.array([p["seq"] for p in parts], pa.int32()))
         )
-        current = index.to_pandas().groupby("part")["id"].agg(set)
-        open_ids = set(opened["id"]) if opened is not None else set()
+        current = index.to_pandas().rename(columns={"part": "_part"})
+        settled = []
         for p in parts:
             df = _read_frame(store, p["key"], need)
-            keep = df["id"].isin(current.get(p["seq"], set())) & ~df["id"].isin(open_ids)
             if cutoff is not None:
-                keep &= df["closed_at"] >= cutoff
-            frames.append(df[keep])
+                df = df[df["closed_at"] >= cutoff]
+            settled.append(df.assign(_part=p["seq"]))
+        # a settled row counts only where the index points at its file (a vacancy that came
+        # back has a newer row) and the open table does not hold the vacancy
+        rows = pd.concat(settled, ignore_index=True).astype({"_part": "int32"})
+        rows = rows.merge(current, on=["id", "_part"], how="inner").drop(columns="_part")
+        if opened is not None and len(opened):
+            rows = rows[~rows["id"].isin(opened["id"])]
+        frames.append(rows)
     if not frames:
         return empty_history()[cols]
     hist = pd.concat(frames, ignore_index=True)
