@@ -191,16 +191,17 @@ def _write_parquet(store: Store, key: str, df: pd.DataFrame | pa.Table) -> None:
 
 
 def _read_table(store: Store, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+    cols = list(columns) if columns else None
     if isinstance(store, LocalStore):  # read in place: pyarrow reads only the columns asked for
-        return pq.read_table(store.root / key, columns=list(columns) if columns else None)
-    return pq.read_table(io.BytesIO(store.get_bytes(key)), columns=list(columns) if columns else None)
+        try:
+            return pq.read_table(store.root / key, columns=cols)
+        except FileNotFoundError:
+            raise KeyNotFound(f"{store.uri(key)} does not exist") from None
+    return pq.read_table(io.BytesIO(store.get_bytes(key)), columns=cols)
 
 
 def _read_frame(store: Store, key: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    try:
-        return _read_table(store, key, columns).to_pandas()
-    except FileNotFoundError:
-        raise KeyNotFound(f"{store.uri(key)} does not exist") from None
+    return _read_table(store, key, columns).to_pandas()
 
 
 def _unique_key(prefix: str, number: int) -> str:
