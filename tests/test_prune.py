@@ -14,7 +14,7 @@ import pytest
 from hhpulse.collect import collect, list_runs
 from hhpulse.hh.market import Market
 from hhpulse.hh.sources import DEMO_START_DAY, make_source
-from hhpulse.history_store import fold_run, read_history, verify
+from hhpulse.history_store import HistoryError, fold_run, read_history, rebuild, verify
 from hhpulse.retention import (
     KEEP_NEW,
     KEEP_REBUILD,
@@ -107,6 +107,12 @@ def test_prune_removes_what_the_plan_says_and_history_is_unharmed(store, four_ru
     # --verify cannot reproduce the pruned part from the raw runs left, and says so
     res = verify(store)
     assert not res.ok and any(ids[0] in d for d in res.differences)
+    assert any("pruned" in d for d in res.differences)
+    # and a rebuild in place refuses rather than silently dropping the pruned runs' rows
+    kept = read_history(store)
+    with pytest.raises(HistoryError, match="pruned"):
+        rebuild(store)
+    assert read_history(store).equals(kept)
     # the demo's day sequence goes on: pruned complete demo runs still count
     assert collect(make_source("demo", demo_size=20), store, progress=False).meta["source"]["day"] == (
         DEMO_START_DAY + 4

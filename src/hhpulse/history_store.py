@@ -639,6 +639,16 @@ def rebuild(store: Store, *, into: Store | None = None, progress: bool = False) 
     one run plus the open vacancies), and commit it in one step into ``into`` (default:
     ``store`` itself, replacing its history atomically)."""
     t0 = time.perf_counter()
+    if into is None:
+        from hhpulse.retention import rebuild_gap
+
+        gap = rebuild_gap(store)
+        if gap:
+            raise HistoryError(
+                f"{store.uri(STATE_KEY)}: {len(gap)} folded run(s) were pruned (e.g. {', '.join(gap[:3])}), "
+                "so a rebuild from the raw runs would silently drop their part of the history; "
+                "the stored history is unchanged (it still holds them)"
+            )
     target = into or store
     old, tag = load_state(target)
     pending, skipped = _pending(store, None)
@@ -885,11 +895,20 @@ def verify(store: Store, *, progress: bool = False, limit: int = 10) -> VerifyRe
     mine = [r["run_id"] for r in (state or {}).get("runs", [])]
     theirs = [r["run_id"] for r in (rebuilt_state or {}).get("runs", [])]
     if mine != theirs:
+        from hhpulse.retention import rebuild_gap
+
         missing = [r for r in theirs if r not in mine]
         extra = [r for r in mine if r not in theirs]
+        pruned = set(rebuild_gap(store, extra))
+        why = (
+            f" ({len(pruned)} of them pruned by `hhpulse store prune --force-rebuild-gap`: expected, "
+            "and a rebuild would lose them)"
+            if pruned
+            else ""
+        )
         diffs.insert(
             0,
-            f"runs folded differ: stored history lacks {missing[:5]} and has {extra[:5]} beyond the raw runs",
+            f"runs folded differ: stored history lacks {missing[:5]} and has {extra[:5]} beyond the raw runs{why}",
         )
     if (state or {}).get("counts") != (rebuilt_state or {}).get("counts") and not diffs:
         diffs.append(
