@@ -15,17 +15,12 @@ from hhpulse.config import baseline_candidate
 from hhpulse.dataset import Dataset, label_sources
 from hhpulse.evaluate import data_profile, drift_report
 from hhpulse.features import TextVectorizer
+from hhpulse.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from hhpulse.registry import champion, load_champion
 from hhpulse.report import comparison_html
 from hhpulse.store import open_store
 from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
-from hhpulse.workflow import (
-    DEFAULT_ECE_MARGIN,
-    bundle_from_results,
-    champion_measured,
-    evaluate_bundle,
-    gate_verdict,
-)
+from hhpulse.workflow import DEFAULT_ECE_MARGIN, bundle_from_results, judge, test_predictions
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +132,10 @@ def build_and_gate(
     ece_margin: float = DEFAULT_ECE_MARGIN,
 ) -> dict[str, Any]:
     """Build the challenger bundle from the winners and compare it with the champion on the new
-    test set: the primary metric, then calibration (ECE no worse than the champion's by more
-    than ``ece_margin``)."""
+    test set: a paired bootstrap of each task's primary metric on the test rows the champion
+    was not fitted on (:func:`hhpulse.workflow.judge`; the lower bound of the mean improvement
+    must clear ``margin``), then calibration (ECE no worse than the champion's by more than
+    ``ece_margin``). The verdict goes to ``gates/<version>.json``."""
     from hhpulse.bundle import load_bundle
     from hhpulse.config import LabelConfig
 
@@ -154,19 +151,20 @@ def build_and_gate(
         bundle_dir, dataset, vec, winners, task_results, label_config=LabelConfig(), synthetic=synthetic
     )
     challenger = load_bundle(path)
-    challenger_metrics = evaluate_bundle(challenger, dataset, "test")
+    # the challenger's held-out predictions on the new test rows (never a refit on them)
+    challenger_preds = test_predictions(challenger, dataset, "test")
     st = open_store(store, endpoint_url=s3_endpoint or None)
-    champion_metrics = None
     champ_version = None
-    was_measured: dict[str, bool] = {}
-    if champion(st) is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            champ = load_champion(st, tmp)
-            champ_version = champ.version
-            champion_metrics = evaluate_bundle(champ, dataset, "test")
-            was_measured = champion_measured(champ.metadata.get("metrics", {}), primary)
-    verdict = gate_verdict(
-        challenger_metrics, champion_metrics, primary, margin, ece_margin, champion_was_measured=was_measured
+    with tempfile.TemporaryDirectory() as tmp:
+        champ = load_champion(st, tmp) if champion(st) is not None else None
+        champ_version = champ.version if champ is not None else None
+        judged = judge(
+            challenger_preds, champ, dataset, primary=primary, margin=margin, ece_margin=ece_margin
+        )
+    verdict, challenger_metrics, champion_metrics = (
+        judged.verdict,
+        judged.challenger_metrics,
+        judged.champion_metrics,
     )
     log.info(
         "challenger %s vs champion %s: %s", challenger.version, champ_version or "none", verdict["reason"]
@@ -175,6 +173,19 @@ def build_and_gate(
         "version": challenger.version,
         "challenger_wins": bool(verdict["challenger_wins"]),
         "reason": verdict["reason"],
+        "lines": verdict.get("lines", [verdict["reason"]]),
+        "rule": verdict.get("rule", "first model"),
+        "bootstrap": {
+            "resamples": DEFAULT_RESAMPLES,
+            "confidence": DEFAULT_CONFIDENCE,
+            "seed": DEFAULT_SEED,
+            "stratified_by": "true cohort",
+            "rows": "the new test rows the champion was not fitted on",
+        },
+        "margin": margin,
+        "mean_delta": verdict.get("mean_delta"),
+        "mean_interval": verdict.get("mean_interval"),
+        "intervals": {t: v["interval"] for t, v in verdict.get("tasks", {}).items() if "interval" in v},
         "champion_version": champ_version or "",
         "deltas": verdict["deltas"],
         "ece_deltas": verdict["calibration"]["ece_deltas"],

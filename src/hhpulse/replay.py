@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,72 @@ class ReplaySettings:
 Progress = Callable[[str], None]
 
 
+@dataclass
+class ReplayDay:
+    """One replayed run, as the day hooks see it (after it was collected and validated)."""
+
+    index: int  # 0-based number of this run in the replay
+    day: int | None  # simulated demo day (None for stored runs)
+    run_id: str
+    collected_at: pd.Timestamp
+    store: Store
+    history: Callable[[], pd.DataFrame]  # the history of the runs so far (built once per day)
+    rates: dict[str, dict[str, float]]  # currency rates by run id, as build_dataset takes them
+    new_ids: frozenset[str]  # vacancies first seen in this run
+    market: Market | None
+    settings: ReplaySettings
+    shared: dict[str, Any]  # scratch space the hooks of one day share
+
+
+class DayHook(Protocol):
+    """Work done after each replayed run (e.g. the gate, :mod:`hhpulse.replay_gate`)."""
+
+    key: str  # its key in the replay's report (and --json)
+
+    def on_day(self, day: ReplayDay) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+def run_hooks(
+    hooks: Sequence[DayHook],
+    runs: Sequence[RawRun],
+    store: Store,
+    *,
+    day: int | None,
+    market: Market | None,
+    settings: ReplaySettings,
+) -> None:
+    """Call every hook for the newest of ``runs`` (the runs so far, oldest first)."""
+    if not hooks:
+        return
+    cache: dict[str, pd.DataFrame] = {}
+
+    def history() -> pd.DataFrame:
+        if "h" not in cache:
+            cache["h"] = build_history(runs)
+        return cache["h"]
+
+    run = runs[-1]
+    seen = {str(it.get("id")) for r in runs[:-1] for it in r.items}
+    today = {str(it.get("id")) for it in run.items}
+    rd = ReplayDay(
+        index=len(runs) - 1,
+        day=day,
+        run_id=run.run_id,
+        collected_at=_run_time(run),
+        store=store,
+        history=history,
+        rates={r.run_id: dict(r.meta.get("currency_rates") or {}) for r in runs},
+        new_ids=frozenset(today - seen),
+        market=market,
+        settings=settings,
+        shared={},
+    )
+    for hook in hooks:
+        hook.on_day(rd)
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -79,8 +145,10 @@ def replay_demo(
     start_day: int | None = None,
     settings: ReplaySettings | None = None,
     progress: Progress = _quiet,
+    hooks: Sequence[DayHook] = (),
 ) -> dict[str, Any]:
-    """Collect ``days`` daily demo runs into ``store``, then train and evaluate once."""
+    """Collect ``days`` daily demo runs into ``store`` (after each, the ``hooks``), then train
+    and evaluate once."""
     from hhpulse.collect import collect
     from hhpulse.hh.sources import DEMO_START_DAY, make_source
     from hhpulse.validate import validate_run
@@ -88,6 +156,9 @@ def replay_demo(
     if days < 2:
         raise ReplayError(f"a replay needs at least 2 runs (closes are seen between runs), got {days}")
     first = DEMO_START_DAY if start_day is None else start_day
+    settings = settings or ReplaySettings()
+    market = Market(seed=seed, daily_new=daily_new)
+    hooked = 0.0
     t0 = time.perf_counter()
     for n in range(days):
         day = first + n * step_days
@@ -98,19 +169,27 @@ def replay_demo(
             raise ReplayError(f"demo run for day {day} did not complete: {res.stop_reason}")
         validate_run(store, res.run_id)
         progress(f"day {n + 1}/{days}: simulated day {day}, {res.items} vacancies open")
-    collected = time.perf_counter() - t0
-    report = evaluate_replay(
-        load_raw_runs(store), Market(seed=seed, daily_new=daily_new), settings=settings, progress=progress
-    )
+        if hooks:
+            th = time.perf_counter()
+            run_hooks(hooks, load_raw_runs(store), store, day=day, market=market, settings=settings)
+            hooked += time.perf_counter() - th
+    collected = time.perf_counter() - t0 - hooked
+    report = evaluate_replay(load_raw_runs(store), market, settings=settings, progress=progress)
     report["seconds_by_step"] = {"collect": round(collected, 2), **report["seconds_by_step"]}
+    _hook_reports(report, hooks, hooked)
     report.update(source="demo", days=days, step_days=step_days, first_day=first, daily_new=daily_new)
     return report
 
 
 def replay_store(
-    store: Store, *, settings: ReplaySettings | None = None, progress: Progress = _quiet
+    store: Store,
+    *,
+    settings: ReplaySettings | None = None,
+    progress: Progress = _quiet,
+    hooks: Sequence[DayHook] = (),
 ) -> dict[str, Any]:
-    """Replay the finished runs in ``store`` (e.g. real ``--source api`` runs): labels day by day, then train."""
+    """Replay the finished runs in ``store`` (e.g. real ``--source api`` runs): labels day by
+    day (and the ``hooks`` after each run), then train."""
     runs = load_raw_runs(store)
     if len(runs) < 2:
         raise ReplayError(f"{store.uri('raw/')}: a replay needs at least 2 finished runs, found {len(runs)}")
@@ -120,10 +199,24 @@ def replay_store(
         src = runs[0].meta["source"]
         market = Market(seed=int(src.get("seed", 7)), daily_new=int(src.get("daily_new", 150)))
     settings = settings or ReplaySettings()
+    t = time.perf_counter()
+    ordered = sorted(runs, key=lambda r: (_run_time(r), r.run_id))
+    for i in range(len(ordered) if hooks else 0):
+        run_hooks(hooks, ordered[: i + 1], store, day=None, market=market, settings=settings)
+        progress(f"run {i + 1}/{len(ordered)}: {ordered[i].run_id}")
+    hooked = time.perf_counter() - t
     report = evaluate_replay(runs, market, settings=settings, progress=progress)
+    _hook_reports(report, hooks, hooked)
     report["timeline"] = timeline(runs, settings.label_config)
     report.update(source="store", runs=len(runs))
     return report
+
+
+def _hook_reports(report: dict[str, Any], hooks: Sequence[DayHook], seconds: float) -> None:
+    for hook in hooks:
+        report[hook.key] = hook.summary()
+    if hooks:
+        report["seconds_by_step"]["hooks"] = round(seconds, 2)
 
 
 def _run_time(run: RawRun) -> pd.Timestamp:

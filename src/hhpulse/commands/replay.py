@@ -38,7 +38,28 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
     )
+    p.add_argument(
+        "--no-gate",
+        dest="gate",
+        action="store_false",
+        help="skip the daily gate (a challenger trained every day, judged by the old and the new rule)",
+    )
+    p.add_argument(
+        "--gate-candidates",
+        default=None,
+        help="candidates YAML the daily gate trains [the packaged linear candidates, for speed]",
+    )
+    p.add_argument(
+        "--margin", type=float, default=0.0, help="the gate's margin, as `hhpulse run --margin` [%(default)s]"
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="show_logs",
+        action="store_true",
+        help="show the steps' INFO log lines [hidden: progress only, on stderr]",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,17 +72,25 @@ def run(args: argparse.Namespace) -> int:
     settings = ReplaySettings(
         candidates=load_candidates(args.candidates) if args.candidates else None, device=args.device
     )
-    if args.json:  # one JSON document on stdout, nothing else
+    if not (args.show_logs or getattr(args, "verbose", False)):  # progress only; -v for the steps' logs
         logging.getLogger("hhpulse").setLevel(logging.WARNING)
 
-    def say(msg: str) -> None:
-        print(f"replay: {msg}", file=sys.stderr if args.json else sys.stdout, flush=True)
+    def say(msg: str) -> None:  # progress goes to stderr: stdout holds the report (or the JSON)
+        print(f"replay: {msg}", file=sys.stderr, flush=True)
+
+    from hhpulse.replay_gate import GateHook
+
+    gate_cands = load_candidates(args.gate_candidates) if args.gate_candidates else None
+    hooks = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
 
     start = time.perf_counter()
     try:
         if args.store:
             report = replay_store(
-                open_store(args.store, endpoint_url=args.s3_endpoint or None), settings=settings, progress=say
+                open_store(args.store, endpoint_url=args.s3_endpoint or None),
+                settings=settings,
+                progress=say,
+                hooks=hooks,
             )
         else:
             if args.days < 2 or args.step_days < 1 or args.demo_size < 1:
@@ -83,10 +112,14 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed,
                     settings=settings,
                     progress=say,
+                    hooks=hooks,
                 )
     except ReplayError as exc:
         print(f"hhpulse replay: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for hook in hooks:
+            hook.close()
     report["seconds"] = round(time.perf_counter() - start, 2)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, default=str))
