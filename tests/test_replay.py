@@ -206,6 +206,19 @@ def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_prox
         "demand_proxy_reason": "resolved labels hold one cohort only (low)",
     }
     card = model_card("v1", models, {"salary": ["a"], "demand": ["a"]}, {}, {"summary": summary})
-    assert "unresolved (left out): {'open_young': 7}" in card
-    assert "straddles a cohort edge: 3 (3.0% of demand labels" in card
+    assert "- demand unresolved (no label yet, left out): open_young 7" in card
+    assert "3 labels (3.0%) have a close time whose uncertainty straddles a cohort edge" in card
     assert "> Why: resolved labels hold one cohort only (low)." in card
+    # the report shows the same lines (one source: hhpulse.dataset.label_lines), no raw dicts
+    import html
+
+    from hhpulse.dataset import label_lines
+    from hhpulse.report import labels_html
+
+    lines = label_lines(summary)
+    assert (
+        "AGE PROXY" in lines["demand"][2]
+        and "resolved labels hold one cohort only (low)" in lines["demand"][2]
+    )
+    page = labels_html(lines)
+    assert all(html.escape(line) in page for line in lines["demand"]) and "{" not in page

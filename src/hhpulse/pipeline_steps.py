@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from hhpulse.config import baseline_candidate
-from hhpulse.dataset import Dataset, label_sources
+from hhpulse.dataset import Dataset, label_lines, label_sources
 from hhpulse.evaluate import data_profile, drift_report
 from hhpulse.features import TextVectorizer
 from hhpulse.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from hhpulse.registry import champion, load_champion
-from hhpulse.report import comparison_html
+from hhpulse.report import REPORT_NAME, comparison_html, with_gate
 from hhpulse.store import open_store
 from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
 from hhpulse.workflow import DEFAULT_ECE_MARGIN, bundle_from_results, judge, test_predictions
@@ -87,7 +87,11 @@ def evaluate_all(
             drift = drift_report(champ.metadata.get("profile", {}), current)
             drift["champion_version"] = champ.version
     html = comparison_html(
-        results, drift, demand_proxy=bool(dataset.summary.get("demand_proxy")), calibration=calibration
+        results,
+        drift,
+        demand_proxy=bool(dataset.summary.get("demand_proxy")),
+        calibration=calibration,
+        label_lines=label_lines(dataset.summary),
     )
     return {
         "results": results,
@@ -130,12 +134,15 @@ def build_and_gate(
     margin: float,
     primary: str,
     ece_margin: float = DEFAULT_ECE_MARGIN,
+    *,
+    report_html: str | None = None,
 ) -> dict[str, Any]:
     """Build the challenger bundle from the winners and compare it with the champion on the new
     test set: a paired bootstrap of each task's primary metric on the test rows the champion
     was not fitted on (:func:`hhpulse.workflow.judge`; the lower bound of the mean improvement
     must clear ``margin``), then calibration (ECE no worse than the champion's by more than
-    ``ece_margin``). The verdict goes to ``gates/<version>.json``."""
+    ``ece_margin``). The verdict goes to ``gates/<version>.json``; ``report_html`` (the evaluate
+    step's report) goes into the bundle as ``report.html`` with the verdict appended."""
     from hhpulse.bundle import load_bundle
     from hhpulse.config import LabelConfig
 
@@ -198,7 +205,13 @@ def build_and_gate(
         "primary": primary,
         "winners": {t: r["winner"] for t, r in results.items()},
         "labels": label_sources(dataset.summary),
+        "label_lines": label_lines(dataset.summary),
     }
+    if report_html is not None:
+        from hhpulse.bundle import write_manifest
+
+        (Path(path) / REPORT_NAME).write_text(with_gate(report_html, out), encoding="utf-8")
+        write_manifest(Path(path), challenger.version)  # the report is part of the verified bundle
     st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
     return out
 

@@ -345,7 +345,7 @@ def compare(
     or why there is none), the gate decides on it: the challenger replaces the champion only
     when the LOWER bound of the interval of the mean improvement over the compared tasks is
     above ``margin``, and no compared task is clearly worse (its interval's upper bound below
-    zero). A tie keeps the champion. Without ``evidence`` (the rule before the bootstrap,
+    zero, or below a negative ``margin``). A tie keeps the champion. Without ``evidence`` (the rule before the bootstrap,
     kept for ``hhpulse replay``'s comparison), the mean of the point changes must beat
     ``margin``.
 
@@ -474,7 +474,8 @@ def _evidence_verdict(
     lines = [f"{t}: {v['status']}, {v['reason']}" for t, v in sorted(tasks.items())]
     out: dict[str, Any] = {"deltas": deltas, "tasks": tasks, "rule": "paired bootstrap"}
     blocking = sorted(t for t, v in tasks.items() if v["status"] == "blocks")
-    worse = sorted(t for t, v in tasks.items() if "interval" in v and v["interval"]["high"] < 0)
+    floor = min(0.0, margin)  # a negative margin accepts a challenger that much worse
+    worse = sorted(t for t, v in tasks.items() if "interval" in v and v["interval"]["high"] < floor)
     if blocking:
         head = f"champion stays: {', '.join(blocking)} cannot be compared"
     elif not samples:

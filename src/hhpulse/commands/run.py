@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     after = champion(store)
     print(f"\npipeline finished in {result['seconds']:.0f}s")
     _summary(store, before, after)
+    if result.get("report"):
+        print(f"  report:       {result['report']}   (open it in a browser)")
     print(f"  log:          {result['log']}")
     if after is not None:
         _next_steps(args.store, store.uri())
@@ -179,8 +181,10 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
     verdict = store.get_json(gates[-1]) if gates else None
     if verdict:
         print(
-            f"  gate:         {verdict['version']} vs champion {verdict.get('champion_version') or 'none'}: {verdict['reason']}"
+            f"  gate:         {verdict['version']} vs champion {verdict.get('champion_version') or 'none'}:"
         )
+        for line in verdict.get("lines") or [verdict["reason"]]:
+            print(f"                {line}")
     if after is None:
         print("  no champion was published")
     elif before is None:
@@ -193,6 +197,8 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
         print(f"  model:        {after.uri}")
         print(f"  model card:   {after.uri}/model_card.md")
         print(f"  metrics:      {after.uri}/metrics.json")
+        if store.exists(f"models/hhpulse/{after.version}/report.html"):
+            print(f"  model report: {after.uri}/report.html")
         from hhpulse.deploy import manifest_key
 
         manifest = manifest_key(after.version)
@@ -202,9 +208,6 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
 
     def _auc(x) -> str:  # type: ignore[no-untyped-def]
         return "n/a" if x is None else f"{x:.3f}"
-
-    def _counts(d) -> str:  # type: ignore[no-untyped-def]
-        return ", ".join(f"{k} {v}" for k, v in sorted((d or {}).items())) or "none"
 
     def _figures() -> None:
         """Each task's test figures, the challenger's as the challenger's and the champion's as the
@@ -231,26 +234,9 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
                 if status and status != "compared":
                     line += f" [{status}]"
             print(line)
-        labels = verdict.get("labels") or {}
-        if labels:
-            sal, dem = labels.get("salary", {}), labels.get("demand", {})
-            print(
-                f"  labels:      salary: {_counts(sal.get('sources'))} (left out: {_counts(sal.get('left_out'))})"
-            )
-            share = dem.get("uncertain_share")
-            print(
-                f"               demand: {_counts(dem.get('sources'))}"
-                + (
-                    ""
-                    if dem.get("proxy")
-                    else f"; unresolved (no label): {_counts(dem.get('unresolved'))}"
-                    + ("" if share is None else f"; {100 * share:.1f}% straddle a cohort edge")
-                )
-            )
-            if dem.get("proxy"):
-                print(
-                    f"               DEMAND PROXY (age at collection, not time-to-close): {dem.get('proxy_reason')}"
-                )
+        for task, lines in (verdict.get("label_lines") or {}).items():
+            for i, line in enumerate(lines):
+                print(f"  {'labels:' if i == 0 else '':<14}{task + ':' if i == 0 else '':<8}{line}")
 
     with contextlib.suppress(Exception):  # the summary must never hide a successful run
         _figures()
