@@ -269,7 +269,9 @@ def test_equal_contributions_come_from_terms_that_always_occur_together(market, 
 
     ds = build_dataset(load_history(market), rates_by_run(market))
     lr = [CandidateConfig(f"{t}-only-lr", t, "logreg", {"C": 1.0}) for t in ("salary", "demand")]
-    b = load_bundle(train_on_dataset(ds, tmp_path / "b", label_config=LabelConfig(), candidates=lr).bundle_dir)
+    b = load_bundle(
+        train_on_dataset(ds, tmp_path / "b", label_config=LabelConfig(), candidates=lr).bundle_dir
+    )
     if b.models["salary"].config.kind != "logreg":  # pragma: no cover - both candidates are linear
         pytest.skip("the salary winner is not linear")
     text = "Разработка backend-сервисов на Python"

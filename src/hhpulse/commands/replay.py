@@ -172,12 +172,18 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
             print(f"  no labels at all yet for: {', '.join(r['missing_cohorts'])}")
         if task == "demand" and "oracle_auc" in r:
             ratio = r.get("ratio_to_oracle")
+            if r.get("goal_not_judged"):
+                verdict = f"goal >= {r['goal_ratio']} not judged: {r['goal_not_judged']}"
+            else:
+                verdict = f"{'meets' if r.get('meets_goal') else 'misses'} the goal >= {r['goal_ratio']}"
             print(
                 f"  oracle AUC {_auc(r['oracle_auc'])} (the market's own probabilities); model/oracle "
-                f"{'n/a' if ratio is None else f'{ratio:.3f}'} "
-                f"({'meets' if r.get('meets_goal') else 'misses'} the goal >= {r['goal_ratio']})"
+                f"{'n/a' if ratio is None else f'{ratio:.3f}'} ({verdict})"
             )
-            print(f"  labels agreeing with the true lifetime: {r.get('label_accuracy')}")
+            agree = ", ".join(
+                f"{k} {100 * v:.1f}%" for k, v in sorted((r.get("label_accuracy") or {}).items())
+            )
+            print(f"  labels agreeing with the true lifetime: {agree or 'none'}")
     if report.get("timeline"):
         print("\nday by day (demand labels as history would have resolved them):")
         for day in report["timeline"]:
@@ -185,5 +191,38 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
                 f"  {day['collected_at'][:16]}  {day['vacancies']:>6} vacancies  "
                 f"labels {_mix(day['cohorts'])}  unresolved {_mix(day['unresolved'])}"
             )
+    if report.get("gate"):
+        print_gate(report["gate"])
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
+
+
+def print_gate(g: dict) -> None:  # type: ignore[type-arg]
+    """The daily gate: replacements and served AUC per rule, and the goal."""
+    days = g.get("days_with_a_challenger", 0)
+    print(
+        f"\ngate, applied after each run ({days} runs had a challenger; candidates: {', '.join(g['candidates'])}):"
+    )
+    for rule in ("old_rule", "new_rule"):
+        auc = g["served_auc"][rule]
+        print(
+            f"  {rule.replace('_', ' ')}: {g['replacements'][rule]} replacements; served ROC AUC (OvO), mean over "
+            f"the days: salary {_auc(auc.get('salary'))}, demand {_auc(auc.get('demand'))}"
+        )
+        print(f"    {g['rules'][rule]}")
+    measured = ", ".join(f"{t} {n}" for t, n in g.get("days_measured", {}).items())
+    print(
+        f"  served AUC: each day's champion on that day's newest labelled rows it was not fitted on (days: {measured})"
+    )
+    goal = g["goal"]
+    if goal["fewer_replacements"] is None:
+        print("  goal not judged: the old rule replaced no champion")
+    else:
+        auc_ok = ", ".join(
+            f"{t} {'no lower' if ok else 'LOWER' if ok is False else 'not measured'}"
+            for t, ok in goal["served_auc_no_lower"].items()
+        )
+        print(
+            f"  goal ({goal['replacements']}, served AUC {goal['served_auc']}): "
+            f"{'met' if goal['met'] else 'NOT met'} (fewer replacements: {'yes' if goal['fewer_replacements'] else 'no'}; {auc_ok})"
+        )
