@@ -126,3 +126,44 @@ def test_headless_chromium_renders_every_section_and_every_chart_with_a_size(pag
     keep = os.environ.get("HHPULSE_REPORT_SHOT")  # to look at it: HHPULSE_REPORT_SHOT=/tmp/r.png
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_a_task_predicting_one_cohort_is_said_plainly_in_the_report():
+    from hhpulse.evaluate import dominant_prediction, predicted_counts
+
+    cm = [[0, 0, 90], [0, 0, 5], [0, 1, 4]]  # true rows x predicted columns
+    counts = predicted_counts(cm, ["low", "medium", "high"])
+    assert counts == {"low": 0, "medium": 1, "high": 99}
+    line = dominant_prediction("demand", counts)
+    assert line and "'high' is the predicted cohort for 99 of 100 rows (99.0%)" in line
+    assert dominant_prediction("demand", {"low": 50, "high": 50}) is None
+    assert dominant_prediction("demand", {}) is None
+    test = {"roc_auc_ovo": 0.6, "confusion_matrix": cm, "classes": ["low", "medium", "high"], "notes": []}
+    res = {
+        "demand": {
+            "winner": "d",
+            "primary": "roc_auc_ovo",
+            "candidates": {"d": {"kind": "logreg", "info": {}, "metrics": {"val": {}, "test": test}}},
+        }
+    }
+    page = comparison_html(res, None, demand_proxy=False)
+    assert "<b>One cohort:</b> demand: &#x27;high&#x27; is the predicted cohort for 99 of 100 rows" in page
+
+
+def test_the_model_card_says_so_too():
+    from hhpulse.bundle import model_card
+    from hhpulse.train import TrainedCandidate
+
+    models = {
+        t: TrainedCandidate(CandidateConfig(f"{t}-lr", t, "logreg"), ["a", "b"], None)
+        for t in ("salary", "demand")
+    }
+    one = {
+        "winner": "demand-lr",
+        "candidates": {"demand-lr": {"metrics": {"test": {"confusion_matrix": [[0, 40], [0, 60]]}}}},
+    }
+    card = model_card(
+        "v1", models, {"salary": ["a", "b"], "demand": ["a", "b"]}, {"demand": one}, {"summary": {}}
+    )
+    assert "**One cohort:** demand: 'b' is the predicted cohort for 100 of 100 rows (100.0%)" in card
+    assert "salary: 'b'" not in card
