@@ -234,9 +234,11 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
                 if status and status != "compared":
                     line += f" [{status}]"
             print(line)
+        head = "labels:"
         for task, lines in (verdict.get("label_lines") or {}).items():
             for i, line in enumerate(lines):
-                print(f"  {'labels:' if i == 0 else '':<14}{task + ':' if i == 0 else '':<8}{line}")
+                print(f"  {head:<14}{task + ':' if i == 0 else '':<8}{line}")
+                head = ""
 
     with contextlib.suppress(Exception):  # the summary must never hide a successful run
         _figures()
