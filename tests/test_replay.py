@@ -217,8 +217,8 @@ def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_prox
 
     lines = label_lines(summary)
     assert (
-        "AGE PROXY" in lines["demand"][2]
-        and "resolved labels hold one cohort only (low)" in lines["demand"][2]
+        "AGE PROXY" in lines["demand"][1]
+        and "resolved labels hold one cohort only (low)" in lines["demand"][1]
     )
     page = labels_html(lines)
     assert all(html.escape(line) in page for line in lines["demand"]) and "{" not in page

@@ -302,12 +302,11 @@ def label_lines(summary: Mapping[str, Any]) -> dict[str, list[str]]:
     sal, dem = lab["salary"], lab["demand"]
     res = summary.get("demand_resolution", {})
     salary = [
-        f"labels from the stated salary: {_counts_text(summary.get('salary_counts', {}))}",
+        f"labels from the stated salary: {_counts_text(summary.get('salary_counts', {}))}; "
         f"left out (no usable salary): {_counts_text(sal['left_out'])}",
     ]
     demand = [
-        f"labels: {_counts_text(summary.get('demand_counts', {}))}",
-        f"label sources: {_counts_text(dem['sources'])}",
+        f"labels: {_counts_text(summary.get('demand_counts', {}))} (sources: {_counts_text(dem['sources'])})",
     ]
     if dem["proxy"]:
         demand.append(

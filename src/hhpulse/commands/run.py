@@ -180,11 +180,16 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
     gates = sorted(k for k in store.list("gates/") if k.endswith(".json"))
     verdict = store.get_json(gates[-1]) if gates else None
     if verdict:
-        print(
+        lines = verdict.get("lines") or [verdict["reason"]]
+        head = (
             f"  gate:         {verdict['version']} vs champion {verdict.get('champion_version') or 'none'}:"
         )
-        for line in verdict.get("lines") or [verdict["reason"]]:
-            print(f"                {line}")
+        if len(lines) == 1:  # e.g. the first model: "no champion yet"
+            print(f"{head} {lines[0]}")
+        else:
+            print(head)
+            for line in lines:
+                print(f"                {line}")
     if after is None:
         print("  no champion was published")
     elif before is None:
@@ -197,8 +202,6 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
         print(f"  model:        {after.uri}")
         print(f"  model card:   {after.uri}/model_card.md")
         print(f"  metrics:      {after.uri}/metrics.json")
-        if store.exists(f"models/hhpulse/{after.version}/report.html"):
-            print(f"  model report: {after.uri}/report.html")
         from hhpulse.deploy import manifest_key
 
         manifest = manifest_key(after.version)
@@ -235,8 +238,9 @@ def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
                     line += f" [{status}]"
             print(line)
         head = "labels:"
-        for task, lines in (verdict.get("label_lines") or {}).items():
-            for i, line in enumerate(lines):
+        label_lines = verdict.get("label_lines") or {}
+        for task in (t for t in ("salary", "demand") if t in label_lines):
+            for i, line in enumerate(label_lines[task]):
                 print(f"  {head:<14}{task + ':' if i == 0 else '':<8}{line}")
                 head = ""
 
