@@ -160,10 +160,29 @@ def test_the_model_card_says_so_too():
     }
     one = {
         "winner": "demand-lr",
-        "candidates": {"demand-lr": {"metrics": {"test": {"confusion_matrix": [[0, 40], [0, 60]]}}}},
+        "candidates": {
+            "demand-lr": {
+                "metrics": {"test": {"confusion_matrix": [[0, 40], [0, 60]], "classes": ["a", "b"]}}
+            }
+        },
     }
     card = model_card(
         "v1", models, {"salary": ["a", "b"], "demand": ["a", "b"]}, {"demand": one}, {"summary": {}}
     )
     assert "**One cohort:** demand: 'b' is the predicted cohort for 100 of 100 rows (100.0%)" in card
     assert "salary: 'b'" not in card
+
+
+def test_the_served_probabilities_decide_not_the_raw_model():
+    from hhpulse.report import served_counts
+
+    res = {
+        "winner": "w",
+        "candidates": {
+            "w": {"metrics": {"test": {"confusion_matrix": [[5, 5], [5, 5]], "classes": ["a", "b"]}}}
+        },
+    }
+    assert served_counts("demand", res, None) == {"a": 10, "b": 10}
+    cal = {"demand": {"test": {"after": {"predicted": {"a": 0, "b": 20}}}}}
+    assert served_counts("demand", res, cal) == {"a": 0, "b": 20}
+    assert served_counts("demand", {}, None) == {}

@@ -38,8 +38,9 @@ from hhpulse import __version__
 from hhpulse.calibration import CalibrationError, Calibrator
 from hhpulse.config import TASKS
 from hhpulse.dataset import label_lines
-from hhpulse.evaluate import dominant_prediction, predicted_counts
+from hhpulse.evaluate import dominant_prediction
 from hhpulse.features import TextVectorizer
+from hhpulse.report import served_counts
 from hhpulse.store import default_mode
 from hhpulse.train import TrainedCandidate, load_candidate
 
@@ -305,9 +306,7 @@ def model_card(
         line = baseline_line(m)
         if line:
             lines.append(f"  - {line}")
-        one = dominant_prediction(
-            task, predicted_counts(test.get("test", {}).get("confusion_matrix") or [], list(cohorts[task]))
-        )
+        one = dominant_prediction(task, served_counts(task, m, metrics.get("calibration")))
         if one:
             lines.append(f"  - **One cohort:** {one}")
     for task, c in (metrics.get("calibration") or {}).items():

@@ -187,8 +187,10 @@ def dominant_prediction(task: str, predicted: Mapping[str, int], share: float = 
 
 def predicted_counts(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> dict[str, int]:
     """Rows per predicted cohort from a confusion matrix (rows: true, columns: predicted)."""
-    cm = np.asarray(confusion, dtype=np.int64).reshape(len(classes), len(classes)) if len(confusion) else None
-    return {} if cm is None else {c: int(cm[:, i].sum()) for i, c in enumerate(classes)}
+    if not len(confusion) or len(confusion) != len(classes):
+        return {}
+    cm = np.asarray(confusion, dtype=np.int64).reshape(len(classes), len(classes))
+    return {c: int(cm[:, i].sum()) for i, c in enumerate(classes)}
 
 
 def score(metrics: Mapping[str, Any], primary: str) -> float:

@@ -242,6 +242,19 @@ def labels_html(label_lines: Mapping[str, Sequence[str]]) -> str:
     return "\n".join(out)
 
 
+def served_counts(
+    task: str, res: Mapping[str, Any], calibration: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, int]:
+    """Test rows per predicted cohort, of the probabilities served (after calibration) when
+    known, else of the winner's raw model."""
+    after = (((calibration or {}).get(task) or {}).get("test") or {}).get("after") or {}
+    if after.get("predicted"):
+        return dict(after["predicted"])
+    win = (res.get("candidates") or {}).get(res.get("winner")) or {}
+    test = (win.get("metrics") or {}).get("test") or {}
+    return predicted_counts(test.get("confusion_matrix") or [], test.get("classes") or [])
+
+
 def _missing_figures(res: Mapping[str, Any]) -> list[str]:
     """Why the winner's test figures are n/a, from the metrics' notes."""
     test = res["candidates"][res["winner"]]["metrics"].get("test", {})
@@ -298,10 +311,7 @@ def comparison_html(
         out.append("</table>")
         for note in _missing_figures(res):
             out.append(f"<p>Why a test figure is n/a or partial: {html.escape(note)}</p>")
-        test = res["candidates"][res["winner"]]["metrics"].get("test", {})
-        one = dominant_prediction(
-            task, predicted_counts(test.get("confusion_matrix") or [], test.get("classes") or [])
-        )
+        one = dominant_prediction(task, served_counts(task, res, calibration))
         if one:
             out.append(f"<p class='warn'><b>One cohort:</b> {html.escape(one)}</p>")
         out.append(
