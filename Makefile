@@ -52,11 +52,20 @@ install: $(STAMP) ## Create .venv and install hhpulse with every extra (idempote
 run: install ## Run the whole pipeline locally with kfp.local (SOURCE=demo|file:PATH|api, STORE=DIR)
 	$(BIN)/hhpulse run --source '$(SOURCE)' --store '$(STORE)'
 
+.PHONY: serve
+serve: install ## Serve the local champion model on http://127.0.0.1:8080
+	$(BIN)/hhpulse serve --store '$(STORE)' --http-port 8080
+
 .PHONY: test
 test: install ## Run the test suite
 	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest $(PYTEST_ARGS)
 
 ##@ Development
+.PHONY: browser
+browser: ## Install headless Chromium (Debian/Ubuntu apt, root) for the report's screenshot test
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
 .PHONY: lint
 lint: install ## Lint with ruff
 	$(BIN)/ruff check src tests components pipelines benchmarks
@@ -74,10 +83,6 @@ bench: install ## Run the benchmarks, with ratios against in-run baselines (real
 .PHONY: compile
 compile: install ## Compile the Kubeflow pipeline to pipelines/hhpulse.yaml
 	$(BIN)/hhpulse compile --output pipelines/hhpulse.yaml
-
-.PHONY: serve
-serve: install ## Serve the local champion model on http://127.0.0.1:8080
-	$(BIN)/hhpulse serve --store '$(STORE)' --http-port 8080
 
 ##@ Images
 .PHONY: engine

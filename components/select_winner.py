@@ -1,7 +1,7 @@
 """Step 7: build the winners' bundle and gate it against the current champion."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
 from components._image import PIPELINE_IMAGE
 
@@ -13,6 +13,7 @@ def select_winner(
     dataset: Input[Dataset],
     features: Input[Dataset],
     results: Input[Artifact],
+    report: Input[HTML],
     xgb_models: Input[list[Model]],
     linear_models: Input[list[Model]],
     baseline_models: Input[list[Model]],
@@ -36,7 +37,9 @@ def select_winner(
         margin: How much better (mean primary metric) the challenger must be.
         primary_metric: The metric of the comparison (e.g. roc_auc_ovo).
         ece_margin: The most the challenger's top-label ECE may exceed the champion's (any task).
-        bundle: The challenger's model bundle.
+        bundle: The challenger's model bundle (with report.html: the evaluation report and the gate).
+        report: The evaluate step's HTML report; it goes into the bundle as report.html with the
+            gate's verdict appended.
 
     Returns:
         Whether the challenger wins (the version and the reason are in the bundle's metadata).
@@ -48,6 +51,8 @@ def select_winner(
 
     with open(results.path, encoding="utf-8") as fh:
         res = json.load(fh)
+    with open(report.path, encoding="utf-8") as fh:
+        report_html = fh.read()
     out = build_and_gate(
         store,
         s3_endpoint,
@@ -59,7 +64,8 @@ def select_winner(
         margin,
         primary_metric,
         ece_margin,
+        report_html=report_html,
     )
     bundle.metadata.update(out)
-    print(f"gate: {out['reason']}")
+    print("gate: " + "\n      ".join(out["lines"]))
     return bool(out["challenger_wins"])

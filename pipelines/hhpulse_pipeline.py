@@ -208,6 +208,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     dataset=data.outputs["dataset"],
                     features=feats.outputs["features"],
                     results=evaluate.outputs["results"],
+                    report=evaluate.outputs["report"],
                     xgb_models=dsl.Collected(xgb.outputs["model"]),
                     linear_models=dsl.Collected(lin.outputs["model"]),
                     baseline_models=dsl.Collected(base.outputs["model"]),

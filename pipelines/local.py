@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from hhpulse.report import REPORT_NAME
+
 log = logging.getLogger(__name__)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -273,6 +275,7 @@ def run_local(
     before = _outcomes(st)
     task_log = TaskLog(live, names=display_names(pipeline), on_step=on_step, echo=echo)
     start = time.perf_counter()
+    started_at = time.time()
     error: Exception | None = None
     try:
         with _captured(task_log):
@@ -286,6 +289,7 @@ def run_local(
     new = sorted(_outcomes(st) - before)
     outcome = new[-1] if new else None
     log_uri = str(live)
+    report_uri: str | None = None
     if outcome is not None:
         log_key = outcome.rsplit("/", 1)[0] + "/" + LOG_NAME
         st.put_bytes(log_key, live.read_bytes())
@@ -294,6 +298,11 @@ def run_local(
         fields: dict[str, Any] = {"log": log_uri}
         if failed is not None:  # kfp.local's exit status names only the exit handler's group
             fields.update(failed_step=failed.task, reason=failed.error or "the step failed (see the log)")
+        report = newest_report(root, since=started_at)
+        if report is not None:
+            report_key = outcome.rsplit("/", 1)[0] + "/" + REPORT_NAME
+            st.put_bytes(report_key, report.read_bytes())
+            fields["report"] = report_uri = st.uri(report_key)
         complete_outcome(st, outcome, **fields)
     result = {
         "seconds": seconds,
@@ -301,6 +310,7 @@ def run_local(
         "failed": failed,
         "outcome": outcome,
         "log": log_uri,
+        "report": report_uri,
         "store": store,
         "pipeline_root": root,
     }
@@ -311,6 +321,17 @@ def run_local(
             message = strip_ansi(str(error))
         raise PipelineFailed(message, result) from error
     return result
+
+
+def newest_report(root: str | os.PathLike[str], *, since: float) -> Path | None:
+    """The report of the run that started at ``since`` under kfp.local's ``root``: the
+    challenger bundle's report.html (the evaluation and the gate), else the evaluate step's
+    HTML artifact (a run that failed at the gate); None when neither was written."""
+    for pattern in (f"*/select-winner/bundle/{REPORT_NAME}", "*/evaluate-candidates/report"):
+        found = [p for p in Path(root).glob(pattern) if p.stat().st_mtime >= since]
+        if found:
+            return max(found, key=lambda p: p.stat().st_mtime)
+    return None
 
 
 def _outcomes(store: Any) -> set[str]:

@@ -77,7 +77,7 @@ def test_bundle_layout_and_round_trip(bundle_dir):
         assert abs(sum(p["salary"]["probabilities"].values()) - 1) < 1e-4
         assert p["salary"]["cohort"] in b.cohorts["salary"] and p["demand"]["cohort"] in b.cohorts["demand"]
     card = (bundle_dir / "model_card.md").read_text()
-    assert "SYNTHETIC" in card and "git commit" in card and "salary class counts" in card
+    assert "SYNTHETIC" in card and "git commit" in card and "- salary labels from the stated salary: " in card
     metrics = json.loads((bundle_dir / "metrics.json").read_text())
     assert set(metrics["salary"]["candidates"]) == {"salary-xgb", "salary-lr", "salary-baseline"}
     assert metrics["salary"]["baseline"] == "salary-baseline"

@@ -256,3 +256,42 @@ def test_request_cli_explain_table(server):
         timeout=60,
     )
     assert p.returncode == 2 and "v1" in p.stderr
+
+
+def test_equal_contributions_come_from_terms_that_always_occur_together(market, tmp_path):
+    """The README's demo text explains with several terms at the same contribution. They are
+    right: coefficient x TF-IDF value each, and those terms (the words and bigrams of one demo
+    phrase) occur in exactly the same training rows, so their TF-IDF columns are identical and
+    logistic regression gives them identical coefficients."""
+    import scipy.sparse as sp
+
+    from hhpulse.workflow import train_on_dataset
+
+    ds = build_dataset(load_history(market), rates_by_run(market))
+    lr = [CandidateConfig(f"{t}-only-lr", t, "logreg", {"C": 1.0}) for t in ("salary", "demand")]
+    b = load_bundle(
+        train_on_dataset(ds, tmp_path / "b", label_config=LabelConfig(), candidates=lr).bundle_dir
+    )
+    if b.models["salary"].config.kind != "logreg":  # pragma: no cover - both candidates are linear
+        pytest.skip("the salary winner is not linear")
+    text = "Разработка backend-сервисов на Python"
+    ex = b.explain([text])[0]["salary"]
+    X = sp.csr_matrix(b.vectorizer.transform([{"responsibility": text}]))
+    names = b.vectorizer.feature_names()
+    col = {names[j]: (j, v) for j, v in zip(X.indices, X.data, strict=True)}
+    ci = b.cohorts["salary"].index(ex["cohort"])
+    coef = np.asarray(b.models["salary"].model["coef"])[ci] / float(b.calibrators["salary"].temperature)
+    terms = ex["toward"] + ex["away"]
+    for t in terms:  # exact: coefficient x TF-IDF value, on the calibrated scale
+        j, v = col[f"{t['field']}:{t['token']}"]
+        assert t["contribution"] == pytest.approx(coef[j] * v, abs=1e-6)
+    groups: dict[float, list[str]] = {}
+    for t in terms:
+        groups.setdefault(t["contribution"], []).append(f"{t['field']}:{t['token']}")
+    tied = max(groups.values(), key=len)
+    assert len(tied) >= 2, groups  # the demo's phrases make ties
+    train = ds.tasks["salary"].part("train")[["responsibility", "name", "requirement"]].to_dict("records")
+    Xt = sp.csc_matrix(b.vectorizer.transform(train))
+    first = Xt[:, col[tied[0]][0]].toarray().ravel()
+    for name in tied[1:]:  # the same rows, the same values: nothing in the data tells them apart
+        assert np.allclose(Xt[:, col[name][0]].toarray().ravel(), first)

@@ -378,6 +378,12 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert "trained on:   the open vacancies plus those closed in the 180 days" in first.stdout
     card = st.get_bytes(f"models/hhpulse/{v1}/model_card.md").decode()
     assert "- history window: the open vacancies plus those closed in the 180 days" in card
+    # the report: in the run's folder and in the published bundle, named in the summary
+    report = outcomes[0].replace("outcome.json", "report.html")
+    assert f"report:       {st.uri(report)}" in first.stdout
+    page = st.get_bytes(report).decode()
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Gate</h2>" in page and "<h2>Labels</h2>" in page
+    assert st.get_bytes(f"models/hhpulse/{v1}/report.html").decode() == page
     # the closing lines' commands work as printed: their program exists
     serve = next(line for line in first.stdout.splitlines() if line.startswith("serve it:"))
     program = re.search(r"\(or: (.+?) serve --store", serve)[1].split(" -m ")[0]
@@ -394,6 +400,12 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     )
     verdicts = [st.get_json(k) for k in st.list("gates/")]
     assert any(v["champion_version"] == v1 for v in verdicts)
+    judged = next(v for v in verdicts if v["champion_version"] == v1)
+    assert judged["rule"] == "paired bootstrap" and judged["bootstrap"]["resamples"] == 1000
+    for task, iv in judged["intervals"].items():  # each task's difference and interval, on short lines
+        assert iv["low"] <= iv["delta"] <= iv["high"] and iv["rows"] > 0
+        assert any(line.startswith(f"{task}: compared, ") for line in judged["lines"])
+    assert all(len(line) < 200 for line in judged["lines"])
     ch = champion(st)
     assert ch.version != v1 and ch.previous == [v1]  # margin -1: the challenger always wins here
     outcomes = sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))

@@ -252,3 +252,24 @@ def test_unknown_flag_prints_the_subcommands_usage():
     assert (
         "usage: hhpulse predict" in err and "hhpulse predict: error: unrecognized arguments: --bogus" in err
     )
+
+
+def test_predict_store_uses_the_stores_champion_and_names_a_one_cohort_answer(bundle_dir, tmp_path):
+    from hhpulse.registry import publish
+    from hhpulse.store import LocalStore
+
+    empty = hhpulse("predict", "--store", str(tmp_path / "empty"), "--input", "-", stdin=b'"x"\n')
+    assert empty.returncode == 2 and b"no champion" in empty.stderr.lower()
+    store = LocalStore(tmp_path / "store")
+    version = publish(store, bundle_dir).version
+    same = ["Доставка заказов клиентам"] * 30  # the same text: every row gets the same cohorts
+    lines = "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in same).encode()
+    p = hhpulse("predict", "--store", str(store.root), "--input", "-", stdin=lines)
+    assert p.returncode == 0, p.stderr
+    assert {json.loads(x)["model_version"] for x in p.stdout.decode().splitlines()} == {version}
+    err = p.stderr.decode()
+    assert f"model {version}" in err
+    for task in ("salary", "demand"):
+        assert f"NOTE {task}: " in err and "is the predicted cohort for 30 of 30 rows (100.0%)" in err
+    both = hhpulse("predict", "--store", str(store.root), "--model", str(bundle_dir), stdin=lines)
+    assert both.returncode == 2 and b"not allowed with argument" in both.stderr

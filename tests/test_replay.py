@@ -206,9 +206,22 @@ def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_prox
         "demand_proxy_reason": "resolved labels hold one cohort only (low)",
     }
     card = model_card("v1", models, {"salary": ["a"], "demand": ["a"]}, {}, {"summary": summary})
-    assert "unresolved (left out): {'open_young': 7}" in card
-    assert "straddles a cohort edge: 3 (3.0% of demand labels" in card
+    assert "- demand unresolved (no label yet, left out): open_young 7" in card
+    assert "3 labels (3.0%) have a close time whose uncertainty straddles a cohort edge" in card
     assert "> Why: resolved labels hold one cohort only (low)." in card
+    # the report shows the same lines (one source: hhpulse.dataset.label_lines), no raw dicts
+    import html
+
+    from hhpulse.dataset import label_lines
+    from hhpulse.report import labels_html
+
+    lines = label_lines(summary)
+    assert (
+        "AGE PROXY" in lines["demand"][1]
+        and "resolved labels hold one cohort only (low)" in lines["demand"][1]
+    )
+    page = labels_html(lines)
+    assert all(html.escape(line) in page for line in lines["demand"]) and "{" not in page
 
 
 class _Recorder:
@@ -278,3 +291,84 @@ def test_replay_folds_day_by_day_and_calls_the_hooks_after_each_fold(tmp_path):
     assert report["recorder"] == {"days": 3} and report["second"] == {"saw": [True, True, True]}
     assert report["vacancies"] == rec.days[-1]["vacancies"] and "fold" in report["seconds_by_step"]
     assert report["window_days"] == 180
+
+
+# -- the daily gate in the replay (hhpulse.replay_gate) ------------------------------------
+def test_replay_json_carries_the_gate_old_rule_against_new_rule(replayed):
+    report, _, _ = replayed
+    g = report["gate"]
+    assert set(g["replacements"]) == set(g["served_auc"]) == {"old_rule", "new_rule"}
+    assert all(isinstance(n, int) and n >= 0 for n in g["replacements"].values())
+    for rule in ("old_rule", "new_rule"):
+        assert set(g["served_auc"][rule]) == {"salary", "demand"}
+        assert g["served_auc"][rule]["salary"] is None or 0.5 < g["served_auc"][rule]["salary"] <= 1
+    assert len(g["days"]) == 10 and g["days_with_a_challenger"] >= 5
+    decided = [d for d in g["days"] if "decisions" in d]
+    assert all(set(d["decisions"]) == {"old_rule", "new_rule"} for d in decided)
+    assert not any(d["decisions"][r]["replaced"] for r in ("old_rule", "new_rule") for d in decided[:1])
+    assert g["goal"]["met"] in (True, False) and "bootstrap" in g["rules"]["new_rule"]
+    assert "1000 resamples" in g["rules"]["new_rule"]
+    # the demand goal is not claimed on a cohort that has no labels yet
+    dem = report["demand"]
+    if dem["missing_cohorts"] or dem["missing_test_cohorts"]:
+        assert dem["meets_goal"] is None and "not in the test set" in dem["goal_not_judged"]
+
+
+def test_replay_hooks_see_every_run_and_the_gate_shares_its_champion(replayed):
+    from hhpulse.bundle import ModelBundle
+    from hhpulse.config import load_candidates
+    from hhpulse.replay import ReplaySettings, replay_store
+    from hhpulse.replay_gate import GateHook
+
+    _, store_dir, cands = replayed
+
+    class Recorder:
+        key = "recorder"
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int, str | None]] = []
+
+        def on_day(self, day) -> None:
+            champ = day.shared.get("champion")
+            assert champ is None or isinstance(champ, ModelBundle)
+            assert len(day.history()) >= len(day.new_ids) and day.run_id in day.rates
+            self.seen.append((day.index, len(day.new_ids), champ.version if champ else None))
+
+        def summary(self) -> dict:
+            return {"days": len(self.seen)}
+
+    gate = GateHook(candidates=load_candidates(cands))
+    rec = Recorder()
+    try:
+        report = replay_store(
+            LocalStore(store_dir),
+            settings=ReplaySettings(candidates=load_candidates(cands)),
+            hooks=[gate, rec],
+        )
+    finally:
+        gate.close()
+    assert report["recorder"] == {"days": 10} and [i for i, _, _ in rec.seen] == list(range(10))
+    assert rec.seen[0][1] > 0 and all(n >= 0 for _, n, _ in rec.seen)
+    served = [v for _, _, v in rec.seen if v]
+    assert served and served[-1] == report["gate"]["days"][-1]["champions"]["new_rule"]
+
+
+def test_replay_text_output_is_plain_and_its_progress_goes_to_stderr(tmp_path):
+    env = {**os.environ, "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    cands = tmp_path / "c.yaml"
+    cands.write_text(LOGREG_ONLY, encoding="utf-8")
+    p = subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "replay", "--days", "3", "--demo-size", "20", "--no-gate"]
+        + ["--candidates", str(cands)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "replay: day 1/3" in p.stderr and "replay: day" not in p.stdout
+    assert " INFO " not in p.stderr  # the steps' log lines need -v
+    assert "{" not in p.stdout and "'" not in p.stdout.replace("'s", "")  # no raw Python dict
+    for task in ("salary", "demand"):
+        assert (p.stdout + p.stderr).count(f"{task}: winner") == 1
+    assert "gate, applied" not in p.stdout

@@ -180,7 +180,7 @@ def test_v2_round_trip_with_and_without_id(server, bundle_dir):
     got = {o["name"]: o for o in out["outputs"]}
     assert set(got) == {"salary_cohort", "salary_probabilities", "demand_cohort", "demand_probabilities"}
     assert (
-        got["salary_probabilities"]["shape"] == [2, 4] and got["salary_probabilities"]["datatype"] == "FP32"
+        got["salary_probabilities"]["shape"] == [2, 4] and got["salary_probabilities"]["datatype"] == "FP64"
     )
     expected = load_bundle(bundle_dir).predict(
         [
@@ -189,6 +189,12 @@ def test_v2_round_trip_with_and_without_id(server, bundle_dir):
         ]
     )
     assert got["salary_cohort"]["data"] == [p["salary"]["cohort"] for p in expected]
+    # the probabilities as v1 gives them: 6 decimals, no float32 digits in the JSON
+    cohorts = load_bundle(bundle_dir).cohorts["salary"]
+    assert got["salary_probabilities"]["data"] == [
+        p["salary"]["probabilities"][c] for p in expected for c in cohorts
+    ]
+    assert all(len(repr(v).split(".")[-1]) <= 6 for v in got["salary_probabilities"]["data"])
     del body["id"]
     r = requests.post(f"{server}/v2/models/hhpulse/infer", json=body, timeout=10)
     assert r.status_code == 200 and r.json()["id"]  # generated

@@ -86,11 +86,15 @@ def test_a_client_error_is_one_warning_line_with_status_and_reason_and_no_traceb
         ("POST", v2, {}, 400, "no 'inputs'"),
         ("POST", f"{url}/v1/models/nope:predict", {"instances": ["a"]}, 404, "nope does not exist"),
         ("GET", f"{url}/v2/models/nope", None, 404, "nope does not exist"),
+        ("GET", v1, None, 405, "GET is not allowed on /v1/models/hhpulse:predict: POST"),
+        ("GET", v2, None, 405, "GET is not allowed on /v2/models/hhpulse/infer: POST"),
     ]
     before = len(server_log(proc).splitlines())
     for method, where, body, status, _ in bad:
         r = requests.request(method, where, json=body, timeout=10)
         assert r.status_code == status, r.text
+        if status == 405:  # the allowed method, as HTTP says
+            assert r.headers["Allow"] == "POST" and r.json()["error"].endswith("POST a JSON body")
     r = requests.post(v1, data=b'{"instances": ["a"]}', timeout=10)  # no Content-Type
     assert r.status_code == 415
     time.sleep(0.5)

@@ -37,7 +37,10 @@ import numpy as np
 from hhpulse import __version__
 from hhpulse.calibration import CalibrationError, Calibrator
 from hhpulse.config import TASKS
+from hhpulse.dataset import label_lines
+from hhpulse.evaluate import dominant_prediction
 from hhpulse.features import TextVectorizer
+from hhpulse.report import served_counts
 from hhpulse.store import default_mode
 from hhpulse.train import TrainedCandidate, load_candidate
 
@@ -253,17 +256,6 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _demand_resolution_lines(summary: Mapping[str, Any]) -> list[str]:
-    res = summary.get("demand_resolution")
-    if not res:
-        return []
-    return [
-        f"- demand labels unresolved (left out): {res.get('unresolved', {})}",
-        f"- demand labels whose close-time uncertainty straddles a cohort edge: {res.get('uncertain', 0)}"
-        f" ({100 * (res.get('uncertain_share') or 0):.1f}% of demand labels; the runs' cadence sets it)",
-    ]
-
-
 def _window_lines(summary: Mapping[str, Any]) -> list[str]:
     """The training window of the history (absent for a file's data)."""
     if "history_window" not in summary:
@@ -299,10 +291,7 @@ def model_card(
         f"- runs: {', '.join(card.get('runs', [])) or 'n/a'}",
         f"- date range: {' .. '.join(str(x) for x in summary.get('date_range', ['n/a']))}",
         *_window_lines(summary),
-        f"- salary class counts: {summary.get('salary_counts', {})}",
-        f"- salary rows left out: {summary.get('salary_left_out', {})}",
-        f"- demand class counts: {summary.get('demand_counts', {})}; sources: {summary.get('demand_sources', {})}",
-        *_demand_resolution_lines(summary),
+        *(f"- {task} {line}" for task, lines in label_lines(summary).items() for line in lines),
         "",
         "## Labels",
         "- salary: monthly gross RUB; midpoint of from/to (or the one given); converted with the run's",
@@ -327,6 +316,9 @@ def model_card(
         line = baseline_line(m)
         if line:
             lines.append(f"  - {line}")
+        one = dominant_prediction(task, served_counts(task, m, metrics.get("calibration")))
+        if one:
+            lines.append(f"  - **One cohort:** {one}")
     for task, c in (metrics.get("calibration") or {}).items():
         before, after = c.get("test", {}).get("before", {}), c.get("test", {}).get("after", {})
         lines.append(

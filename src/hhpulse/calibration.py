@@ -311,8 +311,14 @@ SUMMARY_KEYS = ("roc_auc_ovo", "ece", "mean_confidence", "accuracy", "brier", "l
 
 def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The calibration-relevant part of :func:`hhpulse.evaluate.classification_metrics`,
-    with its reliability table (for the diagram)."""
-    return {**{k: metrics.get(k) for k in SUMMARY_KEYS}, "reliability": metrics.get("calibration")}
+    with its reliability table (for the diagram) and the rows per predicted cohort."""
+    from hhpulse.evaluate import predicted_counts
+
+    return {
+        **{k: metrics.get(k) for k in SUMMARY_KEYS},
+        "reliability": metrics.get("calibration"),
+        "predicted": predicted_counts(metrics.get("confusion_matrix") or [], metrics.get("classes") or []),
+    }
 
 
 def calibrate_winners(

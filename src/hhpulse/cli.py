@@ -18,23 +18,26 @@ from hhpulse import __version__
 
 # name -> (module under hhpulse.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": (
+        "run",
+        "run the whole pipeline on this machine: collect, train, compare with the champion, publish",
+    ),
+    "serve": ("serve", "serve a model (or the store's champion) over HTTP with KServe (v1 and v2 protocols)"),
+    "request": ("request", "send vacancy texts to a running hhpulse server and print its answer"),
+    "predict": ("predict", "predict salary and demand cohorts for a file of vacancies"),
+    "evaluate": ("evaluate", "evaluate a model on any data that can be labelled"),
+    "train": ("train", "train salary and demand candidates and write a model bundle"),
     "collect": ("collect", "collect vacancies (hh.ru API, a file dump, or the demo emulator) into the store"),
     "validate": ("validate", "check a collection run against the data contract and quarantine bad rows"),
     "history": (
         "history",
         "fold new runs into the stored history; --rebuild from every raw run, --verify against a rebuild",
     ),
-    "emulator": ("emulator", "serve the synthetic hh.ru API emulator on a local port"),
-    "train": ("train", "train salary and demand candidates and write a model bundle"),
-    "predict": ("predict", "predict salary and demand cohorts for a file of vacancies"),
-    "evaluate": ("evaluate", "evaluate a model bundle on any data that can be labelled"),
-    "serve": ("serve", "serve a model bundle with KServe (v1 and v2 protocols)"),
-    "request": ("request", "call a running hhpulse predictor over HTTP"),
-    "run": ("run", "run the whole pipeline on this machine with kfp.local (the embedded default)"),
     "replay": (
         "replay",
-        "replay N daily demo runs (or a store's runs): labels, cohort mix, AUC vs the oracle",
+        "replay N daily demo runs (or a store's runs): labels, cohort mix, AUC, and the daily gate",
     ),
+    "emulator": ("emulator", "serve the synthetic hh.ru API emulator on a local port"),
     "compile": ("compile", "compile the Kubeflow pipeline to pipelines/hhpulse.yaml"),
     "submit": ("submit", "upload the pipeline to a Kubeflow Pipelines API and start a run"),
     "schedule": ("schedule", "create or update a recurring run on Kubeflow Pipelines"),

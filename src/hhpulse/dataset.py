@@ -291,6 +291,38 @@ def label_sources(summary: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _counts_text(counts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+
+
+def label_lines(summary: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per task, where the labels came from, in plain sentences with counts: the ONE text the
+    report, the model card and ``hhpulse run``'s summary all show (so they cannot disagree)."""
+    lab = label_sources(summary)
+    sal, dem = lab["salary"], lab["demand"]
+    res = summary.get("demand_resolution", {})
+    salary = [
+        f"labels from the stated salary: {_counts_text(summary.get('salary_counts', {}))}; "
+        f"left out (no usable salary): {_counts_text(sal['left_out'])}",
+    ]
+    demand = [
+        f"labels: {_counts_text(summary.get('demand_counts', {}))} (sources: {_counts_text(dem['sources'])})",
+    ]
+    if dem["proxy"]:
+        demand.append(
+            "AGE PROXY: demand was learned from age at collection (collected_at - published_at), "
+            f"not time-to-close, because {dem['proxy_reason'] or 'the resolved labels made no measurable task'}"
+        )
+    if dem["unresolved"]:
+        demand.append(f"unresolved (no label yet, left out): {_counts_text(dem['unresolved'])}")
+    if res.get("uncertain"):
+        demand.append(
+            f"{res['uncertain']} labels ({100 * (res.get('uncertain_share') or 0):.1f}%) have a close time "
+            "whose uncertainty straddles a cohort edge (the runs' cadence sets it)"
+        )
+    return {"salary": salary, "demand": demand}
+
+
 def build_dataset(
     history: pd.DataFrame,
     rates_by_run: Mapping[str, Mapping[str, float]],

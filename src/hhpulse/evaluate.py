@@ -166,6 +166,33 @@ def roc_curves(
     return out
 
 
+DOMINANT_SHARE = 0.95  # one cohort predicted for this share of the rows or more is said plainly
+
+
+def dominant_prediction(task: str, predicted: Mapping[str, int], share: float = DOMINANT_SHARE) -> str | None:
+    """A plain sentence when one cohort is the prediction for almost every row (``predicted``:
+    rows per predicted cohort), else None: accuracy then only restates that cohort's share."""
+    total = sum(predicted.values())
+    if not total:
+        return None
+    top, n = max(predicted.items(), key=lambda kv: kv[1])
+    if n / total < share:
+        return None
+    return (
+        f"{task}: {top!r} is the predicted cohort for {n} of {total} rows ({100 * n / total:.1f}%): the "
+        f"predictions barely separate the rows, so accuracy only restates the share of {top!r}; "
+        "compare rows by their probabilities instead"
+    )
+
+
+def predicted_counts(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> dict[str, int]:
+    """Rows per predicted cohort from a confusion matrix (rows: true, columns: predicted)."""
+    if not len(confusion) or len(confusion) != len(classes):
+        return {}
+    cm = np.asarray(confusion, dtype=np.int64).reshape(len(classes), len(classes))
+    return {c: int(cm[:, i].sum()) for i, c in enumerate(classes)}
+
+
 def score(metrics: Mapping[str, Any], primary: str) -> float:
     """The value to maximise for ``primary`` (missing values rank last)."""
     v = metrics.get(primary)

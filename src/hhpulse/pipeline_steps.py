@@ -12,20 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from hhpulse.config import baseline_candidate
-from hhpulse.dataset import Dataset, label_sources
+from hhpulse.dataset import Dataset, label_lines, label_sources
 from hhpulse.evaluate import data_profile, drift_report
 from hhpulse.features import TextVectorizer
+from hhpulse.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from hhpulse.registry import champion, load_champion
-from hhpulse.report import comparison_html
+from hhpulse.report import REPORT_NAME, comparison_html, with_gate
 from hhpulse.store import open_store
 from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
-from hhpulse.workflow import (
-    DEFAULT_ECE_MARGIN,
-    bundle_from_results,
-    champion_measured,
-    evaluate_bundle,
-    gate_verdict,
-)
+from hhpulse.workflow import DEFAULT_ECE_MARGIN, bundle_from_results, judge, test_predictions
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +87,11 @@ def evaluate_all(
             drift = drift_report(champ.metadata.get("profile", {}), current)
             drift["champion_version"] = champ.version
     html = comparison_html(
-        results, drift, demand_proxy=bool(dataset.summary.get("demand_proxy")), calibration=calibration
+        results,
+        drift,
+        demand_proxy=bool(dataset.summary.get("demand_proxy")),
+        calibration=calibration,
+        label_lines=label_lines(dataset.summary),
     )
     return {
         "results": results,
@@ -135,10 +134,15 @@ def build_and_gate(
     margin: float,
     primary: str,
     ece_margin: float = DEFAULT_ECE_MARGIN,
+    *,
+    report_html: str | None = None,
 ) -> dict[str, Any]:
     """Build the challenger bundle from the winners and compare it with the champion on the new
-    test set: the primary metric, then calibration (ECE no worse than the champion's by more
-    than ``ece_margin``)."""
+    test set: a paired bootstrap of each task's primary metric on the test rows the champion
+    was not fitted on (:func:`hhpulse.workflow.judge`; the lower bound of the mean improvement
+    must clear ``margin``), then calibration (ECE no worse than the champion's by more than
+    ``ece_margin``). The verdict goes to ``gates/<version>.json``; ``report_html`` (the evaluate
+    step's report) goes into the bundle as ``report.html`` with the verdict appended."""
     from hhpulse.bundle import load_bundle
     from hhpulse.config import LabelConfig
 
@@ -154,19 +158,20 @@ def build_and_gate(
         bundle_dir, dataset, vec, winners, task_results, label_config=LabelConfig(), synthetic=synthetic
     )
     challenger = load_bundle(path)
-    challenger_metrics = evaluate_bundle(challenger, dataset, "test")
+    # the challenger's held-out predictions on the new test rows (never a refit on them)
+    challenger_preds = test_predictions(challenger, dataset, "test")
     st = open_store(store, endpoint_url=s3_endpoint or None)
-    champion_metrics = None
     champ_version = None
-    was_measured: dict[str, bool] = {}
-    if champion(st) is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            champ = load_champion(st, tmp)
-            champ_version = champ.version
-            champion_metrics = evaluate_bundle(champ, dataset, "test")
-            was_measured = champion_measured(champ.metadata.get("metrics", {}), primary)
-    verdict = gate_verdict(
-        challenger_metrics, champion_metrics, primary, margin, ece_margin, champion_was_measured=was_measured
+    with tempfile.TemporaryDirectory() as tmp:
+        champ = load_champion(st, tmp) if champion(st) is not None else None
+        champ_version = champ.version if champ is not None else None
+        judged = judge(
+            challenger_preds, champ, dataset, primary=primary, margin=margin, ece_margin=ece_margin
+        )
+    verdict, challenger_metrics, champion_metrics = (
+        judged.verdict,
+        judged.challenger_metrics,
+        judged.champion_metrics,
     )
     log.info(
         "challenger %s vs champion %s: %s", challenger.version, champ_version or "none", verdict["reason"]
@@ -175,6 +180,19 @@ def build_and_gate(
         "version": challenger.version,
         "challenger_wins": bool(verdict["challenger_wins"]),
         "reason": verdict["reason"],
+        "lines": verdict.get("lines", [verdict["reason"]]),
+        "rule": verdict.get("rule", "first model"),
+        "bootstrap": {
+            "resamples": DEFAULT_RESAMPLES,
+            "confidence": DEFAULT_CONFIDENCE,
+            "seed": DEFAULT_SEED,
+            "stratified_by": "true cohort",
+            "rows": "the new test rows the champion was not fitted on",
+        },
+        "margin": margin,
+        "mean_delta": verdict.get("mean_delta"),
+        "mean_interval": verdict.get("mean_interval"),
+        "intervals": {t: v["interval"] for t, v in verdict.get("tasks", {}).items() if "interval" in v},
         "champion_version": champ_version or "",
         "deltas": verdict["deltas"],
         "ece_deltas": verdict["calibration"]["ece_deltas"],
@@ -187,7 +205,13 @@ def build_and_gate(
         "primary": primary,
         "winners": {t: r["winner"] for t, r in results.items()},
         "labels": label_sources(dataset.summary),
+        "label_lines": label_lines(dataset.summary),
     }
+    if report_html is not None:
+        from hhpulse.bundle import write_manifest
+
+        (Path(path) / REPORT_NAME).write_text(with_gate(report_html, out), encoding="utf-8")
+        write_manifest(Path(path), challenger.version)  # the report is part of the verified bundle
     st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
     return out
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hhpulse.bundle import ModelBundle, build_bundle, git_commit
 from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitConfig, load_candidates
 from hhpulse.dataset import Dataset, build_dataset
 from hhpulse.evaluate import classification_metrics, data_profile, score
+from hhpulse.gate import PairedInterval, TaskPredictions, fitted_mask, interval, paired_evidence
 from hhpulse.store import open_store
 from hhpulse.train import DEFAULT_PRIMARY, FeatureSet, TaskResult, TrainedCandidate, featurize, train_task
 from hhpulse.validate import ValidationReport
@@ -187,6 +189,32 @@ def train_from_history(
     dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
     if history_window is not None:
         dataset.summary["history_window"] = history_window
+    return train_on_dataset(
+        dataset,
+        out_dir,
+        label_config=label_config,
+        feature_config=feature_config,
+        candidates=candidates,
+        device=device,
+        primary=primary,
+        synthetic=synthetic,
+        version=version,
+    )
+
+
+def train_on_dataset(
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    label_config: LabelConfig,
+    feature_config: FeatureConfig | None = None,
+    candidates: Sequence[CandidateConfig] | None = None,
+    device: str = "auto",
+    primary: str = DEFAULT_PRIMARY,
+    synthetic: bool = False,
+    version: str | None = None,
+) -> TrainingReport:
+    """Features, every candidate of both tasks, the winners, and the bundle, on a built dataset."""
     vec, sets = featurize(dataset, feature_config or FeatureConfig())
     candidates = list(candidates or load_candidates())
     results, winners = {}, {}
@@ -209,8 +237,11 @@ def train_from_history(
     return TrainingReport(path, load_bundle(path).version, results, dataset.summary)
 
 
-def evaluate_bundle(bundle: ModelBundle, dataset: Dataset, part: str | None = "test") -> dict[str, Any]:
-    """Metrics of a loaded bundle on a dataset's rows (``part=None``: every labelled row)."""
+def test_predictions(
+    bundle: ModelBundle, dataset: Dataset, part: str | None = "test"
+) -> dict[str, TaskPredictions]:
+    """A loaded bundle's probabilities on a dataset's rows per task (``part=None``: every
+    labelled row); tasks without rows are left out."""
     out = {}
     for task, td in dataset.tasks.items():
         rows = td.frame if part is None else td.part(part)
@@ -218,13 +249,68 @@ def evaluate_bundle(bundle: ModelBundle, dataset: Dataset, part: str | None = "t
             continue
         proba = bundle.predict_proba(rows[["responsibility", "name", "requirement"]].to_dict("records"))[task]
         classes = bundle.cohorts[task]
-        labels = rows["label"].tolist()
+        labels = rows["label"].astype(str).tolist()
         if set(labels) - set(classes):
             raise ValueError(
                 f"{task}: the data has cohorts {sorted(set(labels) - set(classes))} the model does not know"
             )
-        out[task] = classification_metrics(labels, proba, classes)
+        out[task] = TaskPredictions(rows["id"].astype(str).tolist(), labels, proba, list(classes))
     return out
+
+
+def predictions_metrics(preds: Mapping[str, TaskPredictions]) -> dict[str, Any]:
+    """Every metric per task of :func:`test_predictions`' output."""
+    return {t: classification_metrics(p.labels, p.proba, p.classes) for t, p in preds.items()}
+
+
+def evaluate_bundle(bundle: ModelBundle, dataset: Dataset, part: str | None = "test") -> dict[str, Any]:
+    """Metrics of a loaded bundle on a dataset's rows (``part=None``: every labelled row)."""
+    return predictions_metrics(test_predictions(bundle, dataset, part))
+
+
+@dataclass
+class GateResult:
+    """What :func:`judge` found: the verdict and both models' test metrics (all test rows)."""
+
+    verdict: dict[str, Any]
+    challenger_metrics: dict[str, Any]
+    champion_metrics: dict[str, Any] | None
+
+
+def judge(
+    challenger: Mapping[str, TaskPredictions],
+    champion: ModelBundle | None,
+    dataset: Dataset,
+    *,
+    primary: str = DEFAULT_PRIMARY,
+    margin: float = 0.0,
+    ece_margin: float | None = None,
+    paired: bool = True,
+) -> GateResult:
+    """The gate on one new test set: the challenger's held-out predictions on it against the
+    champion's. With ``paired`` (the gate's rule), :func:`hhpulse.gate.paired_evidence` on
+    the rows the champion was not fitted on decides; without it, the older rule of the mean
+    point change (kept to measure the two against each other in ``hhpulse replay``)."""
+    ece_margin = DEFAULT_ECE_MARGIN if ece_margin is None else ece_margin
+    mine = predictions_metrics(challenger)
+    if champion is None:
+        return GateResult(gate_verdict(mine, None, primary, margin, ece_margin), mine, None)
+    champ_preds = test_predictions(champion, dataset, "test")
+    theirs = predictions_metrics(champ_preds)
+    evidence = None
+    if paired:
+        fitted = {t: fitted_mask(champion.path, p.ids) for t, p in champ_preds.items()}
+        evidence = paired_evidence(challenger, champ_preds, fitted, primary)
+    verdict = gate_verdict(
+        mine,
+        theirs,
+        primary,
+        margin,
+        ece_margin,
+        champion_was_measured=champion_measured(champion.metadata.get("metrics", {}), primary),
+        evidence=evidence,
+    )
+    return GateResult(verdict, mine, theirs)
 
 
 # A per-task gate check: (task, challenger's test metrics, champion's test metrics) -> a
@@ -262,8 +348,17 @@ def compare(
     *,
     champion_was_measured: Mapping[str, bool] | None = None,
     checks: Sequence[GateCheck] = (),
+    evidence: Mapping[str, PairedInterval | str] | None = None,
 ) -> dict[str, Any]:
     """Does the challenger win? Both models' test metrics come from the same new test set.
+
+    With ``evidence`` (per task, the paired bootstrap of :func:`hhpulse.gate.paired_evidence`,
+    or why there is none), the gate decides on it: the challenger replaces the champion only
+    when the LOWER bound of the interval of the mean improvement over the compared tasks is
+    above ``margin``, and no compared task is clearly worse (its interval's upper bound below
+    zero, or below a negative ``margin``). A tie keeps the champion. Without ``evidence`` (the rule before the bootstrap,
+    kept for ``hhpulse replay``'s comparison), the mean of the point changes must beat
+    ``margin``.
 
     Per task (``verdict["tasks"][task]``), a status:
 
@@ -325,7 +420,11 @@ def compare(
                 tv["checks"].append(c)
                 if c.get("blocks") and c.get("passed") is False and tv["status"] != "blocks":
                     tv["status"], tv["reason"] = "blocks", f"{c.get('name')}: {c.get('detail')}"
+        if evidence is not None and tv["status"] == "compared":
+            _with_evidence(tv, task, evidence.get(task), was.get(task, False), deltas)
         tasks[task] = tv
+    if evidence is not None:
+        return _evidence_verdict(tasks, deltas, primary, margin)
     blocking = sorted(t for t, v in tasks.items() if v["status"] == "blocks")
     per_task = "; ".join(f"{t} {v['status']}: {v['reason']}" for t, v in sorted(tasks.items()))
     if blocking:
@@ -353,6 +452,62 @@ def compare(
         "mean_delta": mean,
         "tasks": tasks,
     }
+
+
+def _with_evidence(
+    tv: dict[str, Any], task: str, ev: PairedInterval | str | None, was: bool, deltas: dict[str, float]
+) -> None:
+    """Put a task's paired bootstrap into its verdict (the delta on the rows compared, the
+    interval), or, without one, make it block (the champion was measured on it) or leave it out."""
+    if isinstance(ev, PairedInterval):
+        tv["delta"] = deltas[task] = ev.delta
+        tv["interval"] = ev.to_dict()
+        tv["reason"] = ev.line()
+        tv["checks"][0].update(passed=ev.low > 0, detail=tv["reason"])
+        tv["_samples"] = ev.samples
+        return
+    deltas.pop(task, None)
+    tv["delta"] = None
+    why = ev or "no paired comparison"
+    tv["status"] = "blocks" if was else "excluded"
+    tv["reason"] = f"no paired comparison ({why})" + (
+        ": the champion stays until it can be compared" if was else ": left out"
+    )
+    tv["checks"][0].update(passed=None, blocks=was, detail=tv["reason"])
+
+
+def _evidence_verdict(
+    tasks: dict[str, dict[str, Any]], deltas: dict[str, float], primary: str, margin: float
+) -> dict[str, Any]:
+    """The verdict of :func:`compare` from the tasks' intervals; ``lines`` holds the headline
+    and one short line per task."""
+    samples = {t: v.pop("_samples") for t, v in tasks.items() if "_samples" in v}
+    lines = [f"{t}: {v['status']}, {v['reason']}" for t, v in sorted(tasks.items())]
+    out: dict[str, Any] = {"deltas": deltas, "tasks": tasks, "rule": "paired bootstrap"}
+    blocking = sorted(t for t, v in tasks.items() if v["status"] == "blocks")
+    floor = min(0.0, margin)  # a negative margin accepts a challenger that much worse
+    worse = sorted(t for t, v in tasks.items() if "interval" in v and v["interval"]["high"] < floor)
+    if blocking:
+        head = f"champion stays: {', '.join(blocking)} cannot be compared"
+    elif not samples:
+        head = f"champion stays: no task has a paired {primary} comparison"
+    else:
+        conf = next(iter(tasks[t]["interval"]["confidence"] for t in samples))
+        mean = float(np.mean([deltas[t] for t in samples]))
+        dist = np.mean(list(samples.values()), axis=0)
+        low, high = interval(dist, conf)
+        out.update(mean_delta=mean, mean_interval={"low": low, "high": high, "confidence": conf})
+        span = f"mean {primary} change {mean:+.4f} [{conf:.0%} CI {low:+.4f}, {high:+.4f}]"
+        if worse:
+            head = f"champion stays: clearly worse on {', '.join(worse)}; {span}"
+        elif low > margin:
+            head = f"challenger wins: {span}, lower bound above the margin {margin:g}"
+        else:
+            head = f"champion stays: {span} does not clear the margin {margin:g} (a tie keeps the champion)"
+    out["challenger_wins"] = head.startswith("challenger wins")
+    out["reason"] = head
+    out["lines"] = [head, *lines]
+    return out
 
 
 DEFAULT_ECE_MARGIN = 0.02
@@ -397,20 +552,40 @@ def gate_verdict(
     ece_margin: float = DEFAULT_ECE_MARGIN,
     *,
     champion_was_measured: Mapping[str, bool] | None = None,
+    evidence: Mapping[str, PairedInterval | str] | None = None,
 ) -> dict[str, Any]:
-    """:func:`compare` on the primary metric (per-task statuses), then :func:`calibration_gate`:
-    a challenger that ranks better but whose probabilities are much worse calibrated does not
-    replace the champion."""
+    """:func:`compare` on the primary metric (per-task statuses; with ``evidence``, the paired
+    bootstrap decides), then :func:`calibration_gate`: a challenger that ranks better but whose
+    probabilities are much worse calibrated does not replace the champion. ``lines`` (with
+    evidence) holds the verdict on short lines: the headline, each task, calibration."""
     verdict = dict(
-        compare(challenger, champion, primary, margin, champion_was_measured=champion_was_measured)
+        compare(
+            challenger,
+            champion,
+            primary,
+            margin,
+            champion_was_measured=champion_was_measured,
+            evidence=evidence,
+        )
     )
     cal = calibration_gate(challenger, champion, ece_margin)
     verdict["calibration"] = cal
     if verdict["challenger_wins"] and not cal["passes"]:
         verdict["challenger_wins"] = False
-        verdict["reason"] = f"champion stays: {cal['reason']} (ranking alone: {verdict['reason']})"
+        if "lines" in verdict:
+            verdict["reason"] = f"champion stays: {cal['reason']}"
+            verdict["lines"] = [
+                verdict["reason"],
+                f"ranking alone: {verdict['lines'][0]}",
+                *verdict["lines"][1:],
+            ]
+        else:
+            verdict["reason"] = f"champion stays: {cal['reason']} (ranking alone: {verdict['reason']})"
     elif champion is not None:
-        verdict["reason"] = f"{verdict['reason']}; calibration: {cal['reason']}"
+        if "lines" in verdict:
+            verdict["lines"].append(f"calibration: {cal['reason']}")
+        else:
+            verdict["reason"] = f"{verdict['reason']}; calibration: {cal['reason']}"
     return verdict
 
 
@@ -423,6 +598,8 @@ __all__ = [
     "compare",
     "evaluate_bundle",
     "gate_verdict",
+    "judge",
+    "test_predictions",
     "history_from_data",
     "load_data",
     "train_from_history",

@@ -13,13 +13,18 @@ import contextlib
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a model bundle directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a model bundle directory")
+    src.add_argument(
+        "--store", help="use the champion of this store (DIR or s3://bucket/prefix), as `serve --store` does"
+    )
     p.add_argument(
         "--input",
         default="-",
@@ -91,11 +96,28 @@ def _priors(bundle, spec, instances):  # type: ignore[no-untyped-def]
     return mix
 
 
+def _champion(store: str, stack: contextlib.ExitStack):  # type: ignore[no-untyped-def]
+    """The store's champion, fetched (and verified) into a folder removed when ``stack`` closes."""
+    import tempfile
+
+    from hhpulse.bundle import load_bundle
+    from hhpulse.registry import fetch_champion
+    from hhpulse.store import open_store
+
+    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="hhpulse-champion-"))
+    return load_bundle(fetch_champion(open_store(store), scratch))
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hhpulse.batch import BatchTally, good_instances, open_lines, predict_lines
     from hhpulse.bundle import BundleError, load_bundle
+    from hhpulse.evaluate import dominant_prediction
+    from hhpulse.registry import RegistryError
+    from hhpulse.store import StoreError
+
+    stack = contextlib.ExitStack()
 
     if args.input == "-" and sys.stdin.isatty():
         print(
@@ -106,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tally = BatchTally()
     source = "stdin" if args.input == "-" else args.input
+    cohorts: dict[str, Counter[str]] = {}
     try:
-        bundle = load_bundle(args.model)
+        bundle = load_bundle(args.model) if args.model else _champion(args.store, stack)
         with open_input(args.input) as raw, open_output(args.output) as out:
             lines: Iterable[bytes] = open_lines(raw)
             priors = None
@@ -127,15 +150,25 @@ def run(args: argparse.Namespace) -> int:
             ):
                 out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
                 bar.update(len(records))
+                for r in records:
+                    for task in ("salary", "demand"):
+                        if isinstance(r.get(task), dict):
+                            cohorts.setdefault(task, Counter())[r[task]["cohort"]] += 1
             bar.close()
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (BundleError, ValueError, OSError, EOFError) as exc:
+    except (BundleError, RegistryError, StoreError, ValueError, OSError, EOFError) as exc:
         print(f"hhpulse predict: {exc}", file=sys.stderr)
         return 2
+    finally:
+        stack.close()
     dest = "stdout" if args.output == "-" else args.output
     print(f"hhpulse predict: {tally.summary()}; model {bundle.version} -> {dest}", file=sys.stderr)
+    for task, counts in cohorts.items():
+        one = dominant_prediction(task, counts)
+        if one:
+            print(f"hhpulse predict: NOTE {one}", file=sys.stderr)
     if tally.all_failed:
         print("hhpulse predict: no row could be predicted", file=sys.stderr)
         return 1

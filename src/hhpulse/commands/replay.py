@@ -45,7 +45,28 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
     )
     add_window_arg(p)
+    p.add_argument(
+        "--no-gate",
+        dest="gate",
+        action="store_false",
+        help="skip the daily gate (a challenger trained every day, judged by the old and the new rule)",
+    )
+    p.add_argument(
+        "--gate-candidates",
+        default=None,
+        help="candidates YAML the daily gate trains [the packaged linear candidates, for speed]",
+    )
+    p.add_argument(
+        "--margin", type=float, default=0.0, help="the gate's margin, as `hhpulse run --margin` [%(default)s]"
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="show_logs",
+        action="store_true",
+        help="show the steps' INFO log lines [hidden: progress only, on stderr]",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,17 +81,25 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         window_days=args.window_days or None,
     )
-    if args.json:  # one JSON document on stdout, nothing else
+    if not (args.show_logs or getattr(args, "verbose", False)):  # progress only; -v for the steps' logs
         logging.getLogger("hhpulse").setLevel(logging.WARNING)
 
-    def say(msg: str) -> None:
-        print(f"replay: {msg}", file=sys.stderr if args.json else sys.stdout, flush=True)
+    def say(msg: str) -> None:  # progress goes to stderr: stdout holds the report (or the JSON)
+        print(f"replay: {msg}", file=sys.stderr, flush=True)
+
+    from hhpulse.replay_gate import GateHook
+
+    gate_cands = load_candidates(args.gate_candidates) if args.gate_candidates else None
+    hooks = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
 
     start = time.perf_counter()
     try:
         if args.store:
             report = replay_store(
-                open_store(args.store, endpoint_url=args.s3_endpoint or None), settings=settings, progress=say
+                open_store(args.store, endpoint_url=args.s3_endpoint or None),
+                settings=settings,
+                progress=say,
+                hooks=hooks,
             )
         else:
             if args.days < 2 or args.step_days < 1 or args.demo_size < 1:
@@ -92,10 +121,14 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed,
                     settings=settings,
                     progress=say,
+                    hooks=hooks,
                 )
     except ReplayError as exc:
         print(f"hhpulse replay: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for hook in hooks:
+            hook.close()
     report["seconds"] = round(time.perf_counter() - start, 2)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, default=str))
@@ -148,12 +181,18 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
             print(f"  no labels at all yet for: {', '.join(r['missing_cohorts'])}")
         if task == "demand" and "oracle_auc" in r:
             ratio = r.get("ratio_to_oracle")
+            if r.get("goal_not_judged"):
+                verdict = f"goal >= {r['goal_ratio']} not judged: {r['goal_not_judged']}"
+            else:
+                verdict = f"{'meets' if r.get('meets_goal') else 'misses'} the goal >= {r['goal_ratio']}"
             print(
                 f"  oracle AUC {_auc(r['oracle_auc'])} (the market's own probabilities); model/oracle "
-                f"{'n/a' if ratio is None else f'{ratio:.3f}'} "
-                f"({'meets' if r.get('meets_goal') else 'misses'} the goal >= {r['goal_ratio']})"
+                f"{'n/a' if ratio is None else f'{ratio:.3f}'} ({verdict})"
             )
-            print(f"  labels agreeing with the true lifetime: {r.get('label_accuracy')}")
+            agree = ", ".join(
+                f"{k} {100 * v:.1f}%" for k, v in sorted((r.get("label_accuracy") or {}).items())
+            )
+            print(f"  labels agreeing with the true lifetime: {agree or 'none'}")
     if report.get("timeline"):
         print("\nday by day (demand labels as history would have resolved them):")
         for day in report["timeline"]:
@@ -161,5 +200,38 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
                 f"  {day['collected_at'][:16]}  {day['vacancies']:>6} vacancies  "
                 f"labels {_mix(day['cohorts'])}  unresolved {_mix(day['unresolved'])}"
             )
+    if report.get("gate"):
+        print_gate(report["gate"])
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
+
+
+def print_gate(g: dict) -> None:  # type: ignore[type-arg]
+    """The daily gate: replacements and served AUC per rule, and the goal."""
+    days = g.get("days_with_a_challenger", 0)
+    print(
+        f"\ngate, applied after each run ({days} runs had a challenger; candidates: {', '.join(g['candidates'])}):"
+    )
+    for rule in ("old_rule", "new_rule"):
+        auc = g["served_auc"][rule]
+        print(
+            f"  {rule.replace('_', ' ')}: {g['replacements'][rule]} replacements; served ROC AUC (OvO), mean over "
+            f"the days: salary {_auc(auc.get('salary'))}, demand {_auc(auc.get('demand'))}"
+        )
+        print(f"    {g['rules'][rule]}")
+    measured = ", ".join(f"{t} {n}" for t, n in g.get("days_measured", {}).items())
+    print(
+        f"  served AUC: each day's champion on that day's newest labelled rows it was not fitted on (days: {measured})"
+    )
+    goal = g["goal"]
+    if goal["fewer_replacements"] is None:
+        print("  goal not judged: the old rule replaced no champion")
+    else:
+        auc_ok = ", ".join(
+            f"{t} {'no lower' if ok else 'LOWER' if ok is False else 'not measured'}"
+            for t, ok in goal["served_auc_no_lower"].items()
+        )
+        print(
+            f"  goal ({goal['replacements']}, served AUC {goal['served_auc']}): "
+            f"{'met' if goal['met'] else 'NOT met'} (fewer replacements: {'yes' if goal['fewer_replacements'] else 'no'}; {auc_ok})"
+        )

@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     after = champion(store)
     print(f"\npipeline finished in {result['seconds']:.0f}s")
     _summary(store, before, after, args.window_days)
+    if result.get("report"):
+        print(f"  report:       {result['report']}   (open it in a browser)")
     print(f"  log:          {result['log']}")
     if after is not None:
         _next_steps(args.store, store.uri())
@@ -189,9 +191,16 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
     gates = sorted(k for k in store.list("gates/") if k.endswith(".json"))
     verdict = store.get_json(gates[-1]) if gates else None
     if verdict:
-        print(
-            f"  gate:         {verdict['version']} vs champion {verdict.get('champion_version') or 'none'}: {verdict['reason']}"
+        lines = verdict.get("lines") or [verdict["reason"]]
+        head = (
+            f"  gate:         {verdict['version']} vs champion {verdict.get('champion_version') or 'none'}:"
         )
+        if len(lines) == 1:  # e.g. the first model: "no champion yet"
+            print(f"{head} {lines[0]}")
+        else:
+            print(head)
+            for line in lines:
+                print(f"                {line}")
     if after is None:
         print("  no champion was published")
     elif before is None:
@@ -213,9 +222,6 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
 
     def _auc(x) -> str:  # type: ignore[no-untyped-def]
         return "n/a" if x is None else f"{x:.3f}"
-
-    def _counts(d) -> str:  # type: ignore[no-untyped-def]
-        return ", ".join(f"{k} {v}" for k, v in sorted((d or {}).items())) or "none"
 
     def _figures() -> None:
         """Each task's test figures, the challenger's as the challenger's and the champion's as the
@@ -242,26 +248,12 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
                 if status and status != "compared":
                     line += f" [{status}]"
             print(line)
-        labels = verdict.get("labels") or {}
-        if labels:
-            sal, dem = labels.get("salary", {}), labels.get("demand", {})
-            print(
-                f"  labels:      salary: {_counts(sal.get('sources'))} (left out: {_counts(sal.get('left_out'))})"
-            )
-            share = dem.get("uncertain_share")
-            print(
-                f"               demand: {_counts(dem.get('sources'))}"
-                + (
-                    ""
-                    if dem.get("proxy")
-                    else f"; unresolved (no label): {_counts(dem.get('unresolved'))}"
-                    + ("" if share is None else f"; {100 * share:.1f}% straddle a cohort edge")
-                )
-            )
-            if dem.get("proxy"):
-                print(
-                    f"               DEMAND PROXY (age at collection, not time-to-close): {dem.get('proxy_reason')}"
-                )
+        head = "labels:"
+        label_lines = verdict.get("label_lines") or {}
+        for task in (t for t in ("salary", "demand") if t in label_lines):
+            for i, line in enumerate(label_lines[task]):
+                print(f"  {head:<14}{task + ':' if i == 0 else '':<8}{line}")
+                head = ""
 
     with contextlib.suppress(Exception):  # the summary must never hide a successful run
         _figures()

@@ -8,7 +8,8 @@ refused request of any kind (with the reason, at warning for a 4xx), without the
 itself unless debug logging is on. On ``GET /v2/models/<name>`` it completes kserve's model
 metadata with the cohorts of each output (kserve's response model drops fields it does not
 know). A v2 body that kserve's pydantic model refuses is a 400 with a plain reason, like a
-bad v1 body, not FastAPI's 422 with pydantic's errors.
+bad v1 body, not FastAPI's 422 with pydantic's errors. Any method but POST on an infer path
+(``:predict``, ``:explain``, ``/infer``) is a 405 with ``Allow: POST``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ class GuardMiddleware:
         try:
             if method == "GET" and self.describe is not None and _METADATA.match(path):
                 await self._metadata(scope, receive, watch)
+            elif method != "POST" and _is_infer(path):  # not kserve's "model ... does not exist"
+                await self._reject(
+                    watch,
+                    405,
+                    "method_not_allowed",
+                    f"{method} is not allowed on {path}: POST a JSON body",
+                    headers=[(b"allow", b"POST")],
+                )
             elif infer:
                 await self._infer(scope, receive, watch, seen)
             else:
@@ -196,7 +205,9 @@ class GuardMiddleware:
 
         await self.app(scope, receive, capture)
 
-    async def _reject(self, send: Any, status: int, reason: str, message: str) -> None:
+    async def _reject(
+        self, send: Any, status: int, reason: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         REJECTED.labels(reason=reason).inc()
         body = json.dumps({"error": message}).encode()
         await send(
@@ -206,6 +217,7 @@ class GuardMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *headers,
                 ],
             }
         )

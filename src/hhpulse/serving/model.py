@@ -123,7 +123,7 @@ class VacancyModel(kserve.Model):
             out.append(
                 {
                     "name": f"{t}_probabilities",
-                    "datatype": "FP32",
+                    "datatype": "FP64",
                     "shape": [-1, len(names)],
                     "parameters": param,  # the columns, in order
                 }
@@ -199,11 +199,10 @@ class VacancyModel(kserve.Model):
             param = {"cohorts": cohorts_parameter(cohorts)}
             labels = [p[t]["cohort"] for p in preds]
             outputs.append(InferOutput(f"{t}_cohort", [n], "BYTES", labels, parameters=param))
-            probs = np.array([[p[t]["probabilities"][c] for c in cohorts] for p in preds], dtype=np.float32)
+            # FP64 of v1's 6-decimal values: the JSON shows 0.123457, not float32's 0.12345699965953827
+            probs = [p[t]["probabilities"][c] for p in preds for c in cohorts]
             outputs.append(
-                InferOutput(
-                    f"{t}_probabilities", [n, len(cohorts)], "FP32", probs.ravel().tolist(), parameters=param
-                )
+                InferOutput(f"{t}_probabilities", [n, len(cohorts)], "FP64", probs, parameters=param)
             )
         return InferResponse(
             response_id=result["id"],

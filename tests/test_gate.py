@@ -1,0 +1,144 @@
+"""The gate's evidence: the paired bootstrap, its vectorised metrics, and the verdict it drives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hhpulse.evaluate import PRIMARY_METRICS, classification_metrics
+from hhpulse.gate import (
+    GateEvidenceError,
+    TaskPredictions,
+    fitted_mask,
+    metric_samples,
+    paired_bootstrap,
+    paired_evidence,
+    stratified_counts,
+)
+from hhpulse.workflow import compare, gate_verdict
+
+CLASSES = ["high", "low", "medium"]
+
+
+def _data(n: int, seed: int, skill: float = 1.0, k: int = 3) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += skill
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return [CLASSES[i] for i in y], np.round(p, 2)  # rounding makes ties, as real scores have
+
+
+@pytest.mark.parametrize("metric", PRIMARY_METRICS)
+@pytest.mark.parametrize("k", [2, 3])
+def test_vectorised_metrics_equal_sklearns_on_the_rows_and_on_a_resample(metric, k):
+    labels, p = _data(300, 1, k=k)
+    classes = CLASSES[:k]
+    yi = np.array([classes.index(v) for v in labels])
+    counts = stratified_counts(yi, 3, seed=5)
+    got = metric_samples(metric, yi, p, np.vstack([np.ones(len(yi)), counts]))
+    assert got[0] == pytest.approx(classification_metrics(labels, p, classes)[metric], abs=1e-12)
+    for r in range(3):  # a resample with counts is the same as its rows repeated
+        rows = np.repeat(np.arange(len(yi)), counts[r].astype(int))
+        want = classification_metrics([labels[i] for i in rows], p[rows], classes)[metric]
+        assert got[r + 1] == pytest.approx(want, abs=1e-12)
+
+
+def test_stratified_resamples_keep_every_cohorts_count_and_are_seeded():
+    y = np.array([0] * 5 + [1] * 40 + [2] * 100)
+    c = stratified_counts(y, 200, seed=3)
+    assert (c[:, y == 0].sum(axis=1) == 5).all() and (c[:, y == 2].sum(axis=1) == 100).all()
+    assert (c == stratified_counts(y, 200, seed=3)).all() and not (
+        c == stratified_counts(y, 200, seed=4)
+    ).all()
+
+
+def test_a_noise_gain_has_an_interval_across_zero_and_a_real_gain_clears_it():
+    labels, champ = _data(400, 2, skill=1.0)
+    rng = np.random.default_rng(9)
+    noisy = np.clip(champ + rng.normal(0, 0.01, champ.shape), 0, None)
+    noisy /= noisy.sum(axis=1, keepdims=True)
+    same = paired_bootstrap(labels, noisy, champ, CLASSES)
+    assert same.low < 0 < same.high and abs(same.delta) < 0.01
+    assert same.rows == 400 and same.resamples == 1000 and same.confidence == 0.95
+    assert paired_bootstrap(labels, noisy, champ, CLASSES).to_dict() == same.to_dict()  # seeded
+    yi = np.array([CLASSES.index(v) for v in labels])
+    better = champ.copy()
+    better[np.arange(len(yi)), yi] += 0.3
+    better /= better.sum(axis=1, keepdims=True)
+    gain = paired_bootstrap(labels, better, champ, CLASSES)
+    assert gain.low > 0.02 and gain.delta > gain.low
+    # identical models: a tie, exactly zero
+    tie = paired_bootstrap(labels, champ, champ, CLASSES)
+    assert tie.delta == tie.low == tie.high == 0.0
+
+
+def test_bad_inputs_are_clear_errors():
+    labels, p = _data(50, 3)
+    with pytest.raises(GateEvidenceError, match="fewer than two cohorts"):
+        paired_bootstrap(["high"] * 50, p, p, CLASSES)
+    with pytest.raises(GateEvidenceError, match="not among the cohorts"):
+        paired_bootstrap(["nope"] * 50, p, p, CLASSES)
+    with pytest.raises(GateEvidenceError, match="shape"):
+        paired_bootstrap(labels, p[:10], p, CLASSES)
+    with pytest.raises(GateEvidenceError, match="no bootstrap"):
+        paired_bootstrap(labels, p, p, CLASSES, "r2")
+
+
+def test_paired_evidence_leaves_out_the_rows_the_champion_was_fitted_on(tmp_path):
+    from hhpulse.bundle import write_training_ids
+
+    labels, champ = _data(200, 4)
+    ids = [str(1000 + i) for i in range(200)]
+    write_training_ids(tmp_path, ids[:50])
+    mask = fitted_mask(tmp_path, ids)
+    assert mask is not None and mask[:50].all() and not mask[50:].any()
+    assert fitted_mask(tmp_path / "none", ids) is None  # an old bundle without training ids
+    chal = {"demand": TaskPredictions(ids, labels, champ, CLASSES)}
+    ev = paired_evidence(
+        chal, {"demand": TaskPredictions(ids, labels, champ, CLASSES)}, {"demand": mask}, "roc_auc_ovo"
+    )
+    assert ev["demand"].rows == 150 and ev["demand"].left_out == 50
+    assert "50 the champion was fitted on left out" in ev["demand"].line()
+    ev = paired_evidence(chal, chal, {"demand": np.ones(200, dtype=bool)}, "roc_auc_ovo")
+    assert ev["demand"] == "all 200 test rows were in the champion's fit"
+
+
+def _evidence(delta: float, low: float, high: float):
+    labels, p = _data(100, 6)
+    iv = paired_bootstrap(labels, p, p, CLASSES)
+    iv.delta, iv.low, iv.high = delta, low, high
+    iv.samples = np.linspace(low, high, iv.resamples)
+    return iv
+
+
+def test_the_gate_replaces_only_when_the_lower_bound_clears_the_margin():
+    champ = {"salary": {"roc_auc_ovo": 0.70}, "demand": {"roc_auc_ovo": 0.60}}
+    chal = {"salary": {"roc_auc_ovo": 0.7015}, "demand": {"roc_auc_ovo": 0.6015}}
+    noise = {"salary": _evidence(0.0015, -0.01, 0.013), "demand": _evidence(0.0015, -0.02, 0.023)}
+    v = compare(chal, champ, evidence=noise)
+    assert not v["challenger_wins"] and v["rule"] == "paired bootstrap"
+    assert v["reason"].startswith("champion stays: mean roc_auc_ovo change +0.0015 [95% CI")
+    assert "a tie keeps the champion" in v["reason"]
+    assert v["tasks"]["salary"]["interval"]["low"] == -0.01
+    assert all(len(line) < 160 for line in v["lines"]) and len(v["lines"]) == 3
+    clear = {"salary": _evidence(0.03, 0.01, 0.05), "demand": _evidence(0.02, 0.005, 0.035)}
+    v = compare(chal, champ, evidence=clear)
+    assert v["challenger_wins"] and "lower bound above the margin 0" in v["reason"]
+    assert not compare(chal, champ, margin=0.02, evidence=clear)["challenger_wins"]
+    # clearly worse on one task: the other's gain does not carry it
+    mixed = {"salary": _evidence(0.08, 0.06, 0.1), "demand": _evidence(-0.02, -0.03, -0.01)}
+    v = compare(chal, champ, evidence=mixed)
+    assert not v["challenger_wins"] and "clearly worse on demand" in v["reason"]
+    # a task the champion was measured on, without a paired comparison now, blocks
+    v = compare(
+        chal,
+        champ,
+        evidence={"salary": clear["salary"], "demand": "all 80 test rows were in the champion's fit"},
+        champion_was_measured={"demand": True},
+    )
+    assert not v["challenger_wins"] and v["tasks"]["demand"]["status"] == "blocks"
+    # calibration still refuses; the verdict says both on short lines
+    cal = {t: {**m, "ece": 0.2} for t, m in chal.items()}
+    v = gate_verdict(cal, {t: {**m, "ece": 0.01} for t, m in champ.items()}, evidence=clear)
+    assert not v["challenger_wins"] and v["lines"][1].startswith("ranking alone: challenger wins")
