@@ -204,3 +204,108 @@ def print_calibration(calibration) -> None:
             "        prior shift, largest mix error on test: "
             + ", ".join(f"{k} {v:.3f}" for k, v in ps.items())
         )
+
+
+# -- the issue-16 protocols: the newest 15% by published_at, and the dev time split -----------
+FIELDS = ["responsibility", "name", "requirement"]
+
+
+def window_split(hist, ds, test_share: float = 0.15):
+    """(training history, outer test rows): the salary rows (salary and responsibility) ordered
+    by published_at (then id); the newest ``test_share`` are the outer test set, and the
+    training history is every vacancy published no later than the last training row, minus the
+    test rows (so nothing newer than the cut reaches training, demand rows included)."""
+    import pandas as pd
+
+    rows = ds.tasks["salary"].frame
+    order = rows.assign(_p=pd.to_datetime(rows["published_at"], utc=True)).sort_values(
+        ["_p", "id"], kind="stable"
+    )
+    n_test = int(round(len(order) * test_share))
+    train, test = order.iloc[: len(order) - n_test], order.iloc[len(order) - n_test :]
+    cut = train["_p"].max()
+    test_ids = set(test["id"].astype(str))
+    published = pd.to_datetime(hist["published_at"], utc=True)
+    keep = (published <= cut) & ~hist["id"].astype(str).isin(test_ids)
+    return hist[keep].reset_index(drop=True), train.drop(columns="_p"), test.drop(columns="_p")
+
+
+def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):
+    """TF-IDF + logistic regression with class_weight="balanced" (the issue's yardstick):
+    fitted on ``fit_fields`` of ``train``, scored on ``test_fields`` (default the same)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from hhpulse.evaluate import classification_metrics
+
+    vec = TfidfVectorizer()
+    clf = LogisticRegression(max_iter=1000, class_weight="balanced")
+    clf.fit(vec.fit_transform(_texts(train, fit_fields)), train["label"])
+    p = clf.predict_proba(vec.transform(_texts(test, test_fields or fit_fields)))
+    proba = np.zeros((len(test), len(classes)))
+    for j, c in enumerate(clf.classes_):
+        proba[:, list(classes).index(c)] = p[:, j]
+    return classification_metrics(test["label"], proba, classes)
+
+
+def bundle_metrics(bundle_dir, rows, classes):
+    """The published bundle's salary metrics on ``rows``: all fields, and responsibility alone."""
+    from hhpulse.bundle import load_bundle
+    from hhpulse.evaluate import classification_metrics
+
+    b = load_bundle(bundle_dir)
+    out = {}
+    for name, fields in (("all", FIELDS), ("resp", ["responsibility"])):
+        inst = [{f: r.get(f) if f in fields else None for f in FIELDS} for r in rows.to_dict("records")]
+        out[name] = classification_metrics(rows["label"], b.predict_proba(inst)["salary"], classes)
+    return out
+
+
+def window_protocol(hist, rates, ds, **train_kwargs):
+    """Train hhpulse on the older 85% (its own 70/15/15 split inside), test its published bundle
+    on the newest 15%, against TF-IDF + LR (balanced) fitted on the same 85%."""
+    import tempfile
+
+    from hhpulse.workflow import train_from_history
+
+    train_hist, train, test = window_split(hist, ds)
+    classes = ds.tasks["salary"].classes
+    with tempfile.TemporaryDirectory(prefix="hhpulse-bench-") as tmp:
+        rep = train_from_history(train_hist, rates, f"{tmp}/b", device="cpu", **train_kwargs)
+        m = bundle_metrics(rep.bundle_dir, test, classes)
+        card = (rep.bundle_dir / "model_card.md").read_text(encoding="utf-8")
+    base = tfidf_lr_balanced(train, test, classes, FIELDS)
+    return {
+        "rows": {"window": len(train), "test": len(test)},
+        "winner": rep.results["salary"].winner,
+        "model": m,
+        "baseline": base,
+        "card": card,
+    }
+
+
+def dev_protocol(hist, rates, ds, **train_kwargs):
+    """The dev time split (70/15/15 of the whole dump): the held-out fit's test AUC with
+    responsibility alone, against TF-IDF + LR (balanced) fitted on the training rows."""
+    import tempfile
+
+    from hhpulse.workflow import train_from_history
+
+    td = ds.tasks["salary"]
+    with tempfile.TemporaryDirectory(prefix="hhpulse-bench-") as tmp:
+        rep = train_from_history(hist, rates, f"{tmp}/b", device="cpu", **train_kwargs)
+    res = rep.results["salary"]
+    tr, te = td.part("train"), td.part("test")
+    return {
+        "winner": res.winner,
+        "candidates": {
+            n: {
+                p: (c["metrics"].get(p) or {}).get("roc_auc_ovo")
+                for p in ("val", "val_resp", "test", "test_resp")
+            }
+            for n, c in res.candidates.items()
+        },
+        "baseline_resp_fit": tfidf_lr_balanced(tr, te, td.classes, ["responsibility"])["roc_auc_ovo"],
+        "baseline_all_fit": tfidf_lr_balanced(tr, te, td.classes, FIELDS, ["responsibility"])["roc_auc_ovo"],
+        "baseline_all": tfidf_lr_balanced(tr, te, td.classes, FIELDS)["roc_auc_ovo"],
+    }

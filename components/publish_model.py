@@ -1,4 +1,4 @@
-"""Step 8a: publish the bundle and move the champion pointer."""
+"""Step 8b: publish the bundle and move the champion pointer."""
 
 from kfp import dsl
 from kfp.dsl import Input, Model

@@ -21,7 +21,15 @@ from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitCon
 from hhpulse.dataset import Dataset, build_dataset
 from hhpulse.evaluate import classification_metrics, data_profile, score
 from hhpulse.store import open_store
-from hhpulse.train import DEFAULT_PRIMARY, FeatureSet, TaskResult, TrainedCandidate, featurize, train_task
+from hhpulse.train import (
+    DEFAULT_PRIMARY,
+    DEFAULT_SELECTION,
+    FeatureSet,
+    TaskResult,
+    TrainedCandidate,
+    featurize,
+    train_task,
+)
 from hhpulse.validate import ValidationReport
 
 log = logging.getLogger(__name__)
@@ -93,15 +101,23 @@ def history_from_data(
 
 @dataclass
 class TrainingReport:
-    bundle_dir: Path
+    bundle_dir: Path  # the bundle to publish: the refit (or the held-out fit with refit=False)
     version: str
     results: dict[str, TaskResult]
     summary: dict[str, Any]
+    heldout_dir: Path | None = None  # the held-out fit's bundle, when kept (keep_heldout)
+    refit: bool = True
 
 
 def metrics_document(results: dict[str, TaskResult]) -> dict[str, Any]:
     return {
-        t: {"winner": r.winner, "primary": r.primary, "candidates": r.candidates, "baseline": r.baseline}
+        t: {
+            "winner": r.winner,
+            "primary": r.primary,
+            "candidates": r.candidates,
+            "baseline": r.baseline,
+            "selection": {"rule": r.selection, "score": r.selection_rule()},
+        }
         for t, r in results.items()
     }
 
@@ -170,32 +186,54 @@ def train_from_history(
     candidates: Sequence[CandidateConfig] | None = None,
     device: str = "auto",
     primary: str = DEFAULT_PRIMARY,
+    selection: str = DEFAULT_SELECTION,
     synthetic: bool = False,
     version: str | None = None,
+    refit: bool = True,
+    keep_heldout: str | Path | None = None,
 ) -> TrainingReport:
-    """Labels, split, features, every candidate of both tasks, the winners, and the bundle."""
+    """Labels, split, features, every candidate of both tasks, the winners, and the bundle.
+
+    The winners are chosen and measured by the held-out fit (train; validation; test). With
+    ``refit`` (the default) the bundle written to ``out_dir`` is the published fit: the
+    winners refitted on train + validation + test (:func:`hhpulse.refit.refit_bundle`), with
+    the held-out fit's figures; ``keep_heldout`` keeps the held-out bundle in that folder.
+    ``refit=False`` writes the held-out bundle to ``out_dir``, as before the refit existed.
+    """
     label_config = label_config or LabelConfig()
     dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
     vec, sets = featurize(dataset, feature_config or FeatureConfig())
     candidates = list(candidates or load_candidates())
     results, winners = {}, {}
     for task, fs in sets.items():
-        res, trained = train_task(fs, candidates, device=device, primary=primary)
+        res, trained = train_task(fs, candidates, device=device, primary=primary, selection=selection)
         results[task] = res
         winners[task] = trained[res.winner]
-    path = bundle_from_results(
-        out_dir,
-        dataset,
-        vec,
-        winners,
-        results,
-        label_config=label_config,
-        synthetic=synthetic,
-        version=version,
-    )
+
+    def heldout(path: str | Path) -> Path:
+        return bundle_from_results(
+            path,
+            dataset,
+            vec,
+            winners,
+            results,
+            label_config=label_config,
+            synthetic=synthetic,
+            version=version,
+        )
+
     from hhpulse.bundle import load_bundle
 
-    return TrainingReport(path, load_bundle(path).version, results, dataset.summary)
+    if not refit:
+        path = heldout(out_dir)
+        return TrainingReport(path, load_bundle(path).version, results, dataset.summary, path, False)
+    from hhpulse.refit import refit_bundle
+
+    with tempfile.TemporaryDirectory(prefix="hhpulse-heldout-") as tmp:
+        held = heldout(keep_heldout or Path(tmp) / "heldout")
+        path = refit_bundle(held, dataset, out_dir, synthetic=synthetic, device=device)
+    kept = Path(keep_heldout) if keep_heldout else None
+    return TrainingReport(path, load_bundle(path).version, results, dataset.summary, kept, True)
 
 
 def evaluate_bundle(bundle: ModelBundle, dataset: Dataset, part: str | None = "test") -> dict[str, Any]:
