@@ -175,6 +175,7 @@ def main() -> None:
             f"winner - (a) = {c_resp - by['(a) prototype: token ids + XGB(50, d10, lr .001)']:+.3f}"
         )
     print_calibration(calibration)
+    issue16(hist, rates, ds)
 
 
 def print_calibration(calibration) -> None:
@@ -261,47 +262,67 @@ def bundle_metrics(bundle_dir, rows, classes):
     return out
 
 
-def window_protocol(hist, rates, ds, **train_kwargs):
-    """Train hhpulse on the older 85% (its own 70/15/15 split inside), test its published bundle
-    on the newest 15%, against TF-IDF + LR (balanced) fitted on the same 85%."""
+def _before_after(run, tmp):
+    """The bundles as published before issue 16 (winner by the all-fields validation AUC, the
+    held-out fit) and after it (winner by the mean of both validation AUCs, refitted on every
+    row), from the same trained candidates."""
+    from hhpulse.workflow import bundle_from_candidates
+
+    before = bundle_from_candidates(
+        run, f"{tmp}/before", results=run.reselect("all_fields"), refit=False, device="cpu"
+    )
+    after = bundle_from_candidates(run, f"{tmp}/after", device="cpu")
+    return before, after
+
+
+def window_protocol(hist, rates, ds):
+    """Train hhpulse on the older 85% by published_at (its own 70/15/15 split inside), and test
+    the published bundle on the newest 15%, against TF-IDF + LR (balanced) fitted on the same 85%."""
+    import json
     import tempfile
 
-    from hhpulse.workflow import train_from_history
+    from hhpulse.workflow import train_candidates
 
     train_hist, train, test = window_split(hist, ds)
     classes = ds.tasks["salary"].classes
+    run = train_candidates(train_hist, rates, device="cpu")
+    out = {"rows": {"window": len(train), "test": len(test)}}
     with tempfile.TemporaryDirectory(prefix="hhpulse-bench-") as tmp:
-        rep = train_from_history(train_hist, rates, f"{tmp}/b", device="cpu", **train_kwargs)
-        m = bundle_metrics(rep.bundle_dir, test, classes)
-        card = (rep.bundle_dir / "model_card.md").read_text(encoding="utf-8")
-    base = tfidf_lr_balanced(train, test, classes, FIELDS)
-    return {
-        "rows": {"window": len(train), "test": len(test)},
-        "winner": rep.results["salary"].winner,
-        "model": m,
-        "baseline": base,
-        "card": card,
-    }
+        for name, rep in zip(("before", "after"), _before_after(run, tmp), strict=True):
+            out[name] = {
+                "winner": rep.results["salary"].winner,
+                **bundle_metrics(rep.bundle_dir, test, classes),
+            }
+        metrics = json.loads((rep.bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+        out["fits"] = metrics["fits"]["salary"]
+        out["calibration"] = metrics["published_calibration"]["salary"]
+    out["baseline"] = tfidf_lr_balanced(train, test, classes, FIELDS)
+    out["baseline"]["resp"] = tfidf_lr_balanced(train, test, classes, FIELDS, ["responsibility"])
+    return out
 
 
-def dev_protocol(hist, rates, ds, **train_kwargs):
-    """The dev time split (70/15/15 of the whole dump): the held-out fit's test AUC with
-    responsibility alone, against TF-IDF + LR (balanced) fitted on the training rows."""
-    import tempfile
-
-    from hhpulse.workflow import train_from_history
+def dev_protocol(hist, rates, ds):
+    """The dev time split (70/15/15 of the whole dump): every candidate's held-out figures with
+    all fields and responsibility alone, the winner before (all-fields selection) and after
+    (both), against TF-IDF + LR (balanced) fitted on the training rows: on responsibility alone,
+    and on all fields but scored on responsibility alone."""
+    from hhpulse.workflow import train_candidates
 
     td = ds.tasks["salary"]
-    with tempfile.TemporaryDirectory(prefix="hhpulse-bench-") as tmp:
-        rep = train_from_history(hist, rates, f"{tmp}/b", device="cpu", **train_kwargs)
-    res = rep.results["salary"]
+    run = train_candidates(hist, rates, device="cpu")
+    res = run.results["salary"]
     tr, te = td.part("train"), td.part("test")
     return {
-        "winner": res.winner,
+        "before": run.reselect("all_fields")["salary"].winner,
+        "after": res.winner,
+        "rule": res.selection_rule(),
         "candidates": {
             n: {
-                p: (c["metrics"].get(p) or {}).get("roc_auc_ovo")
-                for p in ("val", "val_resp", "test", "test_resp")
+                **{
+                    p: (c["metrics"].get(p) or {}).get("roc_auc_ovo")
+                    for p in ("val", "val_resp", "test", "test_resp")
+                },
+                "score": c.get("selection_score"),
             }
             for n, c in res.candidates.items()
         },
@@ -309,3 +330,87 @@ def dev_protocol(hist, rates, ds, **train_kwargs):
         "baseline_all_fit": tfidf_lr_balanced(tr, te, td.classes, FIELDS, ["responsibility"])["roc_auc_ovo"],
         "baseline_all": tfidf_lr_balanced(tr, te, td.classes, FIELDS)["roc_auc_ovo"],
     }
+
+
+GOAL_ECE = 0.05
+GOAL_MIX = 0.05
+GOAL_RESP_MARGIN = 0.01
+
+
+def print_window(w) -> None:
+    print(
+        f"\n(e) published model on the newest 15% by published_at ({w['rows']['test']} salary rows), "
+        f"trained on the older 85% ({w['rows']['window']} rows); TF-IDF + LR (balanced) fitted in this run on the same 85%"
+    )
+    print(f"{'model':<58} {'AUC ovo':>8} {'ECE':>7} {'mix err':>8} {'AUC resp':>9}")
+
+    def row(label, m, resp):
+        print(
+            f"{label:<58} {m['roc_auc_ovo']:>8.3f} {m['ece']:>7.3f} {m['mix']['max_abs_error']:>8.3f} "
+            f"{resp['roc_auc_ovo']:>9.3f}"
+        )
+
+    row("TF-IDF + LR (balanced), fitted on all 85%", w["baseline"], w["baseline"]["resp"])
+    for name, what in (
+        ("before", "held-out fit, all-fields selection"),
+        ("after", "refit on every row, both-ways selection"),
+    ):
+        row(f"hhpulse {name}: {w[name]['winner']} ({what})", w[name]["all"], w[name]["resp"])
+    f = w["fits"]
+    print(
+        f"  published fit: {f['published']['rows']} rows ({' .. '.join(map(str, f['published']['published_at']))}); "
+        f"held-out fit: train {f['measured']['parts']['train']['rows']}, val {f['measured']['parts']['val']['rows']}, "
+        f"test {f['measured']['parts']['test']['rows']}"
+    )
+    c = w["calibration"]
+    print(
+        f"  calibrator: {c['method']}, temperature {c['temperature']:.3f}, prior rule {c['prior_rule']!r}; backtest (val -> test):"
+    )
+    for rule, m in (c.get("backtest") or {}).get("rules", {}).items():
+        print(f"    {rule:<7} ECE {m['ece']:.3f}  mix err {m['mix_error']:.3f}  log loss {m['log_loss']:.3f}")
+    a, b = w["after"]["all"], w["baseline"]
+    checks = [
+        (
+            f"AUC {a['roc_auc_ovo']:.3f} >= baseline {b['roc_auc_ovo']:.3f}",
+            a["roc_auc_ovo"] >= b["roc_auc_ovo"],
+        ),
+        (f"top-label ECE {a['ece']:.3f} <= {GOAL_ECE}", a["ece"] <= GOAL_ECE),
+        (
+            f"largest mix error {a['mix']['max_abs_error']:.3f} <= {GOAL_MIX}",
+            a["mix"]["max_abs_error"] <= GOAL_MIX,
+        ),
+    ]
+    for text, ok in checks:
+        print(f"  goal: {text}: {'MET' if ok else 'MISSED'}")
+
+
+def print_dev(d) -> None:
+    print(f"\n(f) dev time split (70/15/15 of the dump), salary; selection score: {d['rule']}")
+    print(f"{'candidate':<24} {'val':>7} {'val resp':>9} {'score':>7} {'test':>7} {'test resp':>10}")
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, c in sorted(d["candidates"].items()):
+        mark = " <after" if name == d["after"] else ""
+        mark += " <before" if name == d["before"] else ""
+        print(
+            f"{name:<24} {f(c['val']):>7} {f(c['val_resp']):>9} {f(c['score']):>7} {f(c['test']):>7} "
+            f"{f(c['test_resp']):>10}{mark}"
+        )
+    print(
+        f"TF-IDF + LR (balanced) on the training rows, scored on responsibility alone: fitted on responsibility "
+        f"{d['baseline_resp_fit']:.3f}, fitted on all fields {d['baseline_all_fit']:.3f} (all fields, all fields: "
+        f"{d['baseline_all']:.3f})"
+    )
+    base = max(d["baseline_resp_fit"], d["baseline_all_fit"])
+    for name in ("before", "after"):
+        resp = d["candidates"][d[name]]["test_resp"]
+        ok = resp is not None and resp >= base + GOAL_RESP_MARGIN
+        print(
+            f"  goal ({name}: {d[name]}): responsibility-only AUC {f(resp)} >= the better baseline {base:.3f} + "
+            f"{GOAL_RESP_MARGIN}: {'MET' if ok else 'MISSED'}"
+        )
+
+
+def issue16(hist, rates, ds) -> None:
+    """Both protocols of issue 16, with the before and after figures of this run."""
+    print_window(window_protocol(hist, rates, ds))
+    print_dev(dev_protocol(hist, rates, ds))

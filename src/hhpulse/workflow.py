@@ -175,6 +175,95 @@ def fitted_ids(dataset: Dataset) -> set[str]:
     return ids
 
 
+@dataclass
+class TrainedCandidates:
+    """Every candidate of both tasks trained on one dataset (the held-out fit), before a bundle."""
+
+    dataset: Dataset
+    vectorizer: Any
+    results: dict[str, TaskResult]
+    trained: dict[str, dict[str, TrainedCandidate]]  # task -> candidate name -> model
+    label_config: LabelConfig
+
+    def reselect(self, selection: str) -> dict[str, TaskResult]:
+        """The winners under another selection rule, from the same trained candidates."""
+        from hhpulse.train import select_winner
+
+        return {
+            t: select_winner(t, r.candidates, r.primary, r.baseline, selection)
+            for t, r in self.results.items()
+        }
+
+
+def train_candidates(
+    history: pd.DataFrame,
+    rates_by_run: dict[str, dict[str, float]],
+    *,
+    label_config: LabelConfig | None = None,
+    feature_config: FeatureConfig | None = None,
+    split_config: SplitConfig | None = None,
+    candidates: Sequence[CandidateConfig] | None = None,
+    device: str = "auto",
+    primary: str = DEFAULT_PRIMARY,
+    selection: str = DEFAULT_SELECTION,
+) -> TrainedCandidates:
+    """Labels, split, features, every candidate of both tasks, and the winners (held-out fit)."""
+    label_config = label_config or LabelConfig()
+    dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
+    vec, sets = featurize(dataset, feature_config or FeatureConfig())
+    candidates = list(candidates or load_candidates())
+    results, trained = {}, {}
+    for task, fs in sets.items():
+        results[task], trained[task] = train_task(
+            fs, candidates, device=device, primary=primary, selection=selection
+        )
+    return TrainedCandidates(dataset, vec, results, trained, label_config)
+
+
+def bundle_from_candidates(
+    run: TrainedCandidates,
+    out_dir: str | Path,
+    *,
+    results: dict[str, TaskResult] | None = None,
+    device: str = "auto",
+    synthetic: bool = False,
+    version: str | None = None,
+    refit: bool = True,
+    keep_heldout: str | Path | None = None,
+) -> TrainingReport:
+    """The bundle of ``run``'s winners (``results``: other winners of the same candidates, e.g.
+    :meth:`TrainedCandidates.reselect`). With ``refit`` the published fit (see
+    :func:`train_from_history`), else the held-out fit."""
+    from hhpulse.bundle import load_bundle
+
+    results = results or run.results
+    winners = {t: run.trained[t][r.winner] for t, r in results.items()}
+
+    def heldout(path: str | Path) -> Path:
+        return bundle_from_results(
+            path,
+            run.dataset,
+            run.vectorizer,
+            winners,
+            results,
+            label_config=run.label_config,
+            synthetic=synthetic,
+            version=version,
+        )
+
+    summary = run.dataset.summary
+    if not refit:
+        path = heldout(out_dir)
+        return TrainingReport(path, load_bundle(path).version, results, summary, path, False)
+    from hhpulse.refit import refit_bundle
+
+    with tempfile.TemporaryDirectory(prefix="hhpulse-heldout-") as tmp:
+        held = heldout(keep_heldout or Path(tmp) / "heldout")
+        path = refit_bundle(held, run.dataset, out_dir, synthetic=synthetic, device=device)
+    kept = Path(keep_heldout) if keep_heldout else None
+    return TrainingReport(path, load_bundle(path).version, results, summary, kept, True)
+
+
 def train_from_history(
     history: pd.DataFrame,
     rates_by_run: dict[str, dict[str, float]],
@@ -194,46 +283,33 @@ def train_from_history(
 ) -> TrainingReport:
     """Labels, split, features, every candidate of both tasks, the winners, and the bundle.
 
-    The winners are chosen and measured by the held-out fit (train; validation; test). With
-    ``refit`` (the default) the bundle written to ``out_dir`` is the published fit: the
-    winners refitted on train + validation + test (:func:`hhpulse.refit.refit_bundle`), with
-    the held-out fit's figures; ``keep_heldout`` keeps the held-out bundle in that folder.
-    ``refit=False`` writes the held-out bundle to ``out_dir``, as before the refit existed.
+    The winners are chosen (by ``selection``, see :func:`hhpulse.train.selection_score`) and
+    measured by the held-out fit (train; validation; test). With ``refit`` (the default) the
+    bundle written to ``out_dir`` is the published fit: the winners refitted on train +
+    validation + test (:func:`hhpulse.refit.refit_bundle`), with the held-out fit's figures;
+    ``keep_heldout`` keeps the held-out bundle in that folder. ``refit=False`` writes the
+    held-out bundle to ``out_dir``, as before the refit existed.
     """
-    label_config = label_config or LabelConfig()
-    dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
-    vec, sets = featurize(dataset, feature_config or FeatureConfig())
-    candidates = list(candidates or load_candidates())
-    results, winners = {}, {}
-    for task, fs in sets.items():
-        res, trained = train_task(fs, candidates, device=device, primary=primary, selection=selection)
-        results[task] = res
-        winners[task] = trained[res.winner]
-
-    def heldout(path: str | Path) -> Path:
-        return bundle_from_results(
-            path,
-            dataset,
-            vec,
-            winners,
-            results,
-            label_config=label_config,
-            synthetic=synthetic,
-            version=version,
-        )
-
-    from hhpulse.bundle import load_bundle
-
-    if not refit:
-        path = heldout(out_dir)
-        return TrainingReport(path, load_bundle(path).version, results, dataset.summary, path, False)
-    from hhpulse.refit import refit_bundle
-
-    with tempfile.TemporaryDirectory(prefix="hhpulse-heldout-") as tmp:
-        held = heldout(keep_heldout or Path(tmp) / "heldout")
-        path = refit_bundle(held, dataset, out_dir, synthetic=synthetic, device=device)
-    kept = Path(keep_heldout) if keep_heldout else None
-    return TrainingReport(path, load_bundle(path).version, results, dataset.summary, kept, True)
+    run = train_candidates(
+        history,
+        rates_by_run,
+        label_config=label_config,
+        feature_config=feature_config,
+        split_config=split_config,
+        candidates=candidates,
+        device=device,
+        primary=primary,
+        selection=selection,
+    )
+    return bundle_from_candidates(
+        run,
+        out_dir,
+        device=device,
+        synthetic=synthetic,
+        version=version,
+        refit=refit,
+        keep_heldout=keep_heldout,
+    )
 
 
 def evaluate_bundle(bundle: ModelBundle, dataset: Dataset, part: str | None = "test") -> dict[str, Any]:
@@ -452,5 +528,7 @@ __all__ = [
     "gate_verdict",
     "history_from_data",
     "load_data",
+    "bundle_from_candidates",
+    "train_candidates",
     "train_from_history",
 ]
