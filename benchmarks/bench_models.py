@@ -212,22 +212,25 @@ FIELDS = ["responsibility", "name", "requirement"]
 
 
 def window_split(hist, ds, test_share: float = 0.15):
-    """(training history, outer test rows): the salary rows (salary and responsibility) ordered
-    by published_at (then id); the newest ``test_share`` are the outer test set, and the
-    training history is every vacancy published no later than the last training row, minus the
-    test rows (so nothing newer than the cut reaches training, demand rows included)."""
+    """(training history, window's salary rows, outer test rows): the salary rows (salary and
+    responsibility) ordered by published_at (then id); the newest ``test_share`` are the outer
+    test set, and the training history is every vacancy published no later than the last
+    training row (or with no published_at), minus the test rows: nothing newer than the cut
+    reaches training, demand rows included."""
     import pandas as pd
 
     rows = ds.tasks["salary"].frame
     order = rows.assign(_p=pd.to_datetime(rows["published_at"], utc=True)).sort_values(
-        ["_p", "id"], kind="stable"
+        ["_p", "id"], kind="stable", na_position="first"
     )
     n_test = int(round(len(order) * test_share))
     train, test = order.iloc[: len(order) - n_test], order.iloc[len(order) - n_test :]
     cut = train["_p"].max()
     test_ids = set(test["id"].astype(str))
     published = pd.to_datetime(hist["published_at"], utc=True)
-    keep = (published <= cut) & ~hist["id"].astype(str).isin(test_ids)
+    # rows without a published_at (about a fifth of the dump's salary rows) cannot be placed
+    # in time: they sort first, into the window, as the dataset's own time split puts them
+    keep = ((published <= cut) | published.isna()) & ~hist["id"].astype(str).isin(test_ids)
     return hist[keep].reset_index(drop=True), train.drop(columns="_p"), test.drop(columns="_p")
 
 

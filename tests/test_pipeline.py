@@ -141,7 +141,10 @@ def test_the_refit_runs_after_the_gate_on_the_training_pool_and_is_what_is_publi
     )
     tasks = cond[0]["dag"]["tasks"]
     refit = tasks["refit-winners"]
-    assert refit["inputs"]["artifacts"]["heldout"]["taskOutputArtifact"]["producerTask"] == "select-winner"
+    # the gate's (held-out) bundle comes into the condition's sub-DAG as a channel
+    assert refit["inputs"]["artifacts"]["heldout"] == {
+        "componentInputArtifact": "pipelinechannel--select-winner-bundle"
+    }
     for consumer in ("publish-model", "deploy-model"):
         src = tasks[consumer]["inputs"]["artifacts"]["bundle"]["taskOutputArtifact"]
         assert src == {"outputArtifactKey": "bundle", "producerTask": "refit-winners"}, consumer
