@@ -9,6 +9,16 @@ Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, 
     goal (ECE <= 0.03, every cohort's predicted share within 0.03 of the true one); and the prior
     shift on the test split: EM (Saerens et al. 2002) on its unlabelled probabilities, and the
     validation slice's true mix (the newest labelled data before the test).
+(e) issue 16, the published model in time: hhpulse trained on the older 85% of the salary rows by
+    published_at (its own 70/15/15 split inside), its published bundle tested on the newest 15%,
+    against TF-IDF + logistic regression (class_weight="balanced") fitted in the same run on the
+    same 85%; "before" is the bundle as published before issue 16 (winner by the all-fields
+    validation AUC, the held-out fit), "after" the one published now (winner by the mean of both
+    validation AUCs, refitted on every row, calibrated out of fold), both from the same trained
+    candidates. Goals: AUC >= the baseline's, top-label ECE <= 0.05, largest mix error <= 0.05.
+(f) issue 16, the dev time split: every salary candidate's validation and test AUC with all fields
+    and with responsibility alone, the winner before and after, against TF-IDF + LR (balanced) on
+    responsibility alone. Goal: the winner's responsibility-only AUC >= the baseline's + 0.01.
 """
 
 from __future__ import annotations
