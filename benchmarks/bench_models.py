@@ -9,6 +9,16 @@ Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, 
     goal (ECE <= 0.03, every cohort's predicted share within 0.03 of the true one); and the prior
     shift on the test split: EM (Saerens et al. 2002) on its unlabelled probabilities, and the
     validation slice's true mix (the newest labelled data before the test).
+(e) issue 16, the published model in time: hhpulse trained on the older 85% of the salary rows by
+    published_at (its own 70/15/15 split inside), its published bundle tested on the newest 15%,
+    against TF-IDF + logistic regression (class_weight="balanced") fitted in the same run on the
+    same 85%; "before" is the bundle as published before issue 16 (winner by the all-fields
+    validation AUC, the held-out fit), "after" the one published now (winner by the mean of both
+    validation AUCs, refitted on every row, calibrated out of fold), both from the same trained
+    candidates. Goals: AUC >= the baseline's, top-label ECE <= 0.05, largest mix error <= 0.05.
+(f) issue 16, the dev time split: every salary candidate's validation and test AUC with all fields
+    and with responsibility alone, the winner before and after, against TF-IDF + LR (balanced) on
+    responsibility alone. Goal: the winner's responsibility-only AUC >= the baseline's + 0.01.
 """
 
 from __future__ import annotations
@@ -175,6 +185,7 @@ def main() -> None:
             f"winner - (a) = {c_resp - by['(a) prototype: token ids + XGB(50, d10, lr .001)']:+.3f}"
         )
     print_calibration(calibration)
+    issue16(hist, rates, ds)
 
 
 def print_calibration(calibration) -> None:
@@ -204,3 +215,215 @@ def print_calibration(calibration) -> None:
             "        prior shift, largest mix error on test: "
             + ", ".join(f"{k} {v:.3f}" for k, v in ps.items())
         )
+
+
+# -- the issue-16 protocols: the newest 15% by published_at, and the dev time split -----------
+FIELDS = ["responsibility", "name", "requirement"]
+
+
+def window_split(hist, ds, test_share: float = 0.15):
+    """(training history, window's salary rows, outer test rows): the salary rows (salary and
+    responsibility) ordered by published_at (then id); the newest ``test_share`` are the outer
+    test set, and the training history is every vacancy published no later than the last
+    training row (or with no published_at), minus the test rows: nothing newer than the cut
+    reaches training, demand rows included."""
+    import pandas as pd
+
+    rows = ds.tasks["salary"].frame
+    order = rows.assign(_p=pd.to_datetime(rows["published_at"], utc=True)).sort_values(
+        ["_p", "id"], kind="stable", na_position="first"
+    )
+    n_test = int(round(len(order) * test_share))
+    train, test = order.iloc[: len(order) - n_test], order.iloc[len(order) - n_test :]
+    cut = train["_p"].max()
+    test_ids = set(test["id"].astype(str))
+    published = pd.to_datetime(hist["published_at"], utc=True)
+    # rows without a published_at (about a fifth of the dump's salary rows) cannot be placed
+    # in time: they sort first, into the window, as the dataset's own time split puts them
+    keep = ((published <= cut) | published.isna()) & ~hist["id"].astype(str).isin(test_ids)
+    return hist[keep].reset_index(drop=True), train.drop(columns="_p"), test.drop(columns="_p")
+
+
+def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):
+    """TF-IDF + logistic regression with class_weight="balanced" (the issue's yardstick):
+    fitted on ``fit_fields`` of ``train``, scored on ``test_fields`` (default the same)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from hhpulse.evaluate import classification_metrics
+
+    vec = TfidfVectorizer()
+    clf = LogisticRegression(max_iter=1000, class_weight="balanced")
+    clf.fit(vec.fit_transform(_texts(train, fit_fields)), train["label"])
+    p = clf.predict_proba(vec.transform(_texts(test, test_fields or fit_fields)))
+    proba = np.zeros((len(test), len(classes)))
+    for j, c in enumerate(clf.classes_):
+        proba[:, list(classes).index(c)] = p[:, j]
+    return classification_metrics(test["label"], proba, classes)
+
+
+def bundle_metrics(bundle_dir, rows, classes):
+    """The published bundle's salary metrics on ``rows``: all fields, and responsibility alone."""
+    from hhpulse.bundle import load_bundle
+    from hhpulse.evaluate import classification_metrics
+
+    b = load_bundle(bundle_dir)
+    out = {}
+    for name, fields in (("all", FIELDS), ("resp", ["responsibility"])):
+        inst = [{f: r.get(f) if f in fields else None for f in FIELDS} for r in rows.to_dict("records")]
+        out[name] = classification_metrics(rows["label"], b.predict_proba(inst)["salary"], classes)
+    return out
+
+
+def _before_after(run, tmp):
+    """The bundles as published before issue 16 (winner by the all-fields validation AUC, the
+    held-out fit) and after it (winner by the mean of both validation AUCs, refitted on every
+    row), from the same trained candidates."""
+    from hhpulse.workflow import bundle_from_candidates
+
+    before = bundle_from_candidates(
+        run, f"{tmp}/before", results=run.reselect("all_fields"), refit=False, device="cpu"
+    )
+    after = bundle_from_candidates(run, f"{tmp}/after", device="cpu")
+    return before, after
+
+
+def window_protocol(hist, rates, ds):
+    """Train hhpulse on the older 85% by published_at (its own 70/15/15 split inside), and test
+    the published bundle on the newest 15%, against TF-IDF + LR (balanced) fitted on the same 85%."""
+    import json
+    import tempfile
+
+    from hhpulse.workflow import train_candidates
+
+    train_hist, train, test = window_split(hist, ds)
+    classes = ds.tasks["salary"].classes
+    run = train_candidates(train_hist, rates, device="cpu")
+    out = {"rows": {"window": len(train), "test": len(test)}}
+    with tempfile.TemporaryDirectory(prefix="hhpulse-bench-") as tmp:
+        for name, rep in zip(("before", "after"), _before_after(run, tmp), strict=True):
+            out[name] = {
+                "winner": rep.results["salary"].winner,
+                **bundle_metrics(rep.bundle_dir, test, classes),
+            }
+        metrics = json.loads((rep.bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+        out["fits"] = metrics["fits"]["salary"]
+        out["calibration"] = metrics["published_calibration"]["salary"]
+    out["baseline"] = tfidf_lr_balanced(train, test, classes, FIELDS)
+    out["baseline"]["resp"] = tfidf_lr_balanced(train, test, classes, FIELDS, ["responsibility"])
+    return out
+
+
+def dev_protocol(hist, rates, ds):
+    """The dev time split (70/15/15 of the whole dump): every candidate's held-out figures with
+    all fields and responsibility alone, the winner before (all-fields selection) and after
+    (both), against TF-IDF + LR (balanced) fitted on the training rows: on responsibility alone,
+    and on all fields but scored on responsibility alone."""
+    from hhpulse.workflow import train_candidates
+
+    td = ds.tasks["salary"]
+    run = train_candidates(hist, rates, device="cpu")
+    res = run.results["salary"]
+    tr, te = td.part("train"), td.part("test")
+    return {
+        "before": run.reselect("all_fields")["salary"].winner,
+        "after": res.winner,
+        "rule": res.selection_rule(),
+        "candidates": {
+            n: {
+                **{
+                    p: (c["metrics"].get(p) or {}).get("roc_auc_ovo")
+                    for p in ("val", "val_resp", "test", "test_resp")
+                },
+                "score": c.get("selection_score"),
+            }
+            for n, c in res.candidates.items()
+        },
+        "baseline_resp_fit": tfidf_lr_balanced(tr, te, td.classes, ["responsibility"])["roc_auc_ovo"],
+        "baseline_all_fit": tfidf_lr_balanced(tr, te, td.classes, FIELDS, ["responsibility"])["roc_auc_ovo"],
+        "baseline_all": tfidf_lr_balanced(tr, te, td.classes, FIELDS)["roc_auc_ovo"],
+    }
+
+
+GOAL_ECE = 0.05
+GOAL_MIX = 0.05
+GOAL_RESP_MARGIN = 0.01
+
+
+def print_window(w) -> None:
+    print(
+        f"\n(e) published model on the newest 15% by published_at ({w['rows']['test']} salary rows), "
+        f"trained on the older 85% ({w['rows']['window']} rows); TF-IDF + LR (balanced) fitted in this run on the same 85%"
+    )
+    print(f"{'model':<58} {'AUC ovo':>8} {'ECE':>7} {'mix err':>8} {'AUC resp':>9}")
+
+    def row(label, m, resp):
+        print(
+            f"{label:<58} {m['roc_auc_ovo']:>8.3f} {m['ece']:>7.3f} {m['mix']['max_abs_error']:>8.3f} "
+            f"{resp['roc_auc_ovo']:>9.3f}"
+        )
+
+    row("TF-IDF + LR (balanced), fitted on all 85%", w["baseline"], w["baseline"]["resp"])
+    for name, what in (
+        ("before", "held-out fit, all-fields selection"),
+        ("after", "refit on every row, both-ways selection"),
+    ):
+        row(f"hhpulse {name}: {w[name]['winner']} ({what})", w[name]["all"], w[name]["resp"])
+    f = w["fits"]
+    print(
+        f"  published fit: {f['published']['rows']} rows ({' .. '.join(map(str, f['published']['published_at']))}); "
+        f"held-out fit: train {f['measured']['parts']['train']['rows']}, val {f['measured']['parts']['val']['rows']}, "
+        f"test {f['measured']['parts']['test']['rows']}"
+    )
+    c = w["calibration"]
+    print(
+        f"  calibrator: {c['method']}, temperature {c['temperature']:.3f}, prior rule {c['prior_rule']!r}; backtest (val -> test):"
+    )
+    for rule, m in (c.get("backtest") or {}).get("rules", {}).items():
+        print(f"    {rule:<7} ECE {m['ece']:.3f}  mix err {m['mix_error']:.3f}  log loss {m['log_loss']:.3f}")
+    a, b = w["after"]["all"], w["baseline"]
+    checks = [
+        (
+            f"AUC {a['roc_auc_ovo']:.3f} >= baseline {b['roc_auc_ovo']:.3f}",
+            a["roc_auc_ovo"] >= b["roc_auc_ovo"],
+        ),
+        (f"top-label ECE {a['ece']:.3f} <= {GOAL_ECE}", a["ece"] <= GOAL_ECE),
+        (
+            f"largest mix error {a['mix']['max_abs_error']:.3f} <= {GOAL_MIX}",
+            a["mix"]["max_abs_error"] <= GOAL_MIX,
+        ),
+    ]
+    for text, ok in checks:
+        print(f"  goal: {text}: {'MET' if ok else 'MISSED'}")
+
+
+def print_dev(d) -> None:
+    print(f"\n(f) dev time split (70/15/15 of the dump), salary; selection score: {d['rule']}")
+    print(f"{'candidate':<24} {'val':>7} {'val resp':>9} {'score':>7} {'test':>7} {'test resp':>10}")
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, c in sorted(d["candidates"].items()):
+        mark = " <after" if name == d["after"] else ""
+        mark += " <before" if name == d["before"] else ""
+        print(
+            f"{name:<24} {f(c['val']):>7} {f(c['val_resp']):>9} {f(c['score']):>7} {f(c['test']):>7} "
+            f"{f(c['test_resp']):>10}{mark}"
+        )
+    print(
+        f"TF-IDF + LR (balanced) on the training rows, scored on responsibility alone: fitted on responsibility "
+        f"{d['baseline_resp_fit']:.3f}, fitted on all fields {d['baseline_all_fit']:.3f} (all fields, all fields: "
+        f"{d['baseline_all']:.3f})"
+    )
+    base = max(d["baseline_resp_fit"], d["baseline_all_fit"])
+    for name in ("before", "after"):
+        resp = d["candidates"][d[name]]["test_resp"]
+        ok = resp is not None and resp >= base + GOAL_RESP_MARGIN
+        print(
+            f"  goal ({name}: {d[name]}): responsibility-only AUC {f(resp)} >= the better baseline {base:.3f} + "
+            f"{GOAL_RESP_MARGIN}: {'MET' if ok else 'MISSED'}"
+        )
+
+
+def issue16(hist, rates, ds) -> None:
+    """Both protocols of issue 16, with the before and after figures of this run."""
+    print_window(window_protocol(hist, rates, ds))
+    print_dev(dev_protocol(hist, rates, ds))

@@ -1,4 +1,4 @@
-"""Step 8b: create or patch the KServe InferenceService (or render it, locally)."""
+"""Step 8c: create or patch the KServe InferenceService (or render it, locally)."""
 
 from kfp import dsl
 from kfp.dsl import Input, Model

@@ -35,7 +35,8 @@ def evaluate_candidates(
         baseline_models: Each task's TF-IDF + logistic regression baseline (always trained; it
             wins when no candidate ranks at least as well on validation).
         primary_metric: The validation metric that picks winners (e.g. roc_auc_ovo).
-        metrics: Every candidate's scores.
+        metrics: Every candidate's scores: validation and test, with all fields and with
+            responsibility alone (val_resp, test_resp), and the selection score.
         salary_metrics: The salary winner's confusion matrix and ROC curve.
         demand_metrics: The demand winner's confusion matrix and ROC curve.
         report: The comparison table, plots and drift section.
@@ -59,10 +60,12 @@ def evaluate_candidates(
     )
     for task, res in out["results"].items():
         for name, c in res["candidates"].items():
-            for part in ("val", "test"):
+            for part in ("val", "val_resp", "test", "test_resp"):
                 v = c["metrics"].get(part, {}).get(primary_metric)
                 if v is not None:
                     metrics.log_metric(f"{name}.{part}.{primary_metric}", round(v, 4))
+            if c.get("selection_score") is not None:
+                metrics.log_metric(f"{name}.selection_score", round(c["selection_score"], 4))
         cm = salary_metrics if task == "salary" else demand_metrics
         win = out["winner_curves"][task]
         cm.log_confusion_matrix(win["classes"], win["confusion_matrix"])

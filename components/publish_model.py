@@ -1,4 +1,4 @@
-"""Step 8a: publish the bundle and move the champion pointer."""
+"""Step 8b: publish the bundle and move the champion pointer."""
 
 from kfp import dsl
 from kfp.dsl import Input, Model
@@ -15,7 +15,7 @@ def publish_model(store: str, s3_endpoint: str, bundle: Input[Model]) -> str:
     Args:
         store: Store location: a folder or s3://bucket/prefix.
         s3_endpoint: S3/MinIO endpoint URL ("" for AWS or a local store).
-        bundle: The challenger's bundle from select_winner.
+        bundle: The published fit's bundle from refit_winners (the winners refitted on every row).
 
     Returns:
         The storage URI of the published version.

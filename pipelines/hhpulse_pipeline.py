@@ -1,5 +1,10 @@
-"""The ``hhpulse-retrain`` pipeline: collect -> validate (+ fold into history) -> dataset (the window) -> features -> candidates
--> evaluate -> gate -> (publish -> deploy), with an exit handler that records the outcome.
+"""The ``hhpulse-retrain`` pipeline: collect -> validate (+ fold into history) -> dataset (the
+window) -> features -> candidates -> evaluate -> gate -> (refit -> publish -> deploy), with an exit
+handler that records the outcome.
+
+The gate measures the held-out fit; when it passes, the winners are refitted on every
+labelled row (train + validation + test) on the training node pool, and that refit is the
+bundle that is published and deployed.
 
 Cluster-only settings (GPU node pool, the credentials Secret, resources) are compile
 options of :func:`build_pipeline`, never environment variables read at import time.
@@ -14,6 +19,7 @@ from components.evaluate_candidates import evaluate_candidates
 from components.featurize import featurize
 from components.publish_model import publish_model
 from components.record_outcome import record_outcome
+from components.refit_winners import refit_winners
 from components.select_winner import select_winner
 from components.train_baseline import train_baseline
 from components.train_candidate import train_candidate
@@ -68,6 +74,21 @@ def _secret(task: dsl.PipelineTask, opts: ClusterOptions) -> dsl.PipelineTask:
             "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
         },
     )
+    return task
+
+
+def _training_pool(task: dsl.PipelineTask, opts: ClusterOptions) -> dsl.PipelineTask:
+    """The training node pool: large resources, and the GPU (accelerator, node selector,
+    tolerations) when ``opts.use_gpu``."""
+    _resources(task, opts.large)
+    if opts.use_gpu:
+        task.set_accelerator_type(opts.accelerator_type).set_accelerator_limit(opts.accelerator_limit)
+        for label_key, label_value in opts.gpu_node_selector:
+            kubernetes.add_node_selector(task, label_key=label_key, label_value=label_value)
+        for key, operator, value, effect in opts.gpu_tolerations:
+            kubernetes.add_toleration(
+                task, key=key, operator=operator, value=value or None, effect=effect or None
+            )
     return task
 
 
@@ -169,17 +190,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             ) as cand:
                 xgb = train_candidate(features=feats.outputs["features"], candidate=cand, device=device)
                 xgb.set_display_name("train XGBoost candidate")
-                _resources(xgb, opts.large)
-                if opts.use_gpu:
-                    xgb.set_accelerator_type(opts.accelerator_type).set_accelerator_limit(
-                        opts.accelerator_limit
-                    )
-                    for label_key, label_value in opts.gpu_node_selector:
-                        kubernetes.add_node_selector(xgb, label_key=label_key, label_value=label_value)
-                    for key, operator, value, effect in opts.gpu_tolerations:
-                        kubernetes.add_toleration(
-                            xgb, key=key, operator=operator, value=value or None, effect=effect or None
-                        )
+                _training_pool(xgb, opts)
             with dsl.ParallelFor(
                 linear_candidates, parallelism=opts.parallelism, name="linear-candidates"
             ) as lcand:
@@ -220,13 +231,24 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 .set_caching_options(False)
             )
             with dsl.If(gate.outputs["Output"] == True, name="challenger-wins"):  # noqa: E712 - KFP condition
-                pub = publish_model(store=store, s3_endpoint=s3_endpoint, bundle=gate.outputs["bundle"])
+                # the gate measured the held-out fit; the published bundle is the winners refitted
+                # on every labelled row, on the same node pool as the XGBoost training
+                refit = refit_winners(
+                    store=store,
+                    s3_endpoint=s3_endpoint,
+                    dataset=data.outputs["dataset"],
+                    heldout=gate.outputs["bundle"],
+                    device=device,
+                )
+                refit.set_display_name("refit winners on every row").set_caching_options(False)
+                _training_pool(_secret(refit, opts), opts)
+                pub = publish_model(store=store, s3_endpoint=s3_endpoint, bundle=refit.outputs["bundle"])
                 pub.set_display_name("publish model").set_caching_options(False)
                 dep = (
                     deploy_model(
                         store=store,
                         s3_endpoint=s3_endpoint,
-                        bundle=gate.outputs["bundle"],
+                        bundle=refit.outputs["bundle"],
                         model_uri=pub.output,
                         mode=deploy_mode,
                         namespace=namespace,

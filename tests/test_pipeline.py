@@ -131,6 +131,35 @@ def test_deploy_sits_under_the_condition(compiled):
     assert any("select-winner" in t["triggerPolicy"]["condition"] for t in parent)
 
 
+def test_the_refit_runs_after_the_gate_on_the_training_pool_and_is_what_is_published(compiled):
+    """The gate measures the held-out fit; the winners are refitted on every row only when it
+    passes, on the XGBoost training node pool, and publish/deploy take the refit's bundle."""
+    _, spec, platform = compiled
+    cond = [c for c in spec["components"].values() if "refit-winners" in c.get("dag", {}).get("tasks", {})]
+    assert cond and "publish-model" in cond[0]["dag"]["tasks"], (
+        "refit-winners is not under the gate's condition"
+    )
+    tasks = cond[0]["dag"]["tasks"]
+    refit = tasks["refit-winners"]
+    # the gate's (held-out) bundle comes into the condition's sub-DAG as a channel
+    assert refit["inputs"]["artifacts"]["heldout"] == {
+        "componentInputArtifact": "pipelinechannel--select-winner-bundle"
+    }
+    for consumer in ("publish-model", "deploy-model"):
+        src = tasks[consumer]["inputs"]["artifacts"]["bundle"]["taskOutputArtifact"]
+        assert src == {"outputArtifactKey": "bundle", "producerTask": "refit-winners"}, consumer
+    res = _container(spec, refit["componentRef"]["name"])["resources"]
+    assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    label = spec["components"][refit["componentRef"]["name"]]["executorLabel"]
+    xgb_label = spec["components"][_executor_of(spec, "train-candidate")["componentRef"]["name"]][
+        "executorLabel"
+    ]
+    for key in ("nodeSelector", "tolerations"):
+        assert k8s[label][key] == k8s[xgb_label][key], key
+    assert k8s[label]["secretAsEnv"][0]["secretName"] == "hhpulse-s3"
+
+
 def test_every_parameter_has_a_default_and_description(compiled):
     _, spec, _ = compiled
     for name, p in spec["root"]["inputDefinitions"]["parameters"].items():
@@ -369,6 +398,11 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     st = LocalStore(store)
     v1 = champion(st).version
     assert st.exists(f"deploy/{v1}/inferenceservice.yaml")
+    # the champion is the refit on every row; its figures are the held-out fit's
+    published = st.get_json(f"models/hhpulse/{v1}/metrics.json")
+    fits = published["fits"]["salary"]
+    assert fits["published"]["rows"] == sum(p["rows"] for p in fits["measured"]["parts"].values())
+    assert "refit winners on every row" in [s["name"] for s in steps]
     outcomes = [k for k in st.list("runs/") if k.endswith("outcome.json")]
     assert len(outcomes) == 1
     log_text = st.get_bytes(outcomes[0].replace("outcome.json", "pipeline.log")).decode()

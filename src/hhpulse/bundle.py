@@ -200,8 +200,9 @@ def build_bundle(
 ) -> Path:
     """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place).
 
-    ``training_ids``: the vacancy ids the models were fitted on (train and validation rows),
-    kept as a set of hashes so ``evaluate`` can warn when data overlaps them.
+    ``training_ids``: the vacancy ids the models were fitted or selected on (the held-out
+    fit: train and validation rows; the published refit: train, validation and test rows),
+    kept as a set of hashes so ``evaluate`` and the gate can tell when data overlaps them.
     ``calibrators`` (per task) are written as ``<task>/calibration.json``; a task without
     one predicts its model's raw probabilities.
     """
@@ -316,20 +317,104 @@ def model_card(
         line = baseline_line(m)
         if line:
             lines.append(f"  - {line}")
+        lines += candidate_table(m)
         one = dominant_prediction(task, served_counts(task, m, metrics.get("calibration")))
         if one:
             lines.append(f"  - **One cohort:** {one}")
     for task, c in (metrics.get("calibration") or {}).items():
         before, after = c.get("test", {}).get("before", {}), c.get("test", {}).get("after", {})
         lines.append(
-            f"- {task} probabilities: calibrated ({c.get('method')}, temperature {_fmt(c.get('temperature'))}) on the "
-            f"validation slice; test top-label ECE {_fmt(before.get('ece'))} -> {_fmt(after.get('ece'))}, "
+            f"- {task} probabilities (held-out fit): calibrated ({c.get('method')}, temperature "
+            f"{_fmt(c.get('temperature'))}) on the validation slice; test top-label ECE {_fmt(before.get('ece'))} -> {_fmt(after.get('ece'))}, "
             f"largest cohort-mix error {_fmt((before.get('mix') or {}).get('max_abs_error'))} -> "
             f"{_fmt((after.get('mix') or {}).get('max_abs_error'))}"
         )
+    lines += fits_lines(card)
     lines += ["", "## Versions", f"- git commit: {card.get('git_commit', git_commit())}"]
     lines += [f"- {k}: {v}" for k, v in library_versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def candidate_table(task_metrics: Mapping[str, Any]) -> list[str]:
+    """Every candidate's primary metric with all fields and with responsibility alone, on
+    validation (where the winner is chosen, by the selection score) and test."""
+    cands = task_metrics.get("candidates", {})
+    if not cands:
+        return []
+    primary = task_metrics.get("primary", "roc_auc_ovo")
+    rule = (task_metrics.get("selection") or {}).get("score") or f"the validation {primary} with all fields"
+    out = [
+        "",
+        "  | candidate | val, all fields | val, responsibility | selection score | test, all fields | test, responsibility |",
+        "  |---|---:|---:|---:|---:|---:|",
+    ]
+    for name, c in sorted(cands.items()):
+        m = c.get("metrics", {})
+
+        def g(part: str, m: Mapping[str, Any] = m) -> str:
+            return _fmt((m.get(part) or {}).get(primary))
+
+        mark = " (winner)" if name == task_metrics.get("winner") else ""
+        mark += " (baseline)" if name == task_metrics.get("baseline") else ""
+        out.append(
+            f"  | {name}{mark} | {g('val')} | {g('val_resp')} | {_fmt(c.get('selection_score'))} | "
+            f"{g('test')} | {g('test_resp')} |"
+        )
+    return [*out, "", f"  Selection score ({primary}): {rule}.", ""]
+
+
+def _range(r: Sequence[Any] | None) -> str:
+    return " .. ".join(str(x) for x in (r or [None, None]))
+
+
+def fits_lines(card: Mapping[str, Any]) -> list[str]:
+    """Which fit the figures measure and which fit this bundle holds (see hhpulse.refit)."""
+    fits = card.get("fits")
+    if not fits:
+        return [
+            "",
+            "## Fits",
+            "- this bundle holds the held-out fit: the model the figures above measure (no refit)",
+        ]
+    lines = [
+        "",
+        "## Fits",
+        "The figures above (and the gate's) measure the **held-out fit**; this bundle holds the",
+        "**published fit**: the same configuration refitted on every labelled row of the window.",
+    ]
+    for task, f in fits.items():
+        parts, pub = f["measured"]["parts"], f["published"]
+        lines += [
+            f"- {task}, measured (held-out fit): fitted on train {parts['train']['rows']} rows "
+            f"(published {_range(parts['train']['published_at'])}), chosen on val {parts['val']['rows']} rows "
+            f"({_range(parts['val']['published_at'])}), tested on test {parts['test']['rows']} rows "
+            f"({_range(parts['test']['published_at'])})",
+            f"- {task}, published (this bundle): refitted on train+val+test, {pub['rows']} rows "
+            f"(published {_range(pub['published_at'])})"
+            + (
+                f", {pub['rounds']} boosting rounds (the held-out fit's early stop)"
+                if pub.get("rounds")
+                else ""
+            ),
+        ]
+    for task, c in (card.get("published_calibration") or {}).items():
+        lines.append(
+            f"- {task} calibrator of the published fit: {c.get('method')}, temperature {_fmt(c.get('temperature'))}, "
+            f"prior rule '{c.get('prior_rule')}' ({(c.get('rules') or {}).get(c.get('prior_rule'), '')}); "
+            f"fitted on {c.get('fitted_on')}"
+        )
+        bt = c.get("backtest")
+        if bt:
+            lines.append(
+                f"  - prior chosen by a backtest: fitted on {bt['fitted_on']}, scored on {bt['scored_on']}, "
+                f"by {bt['chosen_by']}:"
+            )
+            lines += [
+                f"    - {rule}: ECE {_fmt(m.get('ece'))}, largest mix error {_fmt(m.get('mix_error'))}, "
+                f"log loss {_fmt(m.get('log_loss'))}"
+                for rule, m in bt["rules"].items()
+            ]
+    return lines
 
 
 def baseline_line(task_metrics: Mapping[str, Any]) -> str | None:

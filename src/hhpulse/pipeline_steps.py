@@ -19,8 +19,21 @@ from hhpulse.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from hhpulse.registry import champion, load_champion
 from hhpulse.report import REPORT_NAME, comparison_html, with_gate
 from hhpulse.store import open_store
-from hhpulse.train import FeatureSet, TaskResult, evaluate_candidate, load_candidate, select_winner
-from hhpulse.workflow import DEFAULT_ECE_MARGIN, bundle_from_results, judge, test_predictions
+from hhpulse.train import (
+    DEFAULT_SELECTION,
+    FeatureSet,
+    TaskResult,
+    evaluate_candidate,
+    load_candidate,
+    select_winner,
+)
+from hhpulse.workflow import (
+    DEFAULT_ECE_MARGIN,
+    bundle_from_results,
+    judge,
+    metrics_document,
+    test_predictions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +68,7 @@ def evaluate_all(
             for n, c in mine.items()
         }
         res = select_winner(task, scored, primary, baseline=baseline_candidate(task).name)
-        results[task] = {
-            "winner": res.winner,
-            "primary": res.primary,
-            "candidates": res.candidates,
-            "baseline": res.baseline,
-        }
+        results[task] = metrics_document({task: res})[task]
         win = mine[res.winner]
         winners[task] = win
         test = res.candidates[res.winner]["metrics"].get("test", {})
@@ -149,7 +157,14 @@ def build_and_gate(
     cands = {c.config.name: c for c in _candidates(model_paths)}
     winners = {t: cands[r["winner"]] for t, r in results.items()}
     task_results = {
-        t: TaskResult(t, r["winner"], r["primary"], r["candidates"], r.get("baseline"))
+        t: TaskResult(
+            t,
+            r["winner"],
+            r["primary"],
+            r["candidates"],
+            r.get("baseline"),
+            (r.get("selection") or {}).get("rule", DEFAULT_SELECTION),
+        )
         for t, r in results.items()
     }
     vec = TextVectorizer.load(Path(features_dir) / "vectorizer")
@@ -214,6 +229,32 @@ def build_and_gate(
         write_manifest(Path(path), challenger.version)  # the report is part of the verified bundle
     st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
     return out
+
+
+def refit_published(
+    store: str, s3_endpoint: str, dataset: Dataset, heldout_dir: str, bundle_dir: str, device: str = "auto"
+) -> dict[str, Any]:
+    """The bundle to publish, after the gate passed: the held-out bundle's winners refitted on
+    every labelled row (see :func:`hhpulse.refit.refit_bundle`). The gate has read the
+    held-out bundle; this one keeps its version and figures."""
+    from hhpulse.refit import refit_bundle
+
+    synthetic = _store_is_synthetic(store, s3_endpoint, dataset)
+    path = refit_bundle(heldout_dir, dataset, bundle_dir, synthetic=synthetic, device=device)
+    from hhpulse.bundle import load_bundle
+
+    published = load_bundle(path)
+    fits = published.metadata["metrics"].get("fits", {})
+    return {
+        "version": published.version,
+        "fit": "published (refit on train+val+test)",
+        "rows": {t: f["published"]["rows"] for t, f in fits.items()},
+        "heldout_rows": {t: f["measured"]["parts"]["train"]["rows"] for t, f in fits.items()},
+        "prior_rule": {
+            t: c.get("prior_rule")
+            for t, c in published.metadata["metrics"].get("published_calibration", {}).items()
+        },
+    }
 
 
 def _store_is_synthetic(store: str, s3_endpoint: str, dataset: Dataset) -> bool:

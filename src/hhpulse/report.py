@@ -289,21 +289,26 @@ def comparison_html(
             f"<h2>{html.escape(task)}: winner <code>{html.escape(res['winner'])}</code> "
             f"(by validation {html.escape(res['primary'])})</h2>"
         )
+        rule = (res.get("selection") or {}).get("score")
+        if rule:
+            out.append(f"<p>Selection score: {html.escape(rule)}.</p>")
         out.append(
             f"{_TABLE}<tr><th>candidate</th><th>kind</th>"
-            "<th>validation AUC ovo</th><th>test AUC ovo</th><th>test AUC ovr</th>"
-            "<th>test AUC, responsibility only</th>"
+            "<th>validation AUC ovo</th><th>validation AUC, responsibility only</th><th>selection score</th>"
+            "<th>test AUC ovo</th><th>test AUC ovr</th><th>test AUC, responsibility only</th>"
             "<th>test macro-F1</th><th>test log loss</th><th>train s</th></tr>"
         )
         rows = []
         for name, c in sorted(res["candidates"].items()):
             m = c["metrics"]
             val, test, resp = m.get("val", {}), m.get("test", {}), m.get("test_resp", {})
+            val_resp = m.get("val_resp", {})
             mark = (" ★" if name == res["winner"] else "") + (
                 " (baseline)" if name == res.get("baseline") else ""
             )
             out.append(
                 f"<tr><td>{html.escape(name)}{mark}</td><td>{html.escape(c['kind'])}</td><td>{_f(val.get('roc_auc_ovo'))}</td>"
+                f"<td>{_f(val_resp.get('roc_auc_ovo'))}</td><td>{_f(c.get('selection_score'))}</td>"
                 f"<td>{_f(test.get('roc_auc_ovo'))}</td><td>{_f(test.get('roc_auc_ovr'))}</td><td>{_f(resp.get('roc_auc_ovo'))}</td>"
                 f"<td>{_f(test.get('f1_macro'))}</td><td>{_f(test.get('log_loss'))}</td><td>{_f(c['info'].get('train_seconds'))}</td></tr>"
             )

@@ -8,8 +8,12 @@ Each step is a function the pipeline wraps as one component:
   ``hist`` with early stopping on the validation split and balanced class weights, or
   the logistic-regression baseline) and returns a :class:`TrainedCandidate` that saves
   as XGBoost UBJ or npz, never pickle;
-* :func:`select_winner` picks per task the best on the *validation* split by a primary
-  metric (default macro ROC AUC one-vs-one) and reports *test* metrics for everyone.
+* :func:`select_winner` picks per task the best on the *validation* split by a selection
+  score over a primary metric (default macro ROC AUC one-vs-one) and reports *test*
+  metrics for everyone. The model is called two ways (all fields, or the responsibility
+  alone, as the seed does), so the default score (``selection="both"``) is the mean of the
+  validation metric with all fields and with responsibility alone (:func:`selection_score`);
+  ``selection="all_fields"`` is the old rule.
   Every task also trains the baseline (:func:`~hhpulse.config.baseline_candidate`: plain
   TF-IDF + logistic regression on the training rows without the field-dropout copies),
   which competes like any candidate and keeps ties to the others: the winner's validation
@@ -43,7 +47,13 @@ from hhpulse.store import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 DEFAULT_PRIMARY = "roc_auc_ovo"
-PARTS = ("train", "val", "test", "test_resp")
+PARTS = ("train", "val", "val_resp", "test", "test_resp")
+# How select_winner scores a candidate on validation (see selection_score)
+SELECTIONS = {
+    "both": "mean of the validation {primary} with all fields and with responsibility alone",
+    "all_fields": "the validation {primary} with all fields",
+}
+DEFAULT_SELECTION = "both"
 
 
 # -- devices ------------------------------------------------------------------------------
@@ -83,7 +93,8 @@ def resolve_device(device: str) -> str:
 # -- features -----------------------------------------------------------------------------
 @dataclass
 class FeatureSet:
-    """Matrices and labels of one task. ``test_resp`` is the test split with responsibility alone.
+    """Matrices and labels of one task. ``val_resp`` and ``test_resp`` are the validation and
+    test splits with responsibility alone.
 
     With field dropout, ``X["train"]`` holds the training rows, then their responsibility-only
     copies; ``train_rows`` is the number of the former (None: no copies).
@@ -123,7 +134,7 @@ class FeatureSet:
         return cls(meta["task"], meta["classes"], X, meta["y"], meta.get("train_rows"))
 
 
-def _only_responsibility(df: pd.DataFrame) -> pd.DataFrame:
+def only_responsibility(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in ("name", "requirement"):
         if col in out:
@@ -149,7 +160,7 @@ def featurize(
         rows = None
         if config.field_dropout and len(config.fields) > 1:
             rows = X_tr.shape[0]
-            X_tr = sp.csr_matrix(sp.vstack([X_tr, vec.transform(_only_responsibility(tr))]))
+            X_tr = sp.csr_matrix(sp.vstack([X_tr, vec.transform(only_responsibility(tr))]))
             y_tr = y_tr + y_tr
         sets[task] = FeatureSet(
             task,
@@ -157,12 +168,14 @@ def featurize(
             {
                 "train": X_tr,
                 "val": vec.transform(va),
+                "val_resp": vec.transform(only_responsibility(va)),
                 "test": vec.transform(te),
-                "test_resp": vec.transform(_only_responsibility(te)),
+                "test_resp": vec.transform(only_responsibility(te)),
             },
             {
                 "train": y_tr,
                 "val": va["label"].tolist(),
+                "val_resp": va["label"].tolist(),
                 "test": te["label"].tolist(),
                 "test_resp": te["label"].tolist(),
             },
@@ -241,18 +254,22 @@ def fit_candidate(
     config: CandidateConfig,
     X_train: sp.spmatrix,
     y_train: Sequence[str],
-    X_val: sp.spmatrix,
-    y_val: Sequence[str],
+    X_val: sp.spmatrix | None,
+    y_val: Sequence[str] | None,
     classes: Sequence[str],
     *,
     device: str = "auto",
     seed: int = 42,
+    rounds: int | None = None,
 ) -> TrainedCandidate:
-    """Train one candidate. Labels are cohort names; ``classes`` fixes the column order."""
+    """Train one candidate. Labels are cohort names; ``classes`` fixes the column order.
+
+    XGBoost early-stops on ``X_val``; with ``rounds`` (a refit on every row, where no
+    held-out rows are left) it trains exactly that many boosting rounds and needs no
+    validation rows."""
     classes = list(classes)
     idx = {c: i for i, c in enumerate(classes)}
     ytr = np.array([idx[v] for v in y_train])
-    yva = np.array([idx[v] for v in y_val])
     params = _typed(config.params)
     weighted = params.pop("class_weight", "balanced") == "balanced"
     start = time.perf_counter()
@@ -261,7 +278,7 @@ def fit_candidate(
         import xgboost as xgb
 
         dev = resolve_device(params.pop("device", device))
-        rounds = int(params.pop("n_estimators", 300))
+        n_rounds = int(params.pop("n_estimators", 300))
         stop = int(params.pop("early_stopping_rounds", 25))
         booster_params = {
             "objective": "multi:softprob",
@@ -276,19 +293,26 @@ def fit_candidate(
         dtrain = xgb.DMatrix(
             X_train, label=ytr, weight=balanced_weights(ytr, len(classes)) if weighted else None
         )
-        dval = xgb.DMatrix(X_val, label=yva)
-        booster = xgb.train(
-            booster_params,
-            dtrain,
-            num_boost_round=rounds,
-            evals=[(dval, "val")],
-            early_stopping_rounds=stop,
-            verbose_eval=False,
-        )
-        best = int(getattr(booster, "best_iteration", rounds - 1))
-        booster = booster[: best + 1]
+        if rounds is None and (X_val is None or y_val is None):
+            raise ValueError("an XGBoost candidate needs validation rows to early-stop on, or fixed rounds")
+        if rounds is not None:  # a refit: the held-out fit's number of rounds, no early stopping
+            booster = xgb.train(booster_params, dtrain, num_boost_round=int(rounds), verbose_eval=False)
+            best, n_rounds = int(rounds) - 1, int(rounds)
+        else:
+            yva = np.array([idx[v] for v in y_val or []])
+            dval = xgb.DMatrix(X_val, label=yva)
+            booster = xgb.train(
+                booster_params,
+                dtrain,
+                num_boost_round=n_rounds,
+                evals=[(dval, "val")],
+                early_stopping_rounds=stop,
+                verbose_eval=False,
+            )
+            best = int(getattr(booster, "best_iteration", n_rounds - 1))
+            booster = booster[: best + 1]
         booster.set_param({"device": "cpu"})
-        info.update(device=dev, best_iteration=best, rounds=rounds)
+        info.update(device=dev, best_iteration=best, rounds=n_rounds)
         model: Any = booster
     else:
         from sklearn.linear_model import LogisticRegression
@@ -332,12 +356,34 @@ def _typed(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_candidate(cand: TrainedCandidate, fs: FeatureSet) -> dict[str, Any]:
-    """Validation and test metrics (test with all fields and with responsibility alone)."""
+    """Validation and test metrics, each with all fields and with responsibility alone."""
     return {
         part: classification_metrics(fs.y[part], cand.predict_proba(fs.X[part]), fs.classes)
-        for part in ("val", "test", "test_resp")
+        for part in ("val", "val_resp", "test", "test_resp")
         if part in fs.X and fs.X[part].shape[0]
     }
+
+
+def selection_score(
+    metrics: Mapping[str, Any], primary: str = DEFAULT_PRIMARY, selection: str = DEFAULT_SELECTION
+) -> float:
+    """The number :func:`select_winner` ranks a candidate by (``-inf`` when undefined).
+
+    ``metrics`` is a candidate's ``{part: metrics}``. ``"both"``: the mean of the validation
+    ``primary`` with all fields (``val``) and with responsibility alone (``val_resp``), since
+    the model is called both ways (many callers, like the seed, send the responsibility
+    only); without ``val_resp`` (features built before it existed) the all-fields figure
+    alone. ``"all_fields"``: the validation ``primary`` with all fields.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {sorted(SELECTIONS)}, got {selection!r}")
+    full = score(metrics.get("val", {}) or {}, primary)
+    if selection == "all_fields" or not metrics.get("val_resp"):
+        return full
+    resp = score(metrics.get("val_resp", {}) or {}, primary)
+    if full == float("-inf") or resp == float("-inf"):
+        return float("-inf")
+    return (full + resp) / 2
 
 
 @dataclass
@@ -345,8 +391,12 @@ class TaskResult:
     task: str
     winner: str
     primary: str
-    candidates: dict[str, dict[str, Any]]  # name -> {"kind", "info", "metrics": {val, test, test_resp}}
+    candidates: dict[str, dict[str, Any]]  # name -> {"kind", "info", "metrics", "selection_score"}
     baseline: str | None = None  # the TF-IDF + logistic regression yardstick among the candidates
+    selection: str = DEFAULT_SELECTION
+
+    def selection_rule(self) -> str:
+        return SELECTIONS[self.selection].format(primary=self.primary)
 
 
 def select_winner(
@@ -354,30 +404,33 @@ def select_winner(
     results: Mapping[str, Mapping[str, Any]],
     primary: str = DEFAULT_PRIMARY,
     baseline: str | None = None,
+    selection: str = DEFAULT_SELECTION,
 ) -> TaskResult:
-    """The candidate with the best validation ``primary`` metric (ties: first by name).
+    """The candidate with the best validation :func:`selection_score` (ties: first by name).
 
     ``baseline`` names the TF-IDF + logistic regression baseline among ``results``: it
     competes like the others but loses ties, so it wins only when no other candidate ranks
-    at least as well on validation.
+    at least as well on validation. Each candidate's score is kept as ``selection_score``.
     """
     if not results:
         raise ValueError(f"no candidates were trained for {task}")
     if baseline is not None and baseline not in results:
         raise ValueError(f"{task}: the baseline {baseline!r} was not trained (candidates: {sorted(results)})")
-    best = max(
-        sorted(results),
-        key=lambda n: (score(results[n]["metrics"].get("val", {}), primary), n != baseline),
-    )
+    scores = {n: selection_score(r["metrics"], primary, selection) for n, r in results.items()}
+    best = max(sorted(results), key=lambda n: (scores[n], n != baseline))
     if baseline is not None and best == baseline and len(results) > 1:
         log.warning(
             "%s: no candidate ranks at least as well as the TF-IDF + logistic regression baseline on "
             "validation (%s %.4f): the baseline wins",
             task,
-            primary,
-            score(results[baseline]["metrics"].get("val", {}), primary),
+            SELECTIONS[selection].format(primary=primary),
+            scores[baseline],
         )
-    return TaskResult(task, best, primary, {k: dict(v) for k, v in results.items()}, baseline)
+    cands = {
+        k: {**v, "selection_score": None if scores[k] == float("-inf") else scores[k]}
+        for k, v in results.items()
+    }
+    return TaskResult(task, best, primary, cands, baseline, selection)
 
 
 def train_task(
@@ -386,6 +439,7 @@ def train_task(
     *,
     device: str = "auto",
     primary: str = DEFAULT_PRIMARY,
+    selection: str = DEFAULT_SELECTION,
 ) -> tuple[TaskResult, dict[str, TrainedCandidate]]:
     """Train every candidate of ``fs.task``, and the task's baseline, and pick the winner."""
     mine = [c for c in candidates if c.task == fs.task]
@@ -399,7 +453,7 @@ def train_task(
         cand = fit_on(fs, c, device=device)
         trained[c.name] = cand
         results[c.name] = {"kind": c.kind, "info": cand.info, "metrics": evaluate_candidate(cand, fs)}
-    return select_winner(fs.task, results, primary, baseline=base.name), trained
+    return select_winner(fs.task, results, primary, baseline=base.name, selection=selection), trained
 
 
 def fit_on(fs: FeatureSet, config: CandidateConfig, *, device: str = "auto") -> TrainedCandidate:

@@ -23,7 +23,15 @@ from hhpulse.dataset import Dataset, build_dataset
 from hhpulse.evaluate import classification_metrics, data_profile, score
 from hhpulse.gate import PairedInterval, TaskPredictions, fitted_mask, interval, paired_evidence
 from hhpulse.store import open_store
-from hhpulse.train import DEFAULT_PRIMARY, FeatureSet, TaskResult, TrainedCandidate, featurize, train_task
+from hhpulse.train import (
+    DEFAULT_PRIMARY,
+    DEFAULT_SELECTION,
+    FeatureSet,
+    TaskResult,
+    TrainedCandidate,
+    featurize,
+    train_task,
+)
 from hhpulse.validate import ValidationReport
 
 log = logging.getLogger(__name__)
@@ -102,15 +110,23 @@ def history_from_data(
 
 @dataclass
 class TrainingReport:
-    bundle_dir: Path
+    bundle_dir: Path  # the bundle to publish: the refit (or the held-out fit with refit=False)
     version: str
     results: dict[str, TaskResult]
     summary: dict[str, Any]
+    heldout_dir: Path | None = None  # the held-out fit's bundle, when kept (keep_heldout)
+    refit: bool = True
 
 
 def metrics_document(results: dict[str, TaskResult]) -> dict[str, Any]:
     return {
-        t: {"winner": r.winner, "primary": r.primary, "candidates": r.candidates, "baseline": r.baseline}
+        t: {
+            "winner": r.winner,
+            "primary": r.primary,
+            "candidates": r.candidates,
+            "baseline": r.baseline,
+            "selection": {"rule": r.selection, "score": r.selection_rule()},
+        }
         for t, r in results.items()
     }
 
@@ -168,6 +184,120 @@ def fitted_ids(dataset: Dataset) -> set[str]:
     return ids
 
 
+@dataclass
+class TrainedCandidates:
+    """Every candidate of both tasks trained on one dataset (the held-out fit), before a bundle."""
+
+    dataset: Dataset
+    vectorizer: Any
+    results: dict[str, TaskResult]
+    trained: dict[str, dict[str, TrainedCandidate]]  # task -> candidate name -> model
+    label_config: LabelConfig
+
+    def reselect(self, selection: str) -> dict[str, TaskResult]:
+        """The winners under another selection rule, from the same trained candidates."""
+        from hhpulse.train import select_winner
+
+        return {
+            t: select_winner(t, r.candidates, r.primary, r.baseline, selection)
+            for t, r in self.results.items()
+        }
+
+
+def train_candidates(
+    history: pd.DataFrame,
+    rates_by_run: dict[str, dict[str, float]],
+    *,
+    label_config: LabelConfig | None = None,
+    feature_config: FeatureConfig | None = None,
+    split_config: SplitConfig | None = None,
+    candidates: Sequence[CandidateConfig] | None = None,
+    device: str = "auto",
+    primary: str = DEFAULT_PRIMARY,
+    selection: str = DEFAULT_SELECTION,
+    history_window: dict[str, Any] | None = None,
+) -> TrainedCandidates:
+    """Labels, split, features, every candidate of both tasks, and the winners (held-out fit)."""
+    label_config = label_config or LabelConfig()
+    dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
+    if history_window is not None:
+        dataset.summary["history_window"] = history_window
+    return train_candidates_on(
+        dataset,
+        label_config=label_config,
+        feature_config=feature_config,
+        candidates=candidates,
+        device=device,
+        primary=primary,
+        selection=selection,
+    )
+
+
+def train_candidates_on(
+    dataset: Dataset,
+    *,
+    label_config: LabelConfig,
+    feature_config: FeatureConfig | None = None,
+    candidates: Sequence[CandidateConfig] | None = None,
+    device: str = "auto",
+    primary: str = DEFAULT_PRIMARY,
+    selection: str = DEFAULT_SELECTION,
+) -> TrainedCandidates:
+    """Features, every candidate of both tasks, and the winners (held-out fit) on a built dataset."""
+    vec, sets = featurize(dataset, feature_config or FeatureConfig())
+    candidates = list(candidates or load_candidates())
+    results, trained = {}, {}
+    for task, fs in sets.items():
+        results[task], trained[task] = train_task(
+            fs, candidates, device=device, primary=primary, selection=selection
+        )
+    return TrainedCandidates(dataset, vec, results, trained, label_config)
+
+
+def bundle_from_candidates(
+    run: TrainedCandidates,
+    out_dir: str | Path,
+    *,
+    results: dict[str, TaskResult] | None = None,
+    device: str = "auto",
+    synthetic: bool = False,
+    version: str | None = None,
+    refit: bool = True,
+    keep_heldout: str | Path | None = None,
+) -> TrainingReport:
+    """The bundle of ``run``'s winners (``results``: other winners of the same candidates, e.g.
+    :meth:`TrainedCandidates.reselect`). With ``refit`` the published fit (see
+    :func:`train_from_history`), else the held-out fit."""
+    from hhpulse.bundle import load_bundle
+
+    results = results or run.results
+    winners = {t: run.trained[t][r.winner] for t, r in results.items()}
+
+    def heldout(path: str | Path) -> Path:
+        return bundle_from_results(
+            path,
+            run.dataset,
+            run.vectorizer,
+            winners,
+            results,
+            label_config=run.label_config,
+            synthetic=synthetic,
+            version=version,
+        )
+
+    summary = run.dataset.summary
+    if not refit:
+        path = heldout(out_dir)
+        return TrainingReport(path, load_bundle(path).version, results, summary, path, False)
+    from hhpulse.refit import refit_bundle
+
+    with tempfile.TemporaryDirectory(prefix="hhpulse-heldout-") as tmp:
+        held = heldout(keep_heldout or Path(tmp) / "heldout")
+        path = refit_bundle(held, run.dataset, out_dir, synthetic=synthetic, device=device)
+    kept = Path(keep_heldout) if keep_heldout else None
+    return TrainingReport(path, load_bundle(path).version, results, summary, kept, True)
+
+
 def train_from_history(
     history: pd.DataFrame,
     rates_by_run: dict[str, dict[str, float]],
@@ -179,26 +309,43 @@ def train_from_history(
     candidates: Sequence[CandidateConfig] | None = None,
     device: str = "auto",
     primary: str = DEFAULT_PRIMARY,
+    selection: str = DEFAULT_SELECTION,
     synthetic: bool = False,
     version: str | None = None,
     history_window: dict[str, Any] | None = None,
+    refit: bool = True,
+    keep_heldout: str | Path | None = None,
 ) -> TrainingReport:
-    """Labels, split, features, every candidate of both tasks, the winners, and the bundle
-    (``history_window``: which part of the history ``history`` is, for the model card)."""
-    label_config = label_config or LabelConfig()
-    dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
-    if history_window is not None:
-        dataset.summary["history_window"] = history_window
-    return train_on_dataset(
-        dataset,
-        out_dir,
+    """Labels, split, features, every candidate of both tasks, the winners, and the bundle.
+
+    The winners are chosen (by ``selection``, see :func:`hhpulse.train.selection_score`) and
+    measured by the held-out fit (train; validation; test). With ``refit`` (the default) the
+    bundle written to ``out_dir`` is the published fit: the winners refitted on train +
+    validation + test (:func:`hhpulse.refit.refit_bundle`), with the held-out fit's figures;
+    ``keep_heldout`` keeps the held-out bundle in that folder. ``refit=False`` writes the
+    held-out bundle to ``out_dir``, as before the refit existed. ``history_window``: which part
+    of the history ``history`` is, for the model card.
+    """
+    run = train_candidates(
+        history,
+        rates_by_run,
         label_config=label_config,
         feature_config=feature_config,
+        split_config=split_config,
         candidates=candidates,
         device=device,
         primary=primary,
+        selection=selection,
+        history_window=history_window,
+    )
+    return bundle_from_candidates(
+        run,
+        out_dir,
+        device=device,
         synthetic=synthetic,
         version=version,
+        refit=refit,
+        keep_heldout=keep_heldout,
     )
 
 
@@ -211,30 +358,25 @@ def train_on_dataset(
     candidates: Sequence[CandidateConfig] | None = None,
     device: str = "auto",
     primary: str = DEFAULT_PRIMARY,
+    selection: str = DEFAULT_SELECTION,
     synthetic: bool = False,
     version: str | None = None,
+    refit: bool = False,
 ) -> TrainingReport:
-    """Features, every candidate of both tasks, the winners, and the bundle, on a built dataset."""
-    vec, sets = featurize(dataset, feature_config or FeatureConfig())
-    candidates = list(candidates or load_candidates())
-    results, winners = {}, {}
-    for task, fs in sets.items():
-        res, trained = train_task(fs, candidates, device=device, primary=primary)
-        results[task] = res
-        winners[task] = trained[res.winner]
-    path = bundle_from_results(
-        out_dir,
+    """Features, every candidate of both tasks, the winners, and the bundle, on a built dataset
+    (the held-out fit unless ``refit``: the replay's daily gate compares held-out fits)."""
+    run = train_candidates_on(
         dataset,
-        vec,
-        winners,
-        results,
         label_config=label_config,
-        synthetic=synthetic,
-        version=version,
+        feature_config=feature_config,
+        candidates=candidates,
+        device=device,
+        primary=primary,
+        selection=selection,
     )
-    from hhpulse.bundle import load_bundle
-
-    return TrainingReport(path, load_bundle(path).version, results, dataset.summary)
+    return bundle_from_candidates(
+        run, out_dir, device=device, synthetic=synthetic, version=version, refit=refit
+    )
 
 
 def test_predictions(
@@ -602,5 +744,9 @@ __all__ = [
     "test_predictions",
     "history_from_data",
     "load_data",
+    "bundle_from_candidates",
+    "train_candidates",
+    "train_candidates_on",
+    "train_on_dataset",
     "train_from_history",
 ]

@@ -45,7 +45,8 @@ def overlap_warning(bundle, dataset) -> str | None:  # type: ignore[no-untyped-d
         return None
     return (
         f"WARNING: {seen} of the {total} evaluated vacancies ({seen / total:.0%}) were in model "
-        f"{bundle.version}'s training or validation data; these metrics are optimistic. "
+        f"{bundle.version}'s training or validation data (a published refit: train, validation "
+        "and test); these metrics are optimistic. "
         "Evaluate on data collected after the model was trained."
     )
 

@@ -23,7 +23,27 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--primary", default="roc_auc_ovo", help="metric that picks the winner on validation [%(default)s]"
     )
+    p.add_argument(
+        "--selection",
+        choices=("both", "all_fields"),
+        default="both",
+        help="how the winner is chosen on validation: both = the mean of the primary metric with all "
+        "fields and with responsibility alone; all_fields = with all fields only [%(default)s]",
+    )
     p.add_argument("--random-split", action="store_true", help="random instead of time-ordered split")
+    p.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="write the held-out fit (trained on the training split only) instead of refitting the "
+        "winners on train + validation + test for the bundle [refit]",
+    )
+    p.add_argument(
+        "--keep-heldout",
+        default=None,
+        metavar="DIR",
+        help="also write the held-out fit's bundle (the one the figures measure) to DIR",
+    )
     add_window_arg(p)
 
 
@@ -54,9 +74,10 @@ def add_rates_arg(p: argparse.ArgumentParser) -> None:
 
 def print_results(results) -> None:  # type: ignore[no-untyped-def]
     for task, res in results.items():
-        print(f"\n{task}: winner {res.winner} (by validation {res.primary})")
+        print(f"\n{task}: winner {res.winner} (by {res.selection_rule()})")
         print(
-            f"  {'candidate':<22} {'val AUC':>8} {'test AUC':>9} {'test resp':>10} {'test F1':>8} {'seconds':>8}"
+            f"  {'candidate':<22} {'val AUC':>8} {'val resp':>9} {'score':>7} {'test AUC':>9} {'test resp':>10} "
+            f"{'test F1':>8} {'seconds':>8}"
         )
         for name, r in sorted(res.candidates.items()):
             m = r["metrics"]
@@ -66,8 +87,10 @@ def print_results(results) -> None:  # type: ignore[no-untyped-def]
                 return "n/a" if v is None else f"{v:.3f}"
 
             mark = "*" if name == res.winner else " "
+            sc = r.get("selection_score")
             print(
-                f"{mark} {name:<22} {g('val', 'roc_auc_ovo'):>8} {g('test', 'roc_auc_ovo'):>9} "
+                f"{mark} {name:<22} {g('val', 'roc_auc_ovo'):>8} {g('val_resp', 'roc_auc_ovo'):>9} "
+                f"{'n/a' if sc is None else f'{sc:.3f}':>7} {g('test', 'roc_auc_ovo'):>9} "
                 f"{g('test_resp', 'roc_auc_ovo'):>10} {g('test', 'f1_macro'):>8} {r['info'].get('train_seconds', 0):>8.1f}"
             )
         if res.baseline:
@@ -89,10 +112,30 @@ def print_calibration(bundle_dir) -> None:  # type: ignore[no-untyped-def]
             continue
         b, a = test["before"], test["after"]
         print(
-            f"\n{task}: calibrated ({c['method']}, temperature {c['temperature']:.3f}) on validation; test "
+            f"\n{task}: held-out fit calibrated ({c['method']}, temperature {c['temperature']:.3f}) on validation; test "
             f"ECE {b['ece']:.3f} -> {a['ece']:.3f}, Brier {b['brier']:.3f} -> {a['brier']:.3f}, "
             f"log loss {b['log_loss']:.3f} -> {a['log_loss']:.3f}, "
             f"mix error {b['mix']['max_abs_error']:.3f} -> {a['mix']['max_abs_error']:.3f}"
+        )
+
+
+def print_fits(bundle_dir) -> None:  # type: ignore[no-untyped-def]
+    """Which fit the figures measure and which fit the bundle holds (rows, published calibrator)."""
+    import json
+    from pathlib import Path
+
+    metrics = json.loads((Path(bundle_dir) / "metrics.json").read_text(encoding="utf-8"))
+    fits = metrics.get("fits")
+    if not fits:
+        print("\nthe bundle holds the held-out fit (--no-refit): the model the figures above measure")
+        return
+    print("\nthe figures above measure the held-out fit; the bundle holds the winners refitted on every row:")
+    for task, f in fits.items():
+        parts, cal = f["measured"]["parts"], metrics.get("published_calibration", {}).get(task, {})
+        print(
+            f"  {task}: held-out fit on {parts['train']['rows']} rows (val {parts['val']['rows']}, test "
+            f"{parts['test']['rows']}); published fit on {f['published']['rows']} rows; calibrator "
+            f"{cal.get('method')} on out-of-fold predictions, prior rule {cal.get('prior_rule')!r}"
         )
 
 
@@ -116,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
             candidates=load_candidates(args.candidates),
             device=args.device,
             primary=args.primary,
+            selection=args.selection,
             synthetic=data.synthetic,
             history_window=data.window,
+            refit=args.refit,
+            keep_heldout=args.keep_heldout,
         )
     except (ConfigError, StoreError, SourceError, FileNotFoundError, ValueError) as exc:
         print(f"hhpulse train: {exc}", file=sys.stderr)
@@ -130,5 +176,8 @@ def run(args: argparse.Namespace) -> int:
     print_calibration(report.bundle_dir)
     if report.summary.get("demand_proxy"):
         print("\nWARNING: demand labels used the AGE PROXY (no closes in the data); see the model card.")
+    print_fits(report.bundle_dir)
     print(f"\nbundle {report.version} -> {report.bundle_dir}")
+    if report.heldout_dir and report.refit:
+        print(f"held-out fit (the one measured above) -> {report.heldout_dir}")
     return 0
