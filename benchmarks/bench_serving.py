@@ -326,6 +326,21 @@ def _in_process(bundle_dir: Path) -> tuple[float, float]:
     return float(np.median(lat) * 1000), float(np.median(fresh) * 1000)
 
 
+def _in_process_elsewhere(bundle_dir: Path, src: str) -> tuple[float, float]:
+    """:func:`_in_process` with the hhpulse of another checkout's ``src`` folder."""
+    code = "import sys; from benchmarks.bench_serving import _in_process; print(*_in_process(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(bundle_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    ).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
 def side_by_side() -> None:
     """(g)."""
     import logging
@@ -342,6 +357,10 @@ def side_by_side() -> None:
             cached, fresh = _in_process(path)
             print(f"    in process, {label} winners: predict of one instance {cached:.3f} ms (repeated texts), "
                   f"{fresh:.3f} ms (unseen texts)")  # fmt: skip
+            if baseline:
+                cached, fresh = _in_process_elsewhere(path, baseline)
+                print(f"    in process, {label} winners, baseline: {cached:.3f} ms (repeated texts), "
+                      f"{fresh:.3f} ms (unseen texts)")  # fmt: skip
         servers: dict[str, tuple[subprocess.Popen, int]] = {}
         try:
             port = free_port()
@@ -371,15 +390,15 @@ def side_by_side() -> None:
     print(
         f"    v1, one text per request, 1 sequential client; median of {rounds} interleaved rounds of {seconds:.0f} s"
     )
-    print(
-        f"    {'server':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  ratio to no-op (goal >= 0.7)"
-    )
+    noop_p50 = float(np.median([np.percentile(x[1], 50) for x in runs["no-op kserve.Model"]]))
+    print(f"    {'server':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  req/s ratio to no-op "
+          "(goal >= 0.7), and no-op p50 / p50")  # fmt: skip
     for name, rs in runs.items():
         rps = float(np.median([x[0] for x in rs]))
         p50 = float(np.median([np.percentile(x[1], 50) for x in rs]))
         p99 = float(np.median([np.percentile(x[1], 99) for x in rs]))
         errors = sum(x[2] for x in rs)
-        ratio = "" if name.startswith("no-op") else f"{rps / noop_rps:.2f}x"
+        ratio = "" if name.startswith("no-op") else f"{rps / noop_rps:.2f}x  {noop_p50 / p50:.2f}x"
         each = " ".join(f"{x[0]:.0f}" for x in rs)
-        print(f"    {name:<28} {rps:7.0f} {p50:7.2f} {p99:7.2f} {errors:6d}  {ratio:<6} (rounds: {each})")
+        print(f"    {name:<28} {rps:7.0f} {p50:7.2f} {p99:7.2f} {errors:6d}  {ratio:<13} (rounds: {each})")
     print(f"    load average during the run (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
