@@ -223,16 +223,30 @@ class GuardMiddleware:
         await self.app(scope, receive, capture)
 
     async def _reject(
-        self, send: Any, status: int, reason: str, message: str, *, close: bool = False, more: bool = False
+        self,
+        send: Any,
+        status: int,
+        reason: str,
+        message: str,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        more: bool = False,
     ) -> None:
-        """Answer ``status`` with ``{"error": message}``; ``close`` adds ``Connection: close``,
-        ``more`` leaves the response open (the caller ends it with an empty last body)."""
+        """Answer ``status`` with ``{"error": message}`` and any extra ``headers``; ``more``
+        leaves the response open (the caller ends it with an empty last body)."""
         REJECTED.labels(reason=reason).inc()
         body = json.dumps({"error": message}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if close:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *headers,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body, "more_body": more})
 
     async def _too_large(
@@ -244,7 +258,7 @@ class GuardMiddleware:
         ``drain_seconds``; only then does the response end and the server close the
         connection. A client that declared a large body and sends nothing reads its 413 at
         once, and its connection is closed when it hangs up or the time is up."""
-        await self._reject(send, 413, "body_too_large", message, close=True, more=True)
+        await self._reject(send, 413, "body_too_large", message, [(b"connection", b"close")], more=True)
         seen["answered"] = time.perf_counter()
         drained = 0
         loop = asyncio.get_running_loop()
