@@ -9,6 +9,19 @@
     p99 < 3x predict p99).
 Duration per phase: HHPULSE_BENCH_SECONDS (default 20); server workers: HHPULSE_BENCH_WORKERS (1). The model is trained on the synthetic demo
 market (so the benchmark needs no shared data); the client shares the machine's cores with the server.
+
+(g) side by side: a no-op ``kserve.Model`` (benchmarks/_noop_server.py) and the predictor with the
+    linear winners and with the XGBoost winners, each its own server on this machine, the same
+    client: v1, one text per request, one sequential keep-alive connection, in interleaved rounds
+    (HHPULSE_BENCH_ROUNDS, default 6, of HHPULSE_BENCH_ROUND_SECONDS, default 5, per server; the
+    order rotates each round). It prints each server's median req/s, p50 and p99 over the rounds and
+    the ratio of the medians against the no-op model (goal: >= 0.7), with the load average. The
+    winners: each task's default candidate of that kind, trained and calibrated as the pipeline
+    does, on the first HHPULSE_BENCH_VACANCIES (6000) vacancies of ../shared's real dump (the
+    demo market when it is absent). With HHPULSE_BENCH_BASELINE_SRC=<a checkout's src folder>,
+    that version's predictor serves the same bundles in the same rounds (before/after in one run).
+    In process, per winner kind: ModelBundle.predict of one instance, repeated texts (the
+    tokenizer's cache hits, as in the rounds) and texts it has not seen.
 """
 
 from __future__ import annotations
@@ -53,10 +66,16 @@ def _bundle(root: Path) -> Path:
 
 
 def _load(
-    url_port: int, body: bytes | None, seconds: float, clients: int = 4, verb: str = "predict"
+    url_port: int,
+    body: bytes | list[bytes] | None,
+    seconds: float,
+    clients: int = 4,
+    verb: str = "predict",
 ) -> tuple[float, np.ndarray, int]:
-    """``clients`` keep-alive connections POSTing ``body`` to :predict (or, with ``body=None``,
-    GETting /v2/health/ready) for ``seconds``: (requests/s, latencies in ms, errors)."""
+    """``clients`` keep-alive connections POSTing ``body`` (a list: each in turn) to :predict
+    (or, with ``body=None``, GETting /v2/health/ready) for ``seconds``: (requests/s, latencies
+    in ms, errors)."""
+    bodies = body if isinstance(body, list) else [body]
     lat: list[float] = []
     errors = [0]
     stop = time.monotonic() + seconds
@@ -67,6 +86,7 @@ def _load(
         mine = []
         while time.monotonic() < stop:
             t = time.perf_counter()
+            body = bodies[len(mine) % len(bodies)]
             if body is None:
                 conn.request("GET", "/v2/health/ready")
             else:
@@ -90,7 +110,59 @@ def _load(
     return len(lat) / elapsed, np.array(lat) * 1000, errors[0]
 
 
+def free_port() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipelines.e2e import free_port as free
+
+    return free()
+
+
+def _start_predictor(
+    bundle_dir: Path, port: int, *, workers: str = "1", src: str | None = None
+) -> subprocess.Popen:
+    """``python -m hhpulse.serving`` on ``port`` (with ``src`` first on PYTHONPATH: that checkout's hhpulse)."""
+    env = None
+    if src:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    cmd = [
+        "-m",
+        "hhpulse.serving",
+        "--model_dir",
+        str(bundle_dir),
+        "--http_port",
+        str(port),
+        "--workers",
+        workers,
+    ]
+    return subprocess.Popen(
+        [sys.executable, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited with {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/v2/health/ready")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server on port {port} was not ready in {timeout:.0f} s")
+
+
 def main() -> None:
+    if os.environ.get("HHPULSE_BENCH_ONLY") != "side-by-side":
+        predictor_under_load()
+    side_by_side()
+
+
+def predictor_under_load() -> None:
+    """(a)-(f)."""
     import logging
 
     import psutil
@@ -119,34 +191,10 @@ def main() -> None:
             inproc[verb] = np.array(lat)
         kinds = {t: m.config.kind for t, m in bundle.models.items()}
 
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from conftest import free_port
-
         port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hhpulse.serving",
-                "--model_dir",
-                str(bundle_dir),
-                "--http_port",
-                str(port),
-                "--workers",
-                os.environ.get("HHPULSE_BENCH_WORKERS", "1"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = _start_predictor(bundle_dir, port, workers=os.environ.get("HHPULSE_BENCH_WORKERS", "1"))
         try:
-            for _ in range(300):
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                    c.request("GET", "/v2/health/ready")
-                    if c.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.2)
+            _wait_ready(server, port)
             single = json.dumps({"instances": [TEXTS[0]]}).encode()
             batch = json.dumps({"instances": [TEXTS[i % 4] for i in range(100)]}).encode()
             _load(port, single, 2)  # warm up
@@ -193,3 +241,164 @@ def main() -> None:
         f"the server spends {1000 / rps1 - 1000 / floor:.2f} ms more than the floor's {1000 / floor:.2f} ms "
         "(2 cores shared by the server and the 4 clients)"
     )
+
+
+# -- (g) side by side with a no-op kserve.Model -------------------------------------------------------
+
+
+def _winner_bundles(root: Path) -> tuple[dict[str, Path], str]:
+    """A bundle with the linear winners and one with the XGBoost winners (each task's default
+    candidate of that kind, on one vectorizer, calibrated on validation as the pipeline does),
+    and a line on the data they were trained on."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from benchmarks._common import REAL_DUMP
+    from hhpulse.bundle import build_bundle
+    from hhpulse.calibration import calibrate_winners
+    from hhpulse.config import TASKS, LabelConfig, load_candidates
+    from hhpulse.dataset import build_dataset
+    from hhpulse.train import featurize, fit_on
+
+    if REAL_DUMP.is_file():
+        from hhpulse.workflow import history_from_data
+
+        n = int(os.environ.get("HHPULSE_BENCH_VACANCIES", "6000"))
+        history, rates, _ = history_from_data(str(REAL_DUMP))
+        history = history.sort_values("id", key=lambda ids: pd.to_numeric(ids, errors="coerce")).head(n)
+        about = f"the first {len(history)} vacancies (by id) of {REAL_DUMP.name}"
+    else:
+        from hhpulse.collect import collect
+        from hhpulse.hh.sources import make_source
+        from hhpulse.history import load_history, rates_by_run, rebuild_history
+        from hhpulse.store import LocalStore
+
+        store = LocalStore(root / "demo-store")
+        for _ in range(2):
+            collect(make_source("demo", demo_size=300), store, progress=False)
+        rebuild_history(store)
+        history, rates = load_history(store), rates_by_run(store)
+        about = f"the demo market ({len(history)} vacancies; real data not found at {REAL_DUMP})"
+    dataset = build_dataset(history, rates)
+    vec, sets = featurize(dataset)
+    out = {}
+    for kind, label in (("logreg", "linear"), ("xgboost", "XGBoost")):
+        models = {}
+        for task in TASKS:
+            config = next(c for c in load_candidates() if c.task == task and c.kind == kind)
+            if kind == "xgboost":  # trained on one thread: on a busy machine, far quicker than on all
+                config = replace(config, params={**config.params, "nthread": 1})
+            models[task] = fit_on(sets[task], config, device="cpu")
+        calibrators, _ = calibrate_winners(dataset, vec, models)
+        out[label] = build_bundle(
+            root / kind,
+            vectorizer=vec,
+            models=models,
+            cohorts={t: dataset.tasks[t].classes for t in TASKS},
+            label_config=LabelConfig().to_dict(),
+            metrics={},
+            card={},
+            calibrators=calibrators,
+        )
+    sizes = {t: len(dataset.tasks[t].frame) for t in TASKS}
+    return out, f"{about}: {sizes} labelled rows, {vec.n_features} features"
+
+
+def _in_process(bundle_dir: Path) -> tuple[float, float]:
+    """ModelBundle.predict of one instance, ms: repeated texts (cache hits), and unseen ones."""
+    from hhpulse.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    for i in range(200):
+        bundle.predict([TEXTS[i % len(TEXTS)]])
+    lat = []
+    for i in range(2000):
+        t = time.perf_counter()
+        bundle.predict([TEXTS[i % len(TEXTS)]])
+        lat.append(time.perf_counter() - t)
+    fresh = []
+    for i in range(1000):  # never seen by the tokenizer's cache: a counter makes each text new
+        text = f"{TEXTS[i % len(TEXTS)]} {i} и {i * 7 % 1000} задача{i}"
+        t = time.perf_counter()
+        bundle.predict([text])
+        fresh.append(time.perf_counter() - t)
+    return float(np.median(lat) * 1000), float(np.median(fresh) * 1000)
+
+
+def _in_process_elsewhere(bundle_dir: Path, src: str) -> tuple[float, float]:
+    """:func:`_in_process` with the hhpulse of another checkout's ``src`` folder."""
+    code = "import sys; from benchmarks.bench_serving import _in_process; print(*_in_process(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(bundle_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    ).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
+def side_by_side() -> None:
+    """(g)."""
+    import logging
+
+    logging.getLogger("hhpulse").setLevel(logging.WARNING)
+    rounds = int(os.environ.get("HHPULSE_BENCH_ROUNDS", "6"))
+    seconds = float(os.environ.get("HHPULSE_BENCH_ROUND_SECONDS", "5"))
+    baseline = os.environ.get("HHPULSE_BENCH_BASELINE_SRC")
+    bodies = [json.dumps({"instances": [t]}, ensure_ascii=False).encode() for t in TEXTS]
+    with tempfile.TemporaryDirectory(prefix="hhpulse-serve-bench-") as tmp:
+        bundles, about = _winner_bundles(Path(tmp))
+        print(f"(g) side by side; the winners trained on {about}", flush=True)
+        for label, path in bundles.items():
+            cached, fresh = _in_process(path)
+            print(f"    in process, {label} winners: predict of one instance {cached:.3f} ms (repeated texts), "
+                  f"{fresh:.3f} ms (unseen texts)")  # fmt: skip
+            if baseline:
+                cached, fresh = _in_process_elsewhere(path, baseline)
+                print(f"    in process, {label} winners, baseline: {cached:.3f} ms (repeated texts), "
+                      f"{fresh:.3f} ms (unseen texts)")  # fmt: skip
+        servers: dict[str, tuple[subprocess.Popen, int]] = {}
+        try:
+            port = free_port()
+            noop = [sys.executable, "-m", "benchmarks._noop_server", "--http_port", str(port)]
+            cwd = str(Path(__file__).resolve().parents[1])
+            proc = subprocess.Popen(noop, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+            servers["no-op kserve.Model"] = (proc, port)
+            for label, path in bundles.items():
+                port = free_port()
+                servers[f"hhpulse, {label} winners"] = (_start_predictor(path, port), port)
+                if baseline:
+                    port = free_port()
+                    servers[f"baseline, {label} winners"] = (_start_predictor(path, port, src=baseline), port)
+            for proc, port in servers.values():
+                _wait_ready(proc, port)
+                _load(port, bodies, 1, clients=1)  # warm up
+            runs: dict[str, list[tuple[float, np.ndarray, int]]] = {name: [] for name in servers}
+            names = list(servers)
+            for r in range(rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    runs[name].append(_load(servers[name][1], bodies, seconds, clients=1))
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+    noop_rps = float(np.median([rps for rps, _, _ in runs["no-op kserve.Model"]]))
+    print(
+        f"    v1, one text per request, 1 sequential client; median of {rounds} interleaved rounds of {seconds:.0f} s"
+    )
+    noop_p50 = float(np.median([np.percentile(x[1], 50) for x in runs["no-op kserve.Model"]]))
+    print(f"    {'server':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  req/s ratio to no-op "
+          "(goal >= 0.7), and no-op p50 / p50")  # fmt: skip
+    for name, rs in runs.items():
+        rps = float(np.median([x[0] for x in rs]))
+        p50 = float(np.median([np.percentile(x[1], 50) for x in rs]))
+        p99 = float(np.median([np.percentile(x[1], 99) for x in rs]))
+        errors = sum(x[2] for x in rs)
+        ratio = "" if name.startswith("no-op") else f"{rps / noop_rps:.2f}x  {noop_p50 / p50:.2f}x"
+        each = " ".join(f"{x[0]:.0f}" for x in rs)
+        print(f"    {name:<28} {rps:7.0f} {p50:7.2f} {p99:7.2f} {errors:6d}  {ratio:<13} (rounds: {each})")
+    print(f"    load average during the run (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

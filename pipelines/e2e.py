@@ -416,6 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / ".hhpulse" / "e2e", help="[.hhpulse/e2e]")
     ap.add_argument("--keep", action="store_true", help="leave the predictor container running")
     args = ap.parse_args(argv)
+    from pipelines.local import PrivateTmpdir
+
+    # what kfp.local, the storage initializer and the host commands leave in the temp
+    # directory goes with this run's own, removed at the end (see pipelines.local)
+    with PrivateTmpdir("hhpulse-e2e-"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

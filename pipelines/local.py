@@ -7,6 +7,11 @@ one event per step (name, status, seconds, and for a failed step its error, take
 step's traceback), and puts the log and the failed step's real name and error into the run's
 ``runs/<time>-<id>/`` folder next to ``outcome.json``.
 
+kfp.local's lightweight components write their code to ``$(mktemp -d)/ephemeral_component.py``
+and never remove it: one folder per task in the temp directory, every run. A run therefore
+gets a temp directory of its own (:class:`PrivateTmpdir`: ``TMPDIR`` for its processes),
+removed with everything in it when the run ends, failed or not.
+
 How kfp.local 2.17 reports, and so what is captured here: it logs through the root logger,
 to a handler on ``sys.stdout`` that it installs for each task; it prints a task's output
 (stdout and stderr merged) with ``print``; it warns with :mod:`warnings`. The step events
@@ -21,6 +26,8 @@ import io
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +46,47 @@ _END = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]
 _SKIP = re.compile(r"Skipping (?P<cond>conditional )?task (?P<task>[\w.-]+)")
 _TRACEBACK = "Traceback (most recent call last):"
 LOG_NAME = "pipeline.log"
+
+
+class PrivateTmpdir:
+    """A temp directory of its own for what runs inside: a new folder in the current temp
+    directory becomes ``TMPDIR`` (inherited by every child process, where ``mktemp`` and
+    Python's :mod:`tempfile` look) and :mod:`tempfile`'s directory in this process; on leaving,
+    both are restored and the folder is removed with everything in it.
+
+    ``with PrivateTmpdir("hhpulse-run-") as tmp: ...``, or :meth:`open` and :meth:`close`
+    (``keep=True`` leaves the folder, e.g. for a failed test session to inspect).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.path: Path | None = None
+        self._saved: tuple[str | None, str | None] = (None, None)
+
+    def open(self) -> Path:
+        self.path = Path(tempfile.mkdtemp(prefix=self.prefix))
+        self._saved = (os.environ.get("TMPDIR"), tempfile.tempdir)
+        os.environ["TMPDIR"] = tempfile.tempdir = str(self.path)
+        return self.path
+
+    def close(self, *, keep: bool = False) -> None:
+        if self.path is None:
+            return
+        env, tempdir = self._saved
+        if env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = env
+        tempfile.tempdir = tempdir
+        if not keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.path = None
+
+    def __enter__(self) -> Path:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def strip_ansi(text: str) -> str:
@@ -278,7 +326,7 @@ def run_local(
     started_at = time.time()
     error: Exception | None = None
     try:
-        with _captured(task_log):
+        with PrivateTmpdir("hhpulse-run-"), _captured(task_log):
             pipeline(**args)
     except Exception as exc:  # kfp.local raises RuntimeError naming the failed task (with colour codes)
         error = exc

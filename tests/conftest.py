@@ -10,11 +10,41 @@ from pathlib import Path
 import pytest
 from pipelines.e2e import free_port  # noqa: F401 - the tests import it from here
 from pipelines.e2e import s3_server as moto_server
+from pipelines.local import PrivateTmpdir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HHPULSE_SHARED", REPO.parent / "shared"))
 SHARED_HH = SHARED / "data" / "hh"
 SHARED_SPECS = SHARED / "specs"
+
+# The session's own temp directory: TMPDIR for the tests and every process they start
+# (kfp.local's task folders, server logs, pytest's tmp_path), removed when the session
+# passes; kept, and named in the summary, when a test failed, for a look at what it left.
+_SESSION_TMP = PrivateTmpdir("hhpulse-tests-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is not None:
+        return  # an xdist worker: its controller owns the folder
+    _SESSION_TMP.open()  # pytest's tmp_path root follows (tempfile's directory), unless --basetemp
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SESSION_TMP.path is None:
+        return
+    failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+    kept = _SESSION_TMP.path
+    _SESSION_TMP.close(keep=failed)
+    if failed:
+        session.config.hhpulse_kept_tmp = kept  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    kept = getattr(terminalreporter.config, "hhpulse_kept_tmp", None)
+    if kept is not None:
+        terminalreporter.write_line(
+            f"the failed session's temp files are kept in {kept} (remove it when done)"
+        )
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -119,19 +120,44 @@ def test_requirements_script_reads_pyproject():
 # -- the built images --------------------------------------------------------------------------------
 
 
-def _engine() -> str | None:
-    for c in ("/usr/bin/docker", shutil.which("docker"), shutil.which("podman")):
-        if c and subprocess.run([c, "info"], capture_output=True).returncode == 0:
-            return c
-    return None
+# Debian's client first (it builds with BuildKit, see images/engine.sh), then what PATH has
+ENGINE_CANDIDATES = ("/usr/bin/docker", "docker", "podman")
+ENGINE_PROBE_SECONDS = 30  # `docker info` against a daemon that does not answer
+
+
+@functools.cache
+def _engine() -> tuple[str | None, str]:
+    """The first candidate engine whose ``info`` succeeds, and what was tried (for the skip).
+
+    A candidate that is not installed, cannot be run, hangs or answers ``info`` with an error
+    (a client without a daemon) is passed over: (None, why) when none runs.
+    """
+    tried = []
+    for name in ENGINE_CANDIDATES:
+        path = name if os.path.isabs(name) else shutil.which(name)
+        if path is None or not os.path.exists(path):
+            tried.append(f"{name}: not installed")
+            continue
+        try:
+            proc = subprocess.run(
+                [path, "info"], capture_output=True, text=True, timeout=ENGINE_PROBE_SECONDS
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            tried.append(f"{path}: {type(exc).__name__}: {exc}")
+            continue
+        if proc.returncode == 0:
+            return path, ""
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        tried.append(f"{path} info: {last[0][:200]}")
+    return None, "; ".join(tried)
 
 
 @functools.cache
 def _built(name: str) -> tuple[str, dict]:
-    engine = _engine()
+    engine, tried = _engine()
     why = None
     if engine is None:
-        why = "no container engine runs here (make images starts one)"
+        why = f"no container engine runs here (make images starts one): {tried}"
     else:
         proc = subprocess.run([engine, "image", "inspect", TAGS[name]], capture_output=True, text=True)
         if proc.returncode != 0:
@@ -141,6 +167,52 @@ def _built(name: str) -> tuple[str, dict]:
             pytest.fail(f"HHPULSE_REQUIRE_IMAGES=1: {why}")
         pytest.skip(why)
     return engine, json.loads(proc.stdout)[0]
+
+
+@pytest.fixture
+def no_engine(tmp_path, monkeypatch):
+    """A machine with no container engine: Debian's client absent, a PATH holding only a
+    docker client that cannot reach a daemon (as a non-Debian CLI without an engine answers)
+    and a podman that cannot be run; the probe's caches emptied before and after."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(
+        "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+        "Is the docker daemon running?' >&2\nexit 1\n"
+    )
+    docker.chmod(0o755)
+    podman = bin_dir / "podman"
+    podman.write_text("#!/no/such/interpreter\n")
+    podman.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(
+        sys.modules[__name__], "ENGINE_CANDIDATES", (str(tmp_path / "usr-bin-docker"), "docker", "podman")
+    )
+    _engine.cache_clear()
+    _built.cache_clear()
+    yield
+    _engine.cache_clear()
+    _built.cache_clear()
+
+
+def test_the_engine_probe_without_an_engine_skips_with_the_reason(no_engine, monkeypatch):
+    monkeypatch.delenv("HHPULSE_REQUIRE_IMAGES", raising=False)
+    engine, tried = _engine()
+    assert engine is None
+    assert "usr-bin-docker: not installed" in tried
+    assert "docker info: Cannot connect to the Docker daemon" in tried
+    assert "podman: " in tried  # could not be run: passed over, no crash
+    with pytest.raises(pytest.skip.Exception, match="no container engine runs here .*Cannot connect"):
+        _built("serving")
+
+
+def test_the_engine_probe_without_an_engine_fails_when_images_are_required(no_engine, monkeypatch):
+    monkeypatch.setenv("HHPULSE_REQUIRE_IMAGES", "1")
+    with pytest.raises(
+        pytest.fail.Exception, match="HHPULSE_REQUIRE_IMAGES=1: no container engine runs here"
+    ):
+        _built("pipeline")
 
 
 @functools.cache

@@ -382,8 +382,11 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
         "--ece-margin",
         "1",
     ]
-    env = {**__import__("os").environ, "TMPDIR": str(tmp_path)}
+    tmp = tmp_path / "tmp"  # the runs' temp directory: kfp.local's task folders must not stay there
+    tmp.mkdir()
+    env = {**__import__("os").environ, "TMPDIR": str(tmp)}
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert sorted(tmp.iterdir()) == []
     assert first.returncode == 0, first.stderr[-3000:]
     assert "first model: no champion to compare with" in first.stdout
     # quiet by default: one line per step (name, status, seconds), then the summary; kfp.local's
@@ -391,7 +394,7 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     steps = _step_lines(first.stdout)
     assert [s["name"] for s in steps][:2] == ["collect vacancies", "validate (data contract)"]
     assert {s["status"] for s in steps} == {"ok"} and steps[-1]["name"] == "record outcome"
-    assert len(first.stdout.splitlines()) < 40, first.stdout
+    assert len(first.stdout.splitlines()) < 45, first.stdout  # one line a step, then the summary
     assert "executor_input" not in first.stdout and "Executing task" not in first.stdout
     assert "DockerRunner" not in first.stderr and "Warning" not in first.stderr
     assert "\x1b" not in first.stdout + first.stderr
@@ -445,6 +448,7 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     outcomes = sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))
     assert len(outcomes) == 2  # one record per run, none overwritten
     assert all(st.get_json(k)["succeeded"] is True for k in outcomes)
+    assert sorted(tmp.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -453,9 +457,11 @@ def test_a_failed_step_is_recorded_with_its_own_name_and_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps({"id": str(i)}) + "\n" for i in range(5)))  # no name, no text
     store = tmp_path / "store"
-    env = {"TMPDIR": str(tmp_path)}
-    p = _hhpulse("run", "--store", str(store), "--source", f"file:{bad}", env=env)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = _hhpulse("run", "--store", str(store), "--source", f"file:{bad}", env={"TMPDIR": str(tmp)})
     assert p.returncode == 1, p.stdout + p.stderr
+    assert sorted(tmp.iterdir()) == []  # a failed run leaves no temp folders either
     failed = [s for s in _step_lines(p.stdout) if s["status"] == "failed"]
     assert len(failed) == 1, p.stdout
     st = LocalStore(store)
@@ -470,3 +476,24 @@ def test_a_failed_step_is_recorded_with_its_own_name_and_error(tmp_path):
     assert outcome["reason"].splitlines()[0] in log_text  # the step's own error, from its traceback
     assert f"step {outcome['failed_step']} failed: {outcome['reason'].splitlines()[0]}" in p.stderr
     assert "\x1b" not in p.stdout + p.stderr
+
+
+def test_a_private_tmpdir_is_the_temp_directory_inside_and_is_removed_after(tmp_path, monkeypatch):
+    import tempfile
+
+    from pipelines.local import PrivateTmpdir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with PrivateTmpdir("hhpulse-run-") as inside:
+        assert inside.parent == tmp_path and os.environ["TMPDIR"] == str(inside)
+        assert tempfile.gettempdir() == str(inside)
+        # what a kfp.local task does: mktemp -d in a child process, never removed
+        made = subprocess.run(["sh", "-c", "mktemp -d"], capture_output=True, text=True, check=True)
+        assert Path(made.stdout.strip()).parent == inside
+    assert sorted(tmp_path.iterdir()) == []
+    assert os.environ["TMPDIR"] == str(tmp_path) and tempfile.tempdir == str(tmp_path)
+    kept = PrivateTmpdir("hhpulse-tests-")
+    path = kept.open()
+    kept.close(keep=True)
+    assert path.is_dir() and os.environ["TMPDIR"] == str(tmp_path)

@@ -5,8 +5,10 @@ and clean-up."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,6 +150,197 @@ def test_a_server_fault_keeps_its_traceback_and_logs_at_error(server_proc):
     assert any("Traceback" in x for x in new), new
     access = [json.loads(x) for x in new if x.startswith('{"time"') and '"event": "request"' in x]
     assert [(a["level"], a["status"]) for a in access] == [("error", 501)]
+
+
+# -- oversized bodies: the 413 reaches the client ------------------------------------------------
+
+BIG = 64_000_000  # the body size the 413 must survive with every client (the server's limit: 20000)
+
+
+def _big_body(n: int = BIG) -> bytes:
+    return b'{"instances": ["' + b"a" * (n - 19) + b'"]}'
+
+
+def _urllib_post(url: str, body: bytes) -> tuple[int, str]:
+    """urllib asks for ``Connection: close``: the server closes right after the answer, so only
+    a drained body lets the answer through (a close with unread data resets the connection)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _curl_post(url: str, body: bytes, tmp: Path, *curl_args: str) -> tuple[int, str]:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    data = tmp / "body.json"
+    data.write_bytes(body)
+    out = subprocess.run(
+        [curl, "-sS", "-w", "\\n%{http_code}", "-H", "Content-Type: application/json", *curl_args,
+         "--data-binary", f"@{data}", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text, _, code = out.stdout.rpartition("\n")
+    return int(code), text
+
+
+@pytest.mark.parametrize("client", ["urllib", "requests", "curl", "curl without Expect"])
+def test_an_oversized_body_gets_its_413_with_every_client(server_proc, client, tmp_path):
+    """A 64 MB body: the 413 is sent at once and the body read and dropped before the
+    connection closes (a lingering close), so the client reads the answer, not a reset.
+    curl asks ``Expect: 100-continue`` for large bodies (it then sends nothing); without it,
+    it sends the whole body first."""
+    proc, url = server_proc
+    predict = f"{url}/v1/models/hhpulse:predict"
+    body = _big_body()
+    before = len(server_log(proc).splitlines())
+    if client == "urllib":
+        status, text = _urllib_post(predict, body)
+    elif client == "requests":
+        r = requests.post(predict, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        status, text = r.status_code, r.text
+    else:
+        status, text = _curl_post(
+            predict, body, tmp_path, *(["-H", "Expect:"] if "without" in client else [])
+        )
+    assert status == 413, text
+    assert json.loads(text) == {"error": f"body of {len(body)} bytes is over the limit of 20000"}
+    time.sleep(0.3)
+    access = [
+        json.loads(x)
+        for x in server_log(proc).splitlines()[before:]
+        if x.startswith("{") and '"status": 413' in x
+    ]
+    assert len(access) == 1 and access[0]["level"] == "warning", access
+    if client in ("urllib", "requests"):  # they send the whole body, then read: it was read to its end
+        assert access[0]["drained_bytes"] == len(body), access
+    # (curl stops sending as soon as it has the answer, and hangs up: the drain ends there)
+    assert requests.post(predict, json={"instances": ["Доставка"]}, timeout=10).status_code == 200
+
+
+def test_a_client_that_declares_a_big_body_and_sends_nothing_gets_its_413_at_once(server_proc):
+    """Content-Length: 50 MB and no body: the whole 413 (with its Content-Length and
+    ``Connection: close``) arrives without the client sending a byte."""
+    host, port = server_proc[1].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.settimeout(5)  # the answer does not wait for the body (nor for the drain's time bound)
+        conn.sendall(
+            b"POST /v1/models/hhpulse:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\n\r\n"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _content_length(answer):
+            chunk = conn.recv(65536)
+            assert chunk, f"the server closed before the whole answer: {answer!r}"
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert b"connection: close" in head.lower()
+    assert json.loads(body) == {"error": "body of 50000000 bytes is over the limit of 20000"}
+
+
+def _content_length(answer: bytes) -> int:
+    """The Content-Length of a raw HTTP answer (0 until its head is complete)."""
+    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip() == "content-length":
+            return int(value)
+    return 0
+
+
+def test_an_oversized_chunked_body_gets_its_413_too(server_proc):
+    """No Content-Length (chunked): the limit is found while reading; the rest is drained."""
+
+    def chunks():
+        yield b'{"instances": ["'
+        for _ in range(40):
+            yield b"a" * 100_000
+        yield b'"]}'
+
+    predict = f"{server_proc[1]}/v1/models/hhpulse:predict"
+    r = requests.post(predict, data=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and r.json() == {"error": "body is over the limit of 20000 bytes"}
+    assert requests.post(predict, json={"instances": ["Доставка"]}, timeout=10).status_code == 200
+
+
+def _guard_413(receive, **bounds):
+    """GuardMiddleware alone (ASGI, no server) refusing a declared 1 MB body over a 100-byte
+    limit: what it sent, and how many times it read the body."""
+    from hhpulse.serving.inputs import Limits
+    from hhpulse.serving.middleware import GuardMiddleware
+
+    async def app(scope, receive, send):
+        raise AssertionError("an oversized body must not reach the model")
+
+    sent, reads = [], [0]
+
+    async def counted():
+        reads[0] += 1
+        return await receive()
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/models/hhpulse:predict",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000000")],
+    }
+    guard = GuardMiddleware(app, Limits(max_body_bytes=100), **bounds)
+    asyncio.run(asyncio.wait_for(guard(scope, counted, send), 30))
+    return sent, reads[0]
+
+
+def _assert_one_whole_413(sent):
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["error"] == "body of 1000000 bytes is over the limit of 100"
+    assert sent[1]["more_body"] is True  # held open while the body drains
+    assert sent[-1] == {"type": "http.response.body", "body": b""} and len(sent) == 3  # then ended
+
+
+def test_the_drain_after_a_413_stops_at_its_byte_bound():
+    async def endless():
+        return {"type": "http.request", "body": b"a" * 10_000, "more_body": True}
+
+    sent, reads = _guard_413(endless, drain_bytes=50_000)
+    _assert_one_whole_413(sent)
+    assert reads == 6  # 60,000 bytes read: past the bound of 50,000, it stops
+
+
+def test_the_drain_after_a_413_stops_at_its_time_bound_for_a_silent_client():
+    async def silent():
+        await asyncio.Event().wait()  # never sends a byte
+
+    sent, reads = _guard_413(silent, drain_seconds=0.2)
+    _assert_one_whole_413(sent)
+    assert reads == 1
+
+
+def test_the_drain_after_a_413_stops_when_the_client_hangs_up_or_the_body_ends():
+    messages = iter(
+        [{"type": "http.request", "body": b"a" * 100, "more_body": True}, {"type": "http.disconnect"}]
+    )
+
+    async def hangs_up():
+        return next(messages)
+
+    sent, reads = _guard_413(hangs_up)
+    _assert_one_whole_413(sent)
+    assert reads == 2
+    messages = iter([{"type": "http.request", "body": b"a" * 100, "more_body": False}])
+    sent, reads = _guard_413(hangs_up)
+    _assert_one_whole_413(sent)
+    assert reads == 1
 
 
 # -- v2 bodies that kserve's pydantic model refuses -----------------------------------------------

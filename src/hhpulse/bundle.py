@@ -39,7 +39,7 @@ from hhpulse.calibration import CalibrationError, Calibrator
 from hhpulse.config import TASKS
 from hhpulse.dataset import label_lines
 from hhpulse.evaluate import dominant_prediction
-from hhpulse.features import TextVectorizer
+from hhpulse.features import TermStats, TextVectorizer
 from hhpulse.report import served_counts
 from hhpulse.store import default_mode
 from hhpulse.train import TrainedCandidate, load_candidate
@@ -484,13 +484,17 @@ class ModelBundle:
         given = id_hashes(ids)
         return int(np.isin(given, trained, assume_unique=True).sum()), len(given)
 
-    def predict_proba(self, instances: Sequence[Any], *, calibrated: bool = True) -> dict[str, np.ndarray]:
+    def predict_proba(
+        self, instances: Sequence[Any], *, calibrated: bool = True, stats: TermStats | None = None
+    ) -> dict[str, np.ndarray]:
         """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``),
-        calibrated by the bundle's calibrators unless ``calibrated=False`` (the raw model)."""
+        calibrated by the bundle's calibrators unless ``calibrated=False`` (the raw model).
+        ``stats`` collects the known-term counts of this vectorization (see
+        :meth:`hhpulse.features.TextVectorizer.transform`)."""
         rows = [to_instance(i).as_dict() for i in instances]
         if not rows:
             return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
-        X = self.vectorizer.transform(rows)
+        X = self.vectorizer.transform(rows, stats=stats)
         raw = {t: self.models[t].predict_proba(X) for t in TASKS}
         return {t: self.calibrators[t].apply(p) for t, p in raw.items()} if calibrated else raw
 
@@ -521,16 +525,21 @@ class ModelBundle:
         }
 
     def predict(
-        self, instances: Sequence[Any], priors: Mapping[str, Mapping[str, float]] | None = None
+        self,
+        instances: Sequence[Any],
+        priors: Mapping[str, Mapping[str, float]] | None = None,
+        *,
+        stats: TermStats | None = None,
     ) -> list[dict[str, Any]]:
         """Cohort and probabilities for each instance, in order (vectorized as one batch).
 
         ``priors`` ({task: {cohort: share}}) re-weights a task's probabilities from the mix
         the calibrated model assumes to the given one (Bayes' rule; see
-        :func:`hhpulse.calibration.shift_priors`), e.g. from :meth:`estimate_priors`."""
+        :func:`hhpulse.calibration.shift_priors`), e.g. from :meth:`estimate_priors`.
+        ``stats``: as in :meth:`predict_proba` (the predictor's known-term metric)."""
         from hhpulse.calibration import CalibrationError, shift_priors
 
-        probs = self.predict_proba(instances)
+        probs = self.predict_proba(instances, stats=stats)
         for t, mix in (priors or {}).items():
             if t not in probs:
                 raise BundleError(f"priors name an unknown task {t!r}; tasks: {list(TASKS)}")
@@ -538,18 +547,19 @@ class ModelBundle:
                 probs[t] = shift_priors(probs[t], self._assumed_priors(t), mix, self.cohorts[t])
             except CalibrationError as exc:
                 raise BundleError(f"{t} priors: {exc}") from exc
-        out = []
-        for i in range(len(instances)):
-            pred: dict[str, Any] = {}
-            for t in TASKS:
-                p = probs[t][i]
-                names = self.cohorts[t]
+        out: list[dict[str, Any]] = [{} for _ in instances]
+        for t in TASKS:
+            names = self.cohorts[t]
+            for pred, row in zip(out, probs[t].tolist(), strict=True):  # Python floats: no numpy scalars
                 pred[t] = {
-                    "cohort": names[int(np.argmax(p))],
-                    "probabilities": {c: round(float(v), 6) for c, v in zip(names, p, strict=True)},
+                    "cohort": names[
+                        max(range(len(row)), key=row.__getitem__)
+                    ],  # the first largest, as argmax
+                    "probabilities": {c: round(v, 6) for c, v in zip(names, row, strict=True)},
                 }
-            pred["model_version"] = self.version
-            out.append(pred)
+        version = self.version
+        for pred in out:
+            pred["model_version"] = version
         return out
 
 

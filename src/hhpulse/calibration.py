@@ -50,7 +50,7 @@ class CalibrationError(ValueError):
 
 
 def _log(proba: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, None))
+    return np.log(np.maximum(np.asarray(proba, dtype=np.float64), _EPS))  # clip from below, as np.clip
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

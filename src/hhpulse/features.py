@@ -78,32 +78,9 @@ class _FieldTfidf:
         idf = np.array([np.log((1 + n) / (1 + df[t])) + 1.0 for t in terms], dtype=np.float64)
         return cls(vocab, idf, n_max, sublinear)
 
-    def arrays(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The TF-IDF rows of ``texts`` as CSR arrays (data, indices, indptr); the caller
-        (:meth:`TextVectorizer.transform`) assembles every field's block into one matrix."""
-        indptr = [0]
-        indices: list[int] = []
-        data: list[float] = []
-        vocab = self.vocabulary
-        for text in texts:
-            counts = Counter(i for g in ngrams(analyze(text), self.n_max) if (i := vocab.get(g)) is not None)
-            indices.extend(counts.keys())
-            data.extend(counts.values())
-            indptr.append(len(indices))
-        # tf (sublinear) * idf, then each row scaled to unit L2 norm, on the CSR arrays
-        # directly: scipy's diags/matmul route cost more than the rest of a one-row predict
-        val = np.asarray(data, dtype=np.float64)
-        idx = np.asarray(indices, dtype=np.int64)
-        ptr = np.asarray(indptr, dtype=np.int64)
-        if self.sublinear:
-            val = 1.0 + np.log(val)
-        if len(vocab):
-            val *= self.idf[idx]
-        rows = np.repeat(np.arange(len(texts)), np.diff(ptr))
-        norms = np.sqrt(np.bincount(rows, weights=val * val, minlength=len(texts)))
-        norms[norms == 0] = 1.0
-        val /= norms[rows]
-        return val, idx, ptr
+
+# {field: [(known tokens, tokens) per row]}: filled by TextVectorizer.transform(stats=...)
+TermStats = dict[str, list[tuple[int, int]]]
 
 
 class TextVectorizer:
@@ -112,6 +89,14 @@ class TextVectorizer:
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config or FeatureConfig()
         self._fields: dict[str, _FieldTfidf] = {}
+        self._offsets: list[int] = []  # each field's first column
+        self._idf = np.zeros(0)  # every field's idf, in column order
+
+    def _prepared(self) -> TextVectorizer:
+        """Lay out the fitted fields once: their column offsets and one idf for all columns."""
+        self._offsets = list(np.cumsum([0] + [len(v.vocabulary) for v in self._fields.values()])[:-1])
+        self._idf = np.concatenate([v.idf for v in self._fields.values()]) if self._fields else np.zeros(0)
+        return self
 
     @property
     def fitted(self) -> bool:
@@ -126,29 +111,54 @@ class TextVectorizer:
             )
             for f in c.fields
         }
-        return self
+        return self._prepared()
 
-    def transform(self, records: pd.DataFrame | Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
-        """Rows with ``responsibility`` and the optional ``name``/``requirement`` (raw text)."""
+    def transform(
+        self, records: pd.DataFrame | Sequence[Mapping[str, Any]], *, stats: TermStats | None = None
+    ) -> sp.csr_matrix:
+        """Rows with ``responsibility`` and the optional ``name``/``requirement`` (raw text).
+
+        ``stats``, when given, gets ``{field: [(known tokens, tokens) per row]}`` from this
+        tokenization (the predictor's known-term metric; nothing is tokenized twice).
+
+        One pass over the rows builds the matrix in CSR order (row by row, each field's block
+        after the earlier ones', columns sorted), so a one-row predict pays a handful of numpy
+        calls and no sort: tf (sublinear), times idf, each field's block scaled to unit L2 norm.
+        """
         if not self.fitted:
             raise RuntimeError("TextVectorizer.transform before fit/load")
-        # the fields' blocks side by side, assembled once: row i is row i of each block, in
-        # field order, with each block's columns shifted past the earlier blocks
-        n_rows = len(records)
-        vals, cols, rows, offset = [], [], [], 0
-        for f, v in self._fields.items():
-            val, idx, ptr = v.arrays(field_texts(records, f))
-            vals.append(val)
-            cols.append(idx + offset)
-            rows.append(np.repeat(np.arange(n_rows), np.diff(ptr)))
-            offset += len(v.vocabulary)
-        row = np.concatenate(rows)
-        order = np.argsort(row, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n_rows))])
-        x = sp.csr_matrix(
-            (np.concatenate(vals)[order], np.concatenate(cols)[order], indptr), shape=(n_rows, offset)
-        )
-        x.sort_indices()
+        n_rows, n_max = len(records), self.config.ngram_max
+        blocks = [
+            (field_texts(records, f), v.vocabulary, off, None if stats is None else stats.setdefault(f, []))
+            for (f, v), off in zip(self._fields.items(), self._offsets, strict=True)
+        ]
+        cols: list[int] = []
+        counts: list[int] = []
+        sizes: list[int] = []  # terms in each (row, field) block, row by row
+        for r in range(n_rows):
+            for texts, vocab, off, known in blocks:
+                tokens = analyze(texts[r])
+                found = Counter(i for g in ngrams(tokens, n_max) if (i := vocab.get(g)) is not None)
+                if known is not None:
+                    known.append((sum(t in vocab for t in tokens), len(tokens)))
+                terms = sorted(found)
+                cols.extend([off + i for i in terms])
+                counts.extend([found[i] for i in terms])
+                sizes.append(len(terms))
+        col = np.array(cols, dtype=np.int32)
+        val = np.array(counts, dtype=np.float64)
+        if self.config.sublinear_tf:
+            val = 1.0 + np.log(val)
+        val *= self._idf[col]
+        size = np.array(sizes, dtype=np.int64)
+        block = np.repeat(np.arange(len(size)), size)
+        norms = np.sqrt(np.bincount(block, weights=val * val, minlength=len(size)))
+        norms[norms == 0] = 1.0
+        val /= norms[block]
+        indptr = np.zeros(n_rows + 1, dtype=np.int32)
+        np.cumsum(size.reshape(n_rows, len(blocks)).sum(axis=1), out=indptr[1:])
+        x = sp.csr_matrix((val, col, indptr), shape=(n_rows, len(self._idf)))
+        x.has_sorted_indices = True  # built sorted: columns ascend within each row
         return x
 
     def fit_transform(self, records: pd.DataFrame | Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
@@ -234,4 +244,4 @@ class TextVectorizer:
                         f"{folder}: the vocabulary of {f!r} does not index 0..{len(vocab) - 1}"
                     )
                 vec._fields[f] = _FieldTfidf(vocab, weights, config.ngram_max, config.sublinear_tf)
-        return vec
+        return vec._prepared()

@@ -3,7 +3,11 @@
 kserve 0.21 answers 500 to some bodies without ``Content-Type: application/json``; this
 middleware answers 415 with a message first. It also rejects bodies over the size
 limit (413) and invalid JSON (400) before they reach the model, and counts rejections by
-reason. It writes one JSON log line per infer request (latency, instances, status) and per
+reason. A 413 is answered at once and the rest of the body is then read and dropped (a
+lingering close, as nginx and Go's net/http do) for at most :data:`DRAIN_MAX_BYTES` and
+:data:`DRAIN_SECONDS` before the connection closes: closing a socket with unread data sends
+a reset, and a client still sending its body (``urllib`` always, as it asks for
+``Connection: close``) would get "connection reset" instead of the answer. It writes one JSON log line per infer request (latency, instances, status) and per
 refused request of any kind (with the reason, at warning for a 4xx), without the text
 itself unless debug logging is on. On ``GET /v2/models/<name>`` it completes kserve's model
 metadata with the cohorts of each output (kserve's response model drops fields it does not
@@ -14,6 +18,7 @@ bad v1 body, not FastAPI's 422 with pydantic's errors. Any method but POST on an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -52,6 +57,13 @@ def _count(body: Any) -> int | None:
 
 _ERROR_BYTES = 4096  # enough of an error answer to read its reason
 
+# After a 413, the rest of the body is read and dropped up to these bounds (a lingering
+# close), then the connection is closed. 128 MiB reads any body up to twice 64 MiB on a fast
+# link; 10 s is the most a client that declared a large body and sends nothing (or sends
+# slowly) holds its connection. Past either bound the close may reset the connection.
+DRAIN_MAX_BYTES = 128 * 1024 * 1024
+DRAIN_SECONDS = 10.0
+
 
 def _reason(body: bytes) -> str:
     """The reason in an error answer: ``{"error": ...}`` (kserve, hhpulse) or ``{"detail": ...}``."""
@@ -76,8 +88,10 @@ def _access(method: str | None, path: str, seen: dict[str, Any], start: float) -
         "path": path,
         "status": status,
         "instances": seen["instances"],
-        "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+        "latency_ms": round(((seen.get("answered") or time.perf_counter()) - start) * 1000, 2),
     }
+    if "drained_bytes" in seen:
+        fields["drained_bytes"] = seen["drained_bytes"]
     if status >= 400:
         fields["error"] = _reason(seen["error"])
     level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
@@ -85,10 +99,20 @@ def _access(method: str | None, path: str, seen: dict[str, Any], start: float) -
 
 
 class GuardMiddleware:
-    def __init__(self, app: Any, limits: Limits, describe: Describe | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        limits: Limits,
+        describe: Describe | None = None,
+        *,
+        drain_bytes: int = DRAIN_MAX_BYTES,
+        drain_seconds: float = DRAIN_SECONDS,
+    ) -> None:
         self.app = app
         self.limits = limits
         self.describe = describe
+        self.drain_bytes = drain_bytes
+        self.drain_seconds = drain_seconds
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -137,10 +161,10 @@ class GuardMiddleware:
             )
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            return await self._reject(
+            return await self._too_large(
+                receive,
                 send,
-                413,
-                "body_too_large",
+                seen,
                 f"body of {declared} bytes is over the limit of {self.limits.max_body_bytes}",
             )
         chunks, size = [], 0
@@ -152,15 +176,17 @@ class GuardMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.limits.max_body_bytes:
-                return await self._reject(
+                chunks.clear()
+                return await self._too_large(
+                    receive,
                     send,
-                    413,
-                    "body_too_large",
+                    seen,
                     f"body is over the limit of {self.limits.max_body_bytes} bytes",
+                    more=more,
                 )
             chunks.append(chunk)
-            more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
             parsed = json.loads(body)
@@ -206,8 +232,17 @@ class GuardMiddleware:
         await self.app(scope, receive, capture)
 
     async def _reject(
-        self, send: Any, status: int, reason: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+        self,
+        send: Any,
+        status: int,
+        reason: str,
+        message: str,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        more: bool = False,
     ) -> None:
+        """Answer ``status`` with ``{"error": message}`` and any extra ``headers``; ``more``
+        leaves the response open (the caller ends it with an empty last body)."""
         REJECTED.labels(reason=reason).inc()
         body = json.dumps({"error": message}).encode()
         await send(
@@ -221,7 +256,36 @@ class GuardMiddleware:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def _too_large(
+        self, receive: Any, send: Any, seen: dict[str, Any], message: str, *, more: bool = True
+    ) -> None:
+        """413 at once, then a lingering close: the whole answer goes out (its Content-Length
+        tells the client where it ends) while the response is held open and the rest of the
+        body (``more``: some is still to come) is read and dropped, up to ``drain_bytes`` and
+        ``drain_seconds``; only then does the response end and the server close the
+        connection. A client that declared a large body and sends nothing reads its 413 at
+        once, and its connection is closed when it hangs up or the time is up."""
+        await self._reject(send, 413, "body_too_large", message, [(b"connection", b"close")], more=True)
+        seen["answered"] = time.perf_counter()
+        drained = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_seconds
+        while more and drained <= self.drain_bytes:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                message_in = await asyncio.wait_for(receive(), left)
+            except asyncio.TimeoutError:
+                break
+            if message_in["type"] != "http.request":  # http.disconnect: the client hung up
+                break
+            drained += len(message_in.get("body", b""))
+            more = message_in.get("more_body", False)
+        seen["drained_bytes"] = drained
+        await send({"type": "http.response.body", "body": b""})
 
 
 def v2_body_error(body: Any, errors: Sequence[Mapping[str, Any]], model_name: str) -> RequestError:
