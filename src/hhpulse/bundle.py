@@ -37,7 +37,7 @@ import numpy as np
 from hhpulse import __version__
 from hhpulse.calibration import CalibrationError, Calibrator
 from hhpulse.config import TASKS
-from hhpulse.features import TextVectorizer
+from hhpulse.features import TermStats, TextVectorizer
 from hhpulse.store import default_mode
 from hhpulse.train import TrainedCandidate, load_candidate
 
@@ -397,13 +397,17 @@ class ModelBundle:
         given = id_hashes(ids)
         return int(np.isin(given, trained, assume_unique=True).sum()), len(given)
 
-    def predict_proba(self, instances: Sequence[Any], *, calibrated: bool = True) -> dict[str, np.ndarray]:
+    def predict_proba(
+        self, instances: Sequence[Any], *, calibrated: bool = True, stats: TermStats | None = None
+    ) -> dict[str, np.ndarray]:
         """Probabilities per task (rows follow ``instances``, columns follow ``cohorts[task]``),
-        calibrated by the bundle's calibrators unless ``calibrated=False`` (the raw model)."""
+        calibrated by the bundle's calibrators unless ``calibrated=False`` (the raw model).
+        ``stats`` collects the known-term counts of this vectorization (see
+        :meth:`hhpulse.features.TextVectorizer.transform`)."""
         rows = [to_instance(i).as_dict() for i in instances]
         if not rows:
             return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
-        X = self.vectorizer.transform(rows)
+        X = self.vectorizer.transform(rows, stats=stats)
         raw = {t: self.models[t].predict_proba(X) for t in TASKS}
         return {t: self.calibrators[t].apply(p) for t, p in raw.items()} if calibrated else raw
 
@@ -434,16 +438,21 @@ class ModelBundle:
         }
 
     def predict(
-        self, instances: Sequence[Any], priors: Mapping[str, Mapping[str, float]] | None = None
+        self,
+        instances: Sequence[Any],
+        priors: Mapping[str, Mapping[str, float]] | None = None,
+        *,
+        stats: TermStats | None = None,
     ) -> list[dict[str, Any]]:
         """Cohort and probabilities for each instance, in order (vectorized as one batch).
 
         ``priors`` ({task: {cohort: share}}) re-weights a task's probabilities from the mix
         the calibrated model assumes to the given one (Bayes' rule; see
-        :func:`hhpulse.calibration.shift_priors`), e.g. from :meth:`estimate_priors`."""
+        :func:`hhpulse.calibration.shift_priors`), e.g. from :meth:`estimate_priors`.
+        ``stats``: as in :meth:`predict_proba` (the predictor's known-term metric)."""
         from hhpulse.calibration import CalibrationError, shift_priors
 
-        probs = self.predict_proba(instances)
+        probs = self.predict_proba(instances, stats=stats)
         for t, mix in (priors or {}).items():
             if t not in probs:
                 raise BundleError(f"priors name an unknown task {t!r}; tasks: {list(TASKS)}")

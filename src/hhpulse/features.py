@@ -78,15 +78,23 @@ class _FieldTfidf:
         idf = np.array([np.log((1 + n) / (1 + df[t])) + 1.0 for t in terms], dtype=np.float64)
         return cls(vocab, idf, n_max, sublinear)
 
-    def arrays(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(
+        self, texts: Sequence[str], known: list[tuple[int, int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The TF-IDF rows of ``texts`` as CSR arrays (data, indices, indptr); the caller
-        (:meth:`TextVectorizer.transform`) assembles every field's block into one matrix."""
+        (:meth:`TextVectorizer.transform`) assembles every field's block into one matrix.
+
+        ``known``, when given, gets one (known tokens, tokens) pair per text: how many of its
+        tokens (unigrams) are in the vocabulary, from the tokenization done here anyway."""
         indptr = [0]
         indices: list[int] = []
         data: list[float] = []
         vocab = self.vocabulary
         for text in texts:
-            counts = Counter(i for g in ngrams(analyze(text), self.n_max) if (i := vocab.get(g)) is not None)
+            tokens = analyze(text)
+            counts = Counter(i for g in ngrams(tokens, self.n_max) if (i := vocab.get(g)) is not None)
+            if known is not None:
+                known.append((sum(t in vocab for t in tokens), len(tokens)))
             indices.extend(counts.keys())
             data.extend(counts.values())
             indptr.append(len(indices))
@@ -104,6 +112,10 @@ class _FieldTfidf:
         norms[norms == 0] = 1.0
         val /= norms[rows]
         return val, idx, ptr
+
+
+# {field: [(known tokens, tokens) per row]}: filled by TextVectorizer.transform(stats=...)
+TermStats = dict[str, list[tuple[int, int]]]
 
 
 class TextVectorizer:
@@ -128,8 +140,13 @@ class TextVectorizer:
         }
         return self
 
-    def transform(self, records: pd.DataFrame | Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
-        """Rows with ``responsibility`` and the optional ``name``/``requirement`` (raw text)."""
+    def transform(
+        self, records: pd.DataFrame | Sequence[Mapping[str, Any]], *, stats: TermStats | None = None
+    ) -> sp.csr_matrix:
+        """Rows with ``responsibility`` and the optional ``name``/``requirement`` (raw text).
+
+        ``stats``, when given, gets ``{field: [(known tokens, tokens) per row]}`` from this
+        tokenization (the predictor's known-term metric; nothing is tokenized twice)."""
         if not self.fitted:
             raise RuntimeError("TextVectorizer.transform before fit/load")
         # the fields' blocks side by side, assembled once: row i is row i of each block, in
@@ -137,7 +154,9 @@ class TextVectorizer:
         n_rows = len(records)
         vals, cols, rows, offset = [], [], [], 0
         for f, v in self._fields.items():
-            val, idx, ptr = v.arrays(field_texts(records, f))
+            val, idx, ptr = v.arrays(
+                field_texts(records, f), None if stats is None else stats.setdefault(f, [])
+            )
             vals.append(val)
             cols.append(idx + offset)
             rows.append(np.repeat(np.arange(n_rows), np.diff(ptr)))
