@@ -217,6 +217,7 @@ BAD = [
     ("empty text", {"instances": ["   "]}, None, 400, "empty"),
     ("non-string field", {"instances": [{"responsibility": "ok", "name": 7}]}, None, 400, "must be a string"),
     ("unknown field", {"instances": [{"responsibility": "ok", "salary": 1}]}, None, 400, "unknown field"),
+    ("bad id", {"instances": [{"responsibility": "ok", "id": [1]}]}, None, 400, "id: must be a string or"),
     ("text too long", {"instances": ["x" * 301]}, None, 400, "over the limit of 300"),
     ("too many", {"instances": ["a"] * 51}, None, 400, "over the limit of 50"),
     ("body too large", {"instances": ["a" * 250] * 100}, None, 413, "over the limit of 20000"),
@@ -297,7 +298,7 @@ def test_metrics_observe_input_length_known_terms_and_model_info(server, bundle_
     before = requests.get(f"{server}/metrics", timeout=5).text
     r = requests.post(
         f"{server}/v1/models/hhpulse:predict",
-        json={"instances": [text, {"responsibility": text}]},
+        json={"instances": [text, {"responsibility": text, "id": "91234567"}]},  # the id is not an input
         timeout=10,
     )
     assert r.status_code == 200, r.text
