@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a model bundle on any data that can be labelled"),
     "serve": ("serve", "serve a model bundle with KServe (v1 and v2 protocols)"),
     "request": ("request", "call a running hhpulse predictor over HTTP"),
+    "logsink": (
+        "logsink",
+        "take KServe's logger CloudEvents (requests and responses) and write the served prediction log",
+    ),
     "run": ("run", "run the whole pipeline on this machine with kfp.local (the embedded default)"),
     "replay": (
         "replay",
