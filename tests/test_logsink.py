@@ -333,7 +333,7 @@ def sink_process(bucket, port, endpoint, tmp_path):
             "--port",
             str(port),
             "--drain-seconds",
-            "1",
+            "3",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -369,11 +369,13 @@ def test_restart_writes_what_was_paired_and_counts_what_was_not(s3_bucket, s3_en
     assert post("half", REQUEST, request).status_code == 200
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
-    assert requests.get(url + "/readyz", timeout=2).status_code == 503  # draining
+    assert requests.get(url + "/readyz", timeout=2).status_code == 503  # draining: out of the Service
+    assert post("late", REQUEST, request).status_code == 200  # ... but the last events are still taken
+    assert post("late", RESPONSE, response).json()["status"] == "paired"
     assert proc.wait(30) == 0
     log = Path(log_path).read_text()
     assert "1 events waited unpaired and were dropped" in log and "half" in log
-    assert [r["request_id"] for r in read_served(store)] == ["one"]
+    assert [r["request_id"] for r in read_served(store)] == ["one", "late"]
     proc, url, log_path = sink_process(s3_bucket, port, s3_env, tmp_path)
     assert (
         post("half", RESPONSE, response).json()["status"] == "waiting"
@@ -383,7 +385,7 @@ def test_restart_writes_what_was_paired_and_counts_what_was_not(s3_bucket, s3_en
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert len(served_keys(store)) == 2
-    assert sorted(r["request_id"] for r in read_served(store)) == ["one", "two"]
+    assert sorted(r["request_id"] for r in read_served(store)) == ["late", "one", "two"]
 
 
 def test_sink_process_needs_no_kserve_import():

@@ -33,7 +33,8 @@ What happens to each event (:meth:`LogSink.accept`):
 * no room (``max_pending`` halves waiting for their partner, ``max_pending_bytes`` of their
   bodies, or the writer's buffer full while the store refuses writes): :class:`SinkFull`
   (HTTP 503 with Retry-After). NOTE: KServe 0.21's agent does not resend a refused event
-  (its CloudEvents client has no retry policy; it logs "Sent with status code 503"), so a
+  (the context it sends with sets no retry policy, and cloudevents sdk-go retries only when
+  one is set; the agent logs "Sent with status code 503"), so a
   503 is visible in the agent's log and in the sink's ``refused`` counter, not silent;
 * a half whose partner has not come within ``pair_timeout`` seconds (a request the predictor
   did not answer with 200, or a partner that went to another sink replica) is dropped by

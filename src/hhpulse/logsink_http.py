@@ -73,7 +73,30 @@ class SinkServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.sink = sink
         self.max_event_bytes = max_event_bytes
-        self.accepting = True
+        self.ready = True  # /readyz; False from SIGTERM on (events are still taken while draining)
+        self.accepting = True  # False once draining is over: later events get 503
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    def begin(self) -> bool:
+        """Count an event in; False when the sink no longer takes events."""
+        with self._idle:
+            if not self.accepting:
+                return False
+            self._inflight += 1
+            return True
+
+    def end(self) -> None:
+        with self._idle:
+            self._inflight -= 1
+            self._idle.notify_all()
+
+    def stop_taking(self, timeout: float = 10.0) -> int:
+        """Take no more events, and wait for those being handled; how many were still in flight."""
+        with self._idle:
+            self.accepting = False
+            self._idle.wait_for(lambda: self._inflight == 0, timeout)
+            return self._inflight
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -99,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._answer(200, {"status": "ok"})
         elif path == "/readyz":
-            ok = self.server.accepting
+            ok = self.server.ready
             self._answer(200 if ok else 503, {"status": "ready" if ok else "draining"})
         elif path == "/metrics":
             self._answer(200, metrics_text(self.server.sink), "text/plain; version=0.0.4")
@@ -121,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         body = self.rfile.read(length)
-        if not self.server.accepting:
+        if not self.server.begin():
             self._answer(503, {"error": "the sink is shutting down"})
             return
         try:
@@ -133,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
         except SinkFull as exc:
             self._refuse(503, str(exc))
             return
+        finally:
+            self.server.end()
         self._answer(200, {"status": status})
 
     def _refuse(self, status: int, reason: str) -> None:
@@ -173,9 +198,12 @@ def run_server(
     if ready is not None:
         ready.set()
     stop.wait()
-    server.accepting = False
+    server.ready = False
     log.info("stopping: not ready; taking the last events for %.1fs", drain)
     threading.Event().wait(drain)
+    late = server.stop_taking()
+    if late:
+        log.error("%d events were still being handled after 10 s; they may be lost", late)
     server.shutdown()
     server.server_close()
     waiting = sink.pending
