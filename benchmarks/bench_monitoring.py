@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import timed_request
 from benchmarks.bench_serving import TEXTS, _bundle, _load
 
 CLIENTS = 4
@@ -85,13 +86,11 @@ def _post_events(
             req, resp = exchanges[i % len(exchanges)]
             eid = f"bench-{w}-{i}"
             for kind, body in ((REQUEST, req), (RESPONSE, resp)):
-                t = time.perf_counter()
-                conn.request("POST", "/", body, agent_headers(eid, kind, time=now))
-                r = conn.getresponse()
-                r.read()
-                mine.append(time.perf_counter() - t)
-                if r.status != 200:
-                    errors[0] += 1
+                seconds_taken, status = timed_request(
+                    conn, "POST", "/", body, agent_headers(eid, kind, time=now)
+                )
+                mine.append(seconds_taken)
+                errors[0] += status != 200
         conn.close()
         with lock:
             lat.extend(mine)
