@@ -101,6 +101,9 @@ class SinkServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the agent's client expects
+    # the status line and headers, then the body, are two writes: without TCP_NODELAY the
+    # second waits for the client's delayed ACK (40 ms a response on Linux)
+    disable_nagle_algorithm = True
     server: SinkServer
     timeout = 60
 
