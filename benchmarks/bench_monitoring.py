@@ -9,6 +9,8 @@
     (the default) and off (``--no-input-metrics``), side by side: both servers up at once,
     single-instance v1 requests from 4 clients, in interleaved rounds (on, off, on, off, ...) so
     that load from elsewhere on the machine hits both alike; req/s per round and the on/off ratio.
+(c) The same handler in process (``VacancyModel.predict``, no HTTP), on and off in interleaved
+    1-second rounds: microseconds per call, the metrics' own cost without the servers' noise.
 
 The server processes and the clients share the machine's cores (2 here), so the figures are
 the whole system's. Duration per round: HHPULSE_BENCH_SECONDS (default 20) / 4; rounds:
@@ -129,6 +131,29 @@ def _core_ceiling(exchanges: list[tuple[bytes, bytes]], seconds: float, root: Pa
     return 2 * n / elapsed
 
 
+def _inprocess_cost(bundle_dir: Path, rounds: int) -> dict[str, list[float]]:
+    """Microseconds per single-instance ``VacancyModel.predict`` (the handler that observes the
+    metrics) with the input histograms on and off, in interleaved 1-second rounds: the metrics'
+    own cost without HTTP's noise."""
+    from hhpulse.bundle import Instance, load_bundle
+    from hhpulse.serving.model import VacancyModel
+
+    bundle = load_bundle(bundle_dir)
+    models = {name: VacancyModel(bundle=bundle, input_metrics=name == "on") for name in ("on", "off")}
+    for m in models.values():
+        m.load()
+    payloads = [{"protocol": "v1", "instances": [Instance(t)]} for t in TEXTS]
+    out: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(2 * rounds):
+        for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < 1.0:
+                models[name].predict(payloads[n % len(payloads)])
+                n += 1
+            out[name].append((time.perf_counter() - start) / n * 1e6)
+    return out
+
+
 def _start_predictor(bundle_dir: Path, port: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -195,6 +220,8 @@ def main() -> None:
             sink.wait(timeout=60)
         batches = len(served_keys(LocalStore(store_dir)))
 
+        inproc = _inprocess_cost(bundle_dir, rounds)
+
         # (b) the predictor, input metrics on and off, interleaved rounds
         ports = {"on": free_port(), "off": free_port()}
         servers = {
@@ -241,3 +268,9 @@ def main() -> None:
         )
     ratio = np.median(rps["on"]) / np.median(rps["off"])
     print(f"    on/off = {ratio:.3f} (median req/s; 1.0 = the input histograms cost nothing measurable)")
+    on_us, off_us = np.median(inproc["on"]), np.median(inproc["off"])
+    print(
+        f"(c) in process, VacancyModel.predict of one instance, {2 * rounds} interleaved 1 s rounds: "
+        f"metrics on {on_us:6.1f} us, off {off_us:6.1f} us (medians): the input metrics cost "
+        f"{on_us - off_us:+.1f} us a call ({(on_us / off_us - 1) * 100:+.1f}%)"
+    )
