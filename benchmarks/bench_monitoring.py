@@ -13,7 +13,8 @@
     1-second rounds: microseconds per call, the metrics' own cost without the servers' noise.
 
 The server processes and the clients share the machine's cores (2 here), so the figures are
-the whole system's. Duration per round: HHPULSE_BENCH_SECONDS (default 20) / 4; rounds:
+the whole system's. XGBoost's OpenMP threads are limited to HHPULSE_BENCH_OMP_THREADS (default
+1; 0: the library's default) in (b) and (c): see OMP_THREADS below. Duration per round: HHPULSE_BENCH_SECONDS (default 20) / 4; rounds:
 HHPULSE_BENCH_ROUNDS (default 4). The model is trained on the synthetic demo market.
 """
 
@@ -31,11 +32,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from benchmarks._common import timed_request
 from benchmarks.bench_serving import TEXTS, _bundle, _load
 
 CLIENTS = 4
+# XGBoost's OpenMP threads, in the servers and in (c): on a loaded machine its default (every
+# core) made one single-instance predict 80x slower (112 ms instead of 1.4 ms, load 15 on 2
+# cores), which drowned the metrics' cost in noise. HHPULSE_BENCH_OMP_THREADS=0: the default.
+OMP_THREADS = os.environ.get("HHPULSE_BENCH_OMP_THREADS", "1")
 
 
 def _wait(port: int, path: str, proc: subprocess.Popen) -> None:
@@ -144,13 +150,14 @@ def _inprocess_cost(bundle_dir: Path, rounds: int) -> dict[str, list[float]]:
         m.load()
     payloads = [{"protocol": "v1", "instances": [Instance(t)]} for t in TEXTS]
     out: dict[str, list[float]] = {"on": [], "off": []}
-    for r in range(2 * rounds):
-        for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < 1.0:
-                models[name].predict(payloads[n % len(payloads)])
-                n += 1
-            out[name].append((time.perf_counter() - start) / n * 1e6)
+    with threadpool_limits(int(OMP_THREADS) or None):
+        for r in range(2 * rounds):
+            for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                n, start = 0, time.perf_counter()
+                while time.perf_counter() - start < 1.0:
+                    models[name].predict(payloads[n % len(payloads)])
+                    n += 1
+                out[name].append((time.perf_counter() - start) / n * 1e6)
     return out
 
 
@@ -168,6 +175,7 @@ def _start_predictor(bundle_dir: Path, port: int, *extra: str) -> subprocess.Pop
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **({"OMP_NUM_THREADS": OMP_THREADS} if OMP_THREADS != "0" else {})},
     )
 
 
@@ -258,7 +266,7 @@ def main() -> None:
     )
     print(f"    HTTP/core = {eps / ceiling:.2f}")
     print(
-        f"(b) predictor, single-instance v1, {CLIENTS} clients, {rounds} interleaved rounds of {seconds / 4:.0f} s:"
+        f"(b) predictor, single-instance v1, {CLIENTS} clients, {rounds} interleaved rounds of {seconds / 4:.0f} s, OMP_NUM_THREADS={OMP_THREADS}:"
     )
     for name in ("on", "off"):
         print(
