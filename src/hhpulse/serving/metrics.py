@@ -41,16 +41,21 @@ def set_model_info(model: str, version: str) -> None:
     MODEL_INFO.labels(model=model, version=version).set(1)
 
 
+# the labelled children, looked up once per field (``labels()`` takes a lock and builds a key)
+_CHARS: dict[str, Histogram] = {}
+_SHARES: dict[str, Histogram] = {}
+
+
 def observe_inputs(instances: Sequence[Instance], fields: Sequence[str], stats: TermStats) -> None:
     """Input lengths of ``fields`` and the known-term shares that ``stats`` holds (one predict's)."""
     for field in fields:
-        chars = INPUT_CHARS.labels(field=field)
+        chars = _CHARS.get(field) or _CHARS.setdefault(field, INPUT_CHARS.labels(field=field))
         for inst in instances:
             text = getattr(inst, field, None)
             if text:
                 chars.observe(len(text))
     for field, rows in stats.items():
-        share = KNOWN_SHARE.labels(field=field)
+        share = _SHARES.get(field) or _SHARES.setdefault(field, KNOWN_SHARE.labels(field=field))
         for known, total in rows:
             if total:
                 share.observe(known / total)
