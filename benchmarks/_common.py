@@ -54,3 +54,14 @@ def measured(fn: Callable[[], Any]) -> tuple[Any, float, int, int]:
 
 def mb(n: int) -> str:
     return f"{n / 2**20:.0f} MB"
+
+
+def timed_request(
+    conn: Any, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[float, int]:
+    """One request on a keep-alive ``http.client`` connection: (seconds, status), the answer read."""
+    t = time.perf_counter()
+    conn.request(method, path, body, headers)
+    resp = conn.getresponse()
+    resp.read()
+    return time.perf_counter() - t, resp.status

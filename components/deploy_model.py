@@ -19,6 +19,7 @@ def deploy_model(
     service_account: str,
     canary_traffic_percent: int,
     timeout_seconds: int,
+    logger_url: str = "",
 ) -> str:
     """Deploys the published version as a KServe InferenceService.
 
@@ -34,6 +35,7 @@ def deploy_model(
         service_account: The predictor's ServiceAccount (it carries the S3 credentials).
         canary_traffic_percent: 1-99 sends that share of requests to the new version as a canary while the previous version serves the rest; 0 (or 100) promotes the new version fully.
         timeout_seconds: How long to wait for Ready before rolling back.
+        logger_url: URL of hhpulse logsink for KServe's logger (mode all: every request and its response as CloudEvents); empty: no logger.
 
     Returns:
         The service URL (apply) or the manifest's location (render).
@@ -49,6 +51,7 @@ def deploy_model(
         image=serving_image,
         service_account=service_account,
         canary_traffic_percent=canary_traffic_percent,
+        logger_url=logger_url or None,
     )
     st = open_store(store, endpoint_url=s3_endpoint or None)
     if mode == "render":

@@ -2,9 +2,10 @@
 # time; non-root, and fine with a read-only root filesystem (KServe's storage initializer mounts
 # the model bundle at /mnt/models). Build: `make images`.
 #
-# pyarrow and boto3 stay out: only the pipeline's store and history code import them (the
-# bundle is read from /mnt/models). kserve's own requirements (the kubernetes client among them)
-# stay in. tests/test_images.py checks the built image (contents, size <= 800 MB).
+# pyarrow stays out: only the pipeline's history code imports it (the bundle is read from
+# /mnt/models). boto3 is in for `hhpulse logsink` (the prediction log sink the chart runs from
+# this image; it writes served/... batches to S3). kserve's own requirements (the kubernetes
+# client among them) stay in. tests/test_images.py checks the built image (contents, size <= 800 MB).
 #
 # BASE_IMAGE and the pip secrets (pip_ca, pip_conf): as in pipeline.Dockerfile.
 ARG BASE_IMAGE=hhpulse-base:bookworm
@@ -17,7 +18,7 @@ RUN --mount=type=secret,id=pip_ca --mount=type=secret,id=pip_conf \
     --mount=type=cache,target=/root/.cache/pip,id=hhpulse-pip \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi; \
-    python3 requirements.py pyproject.toml cpu,serve --without pyarrow boto3 > requirements.txt \
+    python3 requirements.py pyproject.toml cpu,serve --without pyarrow > requirements.txt \
  && /opt/venv/bin/pip install --disable-pip-version-check -r requirements.txt
 
 # the venv the image ships: pip and the large packages' test suites out; /opt/app on its path
@@ -45,7 +46,7 @@ ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/hhpulse/hhpulse
 LABEL org.opencontainers.image.title="hhpulse-serving" \
-      org.opencontainers.image.description="hhpulse KServe predictor (salary and demand cohorts)" \
+      org.opencontainers.image.description="hhpulse KServe predictor (salary and demand cohorts) and its prediction log sink" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}" \
@@ -58,4 +59,5 @@ COPY --from=app /opt/app /opt/app
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080
+# the predictor; the log sink runs with the command `python -m hhpulse.cli logsink` (the chart's)
 ENTRYPOINT ["python", "-m", "hhpulse.serving"]

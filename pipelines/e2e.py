@@ -14,7 +14,16 @@
    InferenceService's args and env, in its own network namespace with port 8080 published on
    127.0.0.1 (like a pod); it must report ``/v2/health/ready``.
 5. **compare**: v1 and v2 answers for a handful of texts must equal ``hhpulse predict`` on the
-   host, cohorts and probabilities to the printed digits (6 decimals).
+   host, cohorts and probabilities to the printed digits (6 decimals); the predictor's
+   ``/metrics`` has hhpulse's counters, input histograms and ``hhpulse_model_info``.
+6. **prediction log**: the serving image runs ``hhpulse logsink`` as the chart's Deployment
+   says (command, args, uid 10001, read-only root), on the host's network (S3 on loopback).
+   This driver plays KServe's agent: for each call to the predictor it posts the request
+   event, and for a 200 the response event, with the agent's CloudEvent headers and the raw
+   bodies (responses of one call out of order on purpose; a refused call has no response
+   event). On SIGTERM the sink writes its batch; the served log read back from S3 must hold
+   one record per instance answered, with the predictor's cohorts and probabilities, the
+   vacancy ids the caller sent, and the published model version.
 
 Prints each stage's wall time; exits non-zero on any failed task container or mismatch.
 
@@ -46,6 +55,8 @@ UID = "10001:10001"
 BUCKET = "hhpulse-e2e"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e", "AWS_DEFAULT_REGION": "us-east-1"}
 DIGITS = 6  # hhpulse prints probabilities rounded to 6 decimals (ModelBundle.predict)
+# the sink's in-cluster URL the chart gives the InferenceService's logger (release hhpulse in hhpulse)
+LOGGER_URL = "http://hhpulse-logsink.hhpulse.svc.cluster.local"
 
 # a handful of vacancies: plain responsibility texts, and full records with the optional fields
 TEXTS: list[Any] = [
@@ -207,6 +218,7 @@ def run_compiled_pipeline(
             area="",
             deploy_mode="render",
             serving_image=serving_image,
+            logger_url=LOGGER_URL,
         )
     except Exception as exc:  # reported with the containers' exit codes below
         error = exc
@@ -226,6 +238,19 @@ def run_compiled_pipeline(
             + ("" if watch.started else f"; no container of {image} ran")
         )
     return {"store": store, "containers": len(watch.started), "seconds": seconds}
+
+
+def check_inferenceservice(isvc: dict[str, Any]) -> None:
+    """The rendered InferenceService has KServe's logger (to the sink) and Prometheus scraping."""
+    from hhpulse.deploy import PROMETHEUS_ANNOTATIONS
+
+    logger = isvc["spec"]["predictor"].get("logger")
+    if logger != {"mode": "all", "url": LOGGER_URL}:
+        raise E2EError(f"the InferenceService's logger is {logger}, not mode all to {LOGGER_URL}")
+    ann = isvc["metadata"].get("annotations", {})
+    if any(ann.get(k) != v for k, v in PROMETHEUS_ANNOTATIONS.items()):
+        raise E2EError(f"the InferenceService lacks KServe's Prometheus scraping annotations: {ann}")
+    print(f"InferenceService: logger mode all -> {LOGGER_URL}; Prometheus scraping on :8080/metrics")
 
 
 def read_outputs(endpoint: str, store: str) -> dict[str, Any]:
@@ -401,6 +426,186 @@ def check_answers(base: str, models: Path, work: Path) -> int:
     return bad
 
 
+def check_metrics(base: str, version: str) -> int:
+    """The predictor's /metrics after the calls: hhpulse's counters, input histograms and model info."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    wanted = [
+        f'hhpulse_model_info{{model="hhpulse",version="{version}"}} 1.0',
+        'hhpulse_input_chars_count{field="responsibility"}',
+        'hhpulse_input_known_term_share_count{field="responsibility"}',
+        "hhpulse_predicted_cohorts_total{",
+    ]
+    missing = [w for w in wanted if w not in text]
+    for w in missing:
+        print(f"MISSING from the predictor's /metrics: {w}")
+    print(f"predictor /metrics: {len(wanted) - len(missing)} of {len(wanted)} hhpulse series present")
+    return len(missing)
+
+
+# -- 6. the prediction log: hhpulse logsink, and this driver as KServe's agent -------------------------
+
+
+def logsink_container(store: str, endpoint: str) -> dict[str, Any]:
+    """The log sink's container as the chart renders it (logger.enabled) for this store."""
+    import helm_python as helm
+    import yaml
+
+    values = {"store": {"uri": store, "endpoint": endpoint}, "logger": {"enabled": True}}
+    out = helm.Chart.load(str(REPO / "helm" / "hhpulse")).render(values, name="hhpulse", namespace="hhpulse")
+    texts = [text for path, text in out.items() if path.endswith(".yaml")]  # not NOTES.txt
+    docs = [d for text in texts for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    (deployment,) = [
+        d for d in docs if d.get("kind") == "Deployment" and d["metadata"]["name"] == "hhpulse-logsink"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def start_logsink(client: str, image: str, container: dict[str, Any], port: int) -> str:
+    """docker run the sink as its pod would run, on the host's network (S3 is on loopback here):
+    the chart's command and args, bound to 127.0.0.1:``port``; the Secret's keys are S3_ENV's."""
+    name = f"hhpulse-e2e-logsink-{os.getpid()}"
+    cmd = ["run", "-d", "--name", name, "--network", "host", "--user", UID, "--tmpfs", "/tmp:rw,size=16m"]
+    sc = container.get("securityContext", {})
+    if sc.get("readOnlyRootFilesystem"):
+        cmd.append("--read-only")
+    if sc.get("allowPrivilegeEscalation") is False:
+        cmd += ["--security-opt", "no-new-privileges"]
+    for cap in sc.get("capabilities", {}).get("drop", []):
+        cmd += ["--cap-drop", cap]
+    for env in container.get("env", []):
+        value = env.get("value", S3_ENV.get(env["name"]))
+        cmd += ["-e", f"{env['name']}={value}"]
+    limits = container.get("resources", {}).get("limits", {})
+    if "memory" in limits:
+        cmd += ["--memory", limits["memory"].replace("Gi", "g").replace("Mi", "m")]
+    args = [a for a in container.get("args", []) if not a.startswith(("--host=", "--port="))]
+    args += ["--host=127.0.0.1", f"--port={port}", "--drain-seconds=1"]
+    program, *rest = container["command"]
+    engine(client, *cmd, "--entrypoint", program, image, *rest, *args)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r,
+        ):
+            if r.status == 200:
+                return name
+        if engine(client, "inspect", "-f", "{{.State.Running}}", name, check=False) != "true":
+            break
+        time.sleep(0.3)
+    logs = subprocess.run([client, "logs", "--tail", "40", name], capture_output=True, text=True)
+    raise E2EError(f"the log sink did not become ready:\n{logs.stdout}{logs.stderr}")
+
+
+def _send(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def agent_call(predict_url: str, sink: str, body: dict[str, Any]) -> tuple[int, bytes, Any]:
+    """One call through "the agent": the request event to the sink, the call to the predictor;
+    returns (status, response body, the response event to post, or None when not 200 – KServe
+    logs a response only for a 200)."""
+    import uuid
+    from datetime import datetime, timezone
+
+    from hhpulse.logsink import REQUEST, RESPONSE, agent_headers
+
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    event_id = str(uuid.uuid4())
+    status, answer = _send(sink, raw, agent_headers(event_id, REQUEST, time=datetime.now(timezone.utc)))
+    if status != 200:
+        raise E2EError(f"the sink refused a request event: {status} {answer.decode(errors='replace')}")
+    status, response = _send(predict_url, raw, {"Content-Type": "application/json"})
+    if status != 200:
+        return status, response, None
+    headers = agent_headers(event_id, RESPONSE, time=datetime.now(timezone.utc))
+    return status, response, (event_id, response, headers)
+
+
+def check_log(base: str, sink: str, client: str, name: str, endpoint: str, store: str, version: str) -> int:
+    """Calls through the agent, the sink stopped (SIGTERM), the served log compared with the answers."""
+    from hhpulse.served import read_served
+    from hhpulse.store import S3Store
+
+    with_ids = [
+        {**({"responsibility": t} if isinstance(t, str) else t), "id": str(91000000 + i)}
+        for i, t in enumerate([*TEXTS, *RECORDS])
+    ]
+    calls = [
+        (f"{base}/v1/models/hhpulse:predict", {"instances": with_ids}),
+        (f"{base}/v1/models/hhpulse:predict", {"instances": TEXTS[:2]}),
+        (
+            f"{base}/v2/models/hhpulse/infer",
+            {"inputs": [{"name": "responsibility", "datatype": "BYTES", "shape": [3], "data": TEXTS[:3]}]},
+        ),
+        (f"{base}/v1/models/hhpulse:predict", {"instances": [5]}),  # refused: no response event
+    ]
+    expected: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    later = []
+    for url, body in calls:
+        status, response, event = agent_call(url, sink, body)
+        if event is None:
+            print(f"call refused by the predictor ({status}): the agent sends no response event")
+            continue
+        later.append(event)
+        doc = json.loads(response)
+        rows = (
+            doc["predictions"] if "predictions" in doc else v2_rows(doc, ["salary", "demand"], _cohorts(doc))
+        )
+        instances = body.get("instances") or [{"responsibility": t} for t in body["inputs"][0]["data"]]
+        expected[event[0]] = (body, [{"instance": i, **r} for i, r in zip(instances, rows, strict=True)])
+    for event_id, response, headers in reversed(later):  # the agent's workers race: order is not kept
+        status, answer = _send(sink, response, headers)
+        if status != 200 or json.loads(answer)["status"] != "paired":
+            raise E2EError(f"the sink did not pair response {event_id}: {status} {answer!r}")
+    engine(client, "stop", "-t", "30", name)
+    code = engine(client, "inspect", "-f", "{{.State.ExitCode}}", name)
+    tail = engine(client, "logs", "--tail", "3", name)
+    print(f"log sink stopped with exit code {code}: {tail.splitlines()[-1] if tail else ''}")
+    os.environ.update(S3_ENV)  # this driver reads the log as hhpulse monitor would, with the same keys
+    records = list(read_served(S3Store(store, endpoint_url=endpoint)))
+    bad = 0 if code == "0" else 1
+    by_request: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        by_request.setdefault(rec["request_id"], []).append(rec)
+    for event_id, (_, rows) in expected.items():
+        got = by_request.pop(event_id, [])
+        if len(got) != len(rows):
+            print(f"MISMATCH log {event_id}: {len(got)} records for {len(rows)} instances")
+            bad += 1
+            continue
+        bad += compare(rows, got, ["salary", "demand"], f"log {event_id[:8]}")
+        for row, rec in zip(rows, got, strict=True):
+            inst = row["instance"]
+            vid = inst.get("id") if isinstance(inst, dict) else None
+            if rec["id"] != vid or rec["model_version"] != version:
+                print(f"MISMATCH log id/version: {rec['id']} {rec['model_version']} != {vid} {version}")
+                bad += 1
+    if by_request:
+        print(f"MISMATCH log: records of requests never answered: {sorted(by_request)}")
+        bad += 1
+    ids = sum(1 for r in records if r["id"])
+    print(
+        f"served log: {len(records)} records ({ids} with a vacancy id) in {store}/served/, {bad} mismatches"
+    )
+    return bad
+
+
+def _cohorts(v2: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        o["name"].rsplit("_", 1)[0]: o["parameters"]["cohorts"].split(",")
+        for o in v2["outputs"]
+        if o["name"].endswith("_probabilities")
+    }
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 
@@ -429,7 +634,7 @@ def _run(args: argparse.Namespace) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     times: dict[str, float] = {}
-    predictor = None
+    predictor = sink = None
     bad = 0
     try:
         with contextlib.ExitStack() as s3_up:
@@ -449,28 +654,47 @@ def _run(args: argparse.Namespace) -> int:
             with stage("storage initializer (kserve-storage)", times):
                 models = work / "mnt-models"
                 storage_initializer(args.storage_python, env["STORAGE_URI"], models, endpoint)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        with stage("predictor start (serving image, until /v2/health/ready)", times):
-            predictor = start_predictor(args.engine, args.serving_image, container, models, port)
-            wait_ready(args.engine, predictor, base)
-            print(
-                f"{args.serving_image} ready on {base} (read-only rootfs, uid {UID}, /mnt/models read-only)"
-            )
-        with stage("v1/v2 vs host predict", times):
-            bad = check_answers(base, models, work)
+            check_inferenceservice(outputs["isvc"])
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            with stage("predictor start (serving image, until /v2/health/ready)", times):
+                predictor = start_predictor(args.engine, args.serving_image, container, models, port)
+                wait_ready(args.engine, predictor, base)
+                print(
+                    f"{args.serving_image} ready on {base} (read-only rootfs, uid {UID}, /mnt/models read-only)"
+                )
+            with stage("v1/v2 vs host predict", times):
+                bad = check_answers(base, models, work)
+                bad += check_metrics(base, outputs["version"])
+            with stage("prediction log (logsink container, the agent's events, S3)", times):
+                sink_port = free_port()
+                sink = start_logsink(
+                    args.engine, args.serving_image, logsink_container(run["store"], endpoint), sink_port
+                )
+                bad += check_log(
+                    base,
+                    f"http://127.0.0.1:{sink_port}/",
+                    args.engine,
+                    sink,
+                    endpoint,
+                    run["store"],
+                    outputs["version"],
+                )
     except E2EError as exc:
         print(f"\ne2e FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
         if predictor and not args.keep:
             engine(args.engine, "rm", "-f", predictor, check=False)
+        if sink and not args.keep:
+            engine(args.engine, "rm", "-f", sink, check=False)
     print("\ne2e stage times:")
     for name, seconds in times.items():
         print(f"  {seconds:7.1f} s  {name}")
     if bad:
         print(
-            f"e2e FAILED: {bad} mismatches between the predictor and host `hhpulse predict`", file=sys.stderr
+            f"e2e FAILED: {bad} mismatches (predictor vs host `hhpulse predict`, its /metrics, the served log)",
+            file=sys.stderr,
         )
         return 1
     print("e2e OK")

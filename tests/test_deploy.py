@@ -124,6 +124,27 @@ def test_canary_patch_then_promotion(store, tmp_path):
         k8s.stop()
 
 
+def test_logger_on_then_off_and_prometheus_scraping_always(store, tmp_path):
+    sink = "http://hhpulse-logsink.ml.svc.cluster.local"
+    k8s = FakeK8s(ready_after=1)
+    try:
+        v1 = _publish(store, tmp_path, "v1")
+        logged = DeployValues(name="hhpulse", namespace="ml", logger_url=sink)
+        deploy(store, logged, version="v1", storage_uri=v1.uri, timeout_s=5, poll_s=0.01, api=k8s.api())
+        obj = k8s.objects[("ml", "hhpulse")]
+        assert obj["spec"]["predictor"]["logger"] == {"mode": "all", "url": sink}
+        assert obj["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
+        v2 = _publish(store, tmp_path, "v2")
+        deploy(store, VALUES, version="v2", storage_uri=v2.uri, timeout_s=5, poll_s=0.01, api=k8s.api())
+        patch = [q for q in k8s.requests if q["method"] == "PATCH"][-1]["body"]
+        assert patch["spec"]["predictor"]["logger"] is None  # merge-patch null deletes it
+        assert "logger" not in k8s.objects[("ml", "hhpulse")]["spec"]["predictor"]
+    finally:
+        k8s.stop()
+    with pytest.raises(ValueError, match="http"):
+        DeployValues(logger_url="hhpulse-logsink:80")
+
+
 def test_render_to_store_is_the_local_mode(store):
     key = render_to_store(store, VALUES, version="v9", storage_uri="s3://b/p/models/hhpulse/v9")
     doc = yaml.safe_load(store.get_bytes("deploy/v9/inferenceservice.yaml"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.e2e import COMPILED, compare, compiled_image, predictor_container, v2_rows
+from pipelines.e2e import COMPILED, compare, compiled_image, logsink_container, predictor_container, v2_rows
 
 
 def _pred(salary, demand):
@@ -42,3 +42,14 @@ def test_v2_rows_follow_the_cohort_order():
 def test_predictor_container_is_the_kserve_container():
     isvc = {"spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "i", "args": []}]}}}
     assert predictor_container(isvc)["image"] == "i"
+
+
+def test_the_log_sink_container_is_the_chart_s():
+    c = logsink_container("s3://hhpulse-e2e/store", "http://127.0.0.1:9000")
+    assert c["command"] == ["hhpulse", "logsink"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (
+        env["HHPULSE_STORE"] == "s3://hhpulse-e2e/store"
+        and env["HHPULSE_S3_ENDPOINT"] == "http://127.0.0.1:9000"
+    )
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True

@@ -51,6 +51,30 @@ def test_missing_optional_fields_give_zeros():
     assert (only[:, :n_resp] != full[:, :n_resp]).nnz == 0
 
 
+def test_transform_reports_known_tokens_from_its_own_tokenization():
+    from hhpulse.text import analyze
+
+    vec = TextVectorizer(FeatureConfig(min_df=1)).fit(ROWS)
+    rows = [
+        {"responsibility": "Разработка на Python и Rust", "name": "Курьер"},
+        {"responsibility": "совсем другое"},
+    ]
+    plain = vec.transform(rows)
+    stats: dict = {}
+    assert (plain != vec.transform(rows, stats=stats)).nnz == 0  # the same matrix with or without stats
+    assert set(stats) == set(vec.config.fields)
+    for field in vec.config.fields:
+        expected = []
+        for r in rows:
+            tokens = analyze(r.get(field) or "")
+            expected.append((sum(t in vec.vocabulary(field) for t in tokens), len(tokens)))
+        assert stats[field] == expected
+    assert (
+        stats["responsibility"][1] == (0, 2)
+        and 0 < stats["responsibility"][0][0] < stats["responsibility"][0][1]
+    )
+
+
 def test_unknown_words_and_empty_text():
     vec = TextVectorizer(FeatureConfig(min_df=1)).fit(ROWS)
     assert vec.transform([{"responsibility": "совсем другое"}]).nnz == 0

@@ -49,7 +49,7 @@ def test_core_objects_validate_strictly(rendered):
 
     _, docs, _ = rendered
     for _path, doc in docs:
-        if doc["kind"] == "InferenceService":
+        if doc["kind"] in ("InferenceService", "PodMonitor"):  # CRDs: validated against their schemas below
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -94,6 +94,9 @@ def test_inferenceservice_matches_the_crd_and_the_deploy_step(rendered, isvc_val
             min_replicas=serving.get("minReplicas", 1),
             max_replicas=serving.get("maxReplicas", 3),
             canary_traffic_percent=serving.get("canaryTrafficPercent"),
+            logger_url=(values.get("logger", {}).get("url") or "http://hhpulse-logsink.ml.svc.cluster.local")
+            if values.get("logger", {}).get("enabled")
+            else None,
             labels={
                 "helm.sh/chart": "hhpulse-0.1.0",
                 "app.kubernetes.io/instance": "hhpulse",
@@ -126,9 +129,9 @@ def test_rbac_is_namespaced_and_minimal(rendered):
 def test_pods_run_as_non_root_without_privileges(rendered):
     _, docs, _ = rendered
     pods = [
-        d["spec"]["template"]["spec"] if d["kind"] == "Job" else d["spec"]
+        d["spec"]["template"]["spec"] if d["kind"] in ("Job", "Deployment") else d["spec"]
         for _, d in docs
-        if d["kind"] in ("Job", "Pod")
+        if d["kind"] in ("Job", "Pod", "Deployment")
     ]
     assert pods
     for spec in pods:
@@ -219,3 +222,112 @@ def test_kubectl_kustomize_builds():
     )
     for doc in yaml.safe_load_all(out.stdout):
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+# -- monitoring: KServe's scraping, the PodMonitors, the logger and the log sink -------------------
+
+PODMONITOR_CRD = REPO / "tests" / "crds" / "monitoring.coreos.com_podmonitors.yaml"
+MONITORING = {
+    "serving": {"modelVersion": "v20260301-120000"},
+    "monitoring": {"podMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}}},
+    "logger": {"enabled": True},
+}
+
+
+def kinds(docs, kind):
+    return [d for _, d in docs if d["kind"] == kind]
+
+
+def test_inferenceservice_is_scraped_by_kserve_without_a_logger_by_default(rendered):
+    values, docs, _ = rendered
+    isvc = kinds(docs, "InferenceService")[0]
+    ann = isvc["metadata"]["annotations"]
+    assert ann["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert (ann["prometheus.kserve.io/port"], ann["prometheus.kserve.io/path"]) == ("8080", "/metrics")
+    if not values.get("logger", {}).get("enabled"):
+        assert "logger" not in isvc["spec"]["predictor"]
+        assert not kinds(docs, "Deployment") and not kinds(docs, "PodMonitor")
+
+
+def test_podmonitors_validate_against_the_vendored_crd():
+    import jsonschema
+
+    crd = yaml.safe_load(PODMONITOR_CRD.read_text())
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+    docs, _ = render(MONITORING)
+    monitors = kinds(docs, "PodMonitor")
+    assert [m["metadata"]["name"] for m in monitors] == ["hhpulse-predictor", "hhpulse-logsink"]
+    for m in monitors:
+        assert m["apiVersion"] == f"{crd['spec']['group']}/v1"
+        errors = [f"{list(e.path)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(m)]
+        assert errors == []
+        assert m["metadata"]["labels"]["release"] == "prometheus"
+        assert m["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+    predictor, sink = monitors
+    assert predictor["spec"]["selector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": "hhpulse"}
+    assert predictor["spec"]["podMetricsEndpoints"][0]["portNumber"] == 8080
+    deployment = kinds(docs, "Deployment")[0]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert sink["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    port_names = [p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]]
+    assert sink["spec"]["podMetricsEndpoints"][0]["port"] in port_names
+    # no sink of its own, no sink PodMonitor
+    docs, _ = render({**MONITORING, "logger": {"enabled": True, "url": "http://sink.elsewhere:8080"}})
+    assert [m["metadata"]["name"] for m in kinds(docs, "PodMonitor")] == ["hhpulse-predictor"]
+
+
+def test_logger_points_kserve_at_the_chart_s_sink():
+    import kubernetes_validate
+
+    docs, _ = render(MONITORING)
+    isvc = kinds(docs, "InferenceService")[0]
+    url = "http://hhpulse-logsink.ml.svc.cluster.local"
+    assert isvc["spec"]["predictor"]["logger"] == {"mode": "all", "url": url}
+    service = kinds(docs, "Service")[0]
+    assert service["metadata"]["name"] == "hhpulse-logsink" and service["spec"]["ports"][0]["port"] == 80
+    assert service["spec"]["sessionAffinity"] == "ClientIP"  # a request and its response reach one replica
+    deployment = kinds(docs, "Deployment")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= service["spec"]["selector"].items()
+    assert pod["automountServiceAccountToken"] is False
+    sa = [d for d in kinds(docs, "ServiceAccount") if d["metadata"]["name"] == pod["serviceAccountName"]][0]
+    assert sa["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["image"] == "ghcr.io/hhpulse/hhpulse-serving:0.1.0"
+    assert c["command"] == ["hhpulse", "logsink"] and "--host=0.0.0.0" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HHPULSE_STORE"]["value"] == "s3://hhpulse/prod"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "hhpulse-s3", "key": key}
+    for doc in (deployment, service, sa):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # the pipeline deploys the same logger when it creates or patches the InferenceService
+    params = kinds(docs, "ConfigMap")[0]["data"]["params"]
+    assert f"logger_url={url}\n" in params
+    from pipelines.hhpulse_pipeline import build_pipeline
+
+    assert "logger_url" in build_pipeline().component_spec.inputs
+
+
+def test_logger_to_an_outside_sink_renders_no_sink():
+    docs, _ = render({**MONITORING, "logger": {"enabled": True, "url": "http://sink.elsewhere:8080/log"}})
+    assert (
+        kinds(docs, "InferenceService")[0]["spec"]["predictor"]["logger"]["url"]
+        == "http://sink.elsewhere:8080/log"
+    )
+    assert not kinds(docs, "Deployment") and not [d for d in kinds(docs, "Service")]
+
+
+def test_schema_refuses_bad_monitoring_values():
+    import helm_python as helm
+
+    for bad in (
+        {"logger": {"enabled": True, "url": "sink:8080"}},
+        {"logger": {"sink": {"replicas": 0}}},
+        {"monitoring": {"podMonitor": {"interval": "soon"}}},
+    ):
+        with pytest.raises(helm.errors.HelmError):
+            render(bad)

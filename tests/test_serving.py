@@ -223,6 +223,7 @@ BAD = [
     ("empty text", {"instances": ["   "]}, None, 400, "empty"),
     ("non-string field", {"instances": [{"responsibility": "ok", "name": 7}]}, None, 400, "must be a string"),
     ("unknown field", {"instances": [{"responsibility": "ok", "salary": 1}]}, None, 400, "unknown field"),
+    ("bad id", {"instances": [{"responsibility": "ok", "id": [1]}]}, None, 400, "id: must be a string or"),
     ("text too long", {"instances": ["x" * 301]}, None, 400, "over the limit of 300"),
     ("too many", {"instances": ["a"] * 51}, None, 400, "over the limit of 50"),
     ("body too large", {"instances": ["a" * 250] * 100}, None, 413, "over the limit of 20000"),
@@ -279,6 +280,67 @@ def test_metrics_expose_rejections_and_cohorts(server):
     assert 'hhpulse_rejected_requests_total{reason="bad_instance"}' in text
     assert "hhpulse_predicted_cohorts_total{cohort=" in text
     assert "request_predict_seconds" in text  # kserve's own metrics stay on
+
+
+def _samples(text, name):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == name
+        for s in fam.samples
+    }
+
+
+def test_metrics_observe_input_length_known_terms_and_model_info(server, bundle_dir):
+    from hhpulse.text import analyze
+
+    bundle = load_bundle(bundle_dir)
+    text = "Разработка backend-сервисов на Python. Зубрёжка квазиэкспонент"
+    tokens = analyze(text)
+    share = sum(t in bundle.vectorizer.vocabulary("responsibility") for t in tokens) / len(tokens)
+    assert 0 < share < 1  # the made-up words are unknown, the rest known
+    before = requests.get(f"{server}/metrics", timeout=5).text
+    r = requests.post(
+        f"{server}/v1/models/hhpulse:predict",
+        json={"instances": [text, {"responsibility": text, "id": "91234567"}]},  # the id is not an input
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    after = requests.get(f"{server}/metrics", timeout=5).text
+    field = (("field", "responsibility"),)
+
+    def delta(name, sample):
+        b, a = _samples(before, name), _samples(after, name)
+        return a[(sample, field)] - b.get((sample, field), 0.0)
+
+    assert delta("hhpulse_input_chars", "hhpulse_input_chars_count") == 2
+    assert delta("hhpulse_input_chars", "hhpulse_input_chars_sum") == 2 * len(text)
+    assert delta("hhpulse_input_known_term_share", "hhpulse_input_known_term_share_count") == 2
+    assert delta("hhpulse_input_known_term_share", "hhpulse_input_known_term_share_sum") == pytest.approx(
+        2 * share
+    )
+    info = _samples(after, "hhpulse_model_info")
+    assert info == {("hhpulse_model_info", (("model", "hhpulse"), ("version", bundle.version))): 1.0}
+
+
+def test_input_metrics_can_be_turned_off(bundle_dir):
+    from prometheus_client import REGISTRY
+
+    from hhpulse.bundle import Instance
+    from hhpulse.serving.model import VacancyModel
+
+    def count():
+        return REGISTRY.get_sample_value("hhpulse_input_chars_count", {"field": "responsibility"}) or 0.0
+
+    payload = {"protocol": "v1", "instances": [Instance("Доставка заказов клиентам")]}
+    for on, grows in ((False, 0), (True, 1)):
+        model = VacancyModel(bundle=load_bundle(bundle_dir), input_metrics=on)
+        model.load()
+        start = count()
+        assert model.predict(payload)["predictions"]
+        assert count() - start == grows
 
 
 def test_request_cli_against_the_server(server):

@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "history",
         "fold new runs into the stored history; --rebuild from every raw run, --verify against a rebuild",
     ),
+    "logsink": (
+        "logsink",
+        "take KServe's logger CloudEvents (requests and responses) and write the served prediction log",
+    ),
     "replay": (
         "replay",
         "replay N daily demo runs (or a store's runs): labels, cohort mix, AUC, and the daily gate",

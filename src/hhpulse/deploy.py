@@ -35,6 +35,16 @@ CANARY_RULE = (
 )
 
 
+# KServe's Prometheus scraping: it annotates the predictor pods (prometheus.io/scrape, port,
+# path) from these; the port and path are the predictor's own /metrics (kserve serves it on the
+# HTTP port), where hhpulse's counters and input histograms are.
+PROMETHEUS_ANNOTATIONS = {
+    "serving.kserve.io/enable-prometheus-scraping": "true",
+    "prometheus.kserve.io/port": "8080",
+    "prometheus.kserve.io/path": "/metrics",
+}
+
+
 class DeployError(RuntimeError):
     """The InferenceService did not become ready (and was rolled back where possible)."""
 
@@ -56,8 +66,11 @@ class DeployValues:
     memory_limit: str = "2Gi"
     canary_traffic_percent: int | None = None  # see CANARY_RULE; None: no canary, as 0
     labels: dict[str, str] = field(default_factory=dict)
+    logger_url: str | None = None  # KServe's logger (mode all) posts every request/response here
 
     def __post_init__(self) -> None:
+        if self.logger_url is not None and not self.logger_url.startswith(("http://", "https://")):
+            raise ValueError(f"logger_url must be an http(s):// URL (the log sink), got {self.logger_url!r}")
         if self.canary_traffic_percent is not None and not 0 <= self.canary_traffic_percent <= 100:
             raise ValueError(
                 f"canary_traffic_percent must be 0-100 ({CANARY_RULE}), got {self.canary_traffic_percent}"
@@ -113,6 +126,9 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
     }
     if values.canary is not None:
         predictor["canaryTrafficPercent"] = values.canary
+    if values.logger_url:
+        # every request and its 200 response, as CloudEvents, to hhpulse logsink
+        predictor["logger"] = {"mode": "all", "url": values.logger_url}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",
@@ -127,6 +143,7 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
             "annotations": {
                 "hhpulse.io/model-version": version,
                 "serving.kserve.io/deploymentMode": "RawDeployment",
+                **PROMETHEUS_ANNOTATIONS,
             },
         },
         "spec": {"predictor": predictor},
@@ -243,8 +260,10 @@ def _apply(api: Any, values: DeployValues, body: dict[str, Any]) -> str:
             raise DeployError(_api_error("create", values, exc2)) from exc2
         return "created"
     patch = {**body, "spec": {"predictor": dict(body["spec"]["predictor"])}}
-    # a merge patch keeps what it does not mention: promote a canary by deleting the field (null)
+    # a merge patch keeps what it does not mention: promote a canary, or turn the logger off,
+    # by deleting the field (null)
     patch["spec"]["predictor"].setdefault("canaryTrafficPercent", None)
+    patch["spec"]["predictor"].setdefault("logger", None)
     try:
         api.patch_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name, patch)
     except ApiException as exc:

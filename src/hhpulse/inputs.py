@@ -10,6 +10,10 @@ The contract:
 * an instance is a string (the responsibility text), an object
   ``{"responsibility", "name"?, "requirement"?}``, or (batch only) an hh.ru API search item,
   whose ``snippet.responsibility``, ``snippet.requirement`` and ``name`` are read;
+* an object may carry the vacancy's ``id`` (a string or an integer, at most
+  :data:`MAX_ID_CHARS` characters; ``bad_id`` otherwise): the model ignores it, and the
+  prediction log (KServe's logger, ``hhpulse logsink``) keeps it, so that live accuracy can
+  be scored once the vacancy resolves;
 * each field is a string or null; anything else is refused (``non_string_field``);
 * a field may be at most ``max_chars`` characters when a limit is set (``text_too_long``);
 * the responsibility is the main input. When it is missing or blank, the instance is still
@@ -27,6 +31,8 @@ from typing import Any
 from hhpulse.bundle import INPUT_FIELDS, Instance
 
 FALLBACK_FIELDS = ("name", "requirement")
+ID_KEY = "id"  # the vacancy id an object may carry; not an input of the model
+MAX_ID_CHARS = 64
 
 
 class InputError(ValueError):
@@ -50,6 +56,16 @@ def check_text(value: Any, where: str, *, max_chars: int | None = None) -> str |
     if max_chars is not None and len(value) > max_chars:
         raise InputError("text_too_long", f"{where}: {len(value)} characters, over the limit of {max_chars}")
     return value
+
+
+def _check_id(value: Any, where: str) -> None:
+    """The optional vacancy id of an instance: a string or an integer (not a bool), not too long."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError("bad_id", f"{where}: must be a string or an integer, got {type(value).__name__}")
+    if len(str(value)) > MAX_ID_CHARS:
+        raise InputError("bad_id", f"{where}: over {MAX_ID_CHARS} characters")
 
 
 def is_api_item(value: Mapping[str, Any]) -> bool:
@@ -98,11 +114,13 @@ def check_instance(
             where_of = {"responsibility": "snippet.responsibility", "requirement": "snippet.requirement"}
         else:
             if not api_items:
-                unknown = sorted(set(value) - set(INPUT_FIELDS))
+                unknown = sorted(set(value) - {*INPUT_FIELDS, ID_KEY})
                 if unknown:
                     raise InputError(
-                        "unknown_field", f"{prefix}unknown field(s) {unknown}; allowed: {list(INPUT_FIELDS)}"
+                        "unknown_field",
+                        f"{prefix}unknown field(s) {unknown}; allowed: {[*INPUT_FIELDS, ID_KEY]}",
                     )
+                _check_id(value.get(ID_KEY), _where(where, ID_KEY))
             texts = {f: value.get(f) for f in INPUT_FIELDS}
             where_of = {}
         texts = {

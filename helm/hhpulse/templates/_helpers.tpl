@@ -82,3 +82,13 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* Return the log sink's name (its Deployment, Service and ServiceAccount). */}}
+{{- define "hhpulse.logsinkName" -}}
+{{- printf "%s-logsink" (include "hhpulse.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Return where KServe's logger posts: logger.url, or the chart's own sink Service. */}}
+{{- define "hhpulse.loggerUrl" -}}
+{{- if .Values.logger.url }}{{ .Values.logger.url }}{{ else }}{{ printf "http://%s.%s.svc.cluster.local" (include "hhpulse.logsinkName" .) .Release.Namespace }}{{ end }}
+{{- end }}

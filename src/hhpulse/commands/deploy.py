@@ -50,6 +50,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         help=f"{CANARY_RULE} [%(default)s]",
     )
     p.add_argument(
+        "--logger-url",
+        default=None,
+        help="URL of hhpulse logsink: the InferenceService gets KServe's logger (mode all) [none]",
+    )
+    p.add_argument(
         "--timeout", type=float, default=600, help="seconds to wait for Ready (--apply) [%(default)s]"
     )
 
@@ -82,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             service_account=args.service_account,
             model_name=args.model_name,
             canary_traffic_percent=args.canary_traffic_percent,
+            logger_url=args.logger_url,
         )
     except (RegistryError, ValueError) as exc:
         print(f"hhpulse deploy: {exc}", file=sys.stderr)

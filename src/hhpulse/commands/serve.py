@@ -85,6 +85,7 @@ def _serve(args: argparse.Namespace, model_dir: str, model_flag: str) -> int:
         limits=limits_from(args),
         log_level=args.log_level,
         workers=args.workers,
+        input_metrics=args.input_metrics,
         enable_grpc=args.enable_grpc,
         prog="hhpulse serve",
         model_flag=model_flag,

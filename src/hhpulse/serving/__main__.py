@@ -55,6 +55,7 @@ def serve(
     limits: Limits,
     log_level: str,
     workers: int = 1,
+    input_metrics: bool = True,
     enable_grpc: bool = False,
     grpc_port: int | None = None,
     latency_logging: bool = False,
@@ -68,7 +69,9 @@ def serve(
     ``announce`` prints the URL it binds (``hhpulse serve``) once the bundle is verified.
     """
     configure_logging(log_level)
-    model = VacancyModel(model_name, model_dir, limits=limits, log_level=log_level)
+    model = VacancyModel(
+        model_name, model_dir, limits=limits, log_level=log_level, input_metrics=input_metrics
+    )
     try:
         model.load()
     except BundleError as exc:
@@ -129,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits=limits_from(args),
         log_level=args.log_level,
         workers=args.workers,
+        input_metrics=args.input_metrics,
         enable_grpc=args.enable_grpc,
         grpc_port=args.grpc_port,
         latency_logging=args.enable_latency_logging,

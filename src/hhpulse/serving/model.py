@@ -17,6 +17,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter
 
 from hhpulse.bundle import INPUT_FIELDS, TASKS, BundleError, ModelBundle, load_bundle
+from hhpulse.features import TermStats
 from hhpulse.serving.inputs import (
     Limits,
     RequestError,
@@ -26,6 +27,7 @@ from hhpulse.serving.inputs import (
     request_id,
     v1_predictions,
 )
+from hhpulse.serving.metrics import observe_inputs, set_model_info
 
 log = logging.getLogger("hhpulse.serving")
 
@@ -60,6 +62,7 @@ class VacancyModel(kserve.Model):
         limits: request limits.
         log_level: level of the ``hhpulse`` JSON logs in spawned workers (``--workers``).
         explain_top: terms per direction in a ``:explain`` answer.
+        input_metrics: observe input lengths and known-term shares (:mod:`hhpulse.serving.metrics`).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class VacancyModel(kserve.Model):
         limits: Limits | None = None,
         log_level: str = "info",
         explain_top: int = 10,
+        input_metrics: bool = True,
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
@@ -78,6 +82,7 @@ class VacancyModel(kserve.Model):
         self.limits = limits or Limits()
         self.log_level = log_level  # what spawned workers configure (see __setstate__)
         self.explain_top = explain_top
+        self.input_metrics = input_metrics
         self.ready = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -102,6 +107,7 @@ class VacancyModel(kserve.Model):
         except ValueError as exc:
             raise BundleError(f"{self.model_dir}: {exc}") from None
         log.info("loaded model %s (bundle %s) from %s", self.name, self.bundle.version, self.model_dir)
+        set_model_info(self.name, self.bundle.version)
         self.ready = True
         return self.ready
 
@@ -173,7 +179,10 @@ class VacancyModel(kserve.Model):
 
     def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         assert self.bundle is not None, "predict before load"
-        preds = self.bundle.predict(payload["instances"])
+        stats: TermStats | None = {} if self.input_metrics else None
+        preds = self.bundle.predict(payload["instances"], stats=stats)
+        if stats is not None:
+            observe_inputs(payload["instances"], self._fields(), stats)
         for p in preds:
             for t in TASKS:
                 PREDICTED.labels(task=t, cohort=p[t]["cohort"]).inc()

@@ -67,6 +67,19 @@ def add_server_options(parser: argparse.ArgumentParser, *, host: str) -> None:
         default=level,
         help=f"level of the JSON logs; request texts are logged only at debug (env HHPULSE_LOG_LEVEL) [{level}]",
     )
+    add_metrics_option(parser)
+
+
+def add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-input-metrics``: leave out the input histograms (:mod:`hhpulse.serving.metrics`)."""
+    parser.add_argument(
+        "--no-input-metrics",
+        "--no_input_metrics",
+        dest="input_metrics",
+        action="store_false",
+        help="do not observe input lengths and known-term shares on /metrics (the counters and "
+        "hhpulse_model_info stay)",
+    )
 
 
 def limits_from(args: argparse.Namespace) -> Limits:

@@ -1,0 +1,125 @@
+"""``hhpulse logsink``: take KServe's logger CloudEvents and write the served prediction log."""
+
+from __future__ import annotations
+
+import argparse
+
+from hhpulse.logsink import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_PAIR_TIMEOUT,
+)
+from hhpulse.served import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, DEFAULT_MAX_SECONDS
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - in its pod the sink must be reachable from the agents
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value  # type: ignore[no-any-return]
+
+    return parse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "An HTTP service for KServe's inference logger (spec.predictor.logger, mode all): it pairs each "
+        "request and response CloudEvent by id and writes the predictions, in batches, to "
+        "served/<date>/<hour>-<uuid>.jsonl.gz in the store. 400 for a bad event, 503 when full."
+    )
+    p.add_argument(
+        "--store", default=None, help="DIR or s3://bucket/prefix [$HHPULSE_STORE or .hhpulse/store]"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help=f"address to bind (the image: {ALL_INTERFACES}) [%(default)s]"
+    )
+    p.add_argument("--port", type=int, default=8080, help="port [%(default)s]")
+    pos_int, pos_float = _positive(int), _positive(float)
+    p.add_argument(
+        "--batch-records", type=pos_int, default=DEFAULT_MAX_RECORDS, help="records per batch [%(default)s]"
+    )
+    p.add_argument(
+        "--batch-bytes",
+        type=pos_int,
+        default=DEFAULT_MAX_BYTES,
+        help="uncompressed bytes per batch [%(default)s]",
+    )
+    p.add_argument(
+        "--batch-seconds",
+        type=pos_float,
+        default=DEFAULT_MAX_SECONDS,
+        help="write a batch once its oldest record is this old [%(default)s]",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=pos_int,
+        default=DEFAULT_MAX_PENDING,
+        help="events waiting for their partner before 503 [%(default)s]",
+    )
+    p.add_argument(
+        "--max-pending-bytes",
+        type=pos_int,
+        default=DEFAULT_MAX_PENDING_BYTES,
+        help="bytes of those events before 503 [%(default)s]",
+    )
+    p.add_argument(
+        "--pair-timeout",
+        type=pos_float,
+        default=DEFAULT_PAIR_TIMEOUT,
+        help="seconds an event waits for its partner before it is dropped (counted) [%(default)s]",
+    )
+    p.add_argument(
+        "--max-event-bytes",
+        type=pos_int,
+        default=DEFAULT_MAX_EVENT_BYTES,
+        help="largest event body [%(default)s]",
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=3.0,
+        help="after SIGTERM, keep taking events this long before the last batch [%(default)s]",
+    )
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import sys
+
+    from hhpulse.logsink import make_sink
+    from hhpulse.logsink_http import run_server
+    from hhpulse.serving.logs import JsonFormatter
+    from hhpulse.store import open_store
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("hhpulse")
+    root.handlers[:] = [handler]
+    root.setLevel(args.log_level.upper())
+    root.propagate = False
+    store = open_store(args.store)
+    sink = make_sink(
+        store,
+        batch_records=args.batch_records,
+        batch_bytes=args.batch_bytes,
+        batch_seconds=args.batch_seconds,
+        max_pending=args.max_pending,
+        max_pending_bytes=args.max_pending_bytes,
+        pair_timeout=args.pair_timeout,
+    )
+    logging.getLogger("hhpulse.logsink").info("writing the served log to %s", store.uri("served/"))
+    return run_server(
+        sink,
+        host=args.host,
+        port=args.port,
+        max_event_bytes=args.max_event_bytes,
+        drain=max(0.0, args.drain_seconds),
+    )

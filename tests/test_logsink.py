@@ -1,0 +1,394 @@
+"""``hhpulse logsink``: KServe logger CloudEvents over real HTTP on loopback, into a real store.
+
+The events carry the headers KServe's agent sends (kserve pkg/logger/worker.go: binary mode,
+ce-id shared by the request and the response event, the request's Content-Type on both) and
+the raw bodies of hhpulse's predictor.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import free_port
+from hhpulse.logsink import REQUEST, RESPONSE, LogSink, agent_headers, make_sink
+from hhpulse.logsink_http import run_server
+from hhpulse.served import ServedLogWriter, read_served, served_keys
+from hhpulse.store import LocalStore, S3Store
+
+T0 = datetime(2026, 3, 1, 9, 15, 2, 120000, tzinfo=timezone.utc)
+SALARY = {"cohort": "mid", "probabilities": {"low": 0.2, "mid": 0.5, "high": 0.3}}
+DEMAND = {"cohort": "high", "probabilities": {"low": 0.1, "medium": 0.3, "high": 0.6}}
+
+
+def v1_pair(n=1, version="v20260301-070000", ids=True):
+    instances = [
+        {"responsibility": f"Разработка сервисов на Python {i}", **({"id": str(9000 + i)} if ids else {})}
+        for i in range(n)
+    ]
+    preds = [{"salary": SALARY, "demand": DEMAND, "model_version": version} for _ in range(n)]
+    return {"instances": instances}, {"predictions": preds}
+
+
+class Sink:
+    """A sink served in this process on a free port, until :meth:`stop`."""
+
+    def __init__(self, store, **policy):
+        defaults = {"batch_records": 1000, "batch_bytes": 1 << 22, "batch_seconds": 3600.0}
+        self.sink = make_sink(store, **{**defaults, **policy})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stop_event, ready = threading.Event(), threading.Event()
+        self.rc = None
+
+        def serve():
+            self.rc = run_server(
+                self.sink,
+                host="127.0.0.1",
+                port=self.port,
+                max_event_bytes=100_000,
+                drain=0.0,
+                ready=ready,
+                stop=self.stop_event,
+            )
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+        self.http = requests.Session()
+
+    def post(self, event_id, event_type, body, *, time=T0, raw=None, headers=None):
+        h = agent_headers(event_id, event_type, time=time) if headers is None else headers
+        data = raw if raw is not None else json.dumps(body, ensure_ascii=False).encode()
+        return self.http.post(self.url + "/", data=data, headers=h, timeout=10)
+
+    def exchange(self, event_id, request, response, *, response_first=False, time=T0):
+        order = (
+            [(RESPONSE, response), (REQUEST, request)]
+            if response_first
+            else [(REQUEST, request), (RESPONSE, response)]
+        )
+        return [self.post(event_id, kind, body, time=time) for kind, body in order]
+
+    def metrics(self):
+        return self.http.get(self.url + "/metrics", timeout=5).text
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(30)
+        return self.rc
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalStore(tmp_path / "store")
+
+
+def test_pairs_request_and_response_in_either_order(store):
+    s = Sink(store)
+    request, response = v1_pair(2)
+    first = s.exchange("req-a", request, response)
+    assert [r.status_code for r in first] == [200, 200]
+    assert [r.json()["status"] for r in first] == ["waiting", "paired"]
+    later = T0 + timedelta(minutes=3)
+    second = s.exchange(
+        "req-b",
+        {"instances": ["Доставка заказов"]},
+        {"predictions": [{"salary": SALARY, "demand": DEMAND, "model_version": "v2"}]},
+        response_first=True,
+        time=later,
+    )
+    assert [r.json()["status"] for r in second] == ["waiting", "paired"]
+    assert served_keys(store) == []  # nothing due yet: one batch at the end
+    assert s.stop() == 0
+    (key,) = served_keys(store)
+    assert key.startswith("served/2026-03-01/09-") and key.endswith(".jsonl.gz")
+    records = list(read_served(store))
+    assert [(r["request_id"], r["id"], r["model_version"]) for r in records] == [
+        ("req-a", "9000", "v20260301-070000"),
+        ("req-a", "9001", "v20260301-070000"),
+        ("req-b", None, "v2"),
+    ]
+    assert records[0]["time"] == "2026-03-01T09:15:02.120Z"  # the request event's ce-time
+    assert records[2]["time"] == "2026-03-01T09:18:02.120Z"
+    assert records[0]["instance"] == {"responsibility": "Разработка сервисов на Python 0", "id": "9000"}
+    assert records[1]["salary"] == SALARY and records[1]["demand"] == DEMAND
+
+
+def test_v2_exchanges_are_logged_like_v1(store):
+    s = Sink(store)
+    request = {
+        "id": "r1",
+        "inputs": [
+            {
+                "name": "responsibility",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["Курьер", "Аналитик данных"],
+            },
+            {"name": "name", "datatype": "BYTES", "shape": [2, 1], "data": [["Курьер"], [None]]},
+        ],
+    }
+    cohorts = "low,mid,high"
+    response = {
+        "model_name": "hhpulse",
+        "model_version": "v7",
+        "id": "r1",
+        "parameters": {"model_version": "v7"},
+        "outputs": [
+            {
+                "name": "salary_cohort",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["low", "high"],
+                "parameters": {"cohorts": cohorts},
+            },
+            {
+                "name": "salary_probabilities",
+                "datatype": "FP32",
+                "shape": [2, 3],
+                "data": [0.7, 0.2, 0.1, 0.1, 0.2, 0.7],
+                "parameters": {"cohorts": cohorts},
+            },
+            {
+                "name": "demand_cohort",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["high", "low"],
+                "parameters": {"cohorts": "low,high"},
+            },
+            {
+                "name": "demand_probabilities",
+                "datatype": "FP32",
+                "shape": [2, 2],
+                "data": [0.4, 0.6, 0.9, 0.1],
+                "parameters": {"cohorts": "low,high"},
+            },
+        ],
+    }
+    assert [r.status_code for r in s.exchange("v2-1", request, response)] == [200, 200]
+    s.stop()
+    records = list(read_served(store))
+    assert [r["instance"] for r in records] == [
+        {"responsibility": "Курьер", "name": "Курьер"},
+        {"responsibility": "Аналитик данных"},
+    ]
+    assert records[1]["salary"] == {"cohort": "high", "probabilities": {"low": 0.1, "mid": 0.2, "high": 0.7}}
+    assert records[0]["demand"]["cohort"] == "high" and {r["model_version"] for r in records} == {"v7"}
+
+
+def test_batches_on_size_and_on_time(store):
+    s = Sink(store, batch_records=3, batch_seconds=0.6)
+    for i in range(3):
+        s.exchange(f"id-{i}", *v1_pair(1))
+    assert len(served_keys(store)) == 1  # the third record filled the batch: written at once
+    s.exchange("id-3", *v1_pair(1))
+    assert len(served_keys(store)) == 1
+    deadline = time.monotonic() + 10
+    while len(served_keys(store)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the timer writes the due batch
+    assert len(served_keys(store)) == 2
+    assert "hhpulse_logsink_batches_total 2" in s.metrics()
+    s.stop()
+    assert len(served_keys(store)) == 2  # nothing left for the shutdown to write
+    assert sorted(r["request_id"] for r in read_served(store)) == ["id-0", "id-1", "id-2", "id-3"]
+
+
+def test_full_sink_answers_503_and_takes_the_event_once_there_is_room(store):
+    s = Sink(store, max_pending=2)
+    request, response = v1_pair(1)
+    assert s.post("a", REQUEST, request).status_code == 200
+    assert s.post("b", REQUEST, request).status_code == 200
+    full = s.post("c", REQUEST, request)
+    assert full.status_code == 503 and full.headers["Retry-After"]
+    assert "wait for their partner" in full.json()["error"]
+    assert s.post("a", RESPONSE, response).json()["status"] == "paired"  # a response always pairs
+    assert s.post("c", REQUEST, request).status_code == 200  # the retry finds room
+    assert 'hhpulse_logsink_events_total{outcome="refused"} 1' in s.metrics()
+    s.stop()
+
+
+def test_full_writer_with_a_refusing_store_answers_503_and_loses_nothing(s3_bucket, s3_env):
+    import boto3
+
+    store = S3Store(f"s3://{s3_bucket}/prod")
+    s = Sink(store, batch_records=2)
+    client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
+    client.delete_bucket(Bucket=s3_bucket)  # the store now refuses every write
+    request, response = v1_pair(1)
+    s.exchange("a", request, response)  # buffered (1 of 2)
+    r = s.exchange("b", request, response)[1]  # fills the batch: the write fails, kept buffered
+    assert r.status_code == 200
+    refused = s.exchange("c", request, response)[1]
+    assert refused.status_code == 503 and "store refuses" in refused.json()["error"]
+    client.create_bucket(Bucket=s3_bucket)  # the store is back
+    assert (
+        s.post("c", RESPONSE, response).status_code == 200
+    )  # the agent's retry pairs with the waiting request
+    assert s.stop() == 0
+    assert sorted(r["request_id"] for r in read_served(store)) == ["a", "b", "c"]
+
+
+BAD = [
+    ("no specversion", lambda h: h.pop("Ce-Specversion"), None, "ce-specversion header is missing"),
+    ("old specversion", lambda h: h.update({"Ce-Specversion": "0.3"}), None, "not supported"),
+    ("no id", lambda h: h.pop("Ce-Id"), None, "no ce-id"),
+    ("other type", lambda h: h.update({"Ce-Type": "dev.knative.foo"}), None, "not an inference event"),
+    ("bad time", lambda h: h.update({"Ce-Time": "yesterday"}), None, "not an RFC 3339"),
+    ("structured", lambda h: h.update({"Content-Type": "application/cloudevents+json"}), None, "binary"),
+    ("not json", None, b"{oops", "not JSON"),
+    ("not a request", None, b'{"rows": []}', "no 'instances' or 'inputs'"),
+    ("a list", None, b"[1, 2]", "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "raw", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_events_are_400_with_the_reason(store, case, change, raw, message):
+    s = Sink(store)
+    headers = agent_headers("x1", REQUEST, time=T0)
+    if change:
+        change(headers)
+    r = s.post("x1", REQUEST, v1_pair(1)[0], raw=raw, headers=headers)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+    assert s.exchange("ok", *v1_pair(1))[1].json()["status"] == "paired"  # and it keeps serving
+    s.stop()
+
+
+def test_duplicates_and_pairs_that_do_not_fit_are_400(store):
+    s = Sink(store)
+    request, response = v1_pair(2)
+    assert s.post("d", REQUEST, request).status_code == 200
+    dup = s.post("d", REQUEST, request)
+    assert dup.status_code == 400 and "second request event" in dup.json()["error"]
+    short = {"predictions": response["predictions"][:1]}
+    misfit = s.post("d", RESPONSE, short)
+    assert misfit.status_code == 400 and "2 instances but the response 1" in misfit.json()["error"]
+    text = s.metrics()
+    assert 'hhpulse_logsink_events_total{outcome="bad"} 2' in text
+    assert (
+        'hhpulse_logsink_unpaired_total{type="request"} 1' in text
+    )  # the misfit's request: dropped, counted
+    s.stop()
+    assert list(read_served(store)) == []
+
+
+def test_unpaired_events_expire_counted(store, caplog):
+    s = Sink(store, pair_timeout=0.3)
+    request, _ = v1_pair(1)
+    s.post("lonely", REQUEST, request)  # the predictor answered 4xx: KServe sends no response event
+    deadline = time.monotonic() + 10
+    while "hhpulse_logsink_pending_events 0" not in s.metrics() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert 'hhpulse_logsink_unpaired_total{type="request"} 1' in s.metrics()
+    assert "dropped 1 unpaired event(s) (1 request)" in caplog.text and "lonely" in caplog.text
+    s.stop()
+
+
+def test_core_bounds_and_clock(store):
+    """The sink's own clock decides expiry (no sleeping): a fake monotonic clock."""
+    now = [0.0]
+    sink = LogSink(
+        ServedLogWriter(store, max_records=10), max_pending=5, pair_timeout=10, clock=lambda: now[0]
+    )
+    from hhpulse.logsink import parse_event
+
+    request, response = v1_pair(1)
+    ev = parse_event(
+        {k.lower(): v for k, v in agent_headers("q", REQUEST, time=T0).items()}, json.dumps(request).encode()
+    )
+    assert sink.accept(ev) == "waiting"
+    now[0] = 9.9
+    assert sink.expire() == {}
+    now[0] = 10.0
+    assert sink.expire() == {"request": 1} and sink.pending == 0 and sink.pending_bytes == 0
+
+
+def sink_process(bucket, port, endpoint, tmp_path):
+    log = open(tmp_path / f"sink-{port}.log", "w+")  # noqa: SIM115
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HHPULSE_S3_ENDPOINT": endpoint,
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hhpulse.cli",
+            "logsink",
+            "--store",
+            f"s3://{bucket}/prod",
+            "--port",
+            str(port),
+            "--drain-seconds",
+            "3",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, Path(log.name).read_text()
+        try:
+            if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url, log.name
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError("the sink did not become ready")
+
+
+def test_restart_writes_what_was_paired_and_counts_what_was_not(s3_bucket, s3_env, tmp_path):
+    """SIGTERM: not ready, the last events taken for --drain-seconds, the last batch written,
+    waiting halves dropped and said; a new process goes on appending new batches."""
+    store = S3Store(f"s3://{s3_bucket}/prod")
+    port = free_port()
+    proc, url, log_path = sink_process(s3_bucket, port, s3_env, tmp_path)
+    request, response = v1_pair(1)
+
+    def post(event_id, kind, body):  # to the sink process of the moment (url changes on restart)
+        return requests.post(
+            url, data=json.dumps(body), headers=agent_headers(event_id, kind, time=T0), timeout=10
+        )
+
+    assert post("one", REQUEST, request).status_code == 200
+    assert post("one", RESPONSE, response).status_code == 200
+    assert post("half", REQUEST, request).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert requests.get(url + "/readyz", timeout=2).status_code == 503  # draining: out of the Service
+    assert post("late", REQUEST, request).status_code == 200  # ... but the last events are still taken
+    assert post("late", RESPONSE, response).json()["status"] == "paired"
+    assert proc.wait(30) == 0
+    log = Path(log_path).read_text()
+    assert "1 events waited unpaired and were dropped" in log and "half" in log
+    assert [r["request_id"] for r in read_served(store)] == ["one", "late"]
+    proc, url, log_path = sink_process(s3_bucket, port, s3_env, tmp_path)
+    assert (
+        post("half", RESPONSE, response).json()["status"] == "waiting"
+    )  # its request went with the old process
+    assert post("two", REQUEST, request).status_code == 200
+    assert post("two", RESPONSE, response).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert len(served_keys(store)) == 2
+    assert sorted(r["request_id"] for r in read_served(store)) == ["late", "one", "two"]
+
+
+def test_sink_process_needs_no_kserve_import():
+    code = "import sys, hhpulse.logsink, hhpulse.logsink_http, hhpulse.commands.logsink; print('kserve' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
