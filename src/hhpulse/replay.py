@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,81 @@ class ReplaySettings:
 Progress = Callable[[str], None]
 
 
+@dataclass
+class ReplayDay:
+    """One replayed run, as the day hooks see it (after it is collected and validated)."""
+
+    index: int  # 0-based number of this run in the replay
+    day: int | None  # simulated demo day (None for stored runs)
+    run_id: str
+    collected_at: pd.Timestamp
+    store: Store
+    history: Callable[[], pd.DataFrame]  # the history of the runs so far (built once, on first call)
+    rates: dict[str, dict[str, float]]  # currency rates by run id, as build_dataset takes them
+    new_ids: frozenset[str]  # vacancies first seen in this run
+    market: Market | None
+    settings: ReplaySettings
+    shared: dict[str, Any]  # scratch space the hooks of one day share
+
+
+class DayHook(Protocol):
+    key: str  # its key in the replay's report (and --json)
+
+    def on_day(self, day: ReplayDay) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+class _Days:
+    """Feeds the runs to the hooks one at a time, with the history of the runs so far."""
+
+    def __init__(
+        self, store: Store, hooks: Sequence[DayHook], market: Market | None, settings: ReplaySettings
+    ):
+        self.store, self.hooks, self.market, self.settings = store, list(hooks), market, settings
+        self.runs: list[RawRun] = []
+        self.seen: set[str] = set()
+        self.seconds = 0.0
+
+    def add(self, run: RawRun, day: int | None = None) -> None:
+        if not self.hooks:
+            return
+        t = time.perf_counter()
+        self.runs.append(run)
+        ids = {str(i.get("id")) for i in run.items} - set(run.quarantined)
+        new, runs = frozenset(ids - self.seen), list(self.runs)
+        self.seen |= ids
+        cache: list[pd.DataFrame] = []
+
+        def history() -> pd.DataFrame:
+            if not cache:
+                cache.append(build_history(runs))
+            return cache[0]
+
+        info = ReplayDay(
+            index=len(runs) - 1,
+            day=day,
+            run_id=run.run_id,
+            collected_at=_run_time(run),
+            store=self.store,
+            history=history,
+            rates={r.run_id: dict(r.meta.get("currency_rates") or {}) for r in runs},
+            new_ids=new,
+            market=self.market,
+            settings=self.settings,
+            shared={},
+        )
+        for hook in self.hooks:
+            hook.on_day(info)
+        self.seconds += time.perf_counter() - t
+
+    def report(self, report: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            report[hook.key] = hook.summary()
+        if self.hooks:
+            report["seconds_by_step"]["hooks"] = round(self.seconds, 2)
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -79,15 +154,20 @@ def replay_demo(
     start_day: int | None = None,
     settings: ReplaySettings | None = None,
     progress: Progress = _quiet,
+    hooks: Sequence[DayHook] = (),
 ) -> dict[str, Any]:
-    """Collect ``days`` daily demo runs into ``store``, then train and evaluate once."""
-    from hhpulse.collect import collect
+    """Collect ``days`` daily demo runs into ``store``, then train and evaluate once.
+    ``hooks`` see every run as it is collected (see :class:`ReplayDay`)."""
+    from hhpulse.collect import collect, read_items
     from hhpulse.hh.sources import DEMO_START_DAY, make_source
-    from hhpulse.validate import validate_run
+    from hhpulse.validate import quarantined_ids, validate_run
 
     if days < 2:
         raise ReplayError(f"a replay needs at least 2 runs (closes are seen between runs), got {days}")
     first = DEMO_START_DAY if start_day is None else start_day
+    settings = settings or ReplaySettings()
+    market = Market(seed=seed, daily_new=daily_new)
+    days_feed = _Days(store, hooks, market, settings)
     t0 = time.perf_counter()
     for n in range(days):
         day = first + n * step_days
@@ -97,18 +177,25 @@ def replay_demo(
         if not res.complete:
             raise ReplayError(f"demo run for day {day} did not complete: {res.stop_reason}")
         validate_run(store, res.run_id)
+        if hooks:
+            meta = store.get_json(f"raw/{res.run_id}/meta.json")
+            run = RawRun(res.run_id, meta, read_items(store, res.run_id), quarantined_ids(store, res.run_id))
+            days_feed.add(run, day)
         progress(f"day {n + 1}/{days}: simulated day {day}, {res.items} vacancies open")
-    collected = time.perf_counter() - t0
-    report = evaluate_replay(
-        load_raw_runs(store), Market(seed=seed, daily_new=daily_new), settings=settings, progress=progress
-    )
+    collected = time.perf_counter() - t0 - days_feed.seconds
+    report = evaluate_replay(load_raw_runs(store), market, settings=settings, progress=progress)
     report["seconds_by_step"] = {"collect": round(collected, 2), **report["seconds_by_step"]}
+    days_feed.report(report)
     report.update(source="demo", days=days, step_days=step_days, first_day=first, daily_new=daily_new)
     return report
 
 
 def replay_store(
-    store: Store, *, settings: ReplaySettings | None = None, progress: Progress = _quiet
+    store: Store,
+    *,
+    settings: ReplaySettings | None = None,
+    progress: Progress = _quiet,
+    hooks: Sequence[DayHook] = (),
 ) -> dict[str, Any]:
     """Replay the finished runs in ``store`` (e.g. real ``--source api`` runs): labels day by day, then train."""
     runs = load_raw_runs(store)
@@ -120,8 +207,12 @@ def replay_store(
         src = runs[0].meta["source"]
         market = Market(seed=int(src.get("seed", 7)), daily_new=int(src.get("daily_new", 150)))
     settings = settings or ReplaySettings()
+    days_feed = _Days(store, hooks, market, settings)
+    for run in sorted(runs, key=lambda r: (_run_time(r), r.run_id)):
+        days_feed.add(run)
     report = evaluate_replay(runs, market, settings=settings, progress=progress)
     report["timeline"] = timeline(runs, settings.label_config)
+    days_feed.report(report)
     report.update(source="store", runs=len(runs))
     return report
 

@@ -126,8 +126,10 @@ def comparison_html(
     *,
     demand_proxy: bool,
     calibration: Mapping[str, Mapping[str, Any]] | None = None,
+    sections: Sequence[str] = (),
 ) -> str:
-    """results: task -> {"winner", "primary", "candidates": {name: {"kind", "info", "metrics"}}}."""
+    """results: task -> {"winner", "primary", "candidates": {name: {"kind", "info", "metrics"}}};
+    ``sections``: more HTML fragments, at the end (e.g. :func:`hhpulse.monitor.monitor_html`)."""
     out = ["<html><body style='font-family:sans-serif'>", "<h1>hhpulse: candidate comparison</h1>"]
     if demand_proxy:
         out.append(
@@ -174,5 +176,6 @@ def comparison_html(
                     f"<li>{html.escape(k)}: {_f(v) if not isinstance(v, list) else html.escape(', '.join(v))}</li>"
                 )
         out.append("</ul>")
+    out.extend(sections)
     out.append("</body></html>")
     return "\n".join(out)

@@ -38,6 +38,19 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
     )
+    p.add_argument(
+        "--no-live",
+        dest="live",
+        action="store_false",
+        help="skip the live check (each day's champion predicting the day's new vacancies, logged and "
+        "scored once they resolve)",
+    )
+    p.add_argument(
+        "--live-retrain-every",
+        type=int,
+        default=1,
+        help="without a gate hook, the live check's stand-in champion retrains every N runs [%(default)s]",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
@@ -45,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from hhpulse.config import load_candidates
+    from hhpulse.monitor import LiveHook
     from hhpulse.replay import ReplayError, ReplaySettings, replay_demo, replay_store
     from hhpulse.store import open_store
 
@@ -57,11 +71,18 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(f"replay: {msg}", file=sys.stderr if args.json else sys.stdout, flush=True)
 
+    if args.live_retrain_every < 1:
+        print("hhpulse replay: --live-retrain-every >= 1", file=sys.stderr)
+        return 2
+    hooks = [LiveHook(retrain_every=args.live_retrain_every)] if args.live else []
     start = time.perf_counter()
     try:
         if args.store:
             report = replay_store(
-                open_store(args.store, endpoint_url=args.s3_endpoint or None), settings=settings, progress=say
+                open_store(args.store, endpoint_url=args.s3_endpoint or None),
+                settings=settings,
+                progress=say,
+                hooks=hooks,
             )
         else:
             if args.days < 2 or args.step_days < 1 or args.demo_size < 1:
@@ -83,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed,
                     settings=settings,
                     progress=say,
+                    hooks=hooks,
                 )
     except ReplayError as exc:
         print(f"hhpulse replay: {exc}", file=sys.stderr)
@@ -151,6 +173,26 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
             print(
                 f"  {day['collected_at'][:16]}  {day['vacancies']:>6} vacancies  "
                 f"labels {_mix(day['cohorts'])}  unresolved {_mix(day['unresolved'])}"
+            )
+    live = report.get("live")
+    if live:
+        dem = live.get("demand") or {}
+        held = (report.get("demand") or {}).get("test_auc")
+        print(
+            f"\nlive: {live['served']} new vacancies predicted over {live['days']} runs by the champion of the "
+            f"day ({live['champion']}), logged to served/"
+        )
+        print(
+            f"  demand: {dem.get('n', 0)} resolved since: ROC AUC (OvO) {_auc(dem.get('auc'))}, accuracy "
+            f"{_auc(dem.get('accuracy'))}, served {dem.get('first') or '-'} .. {dem.get('last') or '-'}; "
+            f"held-out test ROC AUC {_auc(held)}"
+        )
+        stand = live.get("stand_in")
+        if stand:
+            print(
+                f"  stand-in: {stand['trained']} bundles trained (linear candidates), "
+                f"{stand['demand_proxy_days']} on the demand age proxy; the last one's held-out demand "
+                f"test ROC AUC {_auc(stand['last_test_auc'])}"
             )
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
