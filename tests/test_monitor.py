@@ -261,3 +261,17 @@ def test_cli_monitor_json_and_bad_input(tmp_path, capsys):
         "in total: 8 predictions in 5 requests, 7 with a vacancy id" in out
         and "report: monitor/reports/" in out
     )
+
+
+def test_live_accuracy_apart_by_the_kind_of_champion():
+    from hhpulse.monitor import live_by_champion
+
+    log = hand_log()
+    two = rec("E", (0.2, 0.0, 0.8))
+    two["demand"]["probabilities"].pop("medium")  # a champion that had seen no medium yet
+    parts = live_by_champion([*log, two], resolved_demand(hand_history()), proxy_versions={"v2"})
+    assert set(parts) == {"proxy", "missing_cohorts", "full"}
+    assert parts["proxy"]["n"] == 1 and parts["proxy"]["labels"] == {"low": 1}  # C, served by v2
+    assert parts["missing_cohorts"]["n"] == 1 and parts["missing_cohorts"]["accuracy"] == 1.0  # E: low
+    # A G B: argmax right for A and B, wrong for G
+    assert parts["full"]["n"] == 3 and parts["full"]["accuracy"] == pytest.approx(2 / 3)

@@ -359,6 +359,30 @@ def live_demand(
     return out
 
 
+def champion_kind(record: Mapping[str, Any], proxy_versions: set[str]) -> str:
+    """What the champion behind a served record had learned demand from: ``proxy`` (the age
+    proxy), ``missing_cohorts`` (resolved labels without every cohort yet) or ``full``."""
+    if record["model_version"] in proxy_versions:
+        return "proxy"
+    if set(DEMAND_COHORTS) - set(record["demand"]["probabilities"]):
+        return "missing_cohorts"
+    return "full"
+
+
+def live_by_champion(
+    records: Sequence[Mapping[str, Any]], resolved: pd.DataFrame, proxy_versions: set[str]
+) -> dict[str, Any]:
+    """:func:`live_demand` apart for each kind of champion (:func:`champion_kind`)."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(champion_kind(r, proxy_versions), []).append(r)
+    out = {}
+    for kind, recs in sorted(groups.items()):
+        live = live_demand(recs, resolved)
+        out[kind] = {k: live[k] for k in ("n", "auc", "accuracy", "first", "last", "labels")}
+    return out
+
+
 def window_report(
     records: Sequence[Mapping[str, Any]],
     reference: Reference | None,
@@ -805,7 +829,10 @@ class LiveHook:
             }
         if self._store is not None and self._history is not None:
             records = list(read_served(self._store))
-            out["demand"] = live_demand(records, resolved_demand(self._history(), self._labels))
+            resolved = resolved_demand(self._history(), self._labels)
+            out["demand"] = live_demand(records, resolved)
+            proxy = {t["version"] for t in self.trained if t["demand_proxy"]}
+            out["demand_by_champion"] = live_by_champion(records, resolved, proxy)
         self._tmp.cleanup()
         return out
 
