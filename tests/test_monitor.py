@@ -203,11 +203,14 @@ def test_flags_follow_the_thresholds():
 def test_run_monitor_windows_state_and_outputs(tmp_path, demo_store):
     """End to end on a store: the watermark splits 'since the last run' from 'in total'."""
     from hhpulse.bundle import load_bundle
+    from hhpulse.config import load_candidates
     from hhpulse.history import load_history, rates_by_run
     from hhpulse.workflow import train_from_history
 
     hist = load_history(demo_store)
-    bundle = load_bundle(train_from_history(hist, rates_by_run(demo_store), tmp_path / "b").bundle_dir)
+    linear = [c for c in load_candidates() if c.kind != "xgboost"]  # a small, quick champion
+    trained = train_from_history(hist, rates_by_run(demo_store), tmp_path / "b", candidates=linear)
+    bundle = load_bundle(trained.bundle_dir)
     store = LocalStore(tmp_path / "store")
     w = ServedLogWriter(store, max_records=3)
     ids = hist["id"].astype(str).tolist()
@@ -216,11 +219,9 @@ def test_run_monitor_windows_state_and_outputs(tmp_path, demo_store):
     first = run_monitor(store, now="2026-03-01T03:00:00Z", settle_seconds=0, bundle=bundle, history=hist)
     assert (first["since"], first["until"]) == (None, "2026-03-01T03:00:00.000Z")
     assert first["total"]["volume"]["records"] == first["since_last_run"]["volume"]["records"] == 3
-    assert (
-        read_state(store)["until"] == "2026-03-01T03:00:00.000Z" and latest_report(store)["key"]
-        if False
-        else True
-    )
+    state = read_state(store)
+    assert state == {"until": "2026-03-01T03:00:00.000Z", "report": first["key"], "runs": 1}
+    assert store.get_json(first["key"])["until"] == first["until"]
     assert first["champion"]["rows_from"] == "training ids" and 0 < first["champion"]["rows"] <= len(hist)
     second = run_monitor(store, now="2026-03-01T10:00:00Z", settle_seconds=3600, bundle=bundle, history=hist)
     assert second["since"] == "2026-03-01T03:00:00.000Z" and second["until"] == "2026-03-01T09:00:00.000Z"

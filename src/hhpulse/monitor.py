@@ -670,17 +670,14 @@ def summary_lines(report: Mapping[str, Any] | None) -> list[str]:
         return []
     tot, new = report["total"], report["since_last_run"]
     live = tot.get("live_demand") or {}
+    flags = report["flags"]
     lines = [
         f"served:       {new['volume']['records']} predictions since the last run, {tot['volume']['records']} in total;"
-        f" live demand ROC AUC {_f(live.get('auc'))} on {live.get('n', 0)} resolved"
+        f" live demand ROC AUC {_f(live.get('auc'))} on {live.get('n', 0)} resolved; "
+        + (f"DRIFT flagged ({len(flags)}):" if flags else "no drift flagged")
     ]
-    if report["flags"]:
-        for f in report["flags"]:
-            lines.append(
-                f"  DRIFT {f['name']} ({f['window']}): {f['value']} >= {f['threshold']}: {f['detail']}"
-            )
-    else:
-        lines.append("              no drift flagged")
+    for f in flags:
+        lines.append(f"  DRIFT {f['name']} ({f['window']}): {f['value']} >= {f['threshold']}: {f['detail']}")
     return lines
 
 
