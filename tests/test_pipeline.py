@@ -398,7 +398,7 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert len(outcomes) == 2  # one record per run, none overwritten
     assert all(st.get_json(k)["succeeded"] is True for k in outcomes)
     # the monitor step ran after the history each time, and the summary shows its line
-    assert "monitor served traffic" in [s["name"] for s in _step_lines(second.stdout)]
+    assert "monitor served traffic" in [s["name"] for s in steps]
     assert st.get_json("monitor/state.json")["runs"] == 2
     assert any(line.strip().startswith("served:") for line in second.stdout.splitlines())
 
