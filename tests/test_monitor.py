@@ -276,3 +276,30 @@ def test_live_accuracy_apart_by_the_kind_of_champion():
     assert parts["missing_cohorts"]["n"] == 1 and parts["missing_cohorts"]["accuracy"] == 1.0  # E: low
     # A G B: argmax right for A and B, wrong for G
     assert parts["full"]["n"] == 3 and parts["full"]["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_live_hook_follows_a_gate_hook_that_has_no_champion_yet(tmp_path):
+    """A gate hook that ran but has no champion yet (None) is obeyed: no stand-in is trained."""
+    from hhpulse.monitor import LiveHook
+    from hhpulse.replay import ReplayDay, ReplaySettings
+
+    hook = LiveHook()
+    day = ReplayDay(
+        index=0,
+        day=60,
+        run_id="r0",
+        collected_at=T0,
+        store=LocalStore(tmp_path),
+        history=hand_history,
+        rates={},
+        new_ids=frozenset({"A"}),
+        market=None,
+        settings=ReplaySettings(),
+        shared={"champion": None},
+    )
+    hook.on_day(day)
+    hook.on_day(day)  # nothing serves: nothing is predicted or logged
+    assert hook.trained == [] and not hook.stand_in
+    summary = hook.summary()
+    assert summary["served"] == 0 and summary["champion"] == "the gate hook's"
+    assert summary["demand"]["n"] == 0 and LocalStore(tmp_path).list("served/") == []

@@ -734,7 +734,8 @@ class LiveHook:
                 "model_version": self._serving.version if self._serving is not None and served else None,
             }
         )
-        self._serving = day.shared.get("champion") or self._stand_in(day)
+        # a gate hook that ran decides, even when it has no champion yet (None): no stand-in then
+        self._serving = day.shared["champion"] if "champion" in day.shared else self._stand_in(day)
 
     def _predict(self, day: ReplayDay) -> int:
         assert self._serving is not None and self._writer is not None
