@@ -717,6 +717,7 @@ class LiveHook:
         self.days: list[dict[str, Any]] = []
         self.stand_in = False
         self.trained: list[dict[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []  # stand-in trainings that failed (the last bundle served on)
 
     def on_day(self, day: ReplayDay) -> None:
         self._store, self._history = day.store, day.history
@@ -791,8 +792,9 @@ class LiveHook:
                 primary=day.settings.primary,
                 synthetic=True,
             )
-        except Exception as exc:  # too little data in the first days: keep serving what there is
+        except Exception as exc:  # e.g. too little data in the first days: keep serving what there is
             log.info("live: no stand-in champion after run %s: %s", day.run_id, exc)
+            self.failed.append({"run_id": day.run_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
             return self._serving
         if self._serving is not None and self._serving.path.parent == Path(self._tmp.name):
             shutil.rmtree(self._serving.path, ignore_errors=True)  # keep one bundle on disk
@@ -820,6 +822,7 @@ class LiveHook:
         if self.stand_in:
             out["stand_in"] = {
                 "trained": len(self.trained),
+                "failed": self.failed,
                 "retrain_every": self.retrain_every,
                 "demand_proxy_days": sum(t["demand_proxy"] for t in self.trained),
                 "last_test_auc": self.trained[-1]["demand_test_auc"] if self.trained else None,

@@ -101,7 +101,10 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
             f"\n{title}: {v['records']} predictions in {v['requests']} requests, {v['with_id']} with a vacancy id"
         )
         if v["records"]:
-            print(f"  from {v['first']} to {v['last']}; model versions: {v['model_versions']}")
+            top = sorted(v["model_versions"].items(), key=lambda kv: -kv[1])
+            more = f" and {len(top) - 3} more" if len(top) > 3 else ""
+            versions = ", ".join(f"{k} {n}" for k, n in top[:3]) + more
+            print(f"  from {v['first']} to {v['last']}; model versions: {versions}")
         for t, m in r["cohort_mix"].items():
             mean = ", ".join(f"{c} {x:.2f}" for c, x in m["served_mean"].items())
             train = ", ".join(f"{c} {x:.2f}" for c, x in m["train"].items()) or "n/a"

@@ -194,5 +194,9 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
                 f"{stand['demand_proxy_days']} on the demand age proxy; the last one's held-out demand "
                 f"test ROC AUC {_auc(stand['last_test_auc'])}"
             )
+            for f in stand.get("failed", []):
+                print(
+                    f"  stand-in training failed after run {f['run_id']} (the previous one served on): {f['error']}"
+                )
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
