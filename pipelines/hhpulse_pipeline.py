@@ -1,6 +1,6 @@
 """The ``hhpulse-retrain`` pipeline: collect -> validate (+ fold into history) -> dataset (the
-window) -> features -> candidates -> evaluate -> gate -> (refit -> publish -> deploy), with an exit
-handler that records the outcome.
+window) -> monitor (served traffic) and features -> candidates -> evaluate -> gate -> (refit ->
+publish -> deploy), with an exit handler that records the outcome.
 
 The gate measures the held-out fit; when it passes, the winners are refitted on every
 labelled row (train + validation + test) on the training node pool, and that refit is the
@@ -17,6 +17,7 @@ from components.collect_vacancies import collect_vacancies
 from components.deploy_model import deploy_model
 from components.evaluate_candidates import evaluate_candidates
 from components.featurize import featurize
+from components.monitor_served import monitor_served
 from components.publish_model import publish_model
 from components.record_outcome import record_outcome
 from components.refit_winners import refit_winners
@@ -186,6 +187,9 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 store=store, s3_endpoint=s3_endpoint, random_split=random_split, window_days=window_days
             )
             data.set_display_name("build dataset").after(validate).set_caching_options(False)
+            # the served log against the champion, once the history holds this run's closes
+            monitor = monitor_served(store=store, s3_endpoint=s3_endpoint).after(data)
+            monitor.set_display_name("monitor served traffic").set_caching_options(False)
             feats = featurize(dataset=data.outputs["dataset"]).set_display_name("featurize (razdel + TF-IDF)")
             with dsl.ParallelFor(
                 xgb_candidates, parallelism=opts.parallelism, name="xgboost-candidates"
@@ -214,6 +218,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 baseline_models=dsl.Collected(base.outputs["model"]),
                 primary_metric=primary_metric,
             ).set_display_name("evaluate candidates")
+            evaluate.after(monitor)  # its report carries the monitor's section
             gate = (
                 select_winner(
                     store=store,
@@ -264,7 +269,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     .set_display_name("deploy (KServe)")
                     .set_caching_options(False)
                 )
-            for t in (collect, validate, data, feats, evaluate, gate, pub, dep):
+            for t in (collect, validate, data, monitor, feats, evaluate, gate, pub, dep):
                 _secret(t, opts)
                 _resources(t, opts.large if t in (data, feats, evaluate, gate) else opts.small)
 

@@ -217,6 +217,16 @@ def test_components_called_directly(tmp_path):
     window = summary["summary"]["history_window"]
     assert window["window_days"] == 30 and window["runs_folded"] == 2
 
+    from components.monitor_served import monitor_served
+    from kfp.dsl import HTML, Metrics
+
+    metrics = Metrics(name="m", uri=str(tmp_path / "m.json"), metadata={})
+    page = HTML(name="h", uri=str(tmp_path / "h.html"), metadata={})
+    page.path = str(tmp_path / "h.html")
+    drift = monitor_served.python_func(store=store, s3_endpoint="", metrics=metrics, report=page)
+    assert drift is False and metrics.metadata["total.records"] == 0  # nothing served, no champion yet
+    assert "Served traffic" in Path(page.path).read_text() and LocalStore(store).exists("monitor/state.json")
+
 
 def _hhpulse(*args, env=None, cwd=None, timeout=600):
     return subprocess.run(
@@ -449,6 +459,10 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert len(outcomes) == 2  # one record per run, none overwritten
     assert all(st.get_json(k)["succeeded"] is True for k in outcomes)
     assert sorted(tmp.iterdir()) == []
+    # the monitor step ran after the history each time, and the summary shows its line
+    assert "monitor served traffic" in [s["name"] for s in steps]
+    assert st.get_json("monitor/state.json")["runs"] == 2
+    assert any(line.strip().startswith("served:") for line in second.stdout.splitlines())
 
 
 @pytest.mark.slow

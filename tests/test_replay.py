@@ -181,6 +181,73 @@ def test_replay_of_stored_runs_shows_labels_day_by_day(replayed):
     assert "oracle_auc" in report["demand"]  # demo runs in a store still have their market
 
 
+def test_replay_live_logs_and_scores_each_days_new_vacancies(replayed):
+    """The live hook: the champion serving each day (the stand-in here) predicted that day's new
+    vacancies, logged as the sink logs them; the summary scores them against the labels the final
+    history resolved, which this test works out again from the store on its own."""
+    from hhpulse.monitor import live_demand, resolved_demand
+    from hhpulse.served import read_served
+
+    report, store_dir, _ = replayed
+    live = report["live"]
+    assert live["days"] == 10 and live["champion"].startswith("stand-in")
+    store = LocalStore(store_dir)
+    records = list(read_served(store))
+    assert len(records) == live["served"] > 0 and all(r["id"] for r in records)
+    runs = sorted(load_raw_runs(store), key=lambda r: r.meta["collected_at"])
+    first_ids = {str(i["id"]) for i in runs[0].items}
+    assert not first_ids & {r["id"] for r in records}  # the first run's market is not "new"
+    # each record was served by the bundle the previous run trained, never a later one
+    trained = [b["version"] for b in live["stand_in"]["bundles"]]
+    assert {r["model_version"] for r in records} <= set(trained)
+    by_day = [d for d in live["days_detail"] if d["served"]]
+    assert all(d["model_version"] in trained for d in by_day)
+    again = live_demand(records, resolved_demand(rebuild_history(store)))
+    dem = live["demand"]
+    assert dem["n"] == again["n"] > 0 and dem["auc"] == pytest.approx(again["auc"])
+    assert dem["first"] <= dem["last"] and set(dem) >= {"auc", "n", "first", "last"}
+
+
+def test_replay_live_serves_the_gate_hooks_champion(replayed, tmp_path, demo_store):
+    """With a gate hook before it, the live hook serves day.shared["champion"] and trains nothing."""
+    import shutil
+
+    from hhpulse.bundle import load_bundle
+    from hhpulse.config import load_candidates
+    from hhpulse.history import load_history, rates_by_run
+    from hhpulse.monitor import LiveHook
+    from hhpulse.replay import ReplaySettings, replay_store
+    from hhpulse.served import read_served
+    from hhpulse.workflow import train_from_history
+
+    _, store_dir, cands = replayed
+    shutil.copytree(store_dir / "raw", tmp_path / "store" / "raw")
+    hist = load_history(demo_store)
+    linear = [c for c in load_candidates() if c.kind != "xgboost"]  # a small, quick champion
+    trained = train_from_history(hist, rates_by_run(demo_store), tmp_path / "b", candidates=linear)
+    bundle = load_bundle(trained.bundle_dir)
+
+    class Gate:
+        key = "gate"
+
+        def on_day(self, day):
+            day.shared["champion"] = bundle
+
+        def summary(self):
+            return {"days": "all"}
+
+    live = LiveHook()
+    store = LocalStore(tmp_path / "store")
+    report = replay_store(
+        store, settings=ReplaySettings(candidates=load_candidates(cands)), hooks=[Gate(), live]
+    )
+    assert report["gate"] == {"days": "all"} and report["live"]["champion"] == "the gate hook's"
+    assert live.trained == [] and "stand_in" not in report["live"]
+    records = list(read_served(store))
+    assert records and {r["model_version"] for r in records} == {bundle.version}
+    assert report["live"]["served"] == len(records) and "hooks" in report["seconds_by_step"]
+
+
 def test_replay_refuses_a_store_without_runs(tmp_path):
     p = subprocess.run(
         [sys.executable, "-m", "hhpulse.cli", "replay", "--store", str(tmp_path)],

@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "replay N daily demo runs (or a store's runs): labels, cohort mix, AUC, and the daily gate",
     ),
     "emulator": ("emulator", "serve the synthetic hh.ru API emulator on a local port"),
+    "monitor": (
+        "monitor",
+        "served traffic since the last run and in total: volume, cohort mix, input drift, live demand accuracy",
+    ),
     "compile": ("compile", "compile the Kubeflow pipeline to pipelines/hhpulse.yaml"),
     "submit": ("submit", "upload the pipeline to a Kubeflow Pipelines API and start a run"),
     "schedule": ("schedule", "create or update a recurring run on Kubeflow Pipelines"),

@@ -94,12 +94,15 @@ def evaluate_all(
             current = data_profile({t: td.part("train") for t, td in dataset.tasks.items()}, terms)
             drift = drift_report(champ.metadata.get("profile", {}), current)
             drift["champion_version"] = champ.version
+    from hhpulse.monitor import latest_report, monitor_html
+
     html = comparison_html(
         results,
         drift,
         demand_proxy=bool(dataset.summary.get("demand_proxy")),
         calibration=calibration,
         label_lines=label_lines(dataset.summary),
+        sections=[monitor_html(latest_report(st))],
     )
     return {
         "results": results,

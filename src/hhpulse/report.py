@@ -268,11 +268,13 @@ def comparison_html(
     demand_proxy: bool,
     calibration: Mapping[str, Mapping[str, Any]] | None = None,
     label_lines: Mapping[str, Sequence[str]] | None = None,
+    sections: Sequence[str] = (),
 ) -> str:
     """results: task -> {"winner", "primary", "candidates": {name: {"kind", "info", "metrics"}}}.
 
     ``label_lines``: per task, where the labels came from (the model card shows the same lines);
-    with ``demand_proxy`` the page opens with the demand line that says why."""
+    with ``demand_proxy`` the page opens with the demand line that says why; ``sections``: more
+    HTML fragments, at the end (e.g. :func:`hhpulse.monitor.monitor_html`)."""
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hhpulse report</title>",
         f"{_STYLE}</head><body>",
@@ -328,6 +330,7 @@ def comparison_html(
     if calibration:
         out.append(calibration_html(calibration))
     out.append(drift_html(drift))
+    out.extend(sections)
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -59,6 +59,19 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--margin", type=float, default=0.0, help="the gate's margin, as `hhpulse run --margin` [%(default)s]"
     )
+    p.add_argument(
+        "--no-live",
+        dest="live",
+        action="store_false",
+        help="skip the live check (each day's champion predicting the day's new vacancies, logged and "
+        "scored once they resolve)",
+    )
+    p.add_argument(
+        "--live-retrain-every",
+        type=int,
+        default=1,
+        help="with --no-gate, the live check's stand-in champion retrains every N runs [%(default)s]",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument(
         "-v",
@@ -73,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from hhpulse.config import load_candidates
+    from hhpulse.monitor import LiveHook
     from hhpulse.replay import ReplayError, ReplaySettings, replay_demo, replay_store
     from hhpulse.store import open_store
 
@@ -90,8 +104,13 @@ def run(args: argparse.Namespace) -> int:
     from hhpulse.replay_gate import GateHook
 
     gate_cands = load_candidates(args.gate_candidates) if args.gate_candidates else None
-    hooks = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
-
+    if args.live_retrain_every < 1:
+        print("hhpulse replay: --live-retrain-every >= 1", file=sys.stderr)
+        return 2
+    # the gate first: the live check serves the champion the gate's new rule leaves each day
+    hooks: list = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
+    if args.live:
+        hooks.append(LiveHook(retrain_every=args.live_retrain_every))
     start = time.perf_counter()
     try:
         if args.store:
@@ -128,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         for hook in hooks:
-            hook.close()
+            if hasattr(hook, "close"):  # the gate hook deletes its scratch bundles
+                hook.close()
     report["seconds"] = round(time.perf_counter() - start, 2)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, default=str))
@@ -202,6 +222,30 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
             )
     if report.get("gate"):
         print_gate(report["gate"])
+    live = report.get("live")
+    if live:
+        dem = live.get("demand") or {}
+        held = (report.get("demand") or {}).get("test_auc")
+        print(
+            f"\nlive: {live['served']} new vacancies predicted over {live['days']} runs by the champion of the "
+            f"day ({live['champion']}), logged to served/"
+        )
+        print(
+            f"  demand: {dem.get('n', 0)} resolved since: ROC AUC (OvO) {_auc(dem.get('auc'))}, accuracy "
+            f"{_auc(dem.get('accuracy'))}, served {dem.get('first') or '-'} .. {dem.get('last') or '-'}; "
+            f"held-out test ROC AUC {_auc(held)}"
+        )
+        stand = live.get("stand_in")
+        if stand:
+            print(
+                f"  stand-in: {stand['trained']} bundles trained (linear candidates), "
+                f"{stand['demand_proxy_days']} on the demand age proxy; the last one's held-out demand "
+                f"test ROC AUC {_auc(stand['last_test_auc'])}"
+            )
+            for f in stand.get("failed", []):
+                print(
+                    f"  stand-in training failed after run {f['run_id']} (the previous one served on): {f['error']}"
+                )
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
 

@@ -257,3 +257,8 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
 
     with contextlib.suppress(Exception):  # the summary must never hide a successful run
         _figures()
+    with contextlib.suppress(Exception):
+        from hhpulse.monitor import latest_report, summary_lines
+
+        for line in summary_lines(latest_report(store)):
+            print(f"  {line}")
