@@ -1,4 +1,4 @@
-"""Step 3: rebuild the history, label both tasks, and split by time."""
+"""Step 3: read the training window of the folded history, label both tasks, and split by time."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -7,22 +7,31 @@ from components._image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def build_dataset(store: str, s3_endpoint: str, random_split: bool, dataset: Output[Dataset]):
-    """Builds the labelled, time-split dataset of both tasks from the updated history.
+def build_dataset(
+    store: str, s3_endpoint: str, random_split: bool, dataset: Output[Dataset], window_days: int = 180
+):
+    """Builds the labelled, time-split dataset of both tasks from the history's training window.
 
     Args:
         store: Store location: a folder or s3://bucket/prefix.
         s3_endpoint: S3/MinIO endpoint URL ("" for AWS or a local store).
         random_split: Use a random split instead of the time-ordered default.
         dataset: The dataset folder (parquet per task + dataset.json).
+        window_days: Train on the open vacancies plus those closed in this many days before the newest run (0: all of history).
     """
     from hhpulse.config import LabelConfig, SplitConfig
     from hhpulse.dataset import build_dataset as build
-    from hhpulse.history import rates_by_run, rebuild_history
+    from hhpulse.history_store import fold_run, history_rates, read_history, window_summary
     from hhpulse.store import open_store
 
     st = open_store(store, endpoint_url=s3_endpoint or None)
-    ds = build(rebuild_history(st), rates_by_run(st), LabelConfig(), SplitConfig(random=random_split))
+    print(fold_run(st).summary_line())  # the validate step folded this run; this catches up on any other
+    window = window_days if window_days > 0 else None
+    hist = read_history(st, window_days=window)
+    ds = build(hist, history_rates(st), LabelConfig(), SplitConfig(random=random_split))
+    ds.summary["history_window"] = {**window_summary(st, window), "vacancies": len(hist)}
     ds.save(dataset.path)
     dataset.metadata.update({t: len(td.frame) for t, td in ds.tasks.items()})
     dataset.metadata["demand_proxy"] = bool(ds.summary.get("demand_proxy"))
+    dataset.metadata["window_days"] = window_days
+    dataset.metadata["history_rows"] = len(hist)

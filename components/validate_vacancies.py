@@ -1,4 +1,5 @@
-"""Step 2: the data contract report; fails the run over the bad-row threshold."""
+"""Step 2: the data contract report (fails the run over the bad-row threshold), then the run is
+folded into the history."""
 
 from kfp import dsl
 from kfp.dsl import Markdown, Output
@@ -10,7 +11,7 @@ from components._image import PIPELINE_IMAGE
 def validate_vacancies(
     store: str, s3_endpoint: str, run_id: str, max_bad_fraction: float, report: Output[Markdown]
 ):
-    """Validates a raw run against the data contract and quarantines bad rows.
+    """Validates a raw run against the data contract, quarantines bad rows, and folds the run into the history.
 
     Args:
         store: Store location: a folder or s3://bucket/prefix.
@@ -29,5 +30,9 @@ def validate_vacancies(
         with open(report.path, "w", encoding="utf-8") as fh:
             fh.write(exc.report.to_markdown())
         raise
+    from hhpulse.history_store import fold_run
+
+    folded = fold_run(st, run_id)  # after validation: the quarantined rows stay out of history
+    print(folded.summary_line())
     with open(report.path, "w", encoding="utf-8") as fh:
-        fh.write(result.to_markdown())
+        fh.write(result.to_markdown() + f"\n\n{folded.summary_line()}\n")

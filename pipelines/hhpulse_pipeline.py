@@ -1,4 +1,4 @@
-"""The ``hhpulse-retrain`` pipeline: collect -> validate -> dataset -> features -> candidates
+"""The ``hhpulse-retrain`` pipeline: collect -> validate (+ fold into history) -> dataset (the window) -> features -> candidates
 -> evaluate -> gate -> (publish -> deploy), with an exit handler that records the outcome.
 
 Cluster-only settings (GPU node pool, the credentials Secret, resources) are compile
@@ -91,6 +91,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
         allow_mixed_data: bool = False,
         max_bad_fraction: float = 0.2,
         random_split: bool = False,
+        window_days: int = 180,
         xgb_candidates: list = XGB_CANDIDATES,  # noqa: B006
         linear_candidates: list = LINEAR_CANDIDATES,  # noqa: B006
         device: str = "auto",
@@ -118,6 +119,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             allow_mixed_data: Collect real data into a store of synthetic demo data, or the other way round (refused otherwise).
             max_bad_fraction: Fail the run when more than this share of rows breaks the data contract.
             random_split: Split at random instead of by time (newest rows as the test set).
+            window_days: The training window: the open vacancies plus those closed in this many days before the newest run (0: all of history).
             xgb_candidates: XGBoost candidate configs (trained on the GPU pool).
             linear_candidates: Logistic-regression candidate configs (CPU). Each task's TF-IDF + logistic regression baseline is trained as well, always.
             device: XGBoost device: auto, cuda or cpu (falls back to the CPU without a GPU).
@@ -157,7 +159,9 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 run_id=collect.outputs["Output"],
                 max_bad_fraction=max_bad_fraction,
             ).set_display_name("validate (data contract)")
-            data = build_dataset(store=store, s3_endpoint=s3_endpoint, random_split=random_split)
+            data = build_dataset(
+                store=store, s3_endpoint=s3_endpoint, random_split=random_split, window_days=window_days
+            )
             data.set_display_name("build dataset").after(validate).set_caching_options(False)
             feats = featurize(dataset=data.outputs["dataset"]).set_display_name("featurize (razdel + TF-IDF)")
             with dsl.ParallelFor(

@@ -76,3 +76,15 @@ def s3_bucket(s3_env: str) -> str:
     name = f"hhpulse-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """An empty store on each backend: a folder, and a prefix in a fresh bucket on the moto server.
+    (Test modules that need another kind of ``store`` define their own.)"""
+    from hhpulse.store import LocalStore, open_store
+
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    bucket = request.getfixturevalue("s3_bucket")
+    return open_store(f"s3://{bucket}/some/prefix")

@@ -7,7 +7,7 @@ import pandas as pd
 from hhpulse.collect import collect
 from hhpulse.hh.market import Market
 from hhpulse.hh.sources import make_source
-from hhpulse.history import HISTORY_COLUMNS, RawRun, build_history, rebuild_history
+from hhpulse.history import HISTORY_COLUMNS, RawRun, build_history, read_history, rebuild_history
 from hhpulse.store import LocalStore
 
 
@@ -107,4 +107,5 @@ def test_demo_runs_track_the_market(tmp_path):
     closed = h[h["closed_reason"] == "absent_from_complete_run"]
     assert len(closed) > 0 and not (set(closed["id"]) & open_day_61)
     assert set(h.loc[h["closed_at"].isna(), "id"]) == open_day_61
-    assert store.get_parquet("history/vacancies.parquet").shape == h.shape
+    assert read_history(store).equals(h)
+    assert not store.exists("history/vacancies.parquet")  # folded now: state, open and settled files

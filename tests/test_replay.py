@@ -209,3 +209,72 @@ def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_prox
     assert "unresolved (left out): {'open_young': 7}" in card
     assert "straddles a cohort edge: 3 (3.0% of demand labels" in card
     assert "> Why: resolved labels hold one cohort only (low)." in card
+
+
+class _Recorder:
+    """A day hook that records what each day looked like."""
+
+    key = "recorder"
+
+    def __init__(self) -> None:
+        self.days: list[dict] = []
+
+    def on_day(self, day) -> None:
+        from hhpulse.history import build_history
+
+        hist = day.history()
+        assert hist is day.history()  # cached per day
+        runs = load_raw_runs(day.store)
+        # the history the day sees is the fold of the runs so far, as build_history gives it
+        pd.testing.assert_frame_equal(hist, build_history(runs))
+        day.shared["seen"] = True
+        self.days.append(
+            {
+                "index": day.index,
+                "day": day.day,
+                "run_id": day.run_id,
+                "runs": len(runs),
+                "new": len(day.new_ids),
+                "rates": sorted(day.rates),
+                "vacancies": len(hist),
+            }
+        )
+
+    def summary(self) -> dict:
+        return {"days": len(self.days)}
+
+
+class _Second:
+    key = "second"
+
+    def __init__(self) -> None:
+        self.saw = []
+
+    def on_day(self, day) -> None:
+        self.saw.append(day.shared.get("seen"))  # hooks run in order and share the day's scratch space
+
+    def summary(self) -> dict:
+        return {"saw": self.saw}
+
+
+def test_replay_folds_day_by_day_and_calls_the_hooks_after_each_fold(tmp_path):
+    from hhpulse.config import CandidateConfig
+    from hhpulse.history_store import load_state
+    from hhpulse.replay import ReplaySettings, replay_demo
+
+    cands = [
+        CandidateConfig(name="salary-lr", task="salary", kind="logreg", params={"C": 1.0}),
+        CandidateConfig(name="demand-lr", task="demand", kind="logreg", params={"C": 1.0}),
+    ]
+    rec, second = _Recorder(), _Second()
+    store = LocalStore(tmp_path)
+    report = replay_demo(
+        store, days=3, daily_new=20, settings=ReplaySettings(candidates=cands), hooks=[rec, second]
+    )
+    assert [d["index"] for d in rec.days] == [0, 1, 2] and [d["runs"] for d in rec.days] == [1, 2, 3]
+    assert [d["day"] for d in rec.days] == [DEMO_START_DAY, DEMO_START_DAY + 1, DEMO_START_DAY + 2]
+    assert rec.days[0]["new"] == rec.days[0]["vacancies"] and 0 < rec.days[1]["new"] < rec.days[0]["new"]
+    assert rec.days[-1]["rates"] == sorted(r["run_id"] for r in load_state(store)[0]["runs"])
+    assert report["recorder"] == {"days": 3} and report["second"] == {"saw": [True, True, True]}
+    assert report["vacancies"] == rec.days[-1]["vacancies"] and "fold" in report["seconds_by_step"]
+    assert report["window_days"] == 180

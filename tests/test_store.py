@@ -10,14 +10,6 @@ import pytest
 from hhpulse.store import KeyNotFound, LocalStore, S3Location, S3Store, StoreError, open_store
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return LocalStore(tmp_path / "store")
-    bucket = request.getfixturevalue("s3_bucket")
-    return open_store(f"s3://{bucket}/some/prefix")
-
-
 def test_bytes_json_parquet_round_trip(store):
     store.put_bytes("a/b.bin", b"\x00\x01")
     store.put_json("a/c.json", {"x": [1, 2], "ё": "юникод"})

@@ -264,6 +264,15 @@ def _demand_resolution_lines(summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _window_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The training window of the history (absent for a file's data)."""
+    if "history_window" not in summary:
+        return []
+    from hhpulse.history_store import describe_window
+
+    return [f"- history window: {describe_window(summary['history_window'])}"]
+
+
 def model_card(
     version: str,
     models: Mapping[str, TrainedCandidate],
@@ -289,6 +298,7 @@ def model_card(
         "## Data",
         f"- runs: {', '.join(card.get('runs', [])) or 'n/a'}",
         f"- date range: {' .. '.join(str(x) for x in summary.get('date_range', ['n/a']))}",
+        *_window_lines(summary),
         f"- salary class counts: {summary.get('salary_counts', {})}",
         f"- salary rows left out: {summary.get('salary_left_out', {})}",
         f"- demand class counts: {summary.get('demand_counts', {})}; sources: {summary.get('demand_sources', {})}",

@@ -20,7 +20,10 @@ from hhpulse import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("collect", "collect vacancies (hh.ru API, a file dump, or the demo emulator) into the store"),
     "validate": ("validate", "check a collection run against the data contract and quarantine bad rows"),
-    "history": ("history", "rebuild history/vacancies.parquet from every raw run in the store"),
+    "history": (
+        "history",
+        "fold new runs into the stored history; --rebuild from every raw run, --verify against a rebuild",
+    ),
     "emulator": ("emulator", "serve the synthetic hh.ru API emulator on a local port"),
     "train": ("train", "train salary and demand candidates and write a model bundle"),
     "predict": ("predict", "predict salary and demand cohorts for a file of vacancies"),

@@ -44,8 +44,9 @@ vacancy; the demo and API sources do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -115,12 +116,53 @@ class RawRun:
         return mine.get("area") in (None, "") or mine.get("area") == theirs.get("area")
 
 
-def _empty() -> pd.DataFrame:
-    df = pd.DataFrame({c: pd.Series(dtype="object") for c in HISTORY_COLUMNS})
-    for c in TIME_COLUMNS:
-        df[c] = pd.to_datetime(df[c], utc=True)
-    df["times_seen"] = df["times_seen"].astype("int64")
+FLOAT_COLUMNS = ("salary_from", "salary_to")
+BOOL_COLUMNS = ("salary_gross", "archived")
+
+
+def empty_history() -> pd.DataFrame:
+    """A history without rows, with every column's dtype."""
+    return canonical(pd.DataFrame({c: pd.Series(dtype="object") for c in HISTORY_COLUMNS}))
+
+
+def canonical(df: pd.DataFrame, columns: Sequence[str] = HISTORY_COLUMNS) -> pd.DataFrame:
+    """The history's dtypes, whatever the data: UTC nanosecond timestamps, int64 ``times_seen``,
+    float64 salaries, and Python objects with None for missing values elsewhere (bools stay
+    True/False/None). Applied to every history, built, folded or read from parquet, so two
+    histories of the same rows compare equal column for column."""
+    df = df.copy()
+    for c in columns:
+        if c not in df:
+            continue
+        s = df[c]
+        if c in TIME_COLUMNS:
+            df[c] = pd.to_datetime(s, utc=True).astype("datetime64[ns, UTC]")
+        elif c == "times_seen":
+            df[c] = s.astype("int64")
+        elif c in FLOAT_COLUMNS:
+            df[c] = pd.to_numeric(s).astype("float64")
+        else:
+            s = s.astype(object)
+            df[c] = s.where(s.notna(), None)
     return df
+
+
+def record_rows(
+    items: Iterable[Mapping[str, Any]], run_time: datetime | None, quarantined: Collection[str]
+) -> Iterator[dict[str, Any]]:
+    """One flat row (RECORD_COLUMNS) per parseable, not quarantined item of one run."""
+    for item in items:
+        if str(item.get("id")) in quarantined:
+            continue
+        try:
+            rec = parse_item(item, collected_at=run_time)
+        except RecordError:
+            continue  # validation quarantines these; never let one row break history
+        # VacancyRecord.to_row() without dataclasses.asdict's deep copies, which cost
+        # most of a 45-run history: the fields are scalars, timestamps and a tuple
+        row = {c: getattr(rec, c) for c in RECORD_COLUMNS}
+        row["professional_roles"] = "|".join(rec.professional_roles)
+        yield row
 
 
 def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
@@ -137,21 +179,11 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
     runs = [r for _, r in timed]
     rows: list[dict[str, Any]] = []
     for order, (run_time, run) in enumerate(timed):
-        for item in run.items:
-            if str(item.get("id")) in run.quarantined:
-                continue
-            try:
-                rec = parse_item(item, collected_at=run_time)
-            except RecordError:
-                continue  # validation quarantines these; never let one row break history
-            # VacancyRecord.to_row() without dataclasses.asdict's deep copies, which cost
-            # most of a 45-run history: the fields are scalars, timestamps and a tuple
-            row = {c: getattr(rec, c) for c in RECORD_COLUMNS}
-            row["professional_roles"] = "|".join(rec.professional_roles)
+        for row in record_rows(run.items, run_time, run.quarantined):
             row["_order"] = order
             rows.append(row)
     if not rows:
-        return _empty()
+        return empty_history()
     df = pd.DataFrame(rows)
     for c in ("published_at", "created_at", "initial_created_at", "collected_at"):
         df[c] = pd.to_datetime(df[c], utc=True)
@@ -214,8 +246,8 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
     hist = hist.reset_index()
     for c in TIME_COLUMNS:
         hist[c] = pd.to_datetime(hist[c], utc=True)
-    hist["times_seen"] = hist["times_seen"].astype("int64")
-    return hist[list(HISTORY_COLUMNS)].sort_values("id", kind="stable").reset_index(drop=True)
+    hist = canonical(hist[list(HISTORY_COLUMNS)])
+    return hist.sort_values("id", kind="stable").reset_index(drop=True)
 
 
 def load_raw_runs(store: Store) -> list[RawRun]:
@@ -239,28 +271,36 @@ def load_raw_runs(store: Store) -> list[RawRun]:
     return runs
 
 
-def rebuild_history(store: Store) -> pd.DataFrame:
-    """Rebuild ``history/vacancies.parquet`` from every finished run (atomic write)."""
-    hist = build_history(load_raw_runs(store))
-    store.put_parquet(HISTORY_KEY, hist)
-    log.info("history: %d vacancies -> %s", len(hist), store.uri(HISTORY_KEY))
+def rebuild_history(store: Store, *, progress: bool = False) -> pd.DataFrame:
+    """Rebuild the stored history from every finished run, one run at a time, and return it
+    (see :func:`hhpulse.history_store.rebuild`)."""
+    from hhpulse.history_store import read_history, rebuild
+
+    rebuild(store, progress=progress)
+    hist = read_history(store)
+    log.info("history: %d vacancies -> %s", len(hist), store.uri("history/"))
     return hist
 
 
-def load_history(store: Store) -> pd.DataFrame:
-    try:
-        return store.get_parquet(HISTORY_KEY)
-    except KeyNotFound:
-        raise KeyNotFound(
-            f"no history at {store.uri(HISTORY_KEY)}: collect first (hhpulse collect) or run hhpulse history"
-        ) from None
+def load_history(store: Store, *, window_days: int | None = None) -> pd.DataFrame:
+    """The stored history (all of it, or the open vacancies plus those closed within ``window_days``)."""
+    from hhpulse.history_store import read_history
+
+    return read_history(store, window_days=window_days)
 
 
 def rates_by_run(store: Store) -> dict[str, dict[str, float]]:
-    """Currency rates (code -> units per 1 RUR) of every finished run, by run id."""
-    return {
-        r: dict(store.get_json(f"raw/{r}/meta.json").get("currency_rates") or {}) for r in list_runs(store)
-    }
+    """Currency rates (code -> units per 1 RUR) of every run, by run id: the folded runs' from
+    the history's state (no raw run is read), else from every finished run's meta.json."""
+    from hhpulse.history_store import history_rates
+
+    try:
+        return history_rates(store)
+    except KeyNotFound:
+        return {
+            r: dict(store.get_json(f"raw/{r}/meta.json").get("currency_rates") or {})
+            for r in list_runs(store)
+        }
 
 
 def summarize(hist: pd.DataFrame) -> str:
@@ -268,3 +308,28 @@ def summarize(hist: pd.DataFrame) -> str:
     open_ = int(hist["closed_at"].isna().sum()) if len(hist) else 0
     parts = ", ".join(f"{k}: {v}" for k, v in sorted(closed.items())) or "none"
     return f"history: {len(hist)} vacancies, {open_} open, closed by reason: {parts}"
+
+
+# the stored, folded history: the layout and the fold live in hhpulse.history_store, which
+# builds on the reference above; its API is re-exported here (lazily: it imports this module)
+_STORED = frozenset(
+    {
+        "DEFAULT_WINDOW_DAYS",
+        "BackfillRefused",
+        "FoldResult",
+        "HistoryError",
+        "VerifyResult",
+        "fold_run",
+        "read_history",
+        "rebuild",
+        "verify",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STORED:
+        from hhpulse import history_store
+
+        return getattr(history_store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,9 +4,13 @@
 collecting one complete run per day into a store exactly as the pipeline's collect step
 does (the demo source: the emulator over HTTP, the real client, ``collect()``, then
 ``validate_run()``). :func:`replay_store` takes the finished runs already in a store (e.g.
-``hhpulse collect --source api`` on a schedule) instead. Both then go through
-:func:`evaluate_replay`, which calls the pipeline's own core steps in order: history
-(:func:`~hhpulse.history.build_history`), labels and split
+``hhpulse collect --source api`` on a schedule) instead. Both fold each run into the history
+as soon as it is collected and validated (:func:`~hhpulse.history_store.fold_run`, as the
+pipeline's validate step does; the stored runs into a scratch folder, never into their store),
+and after each fold call the day hooks (:class:`DayHook`, e.g. a gate or a live-traffic
+simulation) with a :class:`ReplayDay`. At the end, :func:`evaluate_history` reads the folded
+history's training window (:func:`~hhpulse.history_store.read_history`, as the dataset step
+does) and calls the pipeline's own core steps in order: labels and split
 (:func:`~hhpulse.dataset.build_dataset`), features (:func:`~hhpulse.train.featurize`),
 every candidate (:func:`~hhpulse.train.train_task`: ``fit_candidate``, ``evaluate_candidate``,
 ``select_winner``). Nothing goes through kfp.local, which is too slow for 45 runs.
@@ -25,10 +29,11 @@ demand labels as history would have resolved them on that day.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -37,9 +42,10 @@ from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitCon
 from hhpulse.dataset import PENDING, build_dataset, label_sources
 from hhpulse.evaluate import classification_metrics
 from hhpulse.hh.market import Market
-from hhpulse.history import RawRun, build_history, load_raw_runs
+from hhpulse.history import RawRun, build_history
+from hhpulse.history_store import DEFAULT_WINDOW_DAYS, FoldResult, fold_run, history_rates, read_history
 from hhpulse.labels import resolve_demand
-from hhpulse.store import Store
+from hhpulse.store import LocalStore, Store
 from hhpulse.train import DEFAULT_PRIMARY, featurize, train_task
 
 log = logging.getLogger(__name__)
@@ -60,9 +66,84 @@ class ReplaySettings:
     candidates: Sequence[CandidateConfig] | None = None
     device: str = "auto"
     primary: str = DEFAULT_PRIMARY
+    # the dataset step's training window (None: all of history); ReplayDay.history and the
+    # end-of-replay training read it
+    window_days: int | None = DEFAULT_WINDOW_DAYS
 
 
 Progress = Callable[[str], None]
+
+
+@dataclass
+class ReplayDay:
+    """One replayed run, after it was collected, validated and folded into the history."""
+
+    index: int  # 0-based number of this run in the replay
+    day: int | None  # simulated demo day (None for stored runs)
+    run_id: str
+    collected_at: pd.Timestamp
+    store: Store  # the store whose history holds this run (a scratch folder for stored runs)
+    history: Callable[[], pd.DataFrame]  # the folded history as the dataset step reads it (cached per day)
+    rates: dict[str, dict[str, float]]  # currency rates by run id, as build_dataset takes them
+    new_ids: frozenset[str]  # vacancies first seen in this run
+    market: Market | None
+    settings: ReplaySettings
+    shared: dict[str, Any]  # scratch space the hooks of one day share
+
+
+class DayHook(Protocol):
+    """Called after each replayed run's fold; its summary goes into the report under ``key``."""
+
+    key: str  # its key in the replay's report (and --json)
+
+    def on_day(self, day: ReplayDay) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+def _day(
+    store: Store,
+    index: int,
+    day: int | None,
+    fold: FoldResult,
+    run_id: str,
+    market: Market | None,
+    settings: ReplaySettings,
+) -> ReplayDay:
+    cache: dict[str, pd.DataFrame] = {}
+
+    def history() -> pd.DataFrame:
+        if "h" not in cache:
+            cache["h"] = read_history(store, window_days=settings.window_days)
+        return cache["h"]
+
+    state_runs = {r["run_id"]: r for r in _folded(store)}
+    return ReplayDay(
+        index=index,
+        day=day,
+        run_id=run_id,
+        collected_at=pd.Timestamp(state_runs[run_id]["collected_at"]),
+        store=store,
+        history=history,
+        rates=history_rates(store),
+        new_ids=fold.new_ids,
+        market=market,
+        settings=settings,
+        shared={},
+    )
+
+
+def _folded(store: Store) -> list[dict[str, Any]]:
+    from hhpulse.history_store import folded_runs
+
+    return folded_runs(store)
+
+
+def _call_hooks(hooks: Sequence[DayHook], day: ReplayDay, timings: dict[str, float]) -> None:
+    for hook in hooks:
+        t = time.perf_counter()
+        hook.on_day(day)
+        timings[f"hook_{hook.key}"] = timings.get(f"hook_{hook.key}", 0.0) + time.perf_counter() - t
 
 
 def _quiet(_: str) -> None:
@@ -79,51 +160,119 @@ def replay_demo(
     start_day: int | None = None,
     settings: ReplaySettings | None = None,
     progress: Progress = _quiet,
+    hooks: Sequence[DayHook] = (),
 ) -> dict[str, Any]:
-    """Collect ``days`` daily demo runs into ``store``, then train and evaluate once."""
+    """Collect ``days`` daily demo runs into ``store`` (``daily_new``: the demo's
+    ``--demo-size``, vacancies opened per simulated day), folding each into the history as the
+    pipeline does and calling ``hooks`` after each fold; then train and evaluate once."""
     from hhpulse.collect import collect
     from hhpulse.hh.sources import DEMO_START_DAY, make_source
     from hhpulse.validate import validate_run
 
     if days < 2:
         raise ReplayError(f"a replay needs at least 2 runs (closes are seen between runs), got {days}")
+    settings = settings or ReplaySettings()
+    market = Market(seed=seed, daily_new=daily_new)
     first = DEMO_START_DAY if start_day is None else start_day
-    t0 = time.perf_counter()
+    timings: dict[str, float] = {"collect": 0.0, "fold": 0.0}
     for n in range(days):
         day = first + n * step_days
+        t = time.perf_counter()
         src = make_source("demo", demo_size=daily_new, demo_day=day, demo_step_days=step_days)
         src.seed = seed  # type: ignore[attr-defined]
         res = collect(src, store, progress=False)
         if not res.complete:
             raise ReplayError(f"demo run for day {day} did not complete: {res.stop_reason}")
         validate_run(store, res.run_id)
-        progress(f"day {n + 1}/{days}: simulated day {day}, {res.items} vacancies open")
-    collected = time.perf_counter() - t0
-    report = evaluate_replay(
-        load_raw_runs(store), Market(seed=seed, daily_new=daily_new), settings=settings, progress=progress
-    )
-    report["seconds_by_step"] = {"collect": round(collected, 2), **report["seconds_by_step"]}
+        timings["collect"] += time.perf_counter() - t
+        t = time.perf_counter()
+        fold = fold_run(store, res.run_id)
+        timings["fold"] += time.perf_counter() - t
+        _call_hooks(hooks, _day(store, n, day, fold, res.run_id, market, settings), timings)
+        progress(
+            f"day {n + 1}/{days}: simulated day {day}, {res.items} vacancies open, "
+            f"{len(fold.new_ids)} new; history {fold.vacancies} vacancies"
+        )
+    t = time.perf_counter()
+    hist = read_history(store, window_days=settings.window_days)
+    timings["history"] = time.perf_counter() - t
+    report = evaluate_history(hist, history_rates(store), days, market, settings=settings, progress=progress)
+    report["seconds_by_step"] = {
+        **{k: round(v, 2) for k, v in timings.items()},
+        **report["seconds_by_step"],
+    }
     report.update(source="demo", days=days, step_days=step_days, first_day=first, daily_new=daily_new)
+    report["window_days"] = settings.window_days
+    for hook in hooks:
+        report[hook.key] = hook.summary()
     return report
 
 
 def replay_store(
-    store: Store, *, settings: ReplaySettings | None = None, progress: Progress = _quiet
+    store: Store,
+    *,
+    settings: ReplaySettings | None = None,
+    progress: Progress = _quiet,
+    hooks: Sequence[DayHook] = (),
 ) -> dict[str, Any]:
-    """Replay the finished runs in ``store`` (e.g. real ``--source api`` runs): labels day by day, then train."""
-    runs = load_raw_runs(store)
-    if len(runs) < 2:
-        raise ReplayError(f"{store.uri('raw/')}: a replay needs at least 2 finished runs, found {len(runs)}")
-    synthetic = any(r.meta.get("synthetic") for r in runs)
+    """Replay the finished runs in ``store`` (e.g. real ``--source api`` runs): fold them one by
+    one into a scratch folder (``store`` is only read), the labels and ``hooks`` day by day,
+    then train once."""
+    from hhpulse.collect import list_runs, run_order_key
+
+    keys = set(store.list("raw/"))
+    metas = {
+        r: store.get_json(f"raw/{r}/meta.json")
+        for r in list_runs(store)
+        if f"raw/{r}/vacancies.jsonl.gz" in keys
+    }
+    order = sorted(metas, key=lambda r: run_order_key(metas[r], r))
+    if len(order) < 2:
+        raise ReplayError(f"{store.uri('raw/')}: a replay needs at least 2 finished runs, found {len(order)}")
+    synthetic = any(m.get("synthetic") for m in metas.values())
     market = None
-    if synthetic and all((r.meta.get("source") or {}).get("kind") == "demo" for r in runs):
-        src = runs[0].meta["source"]
+    if synthetic and all((m.get("source") or {}).get("kind") == "demo" for m in metas.values()):
+        src = metas[order[0]]["source"]
         market = Market(seed=int(src.get("seed", 7)), daily_new=int(src.get("daily_new", 150)))
     settings = settings or ReplaySettings()
-    report = evaluate_replay(runs, market, settings=settings, progress=progress)
-    report["timeline"] = timeline(runs, settings.label_config)
-    report.update(source="store", runs=len(runs))
+    timings: dict[str, float] = {"fold": 0.0}
+    days = []
+    with tempfile.TemporaryDirectory(prefix="hhpulse-replay-history-") as tmp:
+        scratch = LocalStore(tmp)
+        for n, run_id in enumerate(order):
+            t = time.perf_counter()
+            fold = fold_run(store, run_id, into=scratch)
+            timings["fold"] += time.perf_counter() - t
+            day = _day(scratch, n, None, fold, run_id, market, settings)
+            days.append(_timeline_day(run_id, metas[run_id], read_history(scratch), settings.label_config))
+            _call_hooks(hooks, day, timings)
+            progress(f"run {n + 1}/{len(order)}: {run_id}, history {fold.vacancies} vacancies")
+        t = time.perf_counter()
+        hist = read_history(scratch, window_days=settings.window_days)
+        rates = history_rates(scratch)
+        timings["history"] = time.perf_counter() - t
+    report = evaluate_history(hist, rates, len(order), market, settings=settings, progress=progress)
+    report["seconds_by_step"] = {**{k: round(v, 2) for k, v in timings.items()}, **report["seconds_by_step"]}
+    report["timeline"] = days
+    report.update(source="store", runs=len(order), window_days=settings.window_days)
+    for hook in hooks:
+        report[hook.key] = hook.summary()
     return report
+
+
+def _timeline_day(
+    run_id: str, meta: dict[str, Any], hist: pd.DataFrame, label_config: LabelConfig
+) -> dict[str, Any]:
+    """The demand labels as the history of the runs so far resolves them."""
+    dem = resolve_demand(hist, label_config)
+    return {
+        "run_id": run_id,
+        "collected_at": str(pd.Timestamp(meta.get("collected_at"))),
+        "vacancies": len(hist),
+        "sources": _counts(dem["demand_source"]),
+        "cohorts": _counts(dem["demand_cohort"]),
+        "unresolved": _counts(dem.loc[dem["demand_cohort"].isna(), "demand_status"]),
+    }
 
 
 def _run_time(run: RawRun) -> pd.Timestamp:
@@ -131,23 +280,13 @@ def _run_time(run: RawRun) -> pd.Timestamp:
 
 
 def timeline(runs: Sequence[RawRun], label_config: LabelConfig) -> list[dict[str, Any]]:
-    """Run by run: the demand labels as the history of the runs so far would resolve them."""
+    """Run by run: the demand labels as the history of the runs so far would resolve them
+    (in memory, from build_history; :func:`replay_store` folds instead)."""
     ordered = sorted(runs, key=lambda r: (_run_time(r), r.run_id))
-    out = []
-    for i in range(len(ordered)):
-        hist = build_history(ordered[: i + 1])
-        dem = resolve_demand(hist, label_config)
-        out.append(
-            {
-                "run_id": ordered[i].run_id,
-                "collected_at": str(_run_time(ordered[i])),
-                "vacancies": len(hist),
-                "sources": _counts(dem["demand_source"]),
-                "cohorts": _counts(dem["demand_cohort"]),
-                "unresolved": _counts(dem.loc[dem["demand_cohort"].isna(), "demand_status"]),
-            }
-        )
-    return out
+    return [
+        _timeline_day(ordered[i].run_id, ordered[i].meta, build_history(ordered[: i + 1]), label_config)
+        for i in range(len(ordered))
+    ]
 
 
 def _counts(s: pd.Series) -> dict[str, int]:
@@ -161,14 +300,29 @@ def evaluate_replay(
     settings: ReplaySettings | None = None,
     progress: Progress = _quiet,
 ) -> dict[str, Any]:
-    """History, labels, split, features, every candidate; per task the figures of the replay."""
-    settings = settings or ReplaySettings()
-    timings: dict[str, float] = {}
+    """:func:`evaluate_history` of the history built in memory from ``runs``."""
     t = time.perf_counter()
     hist = build_history(runs)
     rates = {r.run_id: dict(r.meta.get("currency_rates") or {}) for r in runs}
-    timings["history"] = time.perf_counter() - t
-    progress(f"history: {len(hist)} vacancies from {len(runs)} runs")
+    took = time.perf_counter() - t
+    report = evaluate_history(hist, rates, len(runs), market, settings=settings, progress=progress)
+    report["seconds_by_step"] = {"history": round(took, 2), **report["seconds_by_step"]}
+    return report
+
+
+def evaluate_history(
+    hist: pd.DataFrame,
+    rates: dict[str, dict[str, float]],
+    runs: int,
+    market: Market | None = None,
+    *,
+    settings: ReplaySettings | None = None,
+    progress: Progress = _quiet,
+) -> dict[str, Any]:
+    """Labels, split, features, every candidate; per task the figures of the replay."""
+    settings = settings or ReplaySettings()
+    timings: dict[str, float] = {}
+    progress(f"history: {len(hist)} vacancies from {runs} runs")
 
     t = time.perf_counter()
     dataset = build_dataset(hist, rates, settings.label_config, settings.split_config)
@@ -210,7 +364,7 @@ def evaluate_replay(
                 fig.update(_oracle(market, td.frame, settings.label_config, test.get("roc_auc_ovo")))
         out[task] = fig
         progress(f"{task}: winner {res.winner}, test ROC AUC (OvO) {_fmt(fig['test_auc'])}")
-    out["runs"] = len(runs)
+    out["runs"] = runs
     out["vacancies"] = len(hist)
     out["seconds_by_step"] = {k: round(v, 2) for k, v in timings.items()}
     return out

@@ -12,24 +12,45 @@ Every write is atomic: a reader never sees half an object.
 
 Use :func:`open_store` to get a store from a location string: a folder path,
 ``file://PATH`` or ``s3://bucket/prefix``.
+
+Conditional writes (optimistic concurrency) keep state that two runs share (the champion
+pointer, ``store.json``, the demo-day claims, history's state) from losing an update:
+
+* :meth:`Store.get_versioned` returns an object with its version tag (S3: the ETag; a folder:
+  a SHA-256 of the content), and :meth:`Store.put_if` writes only if the object is still at
+  that tag (``if_match``) or still absent (``if_none_match``), else raises
+  :class:`PreconditionFailed`.
+* S3 sends ``If-Match`` / ``If-None-Match: *`` with ``PutObject`` (S3, MinIO and moto check
+  them server-side). A folder takes a per-key ``flock`` on a hidden ``.<name>.lock`` file beside
+  the object around the compare and the rename: the kernel drops it when a holder dies, so a
+  killed run never leaves a stale lock.
+* :func:`update_json` is the read-modify-write loop over them: read, apply a function, write
+  conditionally, and on a conflict retry from the new state; after ``retries`` conflicts it
+  raises :class:`ConcurrentUpdateError` naming the key.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
+import logging
 import os
+import random
 import tempfile
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:  # pandas is imported lazily: the store must stay cheap to import
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOCAL_STORE = ".hhpulse/store"
 STORE_ENV = "HHPULSE_STORE"
@@ -45,6 +66,15 @@ class KeyNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else "key not found"
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write's condition did not hold: someone else wrote (or created, or deleted)
+    the object since it was read."""
+
+
+class ConcurrentUpdateError(StoreError):
+    """:func:`update_json` lost the race for a key more times than it was allowed to retry."""
 
 
 def _check_key(key: str) -> str:
@@ -79,6 +109,27 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove one object. Missing keys are ignored."""
 
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its version tag (for :meth:`put_if`); :class:`KeyNotFound` if absent."""
+
+    @abstractmethod
+    def put_if(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        """Write ``data`` atomically only if the object is still at version ``if_match``, or (with
+        ``if_none_match``) does not exist yet; return the new version tag. Raise
+        :class:`PreconditionFailed` when the condition does not hold (a missing object fails
+        ``if_match`` too). Exactly one of the two conditions must be given."""
+
+    @abstractmethod
+    def delete_if(self, key: str, *, if_match: str) -> None:
+        """Remove the object only if it is still at version ``if_match``, else :class:`PreconditionFailed`."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes; :class:`KeyNotFound` if absent."""
+
     # -- derived helpers, shared by every backend -------------------------------------------
     def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
         self.put_bytes(key, Path(path).read_bytes())
@@ -90,9 +141,7 @@ class Store(ABC):
         return dest
 
     def put_json(self, key: str, obj: Any) -> None:
-        self.put_bytes(
-            key, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str).encode()
-        )
+        self.put_bytes(key, json_bytes(obj))
 
     def get_json(self, key: str) -> Any:
         data = self.get_bytes(key)
@@ -138,6 +187,65 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def json_bytes(obj: Any) -> bytes:
+    """How the store writes JSON: UTF-8, indented, keys sorted."""
+    return json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str).encode()
+
+
+def _check_condition(if_match: str | None, if_none_match: bool) -> None:
+    if (if_match is None) == (not if_none_match):
+        raise ValueError("put_if needs exactly one condition: if_match=<version> or if_none_match=True")
+
+
+def update_json(
+    store: Store,
+    key: str,
+    fn: Callable[[dict[str, Any] | None], dict[str, Any]],
+    *,
+    retries: int = 5,
+    backoff_s: float = 0.02,
+) -> dict[str, Any]:
+    """Read-modify-write of a small JSON object that concurrent runs share, without lost updates.
+
+    Reads the object and its version (``None`` when absent), calls ``fn`` on it, and writes the
+    result only if the object has not changed meanwhile (``If-Match`` on its version, or
+    ``If-None-Match`` when it was absent). When another writer got there first, ``fn`` is applied
+    again to the NEW state, up to ``retries`` more times (with a short randomized backoff), then
+    :class:`ConcurrentUpdateError` is raised naming the key. ``fn`` may raise to refuse the update
+    (the error propagates; nothing is written), and may return the state unchanged (nothing is
+    written). Returns the state that is now stored.
+    """
+    for attempt in range(retries + 1):
+        try:
+            data, tag = store.get_versioned(key)
+        except KeyNotFound:
+            current, tag = None, None
+        else:
+            try:
+                current = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise StoreError(f"{store.uri(key)} is not valid JSON: {exc}") from exc
+        new = fn(None if current is None else json.loads(json.dumps(current)))  # fn gets its own copy
+        if current is not None and new == current:
+            return new
+        try:
+            if tag is None:
+                store.put_if(key, json_bytes(new), if_none_match=True)
+            else:
+                store.put_if(key, json_bytes(new), if_match=tag)
+            return new
+        except PreconditionFailed:
+            if attempt < retries:
+                log.debug(
+                    "%s changed while it was updated (attempt %d): retrying", store.uri(key), attempt + 1
+                )
+                time.sleep(random.uniform(0, min(1.0, backoff_s * 2**attempt)))
+    raise ConcurrentUpdateError(
+        f"could not update {store.uri(key)}: another writer changed it {retries + 1} times while this "
+        f"run tried (no update was lost; this run's change was not written). Try again"
+    )
 
 
 def current_umask() -> int:
@@ -244,10 +352,89 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyNotFound(f"{path} does not exist")
+        return path.stat().st_size
+
+    # -- conditional writes: a per-key flock around the compare and the rename -------------
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)  # one read of a file that only ever changes by rename
+        return data, content_version(data)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``.<name>.lock`` beside ``path``.
+
+        The lock file is never removed (removing it would let two writers lock two different
+        inodes); the kernel releases the lock when its holder exits, however it exits.
+        """
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, default_mode())
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"timed out after {LOCK_TIMEOUT_S:.0f} s waiting for the write lock of {path} "
+                            "(a process holding it is stuck)"
+                        ) from None
+                    time.sleep(0.002)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _current_version(self, path: Path) -> str | None:
+        try:
+            return content_version(path.read_bytes())
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def put_if(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        _check_condition(if_match, if_none_match)
+        path = self._path(key)
+        with self._locked(path):
+            current = self._current_version(path)
+            if if_none_match and current is not None:
+                raise PreconditionFailed(f"{path} already exists (If-None-Match)")
+            if if_match is not None and current != if_match:
+                what = "no longer exists" if current is None else "was changed by another writer"
+                raise PreconditionFailed(f"{path} {what} since it was read (If-Match {if_match})")
+            atomic_write_bytes(path, data)
+        return content_version(data)
+
+    def delete_if(self, key: str, *, if_match: str) -> None:
+        path = self._path(key)
+        with self._locked(path):
+            current = self._current_version(path)
+            if current != if_match:
+                what = "no longer exists" if current is None else "was changed by another writer"
+                raise PreconditionFailed(f"{path} {what} since it was read (If-Match {if_match})")
+            path.unlink()
+
+
+LOCK_TIMEOUT_S = 30.0
+
+
+def content_version(data: bytes) -> str:
+    """A folder store's version tag: the content's SHA-256 (S3's ETag is its MD5, the same idea)."""
+    return hashlib.sha256(data).hexdigest()
+
 
 def _is_tmp(key: str) -> bool:
+    """Temporary files of in-flight writes (``.<name>.<random>.tmp``) and the lock files of
+    conditional writes (``.<name>.lock``): never listed as objects."""
     name = key.rsplit("/", 1)[-1]
-    return name.startswith(".") and name.endswith(".tmp")
+    return name.startswith(".") and name.endswith((".tmp", ".lock"))
 
 
 @dataclass(frozen=True)
@@ -374,6 +561,57 @@ class S3Store(Store):
             self._s3.delete_object(Bucket=self.location.bucket, Key=self._key(key))
         except Exception as exc:
             raise self._error(exc, key) from exc
+
+    def size(self, key: str) -> int:
+        try:
+            return int(self._s3.head_object(Bucket=self.location.bucket, Key=self._key(key))["ContentLength"])
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+
+    # -- conditional writes: S3 checks If-Match / If-None-Match itself ----------------------
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        try:
+            obj = self._s3.get_object(Bucket=self.location.bucket, Key=self._key(key))
+            return obj["Body"].read(), str(obj["ETag"])
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+
+    def _conditional_error(self, exc: Exception, key: str, condition: str) -> StoreError:
+        err = self._error(exc, key)
+        code = _client_error_code(exc)
+        # 412: the condition failed; 409 ConditionalRequestConflict: a concurrent conditional
+        # write to the key is in flight (retry from a fresh read); a 404 on If-Match: it was deleted
+        if code in CONDITION_FAILED_CODES or (
+            isinstance(err, KeyNotFound) and condition.startswith("If-Match")
+        ):
+            return PreconditionFailed(f"{self.uri(key)} changed since it was read ({condition}: S3 {code})")
+        return err
+
+    def put_if(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        _check_condition(if_match, if_none_match)
+        cond = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"}
+        try:
+            resp = self._s3.put_object(Bucket=self.location.bucket, Key=self._key(key), Body=data, **cond)
+        except Exception as exc:
+            name = f"If-Match {if_match}" if if_match is not None else "If-None-Match *"
+            raise self._conditional_error(exc, key, name) from exc
+        return str(resp["ETag"])
+
+    def delete_if(self, key: str, *, if_match: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.location.bucket, Key=self._key(key), IfMatch=if_match)
+        except Exception as exc:
+            raise self._conditional_error(exc, key, f"If-Match {if_match}") from exc
+
+
+CONDITION_FAILED_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+
+
+def _client_error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def open_store(location: str | os.PathLike[str] | None = None, *, endpoint_url: str | None = None) -> Store:

@@ -36,6 +36,7 @@ class LoadedData:
     rates_by_run: dict[str, dict[str, float]]
     synthetic: bool
     report: ValidationReport | None = None
+    window: dict[str, Any] | None = None  # the history window read from a store (None: a file)
 
     def summary(self) -> str | None:
         """One line on what was read and left out (None for a store: collect validated it)."""
@@ -47,16 +48,18 @@ class LoadedData:
         return f"{r.total} rows read, {left}; {len(self.history)} vacancies"
 
 
-def load_data(spec: str, *, rates: str | None = None) -> LoadedData:
+def load_data(spec: str, *, rates: str | None = None, window_days: int | None = None) -> LoadedData:
     """Read ``--data``: a store location, or a file of API items (``-`` for stdin).
 
-    A store (folder or ``s3://``) gives its ``history/vacancies.parquet``. A file (JSON
+    A store (folder or ``s3://``) gives its folded history: the open vacancies plus those
+    closed in the ``window_days`` before its newest run (None: all of it). A file (JSON
     lines of API items, optionally gzipped) is imported as a one-run history in memory,
     with currency rates from ``rates`` (a saved ``GET /dictionaries``) when given; its rows
     go through the data contract, and rows that break it (or lines that are not items at
     all) are left out and counted, never a crash.
     """
-    from hhpulse.history import build_history, load_history, load_raw_runs, rates_by_run
+    from hhpulse.history import build_history, load_raw_runs, rates_by_run
+    from hhpulse.history_store import folded_runs, read_history, window_summary
 
     path = Path(spec)
     if spec != "-" and (spec.startswith("s3://") or path.is_dir()):
@@ -65,11 +68,15 @@ def load_data(spec: str, *, rates: str | None = None) -> LoadedData:
                 "--rates applies to a file of items; a store keeps each run's own currency rates"
             )
         store = open_store(spec)
-        hist = load_history(store)
+        hist = read_history(store, window_days=window_days)
+        used = set(hist["last_run_id"].dropna())
+        runs = {r["run_id"]: r for r in folded_runs(store)}
         synthetic = any(
-            store.get_json(f"raw/{r}/meta.json").get("synthetic") for r in set(hist["last_run_id"].dropna())
+            runs[r].get("synthetic") if r in runs else store.get_json(f"raw/{r}/meta.json").get("synthetic")
+            for r in used
         )
-        return LoadedData(hist, rates_by_run(store), synthetic)
+        window = {**window_summary(store, window_days), "vacancies": len(hist)}
+        return LoadedData(hist, rates_by_run(store), synthetic, window=window)
     if spec != "-" and not path.is_file():
         raise FileNotFoundError(f"--data {spec!r} is neither a store folder, an s3:// URL, nor a file")
     from hhpulse.collect import collect
@@ -172,10 +179,14 @@ def train_from_history(
     primary: str = DEFAULT_PRIMARY,
     synthetic: bool = False,
     version: str | None = None,
+    history_window: dict[str, Any] | None = None,
 ) -> TrainingReport:
-    """Labels, split, features, every candidate of both tasks, the winners, and the bundle."""
+    """Labels, split, features, every candidate of both tasks, the winners, and the bundle
+    (``history_window``: which part of the history ``history`` is, for the model card)."""
     label_config = label_config or LabelConfig()
     dataset = build_dataset(history, rates_by_run, label_config, split_config or SplitConfig())
+    if history_window is not None:
+        dataset.summary["history_window"] = history_window
     vec, sets = featurize(dataset, feature_config or FeatureConfig())
     candidates = list(candidates or load_candidates())
     results, winners = {}, {}

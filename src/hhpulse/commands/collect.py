@@ -73,7 +73,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-validate", action="store_true", help="skip the data-contract validation")
     p.add_argument("--max-bad-fraction", type=float, default=0.2, help="validation threshold [%(default)s]")
-    p.add_argument("--no-history", action="store_true", help="do not rebuild history/vacancies.parquet")
+    p.add_argument(
+        "--no-history",
+        action="store_true",
+        help="do not fold the run into the history (a later `hhpulse history` or run folds it)",
+    )
     p.add_argument(
         "--allow-mixed-data",
         action="store_true",
@@ -122,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"hhpulse collect: {exc}", file=sys.stderr)
             return 1
     if not args.no_history:
-        from hhpulse.history import rebuild_history, summarize
+        from hhpulse.history_store import HistoryError, fold_run
 
-        print(summarize(rebuild_history(store)))
+        try:
+            print(fold_run(store, result.run_id).summary_line())
+        except HistoryError as exc:
+            print(f"hhpulse collect: the run is stored, but history was not updated: {exc}", file=sys.stderr)
+            return 1
     return status

@@ -13,6 +13,8 @@ import logging
 import sys
 import tempfile
 
+from hhpulse.commands.train import add_window_arg
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=45, help="daily demo runs to replay [%(default)s]")
@@ -20,7 +22,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--step-days", type=int, default=1, help="simulated days between two demo runs [%(default)s]"
     )
     p.add_argument(
-        "--demo-size", type=int, default=150, help="demo vacancies opened per simulated day [%(default)s]"
+        "--demo-size",
+        type=int,
+        default=150,
+        help="demo market size, as collect's: vacancies opened per simulated day (3000: about all of IT "
+        "on hh.ru, ~65k open) [%(default)s]",
     )
     p.add_argument("--seed", type=int, default=7, help="demo market seed [%(default)s]")
     p.add_argument(
@@ -38,6 +44,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
     )
+    add_window_arg(p)
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
@@ -49,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from hhpulse.store import open_store
 
     settings = ReplaySettings(
-        candidates=load_candidates(args.candidates) if args.candidates else None, device=args.device
+        candidates=load_candidates(args.candidates) if args.candidates else None,
+        device=args.device,
+        window_days=args.window_days or None,
     )
     if args.json:  # one JSON document on stdout, nothing else
         logging.getLogger("hhpulse").setLevel(logging.WARNING)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from hhpulse.commands.collect import add_source_args, source_from_args
+from hhpulse.commands.train import add_window_arg
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -37,6 +38,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="XGBoost device [%(default)s]"
     )
     p.add_argument("--candidates", default=None, help="candidates YAML [the packaged defaults]")
+    add_window_arg(p)
     p.add_argument(
         "--pipeline-root", default=None, help="where kfp.local keeps artifacts [next to the store]"
     )
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         "ece_margin": args.ece_margin,
         "device": args.device,
         "s3_endpoint": args.s3_endpoint,
+        "window_days": args.window_days,
     }
     if cands is not None:
         params["xgb_candidates"] = [c for c in cands if c["kind"] == "xgboost"]
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     after = champion(store)
     print(f"\npipeline finished in {result['seconds']:.0f}s")
-    _summary(store, before, after)
+    _summary(store, before, after, args.window_days)
     print(f"  log:          {result['log']}")
     if after is not None:
         _next_steps(args.store, store.uri())
@@ -167,14 +170,22 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
         )
 
 
-def _summary(store, before, after) -> None:  # type: ignore[no-untyped-def]
+def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignore[no-untyped-def]
     from hhpulse.collect import latest_run
+    from hhpulse.history_store import STATE_KEY, describe_window, load_state, window_summary
 
     last = latest_run(store)  # by collected_at: ids of runs started in the same second do not sort
     if last:
         print(f"  raw run:      {store.uri(f'raw/{last}/')}")
         print(f"  validation:   {store.uri(f'raw/{last}/validation.md')}")
-    print(f"  history:      {store.uri('history/vacancies.parquet')}")
+    state, _ = load_state(store)
+    if state:
+        counts = state["counts"]
+        print(
+            f"  history:      {store.uri(STATE_KEY)} ({counts['vacancies']} vacancies, {counts['open']} open, "
+            f"{len(state['runs'])} runs folded)"
+        )
+        print(f"  trained on:   {describe_window(window_summary(store, window_days or None))}")
     gates = sorted(k for k in store.list("gates/") if k.endswith(".json"))
     verdict = store.get_json(gates[-1]) if gates else None
     if verdict:

@@ -24,6 +24,21 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--primary", default="roc_auc_ovo", help="metric that picks the winner on validation [%(default)s]"
     )
     p.add_argument("--random-split", action="store_true", help="random instead of time-ordered split")
+    add_window_arg(p)
+
+
+def add_window_arg(p: argparse.ArgumentParser) -> None:
+    """``--window-days``, shared by ``train`` and ``run``."""
+    from hhpulse.history_store import DEFAULT_WINDOW_DAYS
+
+    p.add_argument(
+        "--window-days",
+        type=int,
+        default=DEFAULT_WINDOW_DAYS,
+        metavar="DAYS",
+        help="train on the open vacancies plus those closed in the DAYS before the newest run; "
+        "0 reads all of history (a store --data only) [%(default)s]",
+    )
 
 
 def add_rates_arg(p: argparse.ArgumentParser) -> None:
@@ -88,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from hhpulse.workflow import load_data, train_from_history
 
     try:
-        data = load_data(args.data, rates=args.rates)
+        if args.window_days < 0:
+            raise ValueError(f"--window-days must be >= 0, got {args.window_days}")
+        data = load_data(args.data, rates=args.rates, window_days=args.window_days or None)
         if data.summary():
             print(f"hhpulse train: {data.summary()}", file=sys.stderr)
         report = train_from_history(
@@ -100,10 +117,15 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             primary=args.primary,
             synthetic=data.synthetic,
+            history_window=data.window,
         )
     except (ConfigError, StoreError, SourceError, FileNotFoundError, ValueError) as exc:
         print(f"hhpulse train: {exc}", file=sys.stderr)
         return 2
+    if data.window is not None:
+        from hhpulse.history_store import describe_window
+
+        print(f"history window: {describe_window(data.window)}; {data.window['vacancies']} vacancies read")
     print_results(report.results)
     print_calibration(report.bundle_dir)
     if report.summary.get("demand_proxy"):
