@@ -384,14 +384,15 @@ def goals(runs: list[dict[str, Any]], window_days: int) -> dict[str, Any]:
         "met": None if worst is None else worst["fold_rss"] <= GOAL_FOLD_RSS,
     }
     for step in ("dataset", "featurize", "train"):
-        full = [r for r in runs if r.get(step) and not r[step].get("error") and r["run"] > window_days]
+        full = [r for r in runs if r.get(step) and not r[step].get("error") and r["days"] > window_days]
         entry: dict[str, Any] = {
             "what": f"{step}: the last checkpoint / the first past the {window_days}-day window"
         }
         if len(full) < 2:
             entry.update(
                 met=None,
-                note=f"needs 2 checkpoints past run {window_days} (the window is full only then); "
+                note=f"needs 2 checkpoints more than {window_days} days after the first run (the window "
+                "is full only then); "
                 f"{len(full)} so far",
             )
         else:
@@ -462,6 +463,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--first-day", type=int, default=60, help="the first run's simulated demo day [%(default)s]"
     )
+    p.add_argument(
+        "--step-days",
+        type=int,
+        default=1,
+        help="simulated days between runs [%(default)s: daily]; more fills the training window in fewer "
+        "runs (the window's rows as a year's, e.g. to size the dataset and training steps), with closes "
+        "known only to within the step",
+    )
     p.add_argument("--seed", type=int, default=7, help="the demo market's seed [%(default)s]")
     p.add_argument("--window-days", type=int, default=180, help="the training window [%(default)s]")
     p.add_argument(
@@ -507,8 +516,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--json", default=None, metavar="PATH", help="write the figures as JSON (rewritten after each run)"
     )
     args = p.parse_args(argv)
-    if args.days < 1 or args.demo_size < 1 or args.window_days < 1:
-        p.error("--days, --demo-size and --window-days must be at least 1")
+    if min(args.days, args.demo_size, args.window_days, args.step_days) < 1:
+        p.error("--days, --demo-size, --window-days and --step-days must be at least 1")
     return args
 
 
@@ -535,6 +544,7 @@ def main(argv: Sequence[str] = ()) -> None:
         "days": args.days,
         "demo_size": args.demo_size,
         "first_day": args.first_day,
+        "step_days": args.step_days,
         "seed": args.seed,
         "window_days": args.window_days,
         "history": mode,
@@ -548,7 +558,7 @@ def main(argv: Sequence[str] = ()) -> None:
     }
     doc: dict[str, Any] = {"settings": settings, "runs": [], "goals": None}
     print(
-        f"{args.days} daily demo runs of --demo-size {args.demo_size} into {root} on {os.cpu_count()} cores; "
+        f"{args.days} {'daily' if args.step_days == 1 else f'{args.step_days}-day'} demo runs of --demo-size {args.demo_size} into {root} on {os.cpu_count()} cores; "
         f"history: {mode}; window {args.window_days} days\n"
         "each step in a process of its own (peak RSS = its own ru_maxrss). The synthetic market is built by "
         "the driver, which forks the collect step: its share is shown apart (+market), since a pod collecting "
@@ -574,8 +584,8 @@ def main(argv: Sequence[str] = ()) -> None:
     bare = _rss_now()
     try:
         for n in range(1, args.days + 1):
-            day = args.first_day + n - 1
-            row: dict[str, Any] = {"run": n, "day": day}
+            day = args.first_day + (n - 1) * args.step_days
+            row: dict[str, Any] = {"run": n, "day": day, "days": day - args.first_day + 1}
             market_s = _warm_market(args.seed, args.demo_size, day)
             cf = run_step(
                 "collect",
