@@ -39,6 +39,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -223,6 +224,9 @@ def run_step(step: str, kwargs: dict[str, Any], rss_limit: int, *, fork: bool = 
                     "peak_rss": seen,
                     "killed": True,
                 }
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the step must not outlive the driver
+        proc.kill()
+        raise
     finally:
         proc.join(timeout=30)
         if proc.is_alive():
@@ -521,8 +525,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(f"bench_scale: terminated by signal {signum}")
+
+
 def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)  # kill the running step and clean up, as Ctrl-C does
     import importlib.util
 
     # the driver stays lean (no pandas): the collect process forked from it holds only the market
