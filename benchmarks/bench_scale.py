@@ -2,7 +2,7 @@
 (about 64,700 open vacancies a run, all of IT on hh.ru in Russia), each collected, validated
 and folded into the history as the pipeline does it.
 
-Every step runs in a process of its own, so its wall time and peak RSS (``ru_maxrss``) are
+Every step runs in a process of its own, so its wall time and peak RSS (``VmHWM``) are
 that step's alone, as a pod's would be:
 
 * **collect and fold**, every run, in two processes as the pipeline's two pods: *collect*
@@ -72,8 +72,17 @@ def _rss_now() -> int:
 
 
 def _max_rss() -> int:
+    """This process's peak RSS: VmHWM, which execve resets (ru_maxrss keeps the maximum across
+    execve, so a spawned step would report at least the driver's RSS at the fork)."""
     import resource
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -569,7 +578,7 @@ def main(argv: Sequence[str] = ()) -> None:
     print(
         f"{args.days} {'daily' if args.step_days == 1 else f'{args.step_days}-day'} demo runs of --demo-size {args.demo_size} into {root} on {os.cpu_count()} cores; "
         f"history: {mode}; window {args.window_days} days\n"
-        "each step in a process of its own (peak RSS = its own ru_maxrss). The synthetic market is built by "
+        "each step in a process of its own (peak RSS = its own VmHWM). The synthetic market is built by "
         "the driver, which forks the collect step: its share is shown apart (+market), since a pod collecting "
         "from hh.ru does not hold it.\n"
         f"dataset every {args.dataset_every or args.days} runs and at the last; featurize + train "
