@@ -412,3 +412,23 @@ def test_a_failed_step_is_recorded_with_its_own_name_and_error(tmp_path):
     assert outcome["reason"].splitlines()[0] in log_text  # the step's own error, from its traceback
     assert f"step {outcome['failed_step']} failed: {outcome['reason'].splitlines()[0]}" in p.stderr
     assert "\x1b" not in p.stdout + p.stderr
+
+
+def test_memory_follows_the_scale_benchmark(compiled):
+    """Requests and limits per kind of step come from ClusterOptions (sized by bench_scale)."""
+    from pipelines.hhpulse_pipeline import ClusterOptions
+
+    _, spec, _ = compiled
+    opts = ClusterOptions()
+    expected = {
+        "collect-vacancies": opts.collect,
+        "validate-vacancies": opts.fold,
+        "build-dataset": opts.data,
+        "featurize": opts.features,
+    }
+    for task, (_, mem_req, _, mem_lim) in expected.items():
+        res = _container(spec, _executor_of(spec, task)["componentRef"]["name"])["resources"]
+        assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == (mem_req, mem_lim), task
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        res = ex["container"]["resources"]
+        assert res["memoryLimit"] >= res["memoryRequest"], name
