@@ -234,11 +234,18 @@ def test_a_run_older_than_the_newest_folded_is_refused(tmp_path):
     with pytest.raises(BackfillRefused, match="--rebuild") as err:
         fold_run(store, "a-early")
     assert "a-early" in str(err.value)
+    assert fold_run(store).refused == ["a-early"]  # `hhpulse history`: left out, said so
+    write_run(store, "c-later", T0 + timedelta(days=3), [dict(item, id="3")])
+    res = fold_run(store, "c-later")  # a later run still folds: one stray run does not stop a schedule
+    assert res.folded == ["c-later"] and res.refused == ["a-early"]
+    assert [r["run_id"] for r in load_state(store)[0]["runs"]] == ["b-late", "c-later"]
+    assert not verify(store).ok  # the history lacks a-early until it is rebuilt
+    before = store.get_bytes(STATE_KEY)
     with pytest.raises(BackfillRefused):
-        fold_run(store)
+        fold_run(store, "a-early")
     assert store.get_bytes(STATE_KEY) == before
-    res = rebuild(store)  # the way out: both runs, in time order
-    assert res.folded == ["a-early", "b-late"]
+    res = rebuild(store)  # the way out: every run, in time order
+    assert res.folded == ["a-early", "b-late", "c-later"]
     _assert_same(read_history(store), build_history(load_raw_runs(store)))
 
 
@@ -365,3 +372,56 @@ def test_the_loser_of_a_race_without_retries_fails_clearly(store, monkeypatch):
     assert state["runs"][0]["run_id"] == "r0" and len(state["runs"]) >= 2  # the winner's update is there
     fold_run(store)  # the loser's run is folded by the next fold
     _assert_same(read_history(store), build_history(load_raw_runs(store)))
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "history", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_history_cli_folds_verifies_and_rebuilds(tmp_path):
+    store = LocalStore(tmp_path)
+    item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
+    for d in range(4):
+        write_run(store, f"r{d}", T0 + timedelta(days=d), [dict(item, id=str(i)) for i in range(d, d + 3)])
+    p = _cli("--store", str(tmp_path))
+    assert p.returncode == 0 and "folded 4 run(s)" in p.stdout, p.stderr
+    p = _cli("--verify", "--store", str(tmp_path))
+    assert p.returncode == 0 and "history verified" in p.stdout, p.stderr
+    # tamper with a settled file: verify names the vacancy and exits 1
+    state, _ = load_state(store)
+    part = state["settled"][0]["key"]
+    df = pd.read_parquet(store.root / part)
+    victim = df["id"].iloc[0]
+    df.loc[0, "name"] = "tampered"
+    df.to_parquet(store.root / part, index=False)
+    p = _cli("--verify", "--store", str(tmp_path))
+    assert p.returncode == 1 and f"vacancy {victim}: name: stored 'tampered', rebuilt 'n'" in p.stderr
+    assert "--rebuild" in p.stderr
+    # a backfill is refused by name, and --rebuild takes it
+    write_run(store, "r-back", T0 - timedelta(days=1), [item])
+    p = _cli("--store", str(tmp_path))
+    assert p.returncode == 1 and "r-back" in p.stderr and "hhpulse history --rebuild" in p.stderr
+    p = _cli("--rebuild", "--store", str(tmp_path))
+    assert p.returncode == 0 and "folded 5 run(s)" in p.stdout, p.stderr
+    assert _cli("--verify", "--store", str(tmp_path)).returncode == 0
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
+
+
+def test_runs_without_meta_json_are_skipped_with_a_warning(tmp_path, caplog):
+    store = LocalStore(tmp_path)
+    item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
+    write_run(store, "r1", T0, [item])
+    write_run(store, "r2-killed", T0 + timedelta(days=1), [dict(item, id="2")], meta=False)
+    store.put_json("raw/r3-no-items/meta.json", {"collected_at": _iso(T0 + timedelta(days=2))})
+    with caplog.at_level("WARNING", logger="hhpulse"):
+        res = fold_run(store)
+    assert res.folded == ["r1"] and res.skipped == ["r3-no-items"]
+    assert "skipping run r2-killed: no meta.json (it did not finish)" in caplog.text
+    assert "skipping run r3-no-items: meta.json without vacancies.jsonl.gz" in caplog.text
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
+    assert load_state(store)[0]["skipped"] == ["r3-no-items"]  # warned once, not at every fold

@@ -164,6 +164,7 @@ def test_components_called_directly(tmp_path):
         store=store, s3_endpoint="", run_id=run_id, max_bad_fraction=0.2, report=report
     )
     assert "Data contract report" in Path(report.path).read_text()
+    assert "history: " in Path(report.path).read_text()  # the validated run was folded into history
     ds = Dataset(name="d", uri=str(tmp_path / "ds"), metadata={})
     ds.path = str(tmp_path / "ds")
     collect_vacancies.python_func(
@@ -176,8 +177,16 @@ def test_components_called_directly(tmp_path):
         demo_size=20,
         raw_run=raw,
     )
-    build_dataset.python_func(store=store, s3_endpoint="", random_split=False, dataset=ds)
+    build_dataset.python_func(store=store, s3_endpoint="", random_split=False, dataset=ds, window_days=30)
     assert (tmp_path / "ds" / "salary.parquet").exists() and ds.metadata["salary"] > 0
+    # the second run was not validated (so not folded by that step): the dataset step folded it
+    from hhpulse.history_store import folded_runs
+
+    assert len(folded_runs(LocalStore(store))) == 2
+    assert ds.metadata["window_days"] == 30
+    summary = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    window = summary["summary"]["history_window"]
+    assert window["window_days"] == 30 and window["runs_folded"] == 2
 
 
 def _hhpulse(*args, env=None, cwd=None, timeout=600):
@@ -366,6 +375,9 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert "Executing task 'collect-vacancies'" in log_text and "executor_input" in log_text
     assert "DockerRunner" in log_text and "\x1b" not in log_text
     assert f"log:          {st.uri(outcomes[0].replace('outcome.json', 'pipeline.log'))}" in first.stdout
+    assert "trained on:   the open vacancies plus those closed in the 180 days" in first.stdout
+    card = st.get_bytes(f"models/hhpulse/{v1}/model_card.md").decode()
+    assert "- history window: the open vacancies plus those closed in the 180 days" in card
     # the closing lines' commands work as printed: their program exists
     serve = next(line for line in first.stdout.splitlines() if line.startswith("serve it:"))
     program = re.search(r"\(or: (.+?) serve --store", serve)[1].split(" -m ")[0]

@@ -1,6 +1,10 @@
-"""The vacancy history: one row per vacancy ever seen, rebuilt from every raw run.
+"""The vacancy history: one row per vacancy ever seen, from every raw run.
 
-``history/vacancies.parquet`` holds the latest sighting's fields (all of
+:func:`build_history` is the pure reference fold over all runs; the store keeps the history
+folded run by run (:mod:`hhpulse.history_store`: :func:`fold_run`, :func:`read_history`,
+:func:`rebuild`, :func:`verify`), which gives exactly the same rows.
+
+A history row holds the latest sighting's fields (all of
 :data:`hhpulse.hh.records.RECORD_COLUMNS`) plus ``first_seen``, ``last_seen``,
 ``times_seen``, ``first_published_at``, ``latest_published_at``, ``initial_created_at``
 (when any sighting had it), ``observed_since``, ``closed_at``, ``closed_reason``,
@@ -57,7 +61,7 @@ from hhpulse.store import KeyNotFound, Store
 
 log = logging.getLogger(__name__)
 
-HISTORY_KEY = "history/vacancies.parquet"
+HISTORY_KEY = "history/vacancies.parquet"  # the history of earlier versions, rebuilt every run
 TIME_COLUMNS = (
     "published_at",
     "created_at",

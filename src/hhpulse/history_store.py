@@ -41,6 +41,7 @@ import logging
 import secrets
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -101,6 +102,7 @@ class FoldResult:
     seconds: float = 0.0
     newest_run: str | None = None
     new_ids: frozenset[str] = frozenset()  # the vacancies first seen by the folded runs
+    refused: list[str] = field(default_factory=list)  # finished runs older than the newest folded
 
     def summary_line(self) -> str:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.closed.items())) or "none"
@@ -189,16 +191,17 @@ def _write_parquet(store: Store, key: str, df: pd.DataFrame | pa.Table) -> None:
 
 
 def _read_table(store: Store, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+    cols = list(columns) if columns else None
     if isinstance(store, LocalStore):  # read in place: pyarrow reads only the columns asked for
-        return pq.read_table(store.root / key, columns=list(columns) if columns else None)
-    return pq.read_table(io.BytesIO(store.get_bytes(key)), columns=list(columns) if columns else None)
+        try:
+            return pq.read_table(store.root / key, columns=cols)
+        except FileNotFoundError:
+            raise KeyNotFound(f"{store.uri(key)} does not exist") from None
+    return pq.read_table(io.BytesIO(store.get_bytes(key)), columns=cols)
 
 
 def _read_frame(store: Store, key: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    try:
-        return _read_table(store, key, columns).to_pandas()
-    except FileNotFoundError:
-        raise KeyNotFound(f"{store.uri(key)} does not exist") from None
+    return _read_table(store, key, columns).to_pandas()
 
 
 def _unique_key(prefix: str, number: int) -> str:
@@ -285,18 +288,18 @@ def _comebacks(w: _Work, ids: pd.Index) -> pd.DataFrame:
     """The current settled rows of ``ids`` (vacancies seen again after they settled)."""
     if w.index is None or not len(ids) or not w.index.num_rows:
         return _empty_stored().set_index("id")
-    pos = pc.index_in(pa.array(ids.to_numpy(dtype=object), type=pa.string()), value_set=w.index["id"])
-    hit = pc.is_valid(pos)
-    if not pc.any(hit).as_py():
+    # probe the index with a hash set of the run's few unknown ids (never hash the whole index)
+    wanted = pa.array(ids.to_numpy(dtype=object), type=pa.string())
+    hits = w.index.filter(pc.is_in(w.index["id"], value_set=wanted))
+    if not hits.num_rows:
         return _empty_stored().set_index("id")
-    hit_ids = pa.array(ids.to_numpy(dtype=object), type=pa.string()).filter(hit)
-    parts = pc.take(w.index["part"], pos.filter(hit))
+    hit_ids, parts = hits["id"], hits["part"]
     keys = {p["seq"]: p["key"] for p in w.state["settled"]}
     by_part = pd.Series(hit_ids.to_pylist()).groupby(parts.to_numpy()).agg(list)
     frames = []
-    for seq, wanted in by_part.items():
+    for seq, back in by_part.items():
         df = _read_frame(w.store, keys[int(seq)])
-        frames.append(df[df["id"].isin(wanted)])
+        frames.append(df[df["id"].isin(back)])
     return _stored(pd.concat(frames, ignore_index=True)).set_index("id")
 
 
@@ -364,7 +367,9 @@ def _fold_one(w: _Work, entry: dict[str, Any], recs: pd.DataFrame) -> None:
             gone, None
         )
 
-    merged = _stored(pd.concat([f for f in (rest, row) if len(f)] or [rest], ignore_index=True))
+    with warnings.catch_warnings():  # all-NA columns of either side: _stored sets every dtype
+        warnings.simplefilter("ignore", FutureWarning)
+        merged = _stored(pd.concat([f for f in (rest, row) if len(f)] or [rest], ignore_index=True))
     is_closed = merged["closed_at"].notna()
     settled = merged[is_closed]
     w.open = merged[~is_closed].reset_index(drop=True)
@@ -441,18 +446,24 @@ def _pending(
     return sorted(metas.items(), key=lambda rm: run_order_key(rm[1], rm[0])), skipped
 
 
-def _check_order(state: dict[str, Any] | None, pending: list[tuple[str, dict[str, Any]]]) -> None:
-    if not state or not state["runs"] or not pending:
-        return
-    newest = state["runs"][-1]
-    for run_id, meta in pending:
-        if run_order_key(meta, run_id) < _order(newest):
-            raise BackfillRefused(
-                f"run {run_id} (collected_at {meta.get('collected_at')}) is older than the newest run "
-                f"in history, {newest['run_id']} (collected_at {newest['collected_at']}): history folds "
-                f"runs in time order only, so it is not folded. Run `{REBUILD_HINT}` to rebuild history "
-                "from every raw run in order"
-            )
+def refusal(run_id: str, meta: Mapping[str, Any], newest: Mapping[str, Any]) -> str:
+    return (
+        f"run {run_id} (collected_at {meta.get('collected_at')}) is older than the newest run in "
+        f"history, {newest['run_id']} (collected_at {newest['collected_at']}): history folds runs in "
+        f"time order only, so it is not folded. Run `{REBUILD_HINT}` to rebuild history from every "
+        "raw run in order"
+    )
+
+
+def _split_late(
+    state: dict[str, Any] | None, pending: list[tuple[str, dict[str, Any]]]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    """(runs that can fold, runs older than the newest folded: a backfill or a clock step)."""
+    if not state or not state["runs"]:
+        return pending, []
+    newest = _order(state["runs"][-1])
+    late = [(r, m) for r, m in pending if run_order_key(m, r) < newest]
+    return [(r, m) for r, m in pending if run_order_key(m, r) >= newest], late
 
 
 def _fold_runs(
@@ -544,8 +555,10 @@ def fold_run(
     is not folded yet); ``run_id=None`` folds every finished run not folded yet. ``into``: keep
     the history in another store than the raw runs (the replay of a store's runs does).
 
-    Raises :class:`BackfillRefused` (naming ``hhpulse history --rebuild``) for a run older than
-    the newest run already folded. Two folds racing: the one whose commit fails folds again
+    Raises :class:`BackfillRefused` (naming ``hhpulse history --rebuild``) when ``run_id`` is
+    older than the newest run already folded. Other such runs (a backfill, a run that finished
+    after a later one was folded) are never folded out of order either: they are left out with
+    a warning and listed in ``FoldResult.refused``, so one stray run does not stop a schedule. Two folds racing: the one whose commit fails folds again
     from the state the other committed; after ``retries`` lost races it raises
     :class:`HistoryError`.
     """
@@ -560,9 +573,17 @@ def fold_run(
                 raise HistoryError(f"run {run_id} is not a finished run in {store.uri('raw/')}")
             key = next((run_order_key(m, r) for r, m in pending if r == run_id), None)
             pending = [(r, m) for r, m in pending if key is not None and run_order_key(m, r) <= key]
-        _check_order(state, pending)
+        pending, late = _split_late(state, pending)
+        for r, m in late:
+            assert state is not None
+            if r == run_id:
+                raise BackfillRefused(refusal(r, m, state["runs"][-1]))
+            log.warning("history: %s", refusal(r, m, state["runs"][-1]))
+        refused = [r for r, _ in late]
         if not pending and not (skipped and state):
-            return _result(state, [], skipped, attempt, t0)
+            res = _result(state, [], skipped, attempt, t0)
+            res.refused = refused
+            return res
         w = _load_work(target, state)
         w.state["skipped"] = sorted(set(w.state.get("skipped") or []) | set(skipped))
         folded = _fold_runs(store, w, pending, progress=progress)
@@ -578,7 +599,9 @@ def fold_run(
             _discard(target, w.written)
             raise
         _collect_garbage(target, w.state, state)
-        return _result(w.state, folded, skipped, attempt, t0, w)
+        res = _result(w.state, folded, skipped, attempt, t0, w)
+        res.refused = refused
+        return res
     raise HistoryError(
         f"history: {retries} folds in a row lost the race to commit {target.uri(STATE_KEY)} to other "
         "runs folding at the same time; nothing was lost, run the fold again (`hhpulse history`)"
@@ -707,14 +730,20 @@ def _read_history(store: Store, window_days: int | None, cols: list[str], now: A
         index = index.filter(
             pc.is_in(index["part"], value_set=pa.array([p["seq"] for p in parts], pa.int32()))
         )
-        current = index.to_pandas().groupby("part")["id"].agg(set)
-        open_ids = set(opened["id"]) if opened is not None else set()
+        current = index.to_pandas().rename(columns={"part": "_part"})
+        settled = []
         for p in parts:
             df = _read_frame(store, p["key"], need)
-            keep = df["id"].isin(current.get(p["seq"], set())) & ~df["id"].isin(open_ids)
             if cutoff is not None:
-                keep &= df["closed_at"] >= cutoff
-            frames.append(df[keep])
+                df = df[df["closed_at"] >= cutoff]
+            settled.append(df.assign(_part=p["seq"]))
+        # a settled row counts only where the index points at its file (a vacancy that came
+        # back has a newer row) and the open table does not hold the vacancy
+        rows = pd.concat(settled, ignore_index=True).astype({"_part": "int32"})
+        rows = rows.merge(current, on=["id", "_part"], how="inner").drop(columns="_part")
+        if opened is not None and len(opened):
+            rows = rows[~rows["id"].isin(opened["id"])]
+        frames.append(rows)
     if not frames:
         return empty_history()[cols]
     hist = pd.concat(frames, ignore_index=True)
@@ -807,21 +836,52 @@ def compare_histories(a: pd.DataFrame, b: pd.DataFrame, *, limit: int = 10) -> l
     return [line for _, line in sorted(out)[:limit]]
 
 
+def _chunks(store: Store, state: dict[str, Any] | None) -> Iterator[pd.DataFrame]:
+    """The history's current rows, one stored file at a time: the open table, then each
+    settled file's rows that are still current (memory: one file at a time)."""
+    if not state:
+        return
+    cols = list(HISTORY_COLUMNS)
+    opened = _read_frame(store, state["open"]["key"], cols) if state.get("open") else empty_history()
+    open_ids = set(opened["id"])
+    yield canonical(opened)
+    index = _read_table(store, state["index"]["key"]) if state.get("index") else None
+    for p in state["settled"]:
+        assert index is not None
+        current = index.filter(pc.equal(index["part"], pa.scalar(p["seq"], pa.int32())))["id"]
+        df = _read_frame(store, p["key"], cols)
+        keep = df["id"].isin(set(current.to_pylist())) & ~df["id"].isin(open_ids)
+        yield canonical(df[keep])
+
+
 def verify(store: Store, *, progress: bool = False, limit: int = 10) -> VerifyResult:
     """Rebuild the history from the raw runs into a temporary folder and compare it with the
-    stored one, row for row and column for column."""
+    stored one, row for row and column for column. The two are compared file by file (the
+    fold is deterministic, so a good history holds the same rows in the same files); rows
+    found in different files on the two sides are matched by id at the end."""
+    import itertools
+
     t0 = time.perf_counter()
+    state, _ = load_state(store)
+    diffs: list[str] = []
+    left: list[pd.DataFrame] = []
+    right: list[pd.DataFrame] = []
+    n_stored = n_rebuilt = 0
     with tempfile.TemporaryDirectory(prefix="hhpulse-verify-") as tmp:
         scratch = LocalStore(tmp)
         res = rebuild(store, into=scratch, progress=progress)
-        rebuilt = read_history(scratch)
         rebuilt_state, _ = load_state(scratch)
-    try:
-        stored = read_history(store)
-        state, _ = load_state(store)
-    except KeyNotFound:
-        stored, state = empty_history(), None
-    diffs = compare_histories(stored, rebuilt, limit=limit)
+        for a, b in itertools.zip_longest(_chunks(store, state), _chunks(scratch, rebuilt_state)):
+            a = empty_history() if a is None else a
+            b = empty_history() if b is None else b
+            n_stored, n_rebuilt = n_stored + len(a), n_rebuilt + len(b)
+            both = set(a["id"]) & set(b["id"])
+            diffs += compare_histories(a[a["id"].isin(both)], b[b["id"].isin(both)], limit=limit)
+            left.append(a[~a["id"].isin(both)])
+            right.append(b[~b["id"].isin(both)])
+    diffs += compare_histories(
+        pd.concat(left, ignore_index=True), pd.concat(right, ignore_index=True), limit=limit
+    )
     mine = [r["run_id"] for r in (state or {}).get("runs", [])]
     theirs = [r["run_id"] for r in (rebuilt_state or {}).get("runs", [])]
     if mine != theirs:
@@ -831,12 +891,14 @@ def verify(store: Store, *, progress: bool = False, limit: int = 10) -> VerifyRe
             0,
             f"runs folded differ: stored history lacks {missing[:5]} and has {extra[:5]} beyond the raw runs",
         )
-    if not diffs and not stored.equals(rebuilt):  # same values, other dtypes or order
-        diffs.append("same values, but the columns' dtypes or the row order differ")
+    if (state or {}).get("counts") != (rebuilt_state or {}).get("counts") and not diffs:
+        diffs.append(
+            f"the state's counts differ: stored {(state or {}).get('counts')}, rebuilt {rebuilt_state['counts']}"
+        )
     return VerifyResult(
         ok=not diffs,
-        stored_rows=len(stored),
-        rebuilt_rows=len(rebuilt),
+        stored_rows=n_stored,
+        rebuilt_rows=n_rebuilt,
         runs=len(res.folded),
         differences=diffs[:limit],
         seconds=time.perf_counter() - t0,

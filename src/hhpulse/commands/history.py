@@ -45,4 +45,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(result.summary_line())
     print(f"-> {store.uri(STATE_KEY)}")
+    if result.refused:
+        print(
+            f"hhpulse history: {len(result.refused)} finished run(s) are older than the newest run in "
+            f"history and were not folded ({', '.join(result.refused[:5])}): history folds runs in "
+            "time order only; run `hhpulse history --rebuild` to rebuild it from every raw run in order",
+            file=sys.stderr,
+        )
+        return 1
     return 0
