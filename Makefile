@@ -8,7 +8,7 @@ PYTHON ?= python3## Python that creates the virtualenv
 VENV ?= .venv## Virtualenv folder
 STORE ?= .hhpulse/store## Artifact store of run/serve: a folder or s3://bucket/prefix
 SOURCE ?= demo## Where run collects: demo (hh.ru emulator), file:PATH (API dump), api (hh.ru)
-BENCH ?=## Benchmarks that bench runs (e.g. BENCH="serving text"); all by default
+BENCH ?=## Benchmarks that bench runs, options after a name (e.g. BENCH="serving text", BENCH="scale --days 365"); all but scale by default
 IMAGE_REGISTRY ?=## Registry prefix of the images (e.g. ghcr.io/you)
 CONTAINER_TOOL ?= docker## docker or podman (docker is installed and started when absent; root)
 BASE_IMAGE ?= hhpulse-base:bookworm## Base of both images; this default is built here with debootstrap (offline)

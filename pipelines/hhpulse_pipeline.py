@@ -46,9 +46,16 @@ class ClusterOptions:
     gpu_tolerations: tuple[tuple[str, str, str, str], ...] = (
         ("nvidia.com/gpu", "Exists", "", "NoSchedule"),
     )  # key, op, value, effect
-    # (cpu request, memory request, cpu limit, memory limit) per kind of step
-    small: tuple[str, str, str, str] = ("250m", "512M", "1", "2G")
-    large: tuple[str, str, str, str] = ("1", "4G", "4", "16G")
+    # (cpu request, memory request, cpu limit, memory limit) per kind of step. The memory comes
+    # from `make bench BENCH=scale` at daily --demo-size 3000 runs (65k open vacancies a run,
+    # hh.ru's IT volume), scaled to a year's 180-day window: request >= the peak, limit >= 1.5x
+    # it, rounded up. README "Running for months" has the figures and how to scale them.
+    small: tuple[str, str, str, str] = ("250m", "512M", "1", "2G")  # outcome, publish, deploy
+    collect: tuple[str, str, str, str] = ("250m", "1G", "1", "2G")  # 0.51 GB (demo source: +0.5 GB)
+    fold: tuple[str, str, str, str] = ("500m", "1G", "1", "2G")  # validate + fold: 0.71 GB, flat
+    data: tuple[str, str, str, str] = ("1", "2G", "4", "3G")  # build dataset: 1.6 GB at a full window
+    features: tuple[str, str, str, str] = ("1", "3G", "4", "4G")  # featurize: 2.5 GB at a full window
+    large: tuple[str, str, str, str] = ("1", "4G", "4", "16G")  # evaluate, gate, candidates: not measured
     use_gpu: bool = True
     # candidates trained at once per ParallelFor: one pod each on the cluster; on one machine
     # (kfp.local) concurrent XGBoost processes only fight over the same cores
@@ -269,9 +276,17 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                     .set_display_name("deploy (KServe)")
                     .set_caching_options(False)
                 )
+            # the monitor reads the same history window as the dataset step (and the served log)
+            sizes = {
+                collect: opts.collect,
+                validate: opts.fold,
+                data: opts.data,
+                monitor: opts.data,
+                feats: opts.features,
+            }
             for t in (collect, validate, data, monitor, feats, evaluate, gate, pub, dep):
                 _secret(t, opts)
-                _resources(t, opts.large if t in (data, feats, evaluate, gate) else opts.small)
+                _resources(t, sizes.get(t, opts.large if t in (evaluate, gate) else opts.small))
 
     return hhpulse_retrain
 

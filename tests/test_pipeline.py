@@ -511,3 +511,24 @@ def test_a_private_tmpdir_is_the_temp_directory_inside_and_is_removed_after(tmp_
     path = kept.open()
     kept.close(keep=True)
     assert path.is_dir() and os.environ["TMPDIR"] == str(tmp_path)
+
+
+def test_memory_follows_the_scale_benchmark(compiled):
+    """Requests and limits per kind of step come from ClusterOptions (sized by bench_scale)."""
+    from pipelines.hhpulse_pipeline import ClusterOptions
+
+    _, spec, _ = compiled
+    opts = ClusterOptions()
+    expected = {
+        "collect-vacancies": opts.collect,
+        "validate-vacancies": opts.fold,
+        "build-dataset": opts.data,
+        "monitor-served": opts.data,
+        "featurize": opts.features,
+    }
+    for task, (_, mem_req, _, mem_lim) in expected.items():
+        res = _container(spec, _executor_of(spec, task)["componentRef"]["name"])["resources"]
+        assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == (mem_req, mem_lim), task
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        res = ex["container"]["resources"]
+        assert res["memoryLimit"] >= res["memoryRequest"], name

@@ -178,7 +178,14 @@ def replay_demo(
     for n in range(days):
         day = first + n * step_days
         t = time.perf_counter()
-        src = make_source("demo", demo_size=daily_new, demo_day=day, demo_step_days=step_days)
+        # the emulator in process (no sockets): the same items as over HTTP (tests/test_demo_transport.py)
+        src = make_source(
+            "demo",
+            demo_size=daily_new,
+            demo_day=day,
+            demo_step_days=step_days,
+            demo_transport="in-process",
+        )
         src.seed = seed  # type: ignore[attr-defined]
         res = collect(src, store, progress=False)
         if not res.complete:

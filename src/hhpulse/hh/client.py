@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
+import requests.adapters
 
 from hhpulse import __version__
 
@@ -117,6 +118,10 @@ class HHClient:
 
     def close(self) -> None:
         self._session.close()
+
+    def mount(self, adapter: requests.adapters.BaseAdapter) -> None:
+        """Send this client's requests through ``adapter`` (e.g. the in-process emulator's)."""
+        self._session.mount(f"{self.api_url}/", adapter)
 
     # -- transport -------------------------------------------------------------------------
     def _pace(self) -> None:

@@ -228,9 +228,12 @@ AREAS: tuple[tuple[str, str, float], ...] = (
 SCHEDULES = (("fullDay", "Полный день"), ("remote", "Удаленная работа"), ("flexible", "Гибкий график"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SyntheticVacancy:
-    """One synthetic vacancy with its whole life (internal; see :meth:`to_item`)."""
+    """One synthetic vacancy with its whole life (internal; see :meth:`to_item`).
+
+    Slotted: a market of a few thousand new vacancies a day keeps a few hundred thousand.
+    """
 
     id: str
     role: Role

@@ -34,6 +34,9 @@ DEFAULT_AREA = "113"  # Russia
 SEARCH_WINDOW_DAYS = 31  # hh.ru lists vacancies (re)published within the last 30 days
 DEMO_START_DAY = 60
 DEMO_STEP_DAYS = 1  # one simulated day per run, like the daily schedule (cron 0 0 3 * * *)
+# how the demo source reaches its emulator: a local HTTP server, or in this process (the same
+# answers through a requests transport adapter, without sockets: for long replays)
+DEMO_TRANSPORTS = ("http", "in-process")
 
 # Approximate rates (units per 1 RUR) for file imports that come without /dictionaries.
 # The meta of such a run records that these were used; pass --rates for real ones.
@@ -201,6 +204,10 @@ class DemoSource(ApiSource):
     runs see vacancies open, re-publish and close. A longer step (``make_source(...,
     demo_step_days=7)``) makes runs cheaper but closes coarser: a close seen between two
     runs is only known to within the step.
+
+    ``transport="in-process"`` answers the client from the emulator in this process (a
+    ``requests`` transport adapter) instead of a local HTTP server: the same requests, the
+    same answers and items, without sockets or server threads.
     """
 
     day: int | None = None
@@ -210,9 +217,16 @@ class DemoSource(ApiSource):
     queries: Sequence[str] = ("",)
     area: str | None = None
     rps: float = 0.0
+    transport: str = "http"
     kind: str = "demo"
     synthetic: bool = True
     _lease: Lease | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.transport not in DEMO_TRANSPORTS:
+            raise SourceError(
+                f"demo transport must be one of {', '.join(DEMO_TRANSPORTS)}, got {self.transport!r}"
+            )
 
     def prepare(self, store: Store) -> None:
         """Pick the simulated day (unless one was given) and claim it.
@@ -277,16 +291,26 @@ class DemoSource(ApiSource):
         return Market.clock(self.day if self.day is not None else DEMO_START_DAY)
 
     def fetch(self, progress: PageProgress | None = None) -> Iterator[dict[str, Any]]:
-        from hhpulse.hh.emulator import Emulator
+        from hhpulse.hh.emulator import Emulator, InProcessEmulator
         from hhpulse.hh.market import Market
 
         day = self.day if self.day is not None else DEMO_START_DAY
         self.day = day
-        with Emulator(Market(seed=self.seed, daily_new=self.daily_new), day=day) as emu:
+        market = Market(seed=self.seed, daily_new=self.daily_new)
+        emulator = (
+            Emulator(market, day=day) if self.transport == "http" else InProcessEmulator(market, day=day)
+        )
+        with emulator as emu:
             self.api_url = emu.url
             self._client = None
+            if isinstance(emu, InProcessEmulator):
+                self.client().mount(emu.adapter)
             log.info(
-                "demo: SYNTHETIC hh.ru emulator at %s, day %d (%s)", emu.url, day, self.collected_at.date()
+                "demo: SYNTHETIC hh.ru emulator at %s (%s), day %d (%s)",
+                emu.url,
+                self.transport,
+                day,
+                self.collected_at.date(),
             )
             self._rates = self.client().currency_rates()
             yield from super().fetch(progress)
@@ -301,7 +325,14 @@ class DemoSource(ApiSource):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(api_url="emulator", day=self.day, daily_new=self.daily_new, seed=self.seed, synthetic=True)
+        d.update(
+            api_url="emulator",
+            transport=self.transport,
+            day=self.day,
+            daily_new=self.daily_new,
+            seed=self.seed,
+            synthetic=True,
+        )
         return d
 
 
@@ -439,6 +470,7 @@ def make_source(
     demo_size: int = 150,
     demo_day: int | None = None,
     demo_step_days: int = DEMO_STEP_DAYS,
+    demo_transport: str = "http",
 ) -> Source:
     """Build a source from a ``--source`` value: ``api``, ``demo`` or ``file:PATH``."""
     when = parse_datetime(collected_at, "collected_at") if collected_at else None
@@ -464,6 +496,7 @@ def make_source(
             daily_new=demo_size,
             day=demo_day,
             step_days=demo_step_days,
+            transport=demo_transport,
         )
     if spec.startswith("file:"):
         return FileSource(
