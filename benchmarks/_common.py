@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,3 +67,17 @@ def timed_request(
     resp = conn.getresponse()
     resp.read()
     return time.perf_counter() - t, resp.status
+
+
+def start_predictor(
+    bundle_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``python -m hhpulse.serving`` on ``port`` with ``extra`` flags (output discarded); ``env``
+    adds to (or overrides) this process's environment."""
+    cmd = [sys.executable, "-m", "hhpulse.serving", "--model_dir", str(bundle_dir), "--http_port", str(port)]
+    return subprocess.Popen(
+        [*cmd, *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )

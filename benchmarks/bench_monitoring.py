@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks._common import timed_request
+from benchmarks._common import start_predictor, timed_request
 from benchmarks.bench_serving import TEXTS, _bundle, _load
 
 CLIENTS = 4
@@ -162,20 +162,8 @@ def _inprocess_cost(bundle_dir: Path, rounds: int) -> dict[str, list[float]]:
 
 
 def _start_predictor(bundle_dir: Path, port: int, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hhpulse.serving",
-            "--model_dir",
-            str(bundle_dir),
-            "--http_port",
-            str(port),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **({"OMP_NUM_THREADS": OMP_THREADS} if OMP_THREADS != "0" else {})},
+    return start_predictor(
+        bundle_dir, port, *extra, env={"OMP_NUM_THREADS": OMP_THREADS} if OMP_THREADS != "0" else {}
     )
 
 

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import start_predictor
+
 TEXTS = [
     "Разработка backend-сервисов на Python. Проектирование REST API",
     "Доставка заказов клиентам. Приём оплаты от клиентов",
@@ -121,22 +123,10 @@ def _start_predictor(
     bundle_dir: Path, port: int, *, workers: str = "1", src: str | None = None
 ) -> subprocess.Popen:
     """``python -m hhpulse.serving`` on ``port`` (with ``src`` first on PYTHONPATH: that checkout's hhpulse)."""
-    env = None
+    env = {}
     if src:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    cmd = [
-        "-m",
-        "hhpulse.serving",
-        "--model_dir",
-        str(bundle_dir),
-        "--http_port",
-        str(port),
-        "--workers",
-        workers,
-    ]
-    return subprocess.Popen(
-        [sys.executable, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+    return start_predictor(bundle_dir, port, "--workers", workers, env=env)
 
 
 def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 120) -> None:

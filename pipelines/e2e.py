@@ -305,23 +305,31 @@ def storage_initializer(storage_python: str, uri: str, out: Path, endpoint: str)
 
 def start_predictor(client: str, image: str, container: dict[str, Any], models: Path, port: int) -> str:
     """docker run the predictor as the InferenceService's pod would run; returns the container name."""
-    sc = container.get("securityContext", {})
     name = f"hhpulse-e2e-serving-{os.getpid()}"
     cmd = ["run", "-d", "--name", name, "--user", UID, "--tmpfs", "/tmp:rw,size=64m"]
     cmd += ["-v", f"{models}:/mnt/models:ro", "-p", f"127.0.0.1:{port}:8080"]
-    if sc.get("readOnlyRootFilesystem"):
-        cmd.append("--read-only")
-    if sc.get("allowPrivilegeEscalation") is False:
-        cmd += ["--security-opt", "no-new-privileges"]
-    for cap in sc.get("capabilities", {}).get("drop", []):
-        cmd += ["--cap-drop", cap]
-    for env in container.get("env", []):
-        cmd += ["-e", f"{env['name']}={env['value']}"]
-    limits = container.get("resources", {}).get("limits", {})
-    if "memory" in limits:
-        cmd += ["--memory", limits["memory"].replace("Gi", "g").replace("Mi", "m")]
+    cmd += pod_flags(container, {})
     engine(client, *cmd, image, *container.get("args", []))
     return name
+
+
+def pod_flags(container: dict[str, Any], env_defaults: dict[str, str]) -> list[str]:
+    """The container spec's hardening, environment and memory limit as `docker run` flags
+    (``env_defaults``: values for env entries that come from a Secret)."""
+    sc = container.get("securityContext", {})
+    flags: list[str] = []
+    if sc.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    if sc.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    for cap in sc.get("capabilities", {}).get("drop", []):
+        flags += ["--cap-drop", cap]
+    for env in container.get("env", []):
+        flags += ["-e", f"{env['name']}={env.get('value', env_defaults.get(env['name']))}"]
+    limits = container.get("resources", {}).get("limits", {})
+    if "memory" in limits:
+        flags += ["--memory", limits["memory"].replace("Gi", "g").replace("Mi", "m")]
+    return flags
 
 
 def wait_ready(client: str, name: str, base: str, timeout_s: float = 180.0) -> None:
@@ -467,19 +475,7 @@ def start_logsink(client: str, image: str, container: dict[str, Any], port: int)
     the chart's command and args, bound to 127.0.0.1:``port``; the Secret's keys are S3_ENV's."""
     name = f"hhpulse-e2e-logsink-{os.getpid()}"
     cmd = ["run", "-d", "--name", name, "--network", "host", "--user", UID, "--tmpfs", "/tmp:rw,size=16m"]
-    sc = container.get("securityContext", {})
-    if sc.get("readOnlyRootFilesystem"):
-        cmd.append("--read-only")
-    if sc.get("allowPrivilegeEscalation") is False:
-        cmd += ["--security-opt", "no-new-privileges"]
-    for cap in sc.get("capabilities", {}).get("drop", []):
-        cmd += ["--cap-drop", cap]
-    for env in container.get("env", []):
-        value = env.get("value", S3_ENV.get(env["name"]))
-        cmd += ["-e", f"{env['name']}={value}"]
-    limits = container.get("resources", {}).get("limits", {})
-    if "memory" in limits:
-        cmd += ["--memory", limits["memory"].replace("Gi", "g").replace("Mi", "m")]
+    cmd += pod_flags(container, S3_ENV)
     args = [a for a in container.get("args", []) if not a.startswith(("--host=", "--port="))]
     args += ["--host=127.0.0.1", f"--port={port}", "--drain-seconds=1"]
     program, *rest = container["command"]
