@@ -142,3 +142,19 @@ def test_the_gate_replaces_only_when_the_lower_bound_clears_the_margin():
     cal = {t: {**m, "ece": 0.2} for t, m in chal.items()}
     v = gate_verdict(cal, {t: {**m, "ece": 0.01} for t, m in champ.items()}, evidence=clear)
     assert not v["challenger_wins"] and v["lines"][1].startswith("ranking alone: challenger wins")
+
+
+def test_fitted_rows_are_per_task(tmp_path):
+    """A vacancy the champion fitted as a salary row, whose demand label resolved later, is a
+    fair demand row: only the task's own fitted rows are left out of that task's comparison."""
+    from hhpulse.bundle import write_training_ids
+    from hhpulse.gate import fitted_mask
+
+    write_training_ids(tmp_path, {"salary": ["a", "b"], "demand": ["b"]})
+    ids = ["a", "b", "c"]
+    assert fitted_mask(tmp_path, ids, "salary").tolist() == [True, True, False]
+    assert fitted_mask(tmp_path, ids, "demand").tolist() == [False, True, False]
+    assert fitted_mask(tmp_path, ids).tolist() == [True, True, False]  # every task's rows
+    # a bundle from before per-task ids: every task's rows, whatever the task
+    write_training_ids(tmp_path, ["a"])
+    assert fitted_mask(tmp_path, ids, "demand").tolist() == [True, False, False]

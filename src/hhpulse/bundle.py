@@ -98,8 +98,15 @@ def id_hashes(ids: Iterable[Any]) -> np.ndarray:
     return np.array(sorted(hashed), dtype=np.uint64)
 
 
-def write_training_ids(root: Path, ids: Iterable[Any]) -> None:
-    np.savez_compressed(root / TRAINING_IDS, ids=id_hashes(ids))
+def write_training_ids(root: Path, ids: Iterable[Any] | Mapping[str, Iterable[Any]]) -> None:
+    """``ids``: every id (``ids``), or per task (then ``ids`` is their union and ``ids_<task>``
+    each task's own: the gate leaves out only the rows whose label that task's model saw)."""
+    if isinstance(ids, Mapping):
+        per_task = {f"ids_{t}": id_hashes(v) for t, v in ids.items()}
+        union = np.unique(np.concatenate([*per_task.values(), np.array([], dtype=np.uint64)]))
+        np.savez_compressed(root / TRAINING_IDS, ids=union.astype(np.uint64), **per_task)
+    else:
+        np.savez_compressed(root / TRAINING_IDS, ids=id_hashes(ids))
 
 
 def sha256_file(path: Path) -> str:
@@ -195,7 +202,7 @@ def build_bundle(
     card: Mapping[str, Any],
     profile: Mapping[str, Any] | None = None,
     version: str | None = None,
-    training_ids: Iterable[str] | None = None,
+    training_ids: Iterable[str] | Mapping[str, Iterable[str]] | None = None,
     calibrators: Mapping[str, Calibrator] | None = None,
 ) -> Path:
     """Write a complete bundle to ``out_dir`` atomically (a temp dir renamed into place).

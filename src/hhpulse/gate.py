@@ -216,16 +216,20 @@ def row_hashes(ids: Iterable[Any]) -> np.ndarray:
     )
 
 
-def fitted_mask(bundle_path: str | Path, ids: Sequence[Any]) -> np.ndarray | None:
+def fitted_mask(bundle_path: str | Path, ids: Sequence[Any], task: str | None = None) -> np.ndarray | None:
     """Per row of ``ids``, whether the bundle at ``bundle_path`` was fitted on it (from its
-    ``training_ids.npz``); None for a bundle written before training ids were kept."""
+    ``training_ids.npz``: ``task``'s own rows when the bundle keeps them per task, else every
+    task's); None for a bundle written before training ids were kept. A vacancy whose demand
+    label resolved after the champion was fitted is a fair demand row, even if that champion
+    saw it as a salary row."""
     from hhpulse.bundle import TRAINING_IDS
 
     path = Path(bundle_path) / TRAINING_IDS
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as npz:
-        fitted = npz["ids"]
+        key = f"ids_{task}" if task is not None and f"ids_{task}" in npz.files else "ids"
+        fitted = npz[key]
     return np.isin(row_hashes(ids), fitted)
 
 

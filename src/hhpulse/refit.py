@@ -72,12 +72,9 @@ def window_rows(td: TaskData) -> pd.DataFrame:
     return td.frame[td.frame["part"].isin(WINDOW_PARTS)]
 
 
-def window_ids(dataset: Dataset) -> set[str]:
-    """The ids of every row the published fit sees (both tasks)."""
-    ids: set[str] = set()
-    for td in dataset.tasks.values():
-        ids.update(window_rows(td)["id"].astype(str))
-    return ids
+def window_ids(dataset: Dataset) -> dict[str, set[str]]:
+    """Per task, the ids of every row the published fit sees."""
+    return {t: set(window_rows(td)["id"].astype(str)) for t, td in dataset.tasks.items()}
 
 
 def _matrix(

@@ -63,7 +63,7 @@ def served_auc(bundle: ModelBundle, dataset: Any, metric: str = "roc_auc_ovo") -
     """Per task, ``bundle``'s ``metric`` on the dataset's test rows it was not fitted on."""
     out: dict[str, float | None] = {}
     for task, p in test_predictions(bundle, dataset, "test").items():
-        fitted = fitted_mask(bundle.path, p.ids)
+        fitted = fitted_mask(bundle.path, p.ids, task)
         keep = np.ones(len(p.ids), dtype=bool) if fitted is None else ~fitted
         if not keep.any():
             out[task] = None

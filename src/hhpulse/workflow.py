@@ -175,13 +175,12 @@ def bundle_from_results(
     )
 
 
-def fitted_ids(dataset: Dataset) -> set[str]:
-    """The ids of every row a model was fitted or selected on (train and validation, both tasks)."""
-    ids: set[str] = set()
-    for td in dataset.tasks.values():
-        rows = td.frame[td.frame["part"].isin(["train", "val"])]
-        ids.update(rows["id"].astype(str))
-    return ids
+def fitted_ids(dataset: Dataset) -> dict[str, set[str]]:
+    """Per task, the ids of every row a model was fitted or selected on (train and validation)."""
+    return {
+        t: set(td.frame.loc[td.frame["part"].isin(["train", "val"]), "id"].astype(str))
+        for t, td in dataset.tasks.items()
+    }
 
 
 @dataclass
@@ -441,7 +440,7 @@ def judge(
     theirs = predictions_metrics(champ_preds)
     evidence = None
     if paired:
-        fitted = {t: fitted_mask(champion.path, p.ids) for t, p in champ_preds.items()}
+        fitted = {t: fitted_mask(champion.path, p.ids, t) for t, p in champ_preds.items()}
         evidence = paired_evidence(challenger, champ_preds, fitted, primary)
     verdict = gate_verdict(
         mine,
