@@ -392,3 +392,16 @@ def test_sink_process_needs_no_kserve_import():
     code = "import sys, hhpulse.logsink, hhpulse.logsink_http, hhpulse.commands.logsink; print('kserve' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_cli_runs_without_pyarrow_as_in_the_serving_image():
+    """The serving image (the predictor and `hhpulse logsink`) has no pyarrow: building the
+    CLI's parser must not import it (every subcommand's options are configured at start)."""
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "from hhpulse.cli import main\n"
+        "try:\n    main(['logsink', '--help'])\nexcept SystemExit as e:\n    sys.exit(e.code)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "CloudEvents" in p.stdout or "logsink" in p.stdout

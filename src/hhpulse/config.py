@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+# the training window: the open vacancies plus those closed in this many days before the newest run
+# (here, not in history_store, so the CLI builds its parser without pyarrow: the serving image)
+DEFAULT_WINDOW_DAYS = 180
+
 T = TypeVar("T")
 
 DEMAND_COHORTS = ("high", "medium", "low")

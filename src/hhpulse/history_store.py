@@ -53,6 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hhpulse.collect import run_order_key
+from hhpulse.config import DEFAULT_WINDOW_DAYS  # noqa: F401 (re-exported: hhpulse.history, replay, monitor)
 from hhpulse.hh.records import RECORD_COLUMNS, format_datetime, parse_datetime
 from hhpulse.history import (
     HISTORY_COLUMNS,
@@ -73,7 +74,6 @@ INDEX_PREFIX = "history/index/"
 STATE_FORMAT = "hhpulse-history/1"
 FOLD_COLUMNS = ("_ica_min", "_archived_at", "_open_until")
 STORED_COLUMNS = (*HISTORY_COLUMNS, *FOLD_COLUMNS)
-DEFAULT_WINDOW_DAYS = 180
 COMMIT_RETRIES = 5
 REBUILD_HINT = "hhpulse history --rebuild"
 

@@ -49,7 +49,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def add_window_arg(p: argparse.ArgumentParser) -> None:
     """``--window-days``, shared by ``train`` and ``run``."""
-    from hhpulse.history_store import DEFAULT_WINDOW_DAYS
+    from hhpulse.config import DEFAULT_WINDOW_DAYS
 
     p.add_argument(
         "--window-days",
