@@ -19,10 +19,10 @@ def _baseline(path):
 
 
 def _collect_validate(path, root):
-    from hhpulse.collect import collect
-    from hhpulse.hh.sources import make_source
-    from hhpulse.store import LocalStore
-    from hhpulse.validate import validate_run
+    from hhpulse.data.collect import collect
+    from hhpulse.data.sources import make_source
+    from hhpulse.data.store import LocalStore
+    from hhpulse.data.validate import validate_run
 
     store = LocalStore(root)
     result = collect(
@@ -33,8 +33,8 @@ def _collect_validate(path, root):
 
 
 def _history(root):
-    from hhpulse.history import rebuild_history
-    from hhpulse.store import LocalStore
+    from hhpulse.data.history import rebuild_history
+    from hhpulse.data.store import LocalStore
 
     return len(rebuild_history(LocalStore(root)))
 

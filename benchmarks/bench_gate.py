@@ -1,7 +1,7 @@
 """The gate's paired bootstrap: vectorised resampling against resampling one sklearn call at a time.
 
 For a test set of N rows (3 cohorts, scores rounded to 2 decimals so there are ties, as real
-scores have), times :func:`hhpulse.gate.paired_bootstrap` with 1000 resamples of ROC AUC OvO
+scores have), times :func:`hhpulse.model.gate.paired_bootstrap` with 1000 resamples of ROC AUC OvO
 for both models, and the baseline: the same resamples, each scored by sklearn's
 ``roc_auc_score`` for both models (timed on 100 resamples, scaled to 1000). Prints the
 seconds and the ratio measured in the same run, and checks the two agree.
@@ -29,7 +29,7 @@ def _data(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
 def main() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from hhpulse.gate import paired_bootstrap, stratified_counts
+    from hhpulse.model.gate import paired_bootstrap, stratified_counts
 
     for n in (300, 800):
         labels, a, b = _data(n, 1)
@@ -38,7 +38,7 @@ def main() -> None:
         fast = time.perf_counter() - t
         yi = np.array(["abc".index(v) for v in labels])
         w = stratified_counts(yi, 1000, iv.seed)[:100]  # the first 100 of the same resamples
-        # as hhpulse.evaluate.classification_metrics scores them: each row renormalised
+        # as hhpulse.model.evaluate.classification_metrics scores them: each row renormalised
         norm = [p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None) for p in (a, b)]
         t = time.perf_counter()
         diffs = []

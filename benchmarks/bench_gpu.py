@@ -31,7 +31,7 @@ def _data(rows: int, cols: int = 50_000, nnz_per_row: int = 25, seed: int = 0): 
 def main() -> None:
     import xgboost as xgb
 
-    from hhpulse.train import cuda_available
+    from hhpulse.model.train import cuda_available
 
     if not cuda_available():
         print("SKIP: no CUDA GPU (or this xgboost build has no CUDA); nothing to compare")

@@ -29,7 +29,7 @@ from benchmarks._common import mb, measured, real_data_or_skip
 
 
 def _texts(df, fields):
-    from hhpulse.text import clean
+    from hhpulse.model.text import clean
 
     return [
         " ".join(clean(r.get(f)) for f in fields if isinstance(r.get(f), str)) for r in df.to_dict("records")
@@ -40,8 +40,8 @@ def prototype(td):
     """(a): token ids of the first 300 tokens, as the original prototype did."""
     import xgboost as xgb
 
-    from hhpulse.evaluate import classification_metrics
-    from hhpulse.text import analyze
+    from hhpulse.model.evaluate import classification_metrics
+    from hhpulse.model.text import analyze
 
     tr, te = td.part("train"), td.part("test")
     vocab: dict[str, int] = {}
@@ -74,7 +74,7 @@ def tfidf_lr(td, fields):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from hhpulse.evaluate import classification_metrics
+    from hhpulse.model.evaluate import classification_metrics
 
     tr, te = td.part("train"), td.part("test")
     vec = TfidfVectorizer()
@@ -89,9 +89,9 @@ def tfidf_lr(td, fields):
 
 
 def hhpulse_winner(dataset, task):
-    from hhpulse.calibration import calibrate_winners
     from hhpulse.config import load_candidates
-    from hhpulse.train import featurize, train_task
+    from hhpulse.model.calibration import calibrate_winners
+    from hhpulse.model.train import featurize, train_task
 
     vec, sets = featurize(dataset)
     res, trained = train_task(sets[task], load_candidates(), device="cpu")
@@ -104,7 +104,7 @@ def hhpulse_winner(dataset, task):
 def prior_shift(td, vec, model, cal):
     """Largest cohort-mix error on the test split: calibrated, then shifted by EM (plain and
     with the default Dirichlet prior), then shifted to the validation slice's true mix."""
-    from hhpulse.calibration import em_priors, shift_priors
+    from hhpulse.model.calibration import em_priors, shift_priors
 
     fields = ["responsibility", "name", "requirement"]
     test, val = td.part("test"), td.part("val")
@@ -127,8 +127,8 @@ def main() -> None:
     import logging
 
     logging.getLogger("hhpulse").setLevel(logging.WARNING)
-    from hhpulse.dataset import build_dataset
-    from hhpulse.workflow import history_from_data
+    from hhpulse.flows.workflow import history_from_data
+    from hhpulse.model.dataset import build_dataset
 
     hist, rates, _ = history_from_data(str(path))
     ds = build_dataset(hist, rates)
@@ -250,7 +250,7 @@ def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from hhpulse.evaluate import classification_metrics
+    from hhpulse.model.evaluate import classification_metrics
 
     vec = TfidfVectorizer()
     clf = LogisticRegression(max_iter=1000, class_weight="balanced")
@@ -264,8 +264,8 @@ def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):
 
 def bundle_metrics(bundle_dir, rows, classes):
     """The published bundle's salary metrics on ``rows``: all fields, and responsibility alone."""
-    from hhpulse.bundle import load_bundle
-    from hhpulse.evaluate import classification_metrics
+    from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.evaluate import classification_metrics
 
     b = load_bundle(bundle_dir)
     out = {}
@@ -279,7 +279,7 @@ def _before_after(run, tmp):
     """The bundles as published before issue 16 (winner by the all-fields validation AUC, the
     held-out fit) and after it (winner by the mean of both validation AUCs, refitted on every
     row), from the same trained candidates."""
-    from hhpulse.workflow import bundle_from_candidates
+    from hhpulse.flows.workflow import bundle_from_candidates
 
     before = bundle_from_candidates(
         run, f"{tmp}/before", results=run.reselect("all_fields"), refit=False, device="cpu"
@@ -294,7 +294,7 @@ def window_protocol(hist, rates, ds):
     import json
     import tempfile
 
-    from hhpulse.workflow import train_candidates
+    from hhpulse.flows.workflow import train_candidates
 
     train_hist, train, test = window_split(hist, ds)
     classes = ds.tasks["salary"].classes
@@ -319,7 +319,7 @@ def dev_protocol(hist, rates, ds):
     all fields and responsibility alone, the winner before (all-fields selection) and after
     (both), against TF-IDF + LR (balanced) fitted on the training rows: on responsibility alone,
     and on all fields but scored on responsibility alone."""
-    from hhpulse.workflow import train_candidates
+    from hhpulse.flows.workflow import train_candidates
 
     td = ds.tasks["salary"]
     run = train_candidates(hist, rates, device="cpu")

@@ -60,7 +60,7 @@ def _wait(port: int, path: str, proc: subprocess.Popen) -> None:
 
 def _exchanges(bundle_dir: Path, n: int) -> list[tuple[bytes, bytes]]:
     """``n`` (request body, response body) pairs as hhpulse's predictor answers them (v1)."""
-    from hhpulse.bundle import load_bundle
+    from hhpulse.model.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     preds = bundle.predict(TEXTS)
@@ -78,7 +78,7 @@ def _post_events(
     port: int, exchanges: list[tuple[bytes, bytes]], seconds: float
 ) -> tuple[float, np.ndarray, int]:
     """4 keep-alive clients post request then response event of successive exchanges: (events/s, latencies ms, errors)."""
-    from hhpulse.logsink import REQUEST, RESPONSE, agent_headers
+    from hhpulse.watch.logsink import REQUEST, RESPONSE, agent_headers
 
     now = datetime.now(timezone.utc)
     lock, counter, lat, errors = threading.Lock(), [0], [], [0]
@@ -114,8 +114,8 @@ def _post_events(
 
 def _core_ceiling(exchanges: list[tuple[bytes, bytes]], seconds: float, root: Path) -> float:
     """Events/s through parse_event + LogSink.accept + the writer, in process, no HTTP."""
-    from hhpulse.logsink import REQUEST, RESPONSE, agent_headers, make_sink, parse_event
-    from hhpulse.store import LocalStore
+    from hhpulse.data.store import LocalStore
+    from hhpulse.watch.logsink import REQUEST, RESPONSE, agent_headers, make_sink, parse_event
 
     sink = make_sink(
         LocalStore(root / "core-store"), batch_records=5000, batch_bytes=4 << 20, batch_seconds=60
@@ -141,7 +141,7 @@ def _inprocess_cost(bundle_dir: Path, rounds: int) -> dict[str, list[float]]:
     """Microseconds per single-instance ``VacancyModel.predict`` (the handler that observes the
     metrics) with the input histograms on and off, in interleaved 1-second rounds: the metrics'
     own cost without HTTP's noise."""
-    from hhpulse.bundle import Instance, load_bundle
+    from hhpulse.model.bundle import Instance, load_bundle
     from hhpulse.serving.model import VacancyModel
 
     bundle = load_bundle(bundle_dir)
@@ -170,8 +170,8 @@ def _start_predictor(bundle_dir: Path, port: int, *extra: str) -> subprocess.Pop
 def main() -> None:
     import logging
 
-    from hhpulse.served import served_keys
-    from hhpulse.store import LocalStore
+    from hhpulse.data.store import LocalStore
+    from hhpulse.watch.served import served_keys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import free_port

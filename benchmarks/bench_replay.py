@@ -17,8 +17,8 @@ BUDGET_SECONDS = 180.0
 
 
 def _replay(root: str, days: int) -> dict:
-    from hhpulse.replay import replay_demo
-    from hhpulse.store import LocalStore
+    from hhpulse.data.store import LocalStore
+    from hhpulse.flows.replay import replay_demo
 
     report = replay_demo(LocalStore(root), days=days)
     use = resource.getrusage(resource.RUSAGE_SELF)

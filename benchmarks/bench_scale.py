@@ -92,10 +92,10 @@ def step_collect(root: str, day: int, size: int, seed: int, bare_rss: int) -> di
     # the market's vacancies are the synthetic hh.ru's memory, not the pod's; so is the
     # emulator's snapshot of the day (its search items), measured here apart
     inherited = max(0, _rss_now() - bare_rss)
-    from hhpulse.collect import collect
+    from hhpulse.data.collect import collect
+    from hhpulse.data.sources import make_source
+    from hhpulse.data.store import LocalStore
     from hhpulse.hh.market import Market
-    from hhpulse.hh.sources import make_source
-    from hhpulse.store import LocalStore
 
     t = time.perf_counter()
     before = _rss_now()
@@ -117,9 +117,9 @@ def step_collect(root: str, day: int, size: int, seed: int, bare_rss: int) -> di
 def step_validate_fold(root: str, run_id: str, history: str) -> dict[str, Any]:
     """The validate pod: the data contract, then the fold of the run into the history (or,
     with ``history="rebuild"``, the whole history rebuilt from every raw run, as before)."""
-    from hhpulse import history as hist_mod
-    from hhpulse.store import LocalStore
-    from hhpulse.validate import validate_run
+    from hhpulse.data import history as hist_mod
+    from hhpulse.data.store import LocalStore
+    from hhpulse.data.validate import validate_run
 
     store = LocalStore(root)
     t = time.perf_counter()
@@ -137,10 +137,10 @@ def step_validate_fold(root: str, run_id: str, history: str) -> dict[str, Any]:
 
 def step_dataset(root: str, out_dir: str, window_days: int, history: str) -> dict[str, Any]:
     """The build-dataset step: the history it reads (the window, or all of it), labels, split."""
-    from hhpulse import history as hist_mod
     from hhpulse.config import LabelConfig, SplitConfig
-    from hhpulse.dataset import build_dataset
-    from hhpulse.store import LocalStore
+    from hhpulse.data import history as hist_mod
+    from hhpulse.data.store import LocalStore
+    from hhpulse.model.dataset import build_dataset
 
     store = LocalStore(root)
     if history == "fold":  # as components/build_dataset.py: catch up, then read the window
@@ -155,8 +155,8 @@ def step_dataset(root: str, out_dir: str, window_days: int, history: str) -> dic
 
 def step_featurize(dataset_dir: str, features_dir: str) -> dict[str, Any]:
     """The featurize step: the vectorizer fitted on train, every split's matrix."""
-    from hhpulse.dataset import Dataset
-    from hhpulse.train import featurize
+    from hhpulse.model.dataset import Dataset
+    from hhpulse.model.train import featurize
 
     vec, sets = featurize(Dataset.load(dataset_dir))
     vec.save(os.path.join(features_dir, "vectorizer"))
@@ -168,7 +168,7 @@ def step_featurize(dataset_dir: str, features_dir: str) -> dict[str, Any]:
 def step_train(features_dir: str, candidate: dict[str, Any], model_dir: str) -> dict[str, Any]:
     """One train-candidate (or train-baseline) pod."""
     from hhpulse.config import CandidateConfig
-    from hhpulse.train import FeatureSet, fit_on
+    from hhpulse.model.train import FeatureSet, fit_on
 
     cfg = CandidateConfig.from_dict(candidate)
     device = "cpu" if cfg.kind != "xgboost" else "auto"
@@ -544,13 +544,13 @@ def main(argv: Sequence[str] = ()) -> None:
     import importlib.util
 
     # the driver stays lean (no pandas): the collect process forked from it holds only the market
-    has_fold = importlib.util.find_spec("hhpulse.history_store") is not None
+    has_fold = importlib.util.find_spec("hhpulse.data.history_store") is not None
     mode = args.history
     if mode == "auto":
         mode = "fold" if has_fold else "rebuild"
     elif mode == "fold" and not has_fold:
         raise SystemExit(
-            "bench_scale: this hhpulse has no folded history (hhpulse.history_store); use --history rebuild"
+            "bench_scale: this hhpulse has no folded history (hhpulse.data.history_store); use --history rebuild"
         )
     candidates = _candidates(args.candidates)
     limit = int(args.rss_limit_gb * 2**30)
@@ -589,8 +589,8 @@ def main(argv: Sequence[str] = ()) -> None:
     if args.checkpoint_only:
         if not args.store:
             raise SystemExit("bench_scale: --checkpoint-only needs --store (a store with runs)")
-        from hhpulse.collect import list_runs
-        from hhpulse.store import LocalStore
+        from hhpulse.data.collect import list_runs
+        from hhpulse.data.store import LocalStore
 
         row = {"run": len(list_runs(LocalStore(root))), "checkpoint_only": True}
         line = checkpoint_steps(row, root, work / "checkpoint", args, mode, candidates, limit)

@@ -49,12 +49,12 @@ TEXTS = [
 
 
 def _bundle(root: Path) -> Path:
-    from hhpulse.collect import collect
     from hhpulse.config import load_candidates
-    from hhpulse.hh.sources import make_source
-    from hhpulse.history import load_history, rates_by_run, rebuild_history
-    from hhpulse.store import LocalStore
-    from hhpulse.workflow import train_from_history
+    from hhpulse.data.collect import collect
+    from hhpulse.data.history import load_history, rates_by_run, rebuild_history
+    from hhpulse.data.sources import make_source
+    from hhpulse.data.store import LocalStore
+    from hhpulse.flows.workflow import train_from_history
 
     store = LocalStore(root / "store")
     for _ in range(2):
@@ -157,7 +157,7 @@ def predictor_under_load() -> None:
 
     import psutil
 
-    from hhpulse.bundle import load_bundle
+    from hhpulse.model.bundle import load_bundle
 
     logging.getLogger("hhpulse").setLevel(logging.WARNING)
     seconds = float(os.environ.get("HHPULSE_BENCH_SECONDS", "20"))
@@ -245,24 +245,24 @@ def _winner_bundles(root: Path) -> tuple[dict[str, Path], str]:
     import pandas as pd
 
     from benchmarks._common import REAL_DUMP
-    from hhpulse.bundle import build_bundle
-    from hhpulse.calibration import calibrate_winners
     from hhpulse.config import TASKS, LabelConfig, load_candidates
-    from hhpulse.dataset import build_dataset
-    from hhpulse.train import featurize, fit_on
+    from hhpulse.model.bundle import build_bundle
+    from hhpulse.model.calibration import calibrate_winners
+    from hhpulse.model.dataset import build_dataset
+    from hhpulse.model.train import featurize, fit_on
 
     if REAL_DUMP.is_file():
-        from hhpulse.workflow import history_from_data
+        from hhpulse.flows.workflow import history_from_data
 
         n = int(os.environ.get("HHPULSE_BENCH_VACANCIES", "6000"))
         history, rates, _ = history_from_data(str(REAL_DUMP))
         history = history.sort_values("id", key=lambda ids: pd.to_numeric(ids, errors="coerce")).head(n)
         about = f"the first {len(history)} vacancies (by id) of {REAL_DUMP.name}"
     else:
-        from hhpulse.collect import collect
-        from hhpulse.hh.sources import make_source
-        from hhpulse.history import load_history, rates_by_run, rebuild_history
-        from hhpulse.store import LocalStore
+        from hhpulse.data.collect import collect
+        from hhpulse.data.history import load_history, rates_by_run, rebuild_history
+        from hhpulse.data.sources import make_source
+        from hhpulse.data.store import LocalStore
 
         store = LocalStore(root / "demo-store")
         for _ in range(2):
@@ -297,7 +297,7 @@ def _winner_bundles(root: Path) -> tuple[dict[str, Path], str]:
 
 def _in_process(bundle_dir: Path) -> tuple[float, float]:
     """ModelBundle.predict of one instance, ms: repeated texts (cache hits), and unseen ones."""
-    from hhpulse.bundle import load_bundle
+    from hhpulse.model.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     for i in range(200):

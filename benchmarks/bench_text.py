@@ -1,4 +1,4 @@
-"""Text analysis: speed of hhpulse.text against bare razdel, and what lemmas and char n-grams earn.
+"""Text analysis: speed of hhpulse.model.text against bare razdel, and what lemmas and char n-grams earn.
 
 Measures, on the real dump (``vacancies_dev.api.jsonl.gz``, a time-ordered split):
 
@@ -33,8 +33,8 @@ Tokenizer = Callable[[str], list[str]]
 
 def _load():  # type: ignore[no-untyped-def]
     from hhpulse.config import LabelConfig, SplitConfig
-    from hhpulse.dataset import build_dataset
-    from hhpulse.history import RawRun, build_history
+    from hhpulse.data.history import RawRun, build_history
+    from hhpulse.model.dataset import build_dataset
 
     path = real_data_or_skip()
     if path is None:
@@ -52,7 +52,7 @@ def _tokenizers() -> dict[str, Tokenizer]:
     import pymorphy3
     from razdel import tokenize as razdel_tokenize
 
-    from hhpulse.text import tokenize
+    from hhpulse.model.text import tokenize
 
     word = re.compile(r"^[^\W_](?:[\w+#.\-]*[\w+#])?$")
 
@@ -106,8 +106,8 @@ def _fit_predict(frame, fields, tok: Tokenizer, char: bool):  # type: ignore[no-
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from hhpulse.features import field_texts, ngrams
-    from hhpulse.text import clean
+    from hhpulse.model.features import field_texts, ngrams
+    from hhpulse.model.text import clean
 
     parts = {p: frame[frame["part"] == p] for p in ("train", "val", "test")}
     blocks: dict[str, list[sp.csr_matrix]] = {p: [] for p in parts}
@@ -173,8 +173,8 @@ def _vectorizer_speed(ds) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
     from hhpulse.config import FeatureConfig
-    from hhpulse.features import TextVectorizer
-    from hhpulse.text import _analyze_cached
+    from hhpulse.model.features import TextVectorizer
+    from hhpulse.model.text import _analyze_cached
 
     rows = pd.concat([td.frame for td in ds.tasks.values()]).drop_duplicates("id")
     _analyze_cached.cache_clear()
@@ -199,8 +199,8 @@ def main() -> None:
     ds = _load()
     if ds is None:
         return
-    from hhpulse.features import field_texts
-    from hhpulse.text import clean
+    from hhpulse.model.features import field_texts
+    from hhpulse.model.text import clean
 
     rows = [td.frame for td in ds.tasks.values()]
     texts = [

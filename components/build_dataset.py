@@ -20,9 +20,9 @@ def build_dataset(
         window_days: Train on the open vacancies plus those closed in this many days before the newest run (0: all of history).
     """
     from hhpulse.config import LabelConfig, SplitConfig
-    from hhpulse.dataset import build_dataset as build
-    from hhpulse.history_store import fold_run, history_rates, read_history, window_summary
-    from hhpulse.store import open_store
+    from hhpulse.data.history_store import fold_run, history_rates, read_history, window_summary
+    from hhpulse.data.store import open_store
+    from hhpulse.model.dataset import build_dataset as build
 
     st = open_store(store, endpoint_url=s3_endpoint or None)
     print(fold_run(st).summary_line())  # the validate step folded this run; this catches up on any other

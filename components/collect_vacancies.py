@@ -34,9 +34,9 @@ def collect_vacancies(
     Returns:
         The run id.
     """
-    from hhpulse.collect import collect
-    from hhpulse.hh.sources import make_source
-    from hhpulse.store import open_store
+    from hhpulse.data.collect import collect
+    from hhpulse.data.sources import make_source
+    from hhpulse.data.store import open_store
 
     st = open_store(store, endpoint_url=s3_endpoint or None)
     result = collect(

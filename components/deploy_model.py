@@ -40,9 +40,9 @@ def deploy_model(
     Returns:
         The service URL (apply) or the manifest's location (render).
     """
-    from hhpulse.bundle import verify_manifest
-    from hhpulse.deploy import DeployValues, deploy, render_to_store
-    from hhpulse.store import open_store
+    from hhpulse.data.store import open_store
+    from hhpulse.flows.deploy import DeployValues, deploy, render_to_store
+    from hhpulse.model.bundle import verify_manifest
 
     version = verify_manifest(bundle.path)["version"]
     values = DeployValues(

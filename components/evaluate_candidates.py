@@ -46,8 +46,8 @@ def evaluate_candidates(
     import json
     import os
 
-    from hhpulse.dataset import Dataset as CoreDataset
-    from hhpulse.pipeline_steps import evaluate_all
+    from hhpulse.flows.pipeline_steps import evaluate_all
+    from hhpulse.model.dataset import Dataset as CoreDataset
 
     ds = CoreDataset.load(dataset.path)
     out = evaluate_all(

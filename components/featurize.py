@@ -16,8 +16,8 @@ def featurize(dataset: Input[Dataset], features: Output[Dataset]):
     """
     import os
 
-    from hhpulse.dataset import Dataset as CoreDataset
-    from hhpulse.train import featurize as fit
+    from hhpulse.model.dataset import Dataset as CoreDataset
+    from hhpulse.model.train import featurize as fit
 
     vec, sets = fit(CoreDataset.load(dataset.path))
     vec.save(os.path.join(features.path, "vectorizer"))

@@ -21,8 +21,8 @@ def monitor_served(store: str, s3_endpoint: str, metrics: Output[Metrics], repor
     Returns:
         Whether a drift was flagged (the default thresholds of hhpulse monitor).
     """
-    from hhpulse.monitor import metrics_of, monitor_html, run_monitor
-    from hhpulse.store import open_store
+    from hhpulse.data.store import open_store
+    from hhpulse.watch.monitor import metrics_of, monitor_html, run_monitor
 
     out = run_monitor(open_store(store, endpoint_url=s3_endpoint or None))
     for name, value in metrics_of(out).items():

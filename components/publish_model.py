@@ -20,6 +20,6 @@ def publish_model(store: str, s3_endpoint: str, bundle: Input[Model]) -> str:
     Returns:
         The storage URI of the published version.
     """
-    from hhpulse.pipeline_steps import publish_gated
+    from hhpulse.flows.pipeline_steps import publish_gated
 
     return publish_gated(store, s3_endpoint, bundle.path)

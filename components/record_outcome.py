@@ -16,7 +16,7 @@ def record_outcome(store: str, s3_endpoint: str, run_id: str, status: PipelineTa
         run_id: The run's id (the pipeline passes KFP's job id), so every run gets its own record.
         status: The pipeline's final status (filled in by KFP).
     """
-    from hhpulse.outcome import record_outcome as record
+    from hhpulse.flows.outcome import record_outcome as record
 
     record(
         store,

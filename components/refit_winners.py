@@ -29,8 +29,8 @@ def refit_winners(
         device: XGBoost device: auto, cuda or cpu (falls back to the CPU without a GPU).
         bundle: The published fit's bundle.
     """
-    from hhpulse.dataset import Dataset as CoreDataset
-    from hhpulse.pipeline_steps import refit_published
+    from hhpulse.flows.pipeline_steps import refit_published
+    from hhpulse.model.dataset import Dataset as CoreDataset
 
     out = refit_published(
         store, s3_endpoint, CoreDataset.load(dataset.path), heldout.path, bundle.path, device

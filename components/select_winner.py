@@ -46,8 +46,8 @@ def select_winner(
     """
     import json
 
-    from hhpulse.dataset import Dataset as CoreDataset
-    from hhpulse.pipeline_steps import build_and_gate
+    from hhpulse.flows.pipeline_steps import build_and_gate
+    from hhpulse.model.dataset import Dataset as CoreDataset
 
     with open(results.path, encoding="utf-8") as fh:
         res = json.load(fh)

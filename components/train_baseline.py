@@ -20,7 +20,7 @@ def train_baseline(features: Input[Dataset], task: str, model: Output[Model]):
     import os
 
     from hhpulse.config import baseline_candidate
-    from hhpulse.train import FeatureSet, fit_on
+    from hhpulse.model.train import FeatureSet, fit_on
 
     cfg = baseline_candidate(task)
     cand = fit_on(FeatureSet.load(os.path.join(features.path, task)), cfg, device="cpu")

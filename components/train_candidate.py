@@ -20,7 +20,7 @@ def train_candidate(features: Input[Dataset], candidate: dict, device: str, mode
     import os
 
     from hhpulse.config import CandidateConfig
-    from hhpulse.train import FeatureSet, fit_on
+    from hhpulse.model.train import FeatureSet, fit_on
 
     cfg = CandidateConfig.from_dict(candidate)
     cand = fit_on(FeatureSet.load(os.path.join(features.path, cfg.task)), cfg, device=device)

@@ -20,8 +20,8 @@ def validate_vacancies(
         max_bad_fraction: Fail when more than this share of rows is bad.
         report: The validation report (Markdown).
     """
-    from hhpulse.store import open_store
-    from hhpulse.validate import ValidationFailed, validate_run
+    from hhpulse.data.store import open_store
+    from hhpulse.data.validate import ValidationFailed, validate_run
 
     st = open_store(store, endpoint_url=s3_endpoint or None)
     try:
@@ -30,7 +30,7 @@ def validate_vacancies(
         with open(report.path, "w", encoding="utf-8") as fh:
             fh.write(exc.report.to_markdown())
         raise
-    from hhpulse.history_store import fold_run
+    from hhpulse.data.history_store import fold_run
 
     folded = fold_run(st, run_id)  # after validation: the quarantined rows stay out of history
     print(folded.summary_line())

@@ -242,7 +242,7 @@ def run_compiled_pipeline(
 
 def check_inferenceservice(isvc: dict[str, Any]) -> None:
     """The rendered InferenceService has KServe's logger (to the sink) and Prometheus scraping."""
-    from hhpulse.deploy import PROMETHEUS_ANNOTATIONS
+    from hhpulse.flows.deploy import PROMETHEUS_ANNOTATIONS
 
     logger = isvc["spec"]["predictor"].get("logger")
     if logger != {"mode": "all", "url": LOGGER_URL}:
@@ -511,7 +511,7 @@ def agent_call(predict_url: str, sink: str, body: dict[str, Any]) -> tuple[int, 
     import uuid
     from datetime import datetime, timezone
 
-    from hhpulse.logsink import REQUEST, RESPONSE, agent_headers
+    from hhpulse.watch.logsink import REQUEST, RESPONSE, agent_headers
 
     raw = json.dumps(body, ensure_ascii=False).encode()
     event_id = str(uuid.uuid4())
@@ -527,8 +527,8 @@ def agent_call(predict_url: str, sink: str, body: dict[str, Any]) -> tuple[int, 
 
 def check_log(base: str, sink: str, client: str, name: str, endpoint: str, store: str, version: str) -> int:
     """Calls through the agent, the sink stopped (SIGTERM), the served log compared with the answers."""
-    from hhpulse.served import read_served
-    from hhpulse.store import S3Store
+    from hhpulse.data.store import S3Store
+    from hhpulse.watch.served import read_served
 
     with_ids = [
         {**({"responsibility": t} if isinstance(t, str) else t), "id": str(91000000 + i)}

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from hhpulse.report import REPORT_NAME
+from hhpulse.model.report import REPORT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,8 @@ def run_local(
     """
     from kfp import local
 
-    from hhpulse.outcome import complete_outcome
-    from hhpulse.store import open_store
+    from hhpulse.data.store import open_store
+    from hhpulse.flows.outcome import complete_outcome
     from pipelines.hhpulse_pipeline import ClusterOptions, build_pipeline
 
     store = str(Path(store).resolve()) if "://" not in store else store

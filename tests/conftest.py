@@ -67,10 +67,10 @@ def shared_specs() -> Path:
 def demo_store(tmp_path_factory):
     """Two daily runs of the demo market (40 vacancies a day) with history built: a small labelled
     store that tests train tiny bundles from. Shared by the session, so treat it as read-only."""
-    from hhpulse.collect import collect
-    from hhpulse.hh.sources import make_source
-    from hhpulse.history import rebuild_history
-    from hhpulse.store import LocalStore
+    from hhpulse.data.collect import collect
+    from hhpulse.data.history import rebuild_history
+    from hhpulse.data.sources import make_source
+    from hhpulse.data.store import LocalStore
 
     store = LocalStore(tmp_path_factory.mktemp("demo-store"))
     for _ in range(2):
@@ -113,7 +113,7 @@ def s3_bucket(s3_env: str) -> str:
 def store(request, tmp_path):
     """An empty store on each backend: a folder, and a prefix in a fresh bucket on the moto server.
     (Test modules that need another kind of ``store`` define their own.)"""
-    from hhpulse.store import LocalStore, open_store
+    from hhpulse.data.store import LocalStore, open_store
 
     if request.param == "local":
         return LocalStore(tmp_path / "store")

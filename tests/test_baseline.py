@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hhpulse.bundle import load_bundle
 from hhpulse.config import CandidateConfig, ConfigError, baseline_candidate, load_candidates
-from hhpulse.history import load_history, rates_by_run
-from hhpulse.train import FeatureSet, select_winner, train_task
-from hhpulse.workflow import train_from_history
+from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.flows.workflow import train_from_history
+from hhpulse.model.bundle import load_bundle
+from hhpulse.model.train import FeatureSet, select_winner, train_task
 
 CLASSES = ["a", "b", "c"]
 # one boosting round of depth-1 stumps: it can read one term per cohort, where the signal is

@@ -9,14 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from hhpulse.bundle import BundleError, load_bundle, verify_manifest
-from hhpulse.collect import collect
 from hhpulse.config import CandidateConfig
-from hhpulse.hh.sources import make_source
-from hhpulse.history import load_history, rates_by_run, rebuild_history
-from hhpulse.store import LocalStore
-from hhpulse.train import cuda_available, fit_candidate, resolve_device
-from hhpulse.workflow import train_from_history
+from hhpulse.data.collect import collect
+from hhpulse.data.history import load_history, rates_by_run, rebuild_history
+from hhpulse.data.sources import make_source
+from hhpulse.data.store import LocalStore
+from hhpulse.flows.workflow import train_from_history
+from hhpulse.model.bundle import BundleError, load_bundle, verify_manifest
+from hhpulse.model.train import cuda_available, fit_candidate, resolve_device
 
 FAST = [
     CandidateConfig(
@@ -218,7 +218,7 @@ def test_cli_train_predict_evaluate(market_store, tmp_path):
 
 
 def test_gate_compares_the_mean_primary_metric_with_a_margin():
-    from hhpulse.workflow import compare
+    from hhpulse.flows.workflow import compare
 
     champ = {"salary": {"roc_auc_ovo": 0.70}, "demand": {"roc_auc_ovo": 0.60}}
     better = {"salary": {"roc_auc_ovo": 0.74}, "demand": {"roc_auc_ovo": 0.59}}

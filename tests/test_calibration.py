@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from hhpulse.bundle import BundleError, load_bundle, write_manifest
-from hhpulse.calibration import (
+from hhpulse.config import CandidateConfig
+from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.flows.workflow import train_from_history
+from hhpulse.model.bundle import BundleError, load_bundle, write_manifest
+from hhpulse.model.calibration import (
     CalibrationError,
     Calibrator,
     em_priors,
@@ -16,10 +19,7 @@ from hhpulse.calibration import (
     shift_priors,
     softmax,
 )
-from hhpulse.config import CandidateConfig
-from hhpulse.evaluate import brier_score, classification_metrics, cohort_mix
-from hhpulse.history import load_history, rates_by_run
-from hhpulse.workflow import train_from_history
+from hhpulse.model.evaluate import brier_score, classification_metrics, cohort_mix
 
 CLASSES = ["a", "b", "c"]
 
@@ -213,7 +213,7 @@ def test_a_tampered_calibrator_is_refused(bundle_dir, tmp_path):
 
 # -- the gate ---------------------------------------------------------------------------------
 def test_gate_refuses_a_worse_calibrated_challenger():
-    from hhpulse.workflow import calibration_gate, gate_verdict
+    from hhpulse.flows.workflow import calibration_gate, gate_verdict
 
     champ = {"salary": {"roc_auc_ovo": 0.70, "ece": 0.03}, "demand": {"roc_auc_ovo": 0.60, "ece": 0.02}}
     sharper = {"salary": {"roc_auc_ovo": 0.74, "ece": 0.09}, "demand": {"roc_auc_ovo": 0.62, "ece": 0.02}}

@@ -10,12 +10,12 @@ import sys
 import pytest
 import requests
 
-from hhpulse.collect import collect, list_runs, read_items
+from hhpulse.data.collect import collect, list_runs, read_items
+from hhpulse.data.sources import ApiSource, FileSource, SourceError, make_source
+from hhpulse.data.store import LocalStore, open_store
 from hhpulse.hh.client import CaptchaRequired, HHClient, HHError, user_agent
 from hhpulse.hh.emulator import Emulator, Faults
 from hhpulse.hh.market import Market
-from hhpulse.hh.sources import ApiSource, FileSource, SourceError, make_source
-from hhpulse.store import LocalStore, open_store
 
 SMALL = Market(seed=3, daily_new=60)  # about 1,300 open vacancies on day 60
 

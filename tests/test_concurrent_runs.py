@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import run_together
-from hhpulse.collect import MixedDataError, collect, record_data_kind
-from hhpulse.hh.sources import DEMO_DAY_CLAIM, DEMO_START_DAY, make_source
-from hhpulse.leases import claim, claim_state, complete, release
+from hhpulse.data.collect import MixedDataError, collect, record_data_kind
+from hhpulse.data.leases import claim, claim_state, complete, release
+from hhpulse.data.sources import DEMO_DAY_CLAIM, DEMO_START_DAY, make_source
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -57,7 +57,7 @@ def test_two_demo_runs_at_once_take_different_days(store):
 
 
 def test_an_expired_claim_is_taken_over_a_held_day_skipped_a_failed_run_frees_its_day(tmp_path):
-    from hhpulse.store import LocalStore
+    from hhpulse.data.store import LocalStore
 
     store = LocalStore(tmp_path)
     killed = claim(store, DEMO_DAY_CLAIM.format(day=DEMO_START_DAY), ttl_s=60, now=T0)  # long expired

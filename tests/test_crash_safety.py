@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from hhpulse.collect import collect, list_runs
-from hhpulse.hh.sources import make_source
-from hhpulse.history import load_raw_runs, rebuild_history
-from hhpulse.store import LocalStore
+from hhpulse.data.collect import collect, list_runs
+from hhpulse.data.history import load_raw_runs, rebuild_history
+from hhpulse.data.sources import make_source
+from hhpulse.data.store import LocalStore
 
 
 def _snapshot(store):

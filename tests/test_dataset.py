@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from hhpulse.config import LabelConfig, SplitConfig
-from hhpulse.dataset import TASK_COLUMNS, Dataset, DatasetError, build_dataset, time_split
-from hhpulse.history import RawRun, build_history
+from hhpulse.data.history import RawRun, build_history
+from hhpulse.model.dataset import TASK_COLUMNS, Dataset, DatasetError, build_dataset, time_split
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 RATES = {"RUR": 1.0, "USD": 0.01}
@@ -241,7 +241,7 @@ def _demand_rows(days_and_labels, *, step_hours=0):
 
 
 def test_demand_split_tests_on_the_newest_settled_rows_with_every_cohort():
-    from hhpulse.dataset import demand_split
+    from hhpulse.model.dataset import demand_split
 
     # 60 days observed; vacancies of days 0..39 are settled, and hold every cohort; the
     # newest rows (days 41..60) are labelled only when they closed fast: all high/medium.
@@ -262,7 +262,7 @@ def test_demand_split_tests_on_the_newest_settled_rows_with_every_cohort():
 
 
 def test_demand_split_fails_over_when_the_newest_rows_are_all_censored():
-    from hhpulse.dataset import demand_split
+    from hhpulse.model.dataset import demand_split
 
     # early in a schedule: the only settled rows are old, censored low; fast closes are new.
     # The settled window lacks high and medium, so each cohort's newest rows are tested on.

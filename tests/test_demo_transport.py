@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from hhpulse.collect import collect, read_items
+from hhpulse.data.collect import collect, read_items
+from hhpulse.data.sources import DemoSource, SourceError, make_source
+from hhpulse.data.store import LocalStore
 from hhpulse.hh.client import CaptchaRequired, HHClient, RetriesExhausted
 from hhpulse.hh.emulator import Emulator, Faults, InProcessEmulator
 from hhpulse.hh.market import Market
-from hhpulse.hh.sources import DemoSource, SourceError, make_source
-from hhpulse.store import LocalStore
 
 
 def _items(transport: str, day: int, size: int) -> tuple[list[dict], DemoSource]:

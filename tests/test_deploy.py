@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from fake_k8s import FakeK8s
-from hhpulse.bundle import FORMAT, write_manifest
-from hhpulse.deploy import (
+from hhpulse.data.store import LocalStore
+from hhpulse.flows.deploy import (
     CANARY_RULE,
     DeployError,
     DeployValues,
@@ -22,8 +22,8 @@ from hhpulse.deploy import (
     render_inferenceservice,
     render_to_store,
 )
-from hhpulse.registry import champion, publish
-from hhpulse.store import LocalStore
+from hhpulse.model.bundle import FORMAT, write_manifest
+from hhpulse.model.registry import champion, publish
 
 VALUES = DeployValues(name="hhpulse", namespace="ml")
 BASE = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices"

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import requests
 
-from hhpulse.bundle import load_bundle
-from hhpulse.calibration import softmax
 from hhpulse.config import CandidateConfig, LabelConfig
-from hhpulse.dataset import build_dataset
-from hhpulse.explain import top_terms_by_cohort, top_terms_markdown
-from hhpulse.history import load_history, rates_by_run
-from hhpulse.text import token_spans, tokenize
-from hhpulse.train import evaluate_candidate, featurize, fit_on, select_winner
-from hhpulse.workflow import bundle_from_results
+from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.flows.workflow import bundle_from_results
+from hhpulse.model.bundle import load_bundle
+from hhpulse.model.calibration import softmax
+from hhpulse.model.dataset import build_dataset
+from hhpulse.model.explain import top_terms_by_cohort, top_terms_markdown
+from hhpulse.model.text import token_spans, tokenize
+from hhpulse.model.train import evaluate_candidate, featurize, fit_on, select_winner
 from test_serving import assert_refused_then_serving, start_server, stop_server, wait_ready
 
 # a linear salary model and an XGBoost demand model: both kinds of explanation
@@ -265,7 +265,7 @@ def test_equal_contributions_come_from_terms_that_always_occur_together(market, 
     logistic regression gives them identical coefficients."""
     import scipy.sparse as sp
 
-    from hhpulse.workflow import train_on_dataset
+    from hhpulse.flows.workflow import train_on_dataset
 
     ds = build_dataset(load_history(market), rates_by_run(market))
     lr = [CandidateConfig(f"{t}-only-lr", t, "logreg", {"C": 1.0}) for t in ("salary", "demand")]

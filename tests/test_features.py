@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from hhpulse.config import FeatureConfig
-from hhpulse.features import TextVectorizer, VectorizerError
-from hhpulse.text import TOKENIZER_VERSION
+from hhpulse.model.features import TextVectorizer, VectorizerError
+from hhpulse.model.text import TOKENIZER_VERSION
 
 ROWS = pd.DataFrame(
     {
@@ -52,7 +52,7 @@ def test_missing_optional_fields_give_zeros():
 
 
 def test_transform_reports_known_tokens_from_its_own_tokenization():
-    from hhpulse.text import analyze
+    from hhpulse.model.text import analyze
 
     vec = TextVectorizer(FeatureConfig(min_df=1)).fit(ROWS)
     rows = [
@@ -84,8 +84,8 @@ def test_matches_a_reference_tfidf():
     """Same numbers as scikit-learn's TfidfVectorizer (smooth idf, sublinear tf, l2) on our tokens."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from hhpulse.features import ngrams
-    from hhpulse.text import analyze
+    from hhpulse.model.features import ngrams
+    from hhpulse.model.text import analyze
 
     cfg = FeatureConfig(fields=("responsibility",), min_df=1, ngram_max=2)
     vec = TextVectorizer(cfg).fit(ROWS)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hhpulse.evaluate import PRIMARY_METRICS, classification_metrics
-from hhpulse.gate import (
+from hhpulse.flows.workflow import compare, gate_verdict
+from hhpulse.model.evaluate import PRIMARY_METRICS, classification_metrics
+from hhpulse.model.gate import (
     GateEvidenceError,
     TaskPredictions,
     fitted_mask,
@@ -15,7 +16,6 @@ from hhpulse.gate import (
     paired_evidence,
     stratified_counts,
 )
-from hhpulse.workflow import compare, gate_verdict
 
 CLASSES = ["high", "low", "medium"]
 
@@ -86,7 +86,7 @@ def test_bad_inputs_are_clear_errors():
 
 
 def test_paired_evidence_leaves_out_the_rows_the_champion_was_fitted_on(tmp_path):
-    from hhpulse.bundle import write_training_ids
+    from hhpulse.model.bundle import write_training_ids
 
     labels, champ = _data(200, 4)
     ids = [str(1000 + i) for i in range(200)]
@@ -147,8 +147,8 @@ def test_the_gate_replaces_only_when_the_lower_bound_clears_the_margin():
 def test_fitted_rows_are_per_task(tmp_path):
     """A vacancy the champion fitted as a salary row, whose demand label resolved later, is a
     fair demand row: only the task's own fitted rows are left out of that task's comparison."""
-    from hhpulse.bundle import write_training_ids
-    from hhpulse.gate import fitted_mask
+    from hhpulse.model.bundle import write_training_ids
+    from hhpulse.model.gate import fitted_mask
 
     write_training_ids(tmp_path, {"salary": ["a", "b"], "demand": ["b"]})
     ids = ["a", "b", "c"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from hhpulse.deploy import DeployValues, render_inferenceservice
+from hhpulse.flows.deploy import DeployValues, render_inferenceservice
 
 CHART = REPO / "helm" / "hhpulse"
 VALUES_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -83,7 +83,7 @@ def test_inferenceservice_matches_the_crd_and_the_deploy_step(rendered, isvc_val
     assert pred["serviceAccountName"] == "hhpulse-predictor"
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["resources"]["requests"] and c["resources"]["limits"]
-    # the one InferenceService, whoever renders it: the chart and hhpulse.deploy agree exactly
+    # the one InferenceService, whoever renders it: the chart and hhpulse.flows.deploy agree exactly
     expected = render_inferenceservice(
         DeployValues(
             name="hhpulse",

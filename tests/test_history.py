@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hhpulse.collect import collect
+from hhpulse.data.collect import collect
+from hhpulse.data.history import HISTORY_COLUMNS, RawRun, build_history, read_history, rebuild_history
+from hhpulse.data.sources import make_source
+from hhpulse.data.store import LocalStore
 from hhpulse.hh.market import Market
-from hhpulse.hh.sources import make_source
-from hhpulse.history import HISTORY_COLUMNS, RawRun, build_history, read_history, rebuild_history
-from hhpulse.store import LocalStore
 
 
 def _item(vid, published, **kw):

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from hhpulse.collect import encode_items
-from hhpulse.history import HISTORY_COLUMNS, build_history, load_raw_runs
-from hhpulse.history_store import (
+from hhpulse.data.collect import encode_items
+from hhpulse.data.history import HISTORY_COLUMNS, build_history, load_raw_runs
+from hhpulse.data.history_store import (
     STATE_KEY,
     BackfillRefused,
     fold_run,
@@ -20,7 +20,7 @@ from hhpulse.history_store import (
     rebuild,
     verify,
 )
-from hhpulse.store import LocalStore
+from hhpulse.data.store import LocalStore
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=timezone.utc)
 
@@ -250,7 +250,7 @@ def test_a_run_older_than_the_newest_folded_is_refused(tmp_path):
 
 
 def test_a_fold_killed_midway_leaves_the_history_as_before(tmp_path, monkeypatch):
-    import hhpulse.history_store as hs
+    import hhpulse.data.history_store as hs
 
     store = LocalStore(tmp_path)
     random_runs(store, 1, n_runs=6)
@@ -316,7 +316,7 @@ def _racing_folds(store, monkeypatch, *, retries=(5, 5)):
     """Two folds (of two finished runs) computed side by side, then committed at the same moment."""
     import threading
 
-    import hhpulse.history_store as hs
+    import hhpulse.data.history_store as hs
 
     item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
     write_run(store, "r0", T0, [item, dict(item, id="2")])
@@ -362,7 +362,7 @@ def test_two_folds_racing_lose_no_update(store, monkeypatch):
 
 
 def test_the_loser_of_a_race_without_retries_fails_clearly(store, monkeypatch):
-    from hhpulse.history_store import HistoryError
+    from hhpulse.data.history_store import HistoryError
 
     results = _racing_folds(store, monkeypatch, retries=(1, 1))
     failed = [r for r in results.values() if isinstance(r, Exception)]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hhpulse.config import ConfigError, LabelConfig
-from hhpulse.labels import build_labels, salary_cohort, salary_point, to_monthly_gross_rub
+from hhpulse.model.labels import build_labels, salary_cohort, salary_point, to_monthly_gross_rub
 
 CFG = LabelConfig()
 RATES = {

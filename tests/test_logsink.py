@@ -20,10 +20,10 @@ import pytest
 import requests
 
 from conftest import free_port
-from hhpulse.logsink import REQUEST, RESPONSE, LogSink, agent_headers, make_sink
-from hhpulse.logsink_http import run_server
-from hhpulse.served import ServedLogWriter, read_served, served_keys
-from hhpulse.store import LocalStore, S3Store
+from hhpulse.data.store import LocalStore, S3Store
+from hhpulse.watch.logsink import REQUEST, RESPONSE, LogSink, agent_headers, make_sink
+from hhpulse.watch.logsink_http import run_server
+from hhpulse.watch.served import ServedLogWriter, read_served, served_keys
 
 T0 = datetime(2026, 3, 1, 9, 15, 2, 120000, tzinfo=timezone.utc)
 SALARY = {"cohort": "mid", "probabilities": {"low": 0.2, "mid": 0.5, "high": 0.3}}
@@ -300,7 +300,7 @@ def test_core_bounds_and_clock(store):
     sink = LogSink(
         ServedLogWriter(store, max_records=10), max_pending=5, pair_timeout=10, clock=lambda: now[0]
     )
-    from hhpulse.logsink import parse_event
+    from hhpulse.watch.logsink import parse_event
 
     request, response = v1_pair(1)
     ev = parse_event(
@@ -389,7 +389,7 @@ def test_restart_writes_what_was_paired_and_counts_what_was_not(s3_bucket, s3_en
 
 
 def test_sink_process_needs_no_kserve_import():
-    code = "import sys, hhpulse.logsink, hhpulse.logsink_http, hhpulse.commands.logsink; print('kserve' in sys.modules)"
+    code = "import sys, hhpulse.watch.logsink, hhpulse.watch.logsink_http, hhpulse.commands.logsink; print('kserve' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

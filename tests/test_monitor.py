@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from hhpulse.cli import main
-from hhpulse.monitor import (
+from hhpulse.data.store import LocalStore
+from hhpulse.watch.monitor import (
     LENGTH_EDGES,
     Reference,
     Thresholds,
@@ -27,8 +28,7 @@ from hhpulse.monitor import (
     volume,
     window_report,
 )
-from hhpulse.served import ServedLogWriter, make_record
-from hhpulse.store import LocalStore
+from hhpulse.watch.served import ServedLogWriter, make_record
 
 T0 = pd.Timestamp("2026-03-01T00:00:00Z")
 SALARY = {"cohort": "mid", "probabilities": {"low": 0.2, "mid": 0.5, "high": 0.3}}
@@ -202,10 +202,10 @@ def test_flags_follow_the_thresholds():
 
 def test_run_monitor_windows_state_and_outputs(tmp_path, demo_store):
     """End to end on a store: the watermark splits 'since the last run' from 'in total'."""
-    from hhpulse.bundle import load_bundle
     from hhpulse.config import load_candidates
-    from hhpulse.history import load_history, rates_by_run
-    from hhpulse.workflow import train_from_history
+    from hhpulse.data.history import load_history, rates_by_run
+    from hhpulse.flows.workflow import train_from_history
+    from hhpulse.model.bundle import load_bundle
 
     hist = load_history(demo_store)
     linear = [c for c in load_candidates() if c.kind != "xgboost"]  # a small, quick champion
@@ -265,7 +265,7 @@ def test_cli_monitor_json_and_bad_input(tmp_path, capsys):
 
 
 def test_live_accuracy_apart_by_the_kind_of_champion():
-    from hhpulse.monitor import live_by_champion
+    from hhpulse.watch.monitor import live_by_champion
 
     log = hand_log()
     two = rec("E", (0.2, 0.0, 0.8))
@@ -280,8 +280,8 @@ def test_live_accuracy_apart_by_the_kind_of_champion():
 
 def test_live_hook_follows_a_gate_hook_that_has_no_champion_yet(tmp_path):
     """A gate hook that ran but has no champion yet (None) is obeyed: no stand-in is trained."""
-    from hhpulse.monitor import LiveHook
-    from hhpulse.replay import ReplayDay, ReplaySettings
+    from hhpulse.flows.replay import ReplayDay, ReplaySettings
+    from hhpulse.watch.monitor import LiveHook
 
     hook = LiveHook()
     day = ReplayDay(

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from hhpulse.registry import champion
-from hhpulse.store import LocalStore
+from hhpulse.data.store import LocalStore
+from hhpulse.model.registry import champion
 
 GOLDEN = REPO / "pipelines" / "hhpulse.yaml"
 
@@ -209,7 +209,7 @@ def test_components_called_directly(tmp_path):
     build_dataset.python_func(store=store, s3_endpoint="", random_split=False, dataset=ds, window_days=30)
     assert (tmp_path / "ds" / "salary.parquet").exists() and ds.metadata["salary"] > 0
     # the second run was not validated (so not folded by that step): the dataset step folded it
-    from hhpulse.history_store import folded_runs
+    from hhpulse.data.history_store import folded_runs
 
     assert len(folded_runs(LocalStore(store))) == 2
     assert ds.metadata["window_days"] == 30
@@ -282,7 +282,7 @@ def test_run_has_no_flags_its_steps_would_ignore(tmp_path, flag):
 
 def test_every_run_gets_its_own_outcome_record(tmp_path):
     """kfp.local names every run's exit status `local-pipeline-exit-handler-1`: the run id keeps them apart."""
-    from hhpulse.outcome import complete_outcome, record_outcome
+    from hhpulse.flows.outcome import complete_outcome, record_outcome
 
     store = str(tmp_path / "store")
     job = "local-pipeline-exit-handler-1"
@@ -310,7 +310,7 @@ def test_step_log_parsing_and_error_of_a_failed_step(tmp_path):
         "    Traceback (most recent call last):",
         '      File "x.py", line 1, in <module>',
         "        raise SourceError('boom')",
-        "    hhpulse.hh.sources.SourceError: file 'x' line 3: broken JSON",
+        "    hhpulse.data.sources.SourceError: file 'x' line 3: broken JSON",
         "    ",
         "08:00:01.000 - ERROR - Task \x1b[96m'collect-vacancies'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m",
         "2026-12-01 08:00:01,000 INFO root: Skipping task validate-vacancies: upstream task(s) ['x'] failed.",
@@ -327,7 +327,7 @@ def test_step_log_parsing_and_error_of_a_failed_step(tmp_path):
         ("validate-vacancies", "validate-vacancies", "skipped"),
         ("record-outcome", "record-outcome", "ok"),
     ]
-    assert seen[0].error == "hhpulse.hh.sources.SourceError: file 'x' line 3: broken JSON"
+    assert seen[0].error == "hhpulse.data.sources.SourceError: file 'x' line 3: broken JSON"
     assert seen[0].seconds is not None and seen[2].seconds is not None
     text = (tmp_path / "p.log").read_text()
     assert "\x1b" not in text and "Task 'collect-vacancies' finished with status FAILURE" in text

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from hhpulse.bundle import load_bundle
-from hhpulse.collect import collect, list_runs, read_items
 from hhpulse.config import CandidateConfig
-from hhpulse.hh.sources import make_source
+from hhpulse.data.collect import collect, list_runs, read_items
+from hhpulse.data.sources import make_source
+from hhpulse.data.store import LocalStore
+from hhpulse.flows.workflow import history_from_data, train_from_history
+from hhpulse.model.bundle import load_bundle
 from hhpulse.serving.inputs import Limits, RequestError, Tensor, parse_v1, parse_v2
-from hhpulse.store import LocalStore
-from hhpulse.workflow import history_from_data, train_from_history
 
 CLI = [sys.executable, "-m", "hhpulse.cli"]
 LINEAR = [
@@ -66,7 +66,7 @@ BAD_INSTANCES = [
 
 @pytest.mark.parametrize(("value", "reason", "text"), BAD_INSTANCES)
 def test_batch_and_http_refuse_the_same_inputs_with_the_same_reason(value, reason, text):
-    from hhpulse.inputs import InputError, check_instance
+    from hhpulse.model.inputs import InputError, check_instance
 
     with pytest.raises(InputError) as batch:
         check_instance(value, api_items=True)
@@ -87,7 +87,7 @@ def test_request_refuses_the_same_inputs_before_sending_them(tmp_path, value, re
 
 
 def test_fallback_to_name_and_requirement_is_the_same_in_batch_and_http():
-    from hhpulse.inputs import InputError, check_instance
+    from hhpulse.model.inputs import InputError, check_instance
 
     item = {"id": 1, "name": "Курьер", "snippet": {"responsibility": None, "requirement": "Права B"}}
     inst = check_instance(item, api_items=True)
@@ -216,7 +216,7 @@ def test_the_bundle_keeps_its_training_ids_under_the_manifest(bundle_dir, items_
 
 
 def test_rates_flag_reaches_the_file_import(items_file, tmp_path):
-    from hhpulse.workflow import load_data
+    from hhpulse.flows.workflow import load_data
 
     rates = tmp_path / "dictionaries.json"
     rates.write_text(json.dumps({"currency": [{"code": "RUR", "rate": 1}, {"code": "USD", "rate": 0.5}]}))
@@ -232,7 +232,7 @@ def test_rates_flag_reaches_the_file_import(items_file, tmp_path):
 
 
 def test_bundle_and_store_files_respect_the_umask(bundle_dir, tmp_path):
-    from hhpulse.store import atomic_write_bytes
+    from hhpulse.data.store import atomic_write_bytes
 
     old = os.umask(0o022)
     try:
@@ -259,8 +259,8 @@ def test_unknown_flag_prints_the_subcommands_usage():
 
 
 def test_predict_store_uses_the_stores_champion_and_names_a_one_cohort_answer(bundle_dir, tmp_path):
-    from hhpulse.registry import publish
-    from hhpulse.store import LocalStore
+    from hhpulse.data.store import LocalStore
+    from hhpulse.model.registry import publish
 
     empty = hhpulse("predict", "--store", str(tmp_path / "empty"), "--input", "-", stdin=b'"x"\n')
     assert empty.returncode == 2 and b"no champion" in empty.stderr.lower()

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hhpulse.bundle import build_bundle, load_bundle, to_instance
-from hhpulse.calibration import Calibrator
 from hhpulse.config import TASKS, CandidateConfig, LabelConfig
-from hhpulse.dataset import build_dataset
-from hhpulse.features import ngrams
-from hhpulse.history import load_history, rates_by_run
-from hhpulse.text import analyze
-from hhpulse.train import featurize, fit_on
+from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.model.bundle import build_bundle, load_bundle, to_instance
+from hhpulse.model.calibration import Calibrator
+from hhpulse.model.dataset import build_dataset
+from hhpulse.model.features import ngrams
+from hhpulse.model.text import analyze
+from hhpulse.model.train import featurize, fit_on
 
 KINDS = {
     "logreg": {"C": 4.0},

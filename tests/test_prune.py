@@ -11,11 +11,9 @@ from datetime import timedelta
 
 import pytest
 
-from hhpulse.collect import collect, list_runs
-from hhpulse.hh.market import Market
-from hhpulse.hh.sources import DEMO_START_DAY, make_source
-from hhpulse.history_store import HistoryError, fold_run, read_history, rebuild, verify
-from hhpulse.retention import (
+from hhpulse.data.collect import collect, list_runs
+from hhpulse.data.history_store import HistoryError, fold_run, read_history, rebuild, verify
+from hhpulse.data.retention import (
     KEEP_NEW,
     KEEP_REBUILD,
     KEEP_UNFOLDED,
@@ -28,7 +26,9 @@ from hhpulse.retention import (
     pruned_runs,
     rebuild_gap,
 )
-from hhpulse.store import LocalStore
+from hhpulse.data.sources import DEMO_START_DAY, make_source
+from hhpulse.data.store import LocalStore
+from hhpulse.hh.market import Market
 
 NOW = Market.clock(DEMO_START_DAY + 10)  # the demo's simulated clock: run k is 10 - k days old
 

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hhpulse.bundle import load_bundle
-from hhpulse.calibration import Calibrator
 from hhpulse.config import CandidateConfig, FeatureConfig
-from hhpulse.dataset import TaskData, build_dataset
-from hhpulse.history import load_history, rates_by_run
-from hhpulse.refit import PRIOR_RULES, published_calibrator, refit_rounds, window_ids, with_prior
-from hhpulse.train import fit_candidate, select_winner, selection_score
-from hhpulse.workflow import evaluate_bundle, train_from_history
+from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.flows.workflow import evaluate_bundle, train_from_history
+from hhpulse.model.bundle import load_bundle
+from hhpulse.model.calibration import Calibrator
+from hhpulse.model.dataset import TaskData, build_dataset
+from hhpulse.model.refit import PRIOR_RULES, published_calibrator, refit_rounds, window_ids, with_prior
+from hhpulse.model.train import fit_candidate, select_winner, selection_score
 
 LINEAR = [
     CandidateConfig("salary-lr", "salary", "logreg", {"C": 4.0}),
@@ -106,7 +106,7 @@ def _drifting_task(shares: dict[str, float], n: int = 900, seed: int = 0) -> Tas
 
 
 def test_the_published_calibrator_is_fitted_out_of_fold_and_its_prior_chosen_by_a_backtest():
-    from hhpulse.features import TextVectorizer
+    from hhpulse.model.features import TextVectorizer
 
     td = _drifting_task({"train": 0.2, "val": 0.4, "test": 0.4})
     fcfg = FeatureConfig(fields=("responsibility",), min_df=1)
@@ -161,7 +161,7 @@ def test_training_ids_hold_every_row_the_published_fit_saw(trained):
     test_ids = set(ds.tasks["salary"].part("test")["id"].astype(str))
     assert pub.training_overlap(test_ids) == (len(test_ids), len(test_ids))
     # the held-out fit saw the salary test rows only where the demand task trains on them
-    from hhpulse.workflow import fitted_ids
+    from hhpulse.flows.workflow import fitted_ids
 
     held_ids, window = set().union(*fitted_ids(ds).values()), set().union(*window_ids(ds).values())
     assert held.training_overlap(test_ids)[0] == len(test_ids & held_ids) < len(test_ids)
@@ -205,9 +205,9 @@ def test_no_refit_writes_the_held_out_fit(demo_store, tmp_path):
 def test_the_gate_scores_the_held_out_bundle_and_the_refit_is_published_after_it(demo_store, tmp_path):
     """pipeline_steps: build_and_gate measures the held-out fit on the test rows; refit_published
     then writes the bundle to publish, with the same version and every row in training_ids."""
-    from hhpulse.features import TextVectorizer
-    from hhpulse.pipeline_steps import build_and_gate, evaluate_all, refit_published
-    from hhpulse.train import featurize, fit_on
+    from hhpulse.flows.pipeline_steps import build_and_gate, evaluate_all, refit_published
+    from hhpulse.model.features import TextVectorizer
+    from hhpulse.model.train import featurize, fit_on
 
     hist, rates = load_history(demo_store), rates_by_run(demo_store)
     ds = build_dataset(hist, rates)
@@ -246,7 +246,7 @@ def test_the_gate_scores_the_held_out_bundle_and_the_refit_is_published_after_it
 
 
 def test_a_dataset_without_old_enough_rows_leaves_the_published_fit_uncalibrated():
-    from hhpulse.features import TextVectorizer
+    from hhpulse.model.features import TextVectorizer
 
     td = _drifting_task({"train": 0.0, "val": 0.5, "test": 0.5}, n=60)
     fcfg = FeatureConfig(fields=("responsibility",), min_df=1)

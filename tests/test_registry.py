@@ -8,9 +8,10 @@ import shutil
 import pytest
 
 from conftest import run_together
-from hhpulse.bundle import FORMAT, write_manifest
-from hhpulse.pipeline_steps import publish_gated
-from hhpulse.registry import (
+from hhpulse.data.store import LocalStore
+from hhpulse.flows.pipeline_steps import publish_gated
+from hhpulse.model.bundle import FORMAT, write_manifest
+from hhpulse.model.registry import (
     POINTER,
     ChampionMoved,
     RegistryError,
@@ -20,7 +21,6 @@ from hhpulse.registry import (
     rollback,
     versions,
 )
-from hhpulse.store import LocalStore
 
 
 def fake_bundle(tmp_path, version):
@@ -50,7 +50,7 @@ def test_publish_twice_keeps_versions_and_rolls_back(tmp_path):
 def test_publish_refuses_an_unverified_bundle(tmp_path):
     d = fake_bundle(tmp_path, "v1")
     (d / "bundle.json").write_text("tampered")
-    from hhpulse.bundle import BundleError
+    from hhpulse.model.bundle import BundleError
 
     with pytest.raises(BundleError):
         publish(LocalStore(tmp_path / "s"), d)

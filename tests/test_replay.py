@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hhpulse.collect import collect
 from hhpulse.config import LabelConfig
+from hhpulse.data.collect import collect
+from hhpulse.data.history import load_raw_runs, rebuild_history
+from hhpulse.data.sources import DEMO_START_DAY, make_source
+from hhpulse.data.store import LocalStore
+from hhpulse.flows.workflow import champion_measured, compare
 from hhpulse.hh.market import Market
-from hhpulse.hh.sources import DEMO_START_DAY, make_source
-from hhpulse.history import load_raw_runs, rebuild_history
-from hhpulse.labels import resolve_demand
-from hhpulse.store import LocalStore
-from hhpulse.workflow import champion_measured, compare
+from hhpulse.model.labels import resolve_demand
 
 LOGREG_ONLY = """candidates:
   - {name: salary-lr, task: salary, kind: logreg, params: {C: 1.0}}
@@ -167,7 +167,7 @@ def test_replay_labels_follow_the_resolution_rules(replayed):
 
 def test_replay_of_stored_runs_shows_labels_day_by_day(replayed):
     from hhpulse.config import load_candidates
-    from hhpulse.replay import ReplaySettings, replay_store
+    from hhpulse.flows.replay import ReplaySettings, replay_store
 
     _, store_dir, cands = replayed
     store = LocalStore(store_dir)
@@ -186,8 +186,8 @@ def test_replay_live_logs_and_scores_each_days_new_vacancies(replayed):
     predicted that day's new vacancies, logged as the sink logs them; the summary scores them
     against the labels the final history resolved, which this test works out again from the store
     on its own."""
-    from hhpulse.monitor import live_demand, resolved_demand
-    from hhpulse.served import read_served
+    from hhpulse.watch.monitor import live_demand, resolved_demand
+    from hhpulse.watch.served import read_served
 
     report, store_dir, _ = replayed
     live = report["live"]
@@ -213,13 +213,13 @@ def test_replay_live_serves_the_gate_hooks_champion(replayed, tmp_path, demo_sto
     """With a gate hook before it, the live hook serves day.shared["champion"] and trains nothing."""
     import shutil
 
-    from hhpulse.bundle import load_bundle
     from hhpulse.config import load_candidates
-    from hhpulse.history import load_history, rates_by_run
-    from hhpulse.monitor import LiveHook
-    from hhpulse.replay import ReplaySettings, replay_store
-    from hhpulse.served import read_served
-    from hhpulse.workflow import train_from_history
+    from hhpulse.data.history import load_history, rates_by_run
+    from hhpulse.flows.replay import ReplaySettings, replay_store
+    from hhpulse.flows.workflow import train_from_history
+    from hhpulse.model.bundle import load_bundle
+    from hhpulse.watch.monitor import LiveHook
+    from hhpulse.watch.served import read_served
 
     _, store_dir, cands = replayed
     shutil.copytree(store_dir / "raw", tmp_path / "store" / "raw")
@@ -263,9 +263,9 @@ def test_replay_refuses_a_store_without_runs(tmp_path):
 
 
 def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_proxy_reason():
-    from hhpulse.bundle import model_card
     from hhpulse.config import CandidateConfig
-    from hhpulse.train import TrainedCandidate
+    from hhpulse.model.bundle import model_card
+    from hhpulse.model.train import TrainedCandidate
 
     models = {
         t: TrainedCandidate(CandidateConfig(f"{t}-lr", t, "logreg"), ["a", "b"], None)
@@ -280,11 +280,11 @@ def test_model_card_reports_unresolved_and_straddling_demand_labels_and_the_prox
     assert "- demand unresolved (no label yet, left out): open_young 7" in card
     assert "3 labels (3.0%) have a close time whose uncertainty straddles a cohort edge" in card
     assert "> Why: resolved labels hold one cohort only (low)." in card
-    # the report shows the same lines (one source: hhpulse.dataset.label_lines), no raw dicts
+    # the report shows the same lines (one source: hhpulse.model.dataset.label_lines), no raw dicts
     import html
 
-    from hhpulse.dataset import label_lines
-    from hhpulse.report import labels_html
+    from hhpulse.model.dataset import label_lines
+    from hhpulse.model.report import labels_html
 
     lines = label_lines(summary)
     assert (
@@ -304,7 +304,7 @@ class _Recorder:
         self.days: list[dict] = []
 
     def on_day(self, day) -> None:
-        from hhpulse.history import build_history
+        from hhpulse.data.history import build_history
 
         hist = day.history()
         assert hist is day.history()  # cached per day
@@ -343,8 +343,8 @@ class _Second:
 
 def test_replay_folds_day_by_day_and_calls_the_hooks_after_each_fold(tmp_path):
     from hhpulse.config import CandidateConfig
-    from hhpulse.history_store import load_state
-    from hhpulse.replay import ReplaySettings, replay_demo
+    from hhpulse.data.history_store import load_state
+    from hhpulse.flows.replay import ReplaySettings, replay_demo
 
     cands = [
         CandidateConfig(name="salary-lr", task="salary", kind="logreg", params={"C": 1.0}),
@@ -364,7 +364,7 @@ def test_replay_folds_day_by_day_and_calls_the_hooks_after_each_fold(tmp_path):
     assert report["window_days"] == 180
 
 
-# -- the daily gate in the replay (hhpulse.replay_gate) ------------------------------------
+# -- the daily gate in the replay (hhpulse.flows.replay_gate) ------------------------------------
 def test_replay_json_carries_the_gate_old_rule_against_new_rule(replayed):
     report, _, _ = replayed
     g = report["gate"]
@@ -386,10 +386,10 @@ def test_replay_json_carries_the_gate_old_rule_against_new_rule(replayed):
 
 
 def test_replay_hooks_see_every_run_and_the_gate_shares_its_champion(replayed):
-    from hhpulse.bundle import ModelBundle
     from hhpulse.config import load_candidates
-    from hhpulse.replay import ReplaySettings, replay_store
-    from hhpulse.replay_gate import GateHook
+    from hhpulse.flows.replay import ReplaySettings, replay_store
+    from hhpulse.flows.replay_gate import GateHook
+    from hhpulse.model.bundle import ModelBundle
 
     _, store_dir, cands = replayed
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from hhpulse.config import CandidateConfig, LabelConfig
-from hhpulse.report import COLORS, DRIFT_NAMES, bars_svg, comparison_html, reliability_svg, with_gate
+from hhpulse.model.report import COLORS, DRIFT_NAMES, bars_svg, comparison_html, reliability_svg, with_gate
 
 SECTIONS = ["salary: winner", "demand: winner", "Labels", "Calibration (test split)", "Drift against", "Gate"]
 RAW_KEYS = re.compile(r"_psi\b|vocabulary_jaccard|new_top_terms|champion_version|\{'|\{\"")
@@ -20,11 +20,11 @@ RAW_KEYS = re.compile(r"_psi\b|vocabulary_jaccard|new_top_terms|champion_version
 @pytest.fixture(scope="module")
 def page(demo_store, tmp_path_factory) -> str:
     """A report from a real tiny training run on the demo store, with drift and a gate verdict."""
-    from hhpulse.bundle import load_bundle
-    from hhpulse.dataset import build_dataset, label_lines
-    from hhpulse.evaluate import data_profile, drift_report
-    from hhpulse.history import load_history, rates_by_run
-    from hhpulse.workflow import judge, test_predictions, train_on_dataset
+    from hhpulse.data.history import load_history, rates_by_run
+    from hhpulse.flows.workflow import judge, test_predictions, train_on_dataset
+    from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.dataset import build_dataset, label_lines
+    from hhpulse.model.evaluate import data_profile, drift_report
 
     root = tmp_path_factory.mktemp("report")
     cands = [CandidateConfig(f"{t}-lr", t, "logreg", {"C": 1.0}) for t in ("salary", "demand")]
@@ -129,7 +129,7 @@ def test_headless_chromium_renders_every_section_and_every_chart_with_a_size(pag
 
 
 def test_a_task_predicting_one_cohort_is_said_plainly_in_the_report():
-    from hhpulse.evaluate import dominant_prediction, predicted_counts
+    from hhpulse.model.evaluate import dominant_prediction, predicted_counts
 
     cm = [[0, 0, 90], [0, 0, 5], [0, 1, 4]]  # true rows x predicted columns
     counts = predicted_counts(cm, ["low", "medium", "high"])
@@ -151,8 +151,8 @@ def test_a_task_predicting_one_cohort_is_said_plainly_in_the_report():
 
 
 def test_the_model_card_says_so_too():
-    from hhpulse.bundle import model_card
-    from hhpulse.train import TrainedCandidate
+    from hhpulse.model.bundle import model_card
+    from hhpulse.model.train import TrainedCandidate
 
     models = {
         t: TrainedCandidate(CandidateConfig(f"{t}-lr", t, "logreg"), ["a", "b"], None)
@@ -174,7 +174,7 @@ def test_the_model_card_says_so_too():
 
 
 def test_the_served_probabilities_decide_not_the_raw_model():
-    from hhpulse.report import served_counts
+    from hhpulse.model.report import served_counts
 
     res = {
         "winner": "w",

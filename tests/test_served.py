@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import boto3
 import pytest
 
-from hhpulse.served import (
+from hhpulse.data.store import LocalStore, S3Store, StoreError, open_store
+from hhpulse.watch.served import (
     ServedLogError,
     ServedLogFull,
     ServedLogWriter,
@@ -23,7 +24,6 @@ from hhpulse.served import (
     records_from_v1,
     served_key,
 )
-from hhpulse.store import LocalStore, S3Store, StoreError, open_store
 
 DEMAND = {"cohort": "high", "probabilities": {"high": 0.7, "medium": 0.2, "low": 0.1}}
 SALARY = {"cohort": "mid", "probabilities": {"low": 0.1, "mid": 0.6, "high": 0.3}}

@@ -13,10 +13,10 @@ import pytest
 import requests
 
 from conftest import free_port
-from hhpulse.bundle import load_bundle
 from hhpulse.config import CandidateConfig
-from hhpulse.history import load_history, rates_by_run
-from hhpulse.workflow import train_from_history
+from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.flows.workflow import train_from_history
+from hhpulse.model.bundle import load_bundle
 
 FAST = [
     CandidateConfig("salary-lr", "salary", "logreg", {"C": 4.0}),
@@ -294,7 +294,7 @@ def _samples(text, name):
 
 
 def test_metrics_observe_input_length_known_terms_and_model_info(server, bundle_dir):
-    from hhpulse.text import analyze
+    from hhpulse.model.text import analyze
 
     bundle = load_bundle(bundle_dir)
     text = "Разработка backend-сервисов на Python. Зубрёжка квазиэкспонент"
@@ -328,7 +328,7 @@ def test_metrics_observe_input_length_known_terms_and_model_info(server, bundle_
 def test_input_metrics_can_be_turned_off(bundle_dir):
     from prometheus_client import REGISTRY
 
-    from hhpulse.bundle import Instance
+    from hhpulse.model.bundle import Instance
     from hhpulse.serving.model import VacancyModel
 
     def count():

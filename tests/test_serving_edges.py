@@ -21,11 +21,11 @@ import pytest
 import requests
 
 from conftest import free_port
-from hhpulse.bundle import load_bundle
-from hhpulse.history import load_history, rates_by_run
-from hhpulse.registry import publish
-from hhpulse.store import LocalStore
-from hhpulse.workflow import train_from_history
+from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.store import LocalStore
+from hhpulse.flows.workflow import train_from_history
+from hhpulse.model.bundle import load_bundle
+from hhpulse.model.registry import publish
 from test_serving import FAST, server_log, start_server, stop_server, wait_ready
 
 V2_OK = {"inputs": [{"name": "responsibility", "datatype": "BYTES", "shape": [1], "data": ["Доставка"]}]}

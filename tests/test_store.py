@@ -7,7 +7,7 @@ import threading
 import pandas as pd
 import pytest
 
-from hhpulse.store import KeyNotFound, LocalStore, S3Location, S3Store, StoreError, open_store
+from hhpulse.data.store import KeyNotFound, LocalStore, S3Location, S3Store, StoreError, open_store
 
 
 def test_bytes_json_parquet_round_trip(store):

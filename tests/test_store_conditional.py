@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hhpulse.store import (
+from hhpulse.data.store import (
     ConcurrentUpdateError,
     KeyNotFound,
     LocalStore,
@@ -122,7 +122,7 @@ def test_threads_racing_increments_lose_nothing(store):
 PROCESS_WORKER = textwrap.dedent(
     """
     import sys
-    from hhpulse.store import open_store, update_json
+    from hhpulse.data.store import open_store, update_json
 
     store = open_store(sys.argv[1])
     for _ in range(int(sys.argv[2])):
@@ -151,7 +151,7 @@ def test_processes_racing_increments_lose_nothing(store):
 LOCK_HOLDER = textwrap.dedent(
     """
     import sys, time
-    from hhpulse.store import LocalStore
+    from hhpulse.data.store import LocalStore
 
     store = LocalStore(sys.argv[1])
     with store._locked(store._path("held.json")):

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hhpulse.collect import collect, list_runs, read_items
-from hhpulse.dataset import build_dataset
-from hhpulse.hh.sources import make_source
-from hhpulse.history import rates_by_run, rebuild_history
-from hhpulse.store import LocalStore, StoreError
-from hhpulse.validate import validate_run
+from hhpulse.data.collect import collect, list_runs, read_items
+from hhpulse.data.history import rates_by_run, rebuild_history
+from hhpulse.data.sources import make_source
+from hhpulse.data.store import LocalStore, StoreError
+from hhpulse.data.validate import validate_run
+from hhpulse.model.dataset import build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_broken_lines_of_a_dump_are_quarantined_and_every_step_goes_on(tmp_path,
 
 
 def test_validate_latest_is_the_newest_run_by_collection_time(tmp_path, demo_items, monkeypatch):
-    import hhpulse.collect as collect_module
+    import hhpulse.data.collect as collect_module
 
     store = LocalStore(tmp_path / "store")
     dump = write_items(tmp_path / "d.jsonl", demo_items[:30])
@@ -130,7 +130,7 @@ def test_dumps_can_come_from_stdin(tmp_path, demo_items, monkeypatch):
     import gzip
     import io
 
-    from hhpulse.workflow import load_data
+    from hhpulse.flows.workflow import load_data
 
     data = gzip.compress("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in demo_items).encode())
     store = tmp_path / "store"

@@ -8,7 +8,7 @@ from itertools import islice
 
 import pytest
 
-from hhpulse.text import analyze, clean, tokenize
+from hhpulse.model.text import analyze, clean, tokenize
 
 
 @pytest.mark.parametrize(

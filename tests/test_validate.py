@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from hhpulse.collect import collect
-from hhpulse.hh.sources import make_source
-from hhpulse.store import LocalStore
-from hhpulse.validate import ValidationFailed, check_item, validate_items, validate_run
+from hhpulse.data.collect import collect
+from hhpulse.data.sources import make_source
+from hhpulse.data.store import LocalStore
+from hhpulse.data.validate import ValidationFailed, check_item, validate_items, validate_run
 
 GOOD = {
     "id": "1",

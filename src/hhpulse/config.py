@@ -276,7 +276,7 @@ def baseline_candidate(task: str) -> CandidateConfig:
     scikit-learn's defaults (C 1, no class weights) on the task's training rows as they are
     (no field-dropout copies), over the same TF-IDF features as the other candidates. The
     training step always fits it next to the configured candidates, and it competes with
-    them on validation (:func:`hhpulse.train.select_winner`): it wins when no candidate
+    them on validation (:func:`hhpulse.model.train.select_winner`): it wins when no candidate
     ranks at least as well.
     """
     return CandidateConfig(

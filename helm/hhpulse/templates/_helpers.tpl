@@ -29,7 +29,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* Return the standard labels. */}}
-{{- define "hhpulse.labels" -}}
+{{- define "hhpulse.model.labels" -}}
 helm.sh/chart: {{ include "hhpulse.chart" . }}
 {{ include "hhpulse.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}

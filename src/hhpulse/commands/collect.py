@@ -49,7 +49,7 @@ def add_source_args(
 
 
 def source_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from hhpulse.hh.sources import make_source
+    from hhpulse.data.sources import make_source
 
     return make_source(
         args.source,
@@ -86,9 +86,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.collect import collect
-    from hhpulse.hh.sources import SourceError
-    from hhpulse.store import StoreError, open_store
+    from hhpulse.data.collect import collect
+    from hhpulse.data.sources import SourceError
+    from hhpulse.data.store import StoreError, open_store
 
     try:
         store = open_store(args.store)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {result.run_id}: {result.items} vacancies -> {store.uri(f'raw/{result.run_id}/')}")
     unreadable = result.meta["counts"].get("unreadable")
     if unreadable:
-        from hhpulse.collect import UNREADABLE_KEY
+        from hhpulse.data.collect import UNREADABLE_KEY
 
         print(
             f"hhpulse collect: {unreadable} input values were not vacancies (broken JSON lines or not objects); "
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         )
         status = 1
     if not args.no_validate:
-        from hhpulse.validate import ValidationFailed, validate_run
+        from hhpulse.data.validate import ValidationFailed, validate_run
 
         try:
             report = validate_run(store, result.run_id, max_bad_fraction=args.max_bad_fraction)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"hhpulse collect: {exc}", file=sys.stderr)
             return 1
     if not args.no_history:
-        from hhpulse.history_store import HistoryError, fold_run
+        from hhpulse.data.history_store import HistoryError, fold_run
 
         try:
             print(fold_run(store, result.run_id).summary_line())

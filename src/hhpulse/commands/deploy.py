@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from hhpulse import __version__
-from hhpulse.deploy import CANARY_RULE
+from hhpulse.flows.deploy import CANARY_RULE
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -60,7 +60,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.deploy import (
+    from hhpulse.data.store import open_store
+    from hhpulse.flows.deploy import (
         DeployError,
         DeployValues,
         deploy,
@@ -68,8 +69,13 @@ def run(args: argparse.Namespace) -> int:
         manifest_key,
         render_to_store,
     )
-    from hhpulse.registry import RegistryError, require_champion, require_version, rollback, version_prefix
-    from hhpulse.store import open_store
+    from hhpulse.model.registry import (
+        RegistryError,
+        require_champion,
+        require_version,
+        rollback,
+        version_prefix,
+    )
 
     store = open_store(args.store, endpoint_url=args.s3_endpoint)
     try:

@@ -52,12 +52,12 @@ def overlap_warning(bundle, dataset) -> str | None:  # type: ignore[no-untyped-d
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.bundle import BundleError, load_bundle
     from hhpulse.config import LabelConfig, SplitConfig
-    from hhpulse.dataset import build_dataset
-    from hhpulse.evaluate import data_profile, drift_report
-    from hhpulse.store import StoreError
-    from hhpulse.workflow import evaluate_bundle, load_data
+    from hhpulse.data.store import StoreError
+    from hhpulse.flows.workflow import evaluate_bundle, load_data
+    from hhpulse.model.bundle import BundleError, load_bundle
+    from hhpulse.model.dataset import build_dataset
+    from hhpulse.model.evaluate import data_profile, drift_report
 
     try:
         bundle = load_bundle(args.model)
@@ -109,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(f"  {warning}")
     if args.report:
-        from hhpulse.calibration import bundle_calibration
-        from hhpulse.report import calibration_html
-        from hhpulse.store import atomic_write_bytes
+        from hhpulse.data.store import atomic_write_bytes
+        from hhpulse.model.calibration import bundle_calibration
+        from hhpulse.model.report import calibration_html
 
         body = calibration_html(
             bundle_calibration(bundle, dataset), where=f"every labelled row of {args.data}"

@@ -26,8 +26,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.history_store import STATE_KEY, HistoryError, fold_run, rebuild, verify
-    from hhpulse.store import StoreError, open_store
+    from hhpulse.data.history_store import STATE_KEY, HistoryError, fold_run, rebuild, verify
+    from hhpulse.data.store import StoreError, open_store
 
     show = sys.stderr.isatty()
     try:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from hhpulse.logsink import (
+from hhpulse.watch.logsink import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_PAIR_TIMEOUT,
 )
-from hhpulse.served import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, DEFAULT_MAX_SECONDS
+from hhpulse.watch.served import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, DEFAULT_MAX_SECONDS
 
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - in its pod the sink must be reachable from the agents
 
@@ -94,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from hhpulse.logsink import make_sink
-    from hhpulse.logsink_http import run_server
+    from hhpulse.data.store import open_store
     from hhpulse.serving.logs import JsonFormatter
-    from hhpulse.store import open_store
+    from hhpulse.watch.logsink import make_sink
+    from hhpulse.watch.logsink_http import run_server
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         max_pending_bytes=args.max_pending_bytes,
         pair_timeout=args.pair_timeout,
     )
-    logging.getLogger("hhpulse.logsink").info("writing the served log to %s", store.uri("served/"))
+    logging.getLogger("hhpulse.watch.logsink").info("writing the served log to %s", store.uri("served/"))
     return run_server(
         sink,
         host=args.host,

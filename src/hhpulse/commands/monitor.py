@@ -2,7 +2,7 @@
 
 Volume, the served cohort mix against the training mix, input drift (length PSI, unknown
 tokens) and live demand accuracy (served predictions whose vacancy has since resolved in the
-history). Flags a drift by the thresholds below; see :mod:`hhpulse.monitor`.
+history). Flags a drift by the thresholds below; see :mod:`hhpulse.watch.monitor`.
 Exit status: 0, or 3 with ``--fail-on-drift`` when a drift is flagged; 2 on bad input.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hhpulse.monitor import DEFAULT_SETTLE_SECONDS, THRESHOLD_HELP, Thresholds
+from hhpulse.watch.monitor import DEFAULT_SETTLE_SECONDS, THRESHOLD_HELP, Thresholds
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -57,9 +57,9 @@ def thresholds_from(args: argparse.Namespace) -> Thresholds:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.monitor import dump, run_monitor
-    from hhpulse.served import ServedLogError, parse_time
-    from hhpulse.store import StoreError, open_store
+    from hhpulse.data.store import StoreError, open_store
+    from hhpulse.watch.monitor import dump, run_monitor
+    from hhpulse.watch.served import ServedLogError, parse_time
 
     try:
         th = thresholds_from(args)

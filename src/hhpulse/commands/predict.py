@@ -72,7 +72,7 @@ def open_output(path: str) -> Iterator[IO[bytes]]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    from hhpulse.store import atomic_writer
+    from hhpulse.data.store import atomic_writer
 
     with atomic_writer(path) as fh:
         yield fh
@@ -100,9 +100,9 @@ def _champion(store: str, stack: contextlib.ExitStack):  # type: ignore[no-untyp
     """The store's champion, fetched (and verified) into a folder removed when ``stack`` closes."""
     import tempfile
 
-    from hhpulse.bundle import load_bundle
-    from hhpulse.registry import fetch_champion
-    from hhpulse.store import open_store
+    from hhpulse.data.store import open_store
+    from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.registry import fetch_champion
 
     scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="hhpulse-champion-"))
     return load_bundle(fetch_champion(open_store(store), scratch))
@@ -111,11 +111,11 @@ def _champion(store: str, stack: contextlib.ExitStack):  # type: ignore[no-untyp
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from hhpulse.batch import BatchTally, good_instances, open_lines, predict_lines
-    from hhpulse.bundle import BundleError, load_bundle
-    from hhpulse.evaluate import dominant_prediction
-    from hhpulse.registry import RegistryError
-    from hhpulse.store import StoreError
+    from hhpulse.data.store import StoreError
+    from hhpulse.flows.batch import BatchTally, good_instances, open_lines, predict_lines
+    from hhpulse.model.bundle import BundleError, load_bundle
+    from hhpulse.model.evaluate import dominant_prediction
+    from hhpulse.model.registry import RegistryError
 
     stack = contextlib.ExitStack()
 

@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from hhpulse.config import load_candidates
-    from hhpulse.monitor import LiveHook
-    from hhpulse.replay import ReplayError, ReplaySettings, replay_demo, replay_store
-    from hhpulse.store import open_store
+    from hhpulse.data.store import open_store
+    from hhpulse.flows.replay import ReplayError, ReplaySettings, replay_demo, replay_store
+    from hhpulse.watch.monitor import LiveHook
 
     settings = ReplaySettings(
         candidates=load_candidates(args.candidates) if args.candidates else None,
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:  # progress goes to stderr: stdout holds the report (or the JSON)
         print(f"replay: {msg}", file=sys.stderr, flush=True)
 
-    from hhpulse.replay_gate import GateHook
+    from hhpulse.flows.replay_gate import GateHook
 
     gate_cands = load_candidates(args.gate_candidates) if args.gate_candidates else None
     if args.live_retrain_every < 1:

@@ -33,8 +33,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def _instances(args: argparse.Namespace) -> list[dict]:
     """The instances to send: ``--text``s, or JSON lines checked by the same input contract as
-    ``hhpulse predict`` and the server (:func:`hhpulse.inputs.check_instance`)."""
-    from hhpulse.inputs import check_instance
+    ``hhpulse predict`` and the server (:func:`hhpulse.model.inputs.check_instance`)."""
+    from hhpulse.model.inputs import check_instance
 
     if args.text:
         return [{"responsibility": t} for t in args.text]

@@ -52,10 +52,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.collect import check_data_kind
     from hhpulse.config import ConfigError, load_candidates
-    from hhpulse.hh.sources import FileSource, SourceError
-    from hhpulse.store import StoreError, open_store
+    from hhpulse.data.collect import check_data_kind
+    from hhpulse.data.sources import FileSource, SourceError
+    from hhpulse.data.store import StoreError, open_store
 
     # the arguments are checked here, before any step runs, by the same code as `collect`'s
     try:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from pipelines.local import PipelineFailed, run_local
 
-    from hhpulse.registry import champion
+    from hhpulse.model.registry import champion
 
     params = {
         # the steps run in other processes (or containers): give them the file's absolute path
@@ -173,8 +173,8 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
 
 
 def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignore[no-untyped-def]
-    from hhpulse.collect import latest_run
-    from hhpulse.history_store import STATE_KEY, describe_window, load_state, window_summary
+    from hhpulse.data.collect import latest_run
+    from hhpulse.data.history_store import STATE_KEY, describe_window, load_state, window_summary
 
     last = latest_run(store)  # by collected_at: ids of runs started in the same second do not sort
     if last:
@@ -213,7 +213,7 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
         print(f"  model:        {after.uri}")
         print(f"  model card:   {after.uri}/model_card.md")
         print(f"  metrics:      {after.uri}/metrics.json")
-        from hhpulse.deploy import manifest_key
+        from hhpulse.flows.deploy import manifest_key
 
         manifest = manifest_key(after.version)
         if store.exists(manifest):
@@ -258,7 +258,7 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
     with contextlib.suppress(Exception):  # the summary must never hide a successful run
         _figures()
     with contextlib.suppress(Exception):
-        from hhpulse.monitor import latest_report, summary_lines
+        from hhpulse.watch.monitor import latest_report, summary_lines
 
         for line in summary_lines(latest_report(store)):
             print(f"  {line}")

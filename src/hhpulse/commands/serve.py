@@ -62,8 +62,8 @@ def _scratch(prefix: str) -> Iterator[str]:
 def run(args: argparse.Namespace) -> int:
     if args.model_dir is not None:
         return _serve(args, args.model_dir, "--model-dir")
-    from hhpulse.registry import RegistryError, fetch_champion
-    from hhpulse.store import StoreError, open_store
+    from hhpulse.data.store import StoreError, open_store
+    from hhpulse.model.registry import RegistryError, fetch_champion
 
     with _scratch("hhpulse-champion-") as scratch:
         try:

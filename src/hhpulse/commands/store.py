@@ -1,5 +1,5 @@
 """``hhpulse store prune --raw-older-than DAYS [--dry-run]``: remove old raw runs that history no
-longer needs (see :mod:`hhpulse.retention` for the rule). The pipeline never runs it."""
+longer needs (see :mod:`hhpulse.data.retention` for the rule). The pipeline never runs it."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.retention import PruneError, plan_prune, prune
-    from hhpulse.store import StoreError, open_store
+    from hhpulse.data.retention import PruneError, plan_prune, prune
+    from hhpulse.data.store import StoreError, open_store
 
     try:
         store = open_store(args.store, endpoint_url=args.s3_endpoint or None)

@@ -141,9 +141,9 @@ def print_fits(bundle_dir) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     from hhpulse.config import ConfigError, SplitConfig, load_candidates
-    from hhpulse.hh.sources import SourceError
-    from hhpulse.store import StoreError
-    from hhpulse.workflow import load_data, train_from_history
+    from hhpulse.data.sources import SourceError
+    from hhpulse.data.store import StoreError
+    from hhpulse.flows.workflow import load_data, train_from_history
 
     try:
         if args.window_days < 0:
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"hhpulse train: {exc}", file=sys.stderr)
         return 2
     if data.window is not None:
-        from hhpulse.history_store import describe_window
+        from hhpulse.data.history_store import describe_window
 
         print(f"history window: {describe_window(data.window)}; {data.window['vacancies']} vacancies read")
     print_results(report.results)

@@ -21,8 +21,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.store import StoreError, open_store
-    from hhpulse.validate import ValidationFailed, validate_run
+    from hhpulse.data.store import StoreError, open_store
+    from hhpulse.data.validate import ValidationFailed, validate_run
 
     store = open_store(args.store)
     try:

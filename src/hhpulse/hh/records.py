@@ -100,7 +100,7 @@ class VacancyRecord:
 
     id: str
     name: str | None
-    responsibility: str | None  # raw snippet, may hold <highlighttext>; clean with hhpulse.text
+    responsibility: str | None  # raw snippet, may hold <highlighttext>; clean with hhpulse.model.text
     requirement: str | None
     salary_from: float | None
     salary_to: float | None

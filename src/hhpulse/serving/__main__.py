@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import kserve
 from kserve import model_server
 
-from hhpulse.bundle import BundleError
+from hhpulse.model.bundle import BundleError
 from hhpulse.serving.inputs import Limits
 from hhpulse.serving.logs import configure_logging
 from hhpulse.serving.middleware import install_guard

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hhpulse.bundle import INPUT_FIELDS, Instance
-from hhpulse.inputs import InputError, check_instance, check_text
+from hhpulse.model.bundle import INPUT_FIELDS, Instance
+from hhpulse.model.inputs import InputError, check_instance, check_text
 
 
 class RequestError(ValueError):
@@ -51,7 +51,7 @@ def _check_count(n: int, limits: Limits) -> None:
 def parse_v1(payload: Any, limits: Limits, fields: Sequence[str] = INPUT_FIELDS) -> list[Instance]:
     """``{"instances": [str | {"responsibility", "name"?, "requirement"?}, ...]}``.
 
-    Each instance is checked by :func:`hhpulse.inputs.check_instance`, as ``hhpulse predict``
+    Each instance is checked by :func:`hhpulse.model.inputs.check_instance`, as ``hhpulse predict``
     checks each line; ``fields`` are the model's input fields (for the name/requirement fallback).
     """
     if not isinstance(payload, Mapping):

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from prometheus_client import Gauge, Histogram
 
-from hhpulse.bundle import Instance
-from hhpulse.features import TermStats
+from hhpulse.model.bundle import Instance
+from hhpulse.model.features import TermStats
 
 CHAR_BUCKETS = (0, 25, 50, 100, 200, 400, 800, 1600, 3200, 5000)
 SHARE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)

@@ -1,7 +1,7 @@
 """``VacancyModel``: one ``kserve.Model`` answering both tasks, over v1 and v2.
 
 The handlers only adapt: parsing lives in :mod:`hhpulse.serving.inputs`, prediction in
-:meth:`hhpulse.bundle.ModelBundle.predict` (the same call ``hhpulse predict`` makes).
+:meth:`hhpulse.model.bundle.ModelBundle.predict` (the same call ``hhpulse predict`` makes).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter
 
-from hhpulse.bundle import INPUT_FIELDS, TASKS, BundleError, ModelBundle, load_bundle
-from hhpulse.features import TermStats
+from hhpulse.model.bundle import INPUT_FIELDS, TASKS, BundleError, ModelBundle, load_bundle
+from hhpulse.model.features import TermStats
 from hhpulse.serving.inputs import (
     Limits,
     RequestError,
@@ -190,7 +190,7 @@ class VacancyModel(kserve.Model):
 
     def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         """``POST /v1/models/<name>:explain``: the cohorts and the terms behind them
-        (see :mod:`hhpulse.explain`); parsed and limited exactly like ``:predict``."""
+        (see :mod:`hhpulse.model.explain`); parsed and limited exactly like ``:predict``."""
         assert self.bundle is not None, "explain before load"
         return {**payload, "explanations": self.bundle.explain(payload["instances"], top=self.explain_top)}
 

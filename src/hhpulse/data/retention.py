@@ -1,0 +1,239 @@
+"""Retention of raw runs: ``hhpulse store prune --raw-older-than DAYS``.
+
+Raw runs (``raw/<run_id>/``, with their ``quarantine/<run_id>/``) are the immutable record that
+the history is folded from. A normal run never reads a run again once it is folded, but
+``hhpulse history --rebuild`` and ``--verify`` read every raw run from the first. So what history
+still needs is precise:
+
+=====================================  ===============================================================
+raw run                                older than DAYS: pruned?
+=====================================  ===============================================================
+unfinished (no ``meta.json``)          yes: nothing reads it (a run killed midway; history skips it)
+finished, not folded yet               never: the next fold needs it
+finished, folded (or skipped by the    only with ``--force-rebuild-gap``: ``--rebuild`` and
+fold: no items)                        ``--verify`` need it. With the flag it goes, and
+                                       ``retention.json`` records it (see below)
+newer than DAYS                        never
+=====================================  ===============================================================
+
+A run's age is its ``collected_at`` (an unfinished run's: the start time in its id) against now.
+Without a history (``history/state.json``, see :mod:`hhpulse.data.history_store`), no finished run
+is pruned.
+
+``retention.json`` (updated with a conditional write) lists every pruned finished run: id,
+``collected_at``, bytes, whether it was a complete demo run and its day (the demo source counts
+those when it picks the next day, so pruning never makes it collect a day again), and when it
+was pruned. After a forced prune, a rebuild from the raw runs left can no longer reproduce the
+history's older part: :func:`rebuild_gap` names the runs that are missing, for
+``hhpulse history`` to refuse ``--rebuild`` (``--verify`` reports them as runs the raw record
+lacks).
+
+A prune records the finished runs it removes in ``retention.json`` first, then deletes each
+run's ``meta.json`` first and its other objects after: what a prune killed midway leaves of a
+run is removed by the next prune, whatever its age (the record says it was being pruned). It is
+an operator's command: the pipeline never runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from hhpulse.data.collect import list_runs
+from hhpulse.data.store import KeyNotFound, Store, update_json
+from hhpulse.hh.records import format_datetime, parse_datetime
+
+log = logging.getLogger(__name__)
+
+RETENTION_KEY = "retention.json"
+RUN_PREFIXES = ("raw/", "quarantine/")
+
+# why a run is kept (or goes)
+REMOVE_UNFINISHED = "unfinished (no meta.json): nothing reads it"
+REMOVE_FOLDED = "folded into history (--force-rebuild-gap: --rebuild can no longer reproduce it)"
+REMOVE_INTERRUPTED = "recorded as pruned by a prune that was interrupted"
+KEEP_NEW = "newer than the cutoff"
+KEEP_UNFOLDED = "not folded into history yet: the next fold needs it"
+KEEP_REBUILD = "folded, but `hhpulse history --rebuild`/`--verify` need it (see --force-rebuild-gap)"
+KEEP_NO_TIME = "its time is unknown"
+
+
+class PruneError(RuntimeError):
+    """The prune cannot be done as asked."""
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    when: datetime | None
+    bytes: int
+    keys: list[str]
+    remove: bool
+    reason: str
+    meta: dict[str, Any] | None = None
+
+
+@dataclass
+class PrunePlan:
+    cutoff: datetime
+    runs: list[RunPlan] = field(default_factory=list)
+
+    @property
+    def removed(self) -> list[RunPlan]:
+        return [r for r in self.runs if r.remove]
+
+    @property
+    def kept(self) -> list[RunPlan]:
+        return [r for r in self.runs if not r.remove]
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.removed)
+
+    def lines(self, *, dry_run: bool) -> list[str]:
+        """What goes (and what old runs stay, and why), one run a line, then a summary."""
+        verb = "would remove" if dry_run else "removed"
+        out = [
+            f"{'remove' if r.remove else 'keep  '} {r.run_id}  {_when(r.when)}  {human_bytes(r.bytes):>9}  {r.reason}"
+            for r in self.runs
+            if r.remove or r.reason != KEEP_NEW
+        ]
+        kept_old = [r for r in self.kept if r.reason != KEEP_NEW]
+        out.append(
+            f"{verb} {len(self.removed)} raw run(s), {human_bytes(self.bytes)} ({self.bytes} bytes), "
+            f"older than {format_datetime(self.cutoff)}; kept {len(self.kept)} "
+            f"({len(kept_old)} of them older, listed above)"
+        )
+        return out
+
+
+def _when(when: datetime | None) -> str:
+    return format_datetime(when) if when else "?" * 20
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _run_time(run_id: str, meta: dict[str, Any] | None) -> datetime | None:
+    try:
+        if meta is not None:
+            return parse_datetime(meta.get("collected_at"), "collected_at")
+        return datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except (ValueError, TypeError):
+        return None
+
+
+def history_runs(store: Store) -> set[str] | None:
+    """Run ids the stored history has taken in (folded, or skipped for having no items); None
+    when there is no history."""
+    from hhpulse.data.history_store import load_state
+
+    state, _ = load_state(store)
+    if state is None:
+        return None
+    return {str(r["run_id"]) for r in state.get("runs", [])} | {str(r) for r in state.get("skipped") or []}
+
+
+def plan_prune(
+    store: Store, older_than_days: float, *, force_rebuild_gap: bool = False, now: datetime | None = None
+) -> PrunePlan:
+    """Decide, run by run, what a prune removes (nothing is changed)."""
+    if older_than_days < 1:
+        raise PruneError(f"--raw-older-than must be at least 1 day, got {older_than_days:g}")
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+    cutoff = now - timedelta(days=older_than_days)
+    keys: dict[str, list[str]] = defaultdict(list)
+    for prefix in RUN_PREFIXES:
+        for key in store.list(prefix):
+            if key.count("/") >= 2:
+                keys[key.split("/")[1]].append(key)
+    finished = set(list_runs(store))
+    folded = history_runs(store)
+    gone = {p["run_id"] for p in pruned_runs(store)}
+    plan = PrunePlan(cutoff)
+    for run_id in sorted(keys):
+        meta = store.get_json(f"raw/{run_id}/meta.json") if run_id in finished else None
+        when = _run_time(run_id, meta)
+        if run_id in gone:
+            remove, reason = True, REMOVE_INTERRUPTED
+        elif when is None:
+            remove, reason = False, KEEP_NO_TIME
+        elif when >= cutoff:
+            remove, reason = False, KEEP_NEW
+        elif meta is None:
+            remove, reason = True, REMOVE_UNFINISHED
+        elif folded is None or run_id not in folded:
+            remove, reason = False, KEEP_UNFOLDED
+        elif force_rebuild_gap:
+            remove, reason = True, REMOVE_FOLDED
+        else:
+            remove, reason = False, KEEP_REBUILD
+        old = remove or when is None or when < cutoff
+        size = sum(store.size(k) for k in keys[run_id]) if old else 0
+        plan.runs.append(RunPlan(run_id, when, size, sorted(keys[run_id]), remove, reason, meta))
+    return plan
+
+
+def _record(run: RunPlan) -> dict[str, Any]:
+    meta = run.meta or {}
+    source = meta.get("source") or {}
+    demo = source.get("kind") == "demo" and bool(meta.get("complete"))
+    return {
+        "run_id": run.run_id,
+        "collected_at": meta.get("collected_at"),
+        "bytes": run.bytes,
+        "complete_demo_run": demo,
+        "demo_day": source.get("day") if demo else None,
+        "pruned_at": format_datetime(datetime.now(timezone.utc).replace(microsecond=0)),
+    }
+
+
+def prune(store: Store, plan: PrunePlan, *, progress: bool = False) -> PrunePlan:
+    """Carry out ``plan``: record the finished runs it removes in ``retention.json``, then delete
+    each run (``meta.json`` first)."""
+    from tqdm import tqdm
+
+    records = [_record(r) for r in plan.removed if r.meta is not None]
+    if records:
+
+        def add(cur: dict[str, Any] | None) -> dict[str, Any]:
+            cur = cur or {"pruned": []}
+            have = {p["run_id"] for p in cur["pruned"]}
+            pruned = [*cur["pruned"], *(r for r in records if r["run_id"] not in have)]
+            return {
+                "pruned": sorted(pruned, key=lambda p: p["run_id"]),
+                "updated_at": records[0]["pruned_at"],
+            }
+
+        update_json(store, RETENTION_KEY, add)
+    for run in tqdm(plan.removed, desc="prune", unit="run", disable=not progress, leave=False):
+        meta_key = f"raw/{run.run_id}/meta.json"
+        for key in sorted(run.keys, key=lambda k: k != meta_key):  # meta.json first
+            store.delete(key)
+        log.info("removed raw run %s (%s)", run.run_id, human_bytes(run.bytes))
+    return plan
+
+
+def pruned_runs(store: Store) -> list[dict[str, Any]]:
+    """What ``retention.json`` records of the finished runs pruned so far."""
+    try:
+        return list(store.get_json(RETENTION_KEY).get("pruned", []))
+    except KeyNotFound:
+        return []
+
+
+def rebuild_gap(store: Store, folded: Sequence[str] | None = None) -> list[str]:
+    """Folded runs whose raw data was pruned: a rebuild from the raw runs cannot reproduce them."""
+    gone = {p["run_id"] for p in pruned_runs(store)}
+    if folded is None:
+        folded = sorted(history_runs(store) or ())
+    return [r for r in folded if r in gone]

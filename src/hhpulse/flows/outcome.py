@@ -1,0 +1,78 @@
+"""How a pipeline run ended: ``runs/<UTC time>-<run id>/outcome.json``, one record per run.
+
+The exit handler writes it (:func:`record_outcome`); a runner that knows more than KFP's final
+status (``hhpulse run`` knows the failed step and its error) completes it
+(:func:`complete_outcome`). Kept apart from :mod:`hhpulse.flows.pipeline_steps` so the exit
+handler does not import the model stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from hhpulse.data.store import open_store
+
+if TYPE_CHECKING:
+    from hhpulse.data.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _resolved(run_id: str | None) -> str | None:
+    """The run id, or None when there is none (or a placeholder the backend left unresolved)."""
+    run_id = (run_id or "").strip()
+    return run_id if run_id and not run_id.startswith("{{") else None
+
+
+def outcome_folder(run_id: str | None, job: str | None, when: datetime) -> str:
+    """``runs/<UTC time>-<run id>/``: one folder per pipeline run, listed in time order."""
+    ident = _resolved(run_id) or (job or "").rsplit("/", 1)[-1] or "run"
+    ident = "".join(c if c.isalnum() or c in "-_." else "-" for c in ident)
+    return f"runs/{when.strftime('%Y%m%dT%H%M%SZ')}-{ident}/"
+
+
+def record_outcome(
+    store: str,
+    s3_endpoint: str,
+    state: str,
+    job: str | None,
+    task: str | None,
+    code: int | None,
+    message: str | None,
+    run_id: str | None = None,
+) -> str:
+    """Write ``runs/<time>-<run id>/outcome.json`` (a new folder per run) and return its key.
+
+    ``run_id`` is the KFP run's id (the ``{{$.pipeline_job_uuid}}`` placeholder); ``job``,
+    ``task`` and ``message`` are what KFP's final status says. For a failure inside the exit
+    handler that is only the handler's group (``exit-handler-1``) and a generic message;
+    a runner that knows the step that failed and why completes the record with
+    :func:`complete_outcome`.
+    """
+    st = open_store(store, endpoint_url=s3_endpoint or None)
+    now = datetime.now(timezone.utc)
+    ok = str(state).upper() in ("SUCCEEDED", "SUCCESS")
+    doc = {
+        "state": state,
+        "succeeded": ok,
+        "run_id": _resolved(run_id),
+        "pipeline_job": job,
+        "failed_step": None if ok else task,
+        "reason": None if ok else (message or f"error code {code}"),
+        "recorded_at": now.isoformat(timespec="seconds"),
+        "host": os.environ.get("HOSTNAME", ""),
+    }
+    key = outcome_folder(run_id, job, now) + "outcome.json"
+    st.put_json(key, doc)
+    log.info("run outcome %s -> %s", state, st.uri(key))
+    return key
+
+
+def complete_outcome(store: Store, key: str, **fields: Any) -> dict[str, Any]:
+    """Add what the runner knows (the failed step, its error, the log) to an outcome record."""
+    doc = {**store.get_json(key), **fields}
+    store.put_json(key, doc)
+    return doc

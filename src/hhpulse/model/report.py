@@ -1,0 +1,364 @@
+"""The evaluation report (``report.html``): candidates, calibration, labels, drift and the gate.
+
+The same page is the Kubeflow UI's HTML artifact of the evaluate step, and (with the gate's
+verdict appended by :func:`gate_html`) ``report.html`` in the model bundle and in the run's
+folder. Its charts are inline SVG with axes and tick values, and one colour means one thing on
+the whole page (:data:`COLORS`).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hhpulse.model.evaluate import dominant_prediction, predicted_counts
+
+REPORT_NAME = "report.html"  # in the bundle and in the run's folder
+
+# one colour, one meaning, everywhere on the page
+COLORS = {
+    "validation": "#4c78a8",
+    "test": "#f58518",
+    "before calibration": "#9d755d",
+    "after calibration": "#54a24b",
+    "perfect calibration": "#888888",
+}
+AXIS = "#444444"
+GRID = "#dddddd"
+
+# drift keys of :func:`hhpulse.model.evaluate.drift_report`, as a reader names them
+DRIFT_NAMES = {
+    "salary_cohort_psi": "Salary cohort mix shift (PSI)",
+    "demand_cohort_psi": "Demand cohort mix shift (PSI)",
+    "salary_value_psi": "Salary value distribution shift (PSI)",
+    "vocabulary_jaccard": "Overlap of the most common responsibility terms (Jaccard, 1 = the same)",
+    "new_top_terms": "New among the most common terms",
+    "champion_version": "Champion compared with",
+}
+
+_TABLE = "<table border='1' cellpadding='4' style='border-collapse:collapse'>"
+_STYLE = (
+    "<style>body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
+    ".warn{color:#b00}.swatch{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;"
+    "vertical-align:middle}td,th{font-size:13px}</style>"
+)
+
+
+def _f(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _svg_open(width: int, height: int, label: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(label)}" '
+        'font-size="11" font-family="sans-serif">'
+    )
+
+
+def legend_html() -> str:
+    """The page's colours and what each means."""
+    items = "".join(
+        f'<span class="swatch" style="background:{c}"></span>{html.escape(name)}'
+        for name, c in COLORS.items()
+    )
+    return f"<p>Colours on this page:{items}</p>"
+
+
+def bars_svg(rows: Sequence[tuple[str, float | None, float | None]], lo: float = 0.5, hi: float = 1.0) -> str:
+    """Validation and test AUC per candidate as horizontal bars on an axis from ``lo`` to ``hi``
+    with tick values and grid lines (a value below ``lo`` draws no bar; n/a is written)."""
+    width, bar_h, gap, left, right, top = 560, 12, 10, 190, 50, 10
+    plot = width - left - right
+    body = len(rows) * (2 * bar_h + gap)
+    height = top + body + 36
+    parts = [_svg_open(width, height, "validation and test ROC AUC per candidate")]
+
+    def x(v: float) -> float:
+        return left + (min(max(v, lo), hi) - lo) / (hi - lo) * plot
+
+    ticks = [lo + i * (hi - lo) / 5 for i in range(6)]
+    for t in ticks:
+        parts.append(
+            f'<line x1="{x(t):.1f}" y1="{top}" x2="{x(t):.1f}" y2="{top + body}" stroke="{GRID}"/>'
+            f'<line x1="{x(t):.1f}" y1="{top + body}" x2="{x(t):.1f}" y2="{top + body + 4}" stroke="{AXIS}"/>'
+            f'<text x="{x(t):.1f}" y="{top + body + 15}" text-anchor="middle">{t:.1f}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" y1="{top + body}" x2="{left + plot}" y2="{top + body}" stroke="{AXIS}"/>'
+    )
+    parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + body}" stroke="{AXIS}"/>')
+    parts.append(
+        f'<text x="{left + plot / 2:.1f}" y="{height - 4}" text-anchor="middle">macro ROC AUC (OvO)</text>'
+    )
+    y = top + gap / 2
+    for name, val, test in rows:
+        parts.append(f'<text x="0" y="{y + bar_h + 3}">{html.escape(name)}</text>')
+        for i, (v, what) in enumerate(((val, "validation"), (test, "test"))):
+            w = 0.0 if v is None else x(v) - left
+            yy = y + i * bar_h
+            parts.append(
+                f'<rect x="{left}" y="{yy}" width="{w:.1f}" height="{bar_h - 2}" fill="{COLORS[what]}">'
+                f"<title>{what} {_f(v)}</title></rect>"
+            )
+            parts.append(f'<text x="{left + w + 4:.1f}" y="{yy + bar_h - 3}">{_f(v)}</text>')
+        y += 2 * bar_h + gap
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def reliability_svg(tables: Mapping[str, Sequence[Mapping[str, Any]]], size: int = 300) -> str:
+    """A reliability diagram: accuracy against confidence of the top cohort, per bin, one
+    polyline per table (``{"before": rows, "after": rows}``, drawn in the page's colours for
+    before and after calibration), dots sized by the bin's rows, the diagonal of perfect
+    calibration, and both axes from 0 to 1 with tick values."""
+    left, top, bottom, right = 44, 12, 40, 130
+    plot = size - top - bottom
+    width = left + plot + right
+
+    def xy(conf: float, acc: float) -> tuple[float, float]:
+        return left + conf * plot, top + (1 - acc) * plot
+
+    parts = [
+        _svg_open(width, size, "reliability diagram before and after calibration"),
+        f'<rect x="{left}" y="{top}" width="{plot}" height="{plot}" fill="none" stroke="{AXIS}"/>',
+    ]
+    for i in range(6):
+        t = i / 5
+        gx, gy = xy(t, t)
+        parts.append(
+            f'<line x1="{gx:.1f}" y1="{top}" x2="{gx:.1f}" y2="{top + plot}" stroke="{GRID}"/>'
+            f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot}" y2="{gy:.1f}" stroke="{GRID}"/>'
+            f'<text x="{gx:.1f}" y="{top + plot + 14}" text-anchor="middle">{t:.1f}</text>'
+            f'<text x="{left - 5}" y="{gy + 4:.1f}" text-anchor="end">{t:.1f}</text>'
+        )
+    parts += [
+        f'<line x1="{left}" y1="{top + plot}" x2="{left + plot}" y2="{top}" '
+        f'stroke="{COLORS["perfect calibration"]}" stroke-dasharray="4 3"/>',
+        f'<text x="{left + plot / 2:.1f}" y="{size - 6}" text-anchor="middle">confidence of the top cohort</text>',
+        f'<text x="12" y="{top + plot / 2:.1f}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {top + plot / 2:.1f})">accuracy</text>',
+    ]
+    total = max(1, max((sum(r["count"] for r in t) for t in tables.values()), default=1))
+    for i, (name, rows) in enumerate(tables.items()):
+        key = f"{name} calibration" if f"{name} calibration" in COLORS else name
+        color = COLORS.get(key, AXIS)
+        pts = [xy(r["confidence"], r["accuracy"]) for r in rows]
+        if pts:
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="'
+                + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+                + '"/>'
+            )
+        for r, (x, y) in zip(rows, pts, strict=True):
+            rad = 2 + 6 * (r["count"] / total) ** 0.5
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{rad:.1f}" fill="{color}" fill-opacity="0.6"/>'
+            )
+        parts.append(
+            f'<text x="{left + plot + 8}" y="{top + 14 * i + 10}" fill="{color}">{html.escape(key)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def calibration_html(calibration: Mapping[str, Mapping[str, Any]], where: str = "test split") -> str:
+    """Per task: the reliability diagram before and after calibration, ECE, Brier, log loss,
+    and the predicted against the true cohort mix on the test split."""
+    out = [f"<h2>Calibration ({html.escape(where)})</h2>"]
+    for task, c in calibration.items():
+        test = c.get("test") or {}
+        before, after = test.get("before") or {}, test.get("after") or {}
+        out.append(
+            f"<h3>{html.escape(task)}: {html.escape(str(c.get('method')))} "
+            f"(temperature {_f(c.get('temperature'))}), fitted on the validation slice</h3>"
+        )
+        if not before:
+            out.append("<p>No test rows: nothing to draw.</p>")
+            continue
+        out.append(
+            reliability_svg(
+                {"before": before.get("reliability") or [], "after": after.get("reliability") or []}
+            )
+        )
+        out.append(
+            f"{_TABLE}<tr><th></th>"
+            "<th>top-label ECE</th><th>Brier</th><th>log loss</th><th>mean confidence</th><th>accuracy</th>"
+            "<th>AUC ovo</th><th>largest mix error</th></tr>"
+        )
+        for name, m in (("before calibration", before), ("after calibration", after)):
+            out.append(
+                f"<tr><td>{name}</td><td>{_f(m.get('ece'))}</td><td>{_f(m.get('brier'))}</td>"
+                f"<td>{_f(m.get('log_loss'))}</td><td>{_f(m.get('mean_confidence'))}</td>"
+                f"<td>{_f(m.get('accuracy'))}</td><td>{_f(m.get('roc_auc_ovo'))}</td>"
+                f"<td>{_f((m.get('mix') or {}).get('max_abs_error'))}</td></tr>"
+            )
+        out.append("</table>")
+        mix_b, mix_a = before.get("mix") or {}, after.get("mix") or {}
+        out.append(
+            "<p>Cohort mix: mean predicted probability against the share of labels.</p>"
+            f"{_TABLE}<tr><th>cohort</th>"
+            "<th>true</th><th>predicted before calibration</th><th>predicted after calibration</th></tr>"
+        )
+        for cohort, true in (mix_b.get("true") or {}).items():
+            out.append(
+                f"<tr><td>{html.escape(cohort)}</td><td>{_f(true)}</td>"
+                f"<td>{_f((mix_b.get('predicted') or {}).get(cohort))}</td>"
+                f"<td>{_f((mix_a.get('predicted') or {}).get(cohort))}</td></tr>"
+            )
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def drift_html(drift: Mapping[str, Any] | None) -> str:
+    out = ["<h2>Drift against the champion's training data</h2>"]
+    if not drift:
+        out.append("<p>No champion yet: nothing to compare with.</p>")
+        return "\n".join(out)
+    out.append(
+        f"<p>Overall: <b>{html.escape(str(drift.get('level')))}</b> "
+        "(PSI below 0.1 minor, below 0.25 moderate, else major)</p><ul>"
+    )
+    for k, v in drift.items():
+        if k == "level":
+            continue
+        name = DRIFT_NAMES.get(k, k.replace("_", " ").capitalize())
+        value = html.escape(", ".join(v)) if isinstance(v, list) else _f(v)
+        out.append(f"<li>{html.escape(name)}: {value or 'none'}</li>")
+    out.append("</ul>")
+    return "\n".join(out)
+
+
+def labels_html(label_lines: Mapping[str, Sequence[str]]) -> str:
+    """Where each task's labels came from (:func:`hhpulse.model.dataset.label_lines`)."""
+    out = ["<h2>Labels</h2>"]
+    for task, lines in label_lines.items():
+        items = "".join(
+            f"<li{' class=warn' if line.startswith('AGE PROXY') else ''}>{html.escape(line)}</li>"
+            for line in lines
+        )
+        out.append(f"<h3>{html.escape(task)}</h3><ul>{items}</ul>")
+    return "\n".join(out)
+
+
+def served_counts(
+    task: str, res: Mapping[str, Any], calibration: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, int]:
+    """Test rows per predicted cohort, of the probabilities served (after calibration) when
+    known, else of the winner's raw model."""
+    after = (((calibration or {}).get(task) or {}).get("test") or {}).get("after") or {}
+    if after.get("predicted"):
+        return dict(after["predicted"])
+    win = (res.get("candidates") or {}).get(res.get("winner")) or {}
+    test = (win.get("metrics") or {}).get("test") or {}
+    return predicted_counts(test.get("confusion_matrix") or [], test.get("classes") or [])
+
+
+def _missing_figures(res: Mapping[str, Any]) -> list[str]:
+    """Why the winner's test figures are n/a, from the metrics' notes."""
+    test = res["candidates"][res["winner"]]["metrics"].get("test", {})
+    return list(test.get("notes") or [])
+
+
+def comparison_html(
+    results: Mapping[str, Mapping[str, Any]],
+    drift: Mapping[str, Any] | None,
+    *,
+    demand_proxy: bool,
+    calibration: Mapping[str, Mapping[str, Any]] | None = None,
+    label_lines: Mapping[str, Sequence[str]] | None = None,
+    sections: Sequence[str] = (),
+) -> str:
+    """results: task -> {"winner", "primary", "candidates": {name: {"kind", "info", "metrics"}}}.
+
+    ``label_lines``: per task, where the labels came from (the model card shows the same lines);
+    with ``demand_proxy`` the page opens with the demand line that says why; ``sections``: more
+    HTML fragments, at the end (e.g. :func:`hhpulse.watch.monitor.monitor_html`)."""
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hhpulse report</title>",
+        f"{_STYLE}</head><body>",
+        "<h1>hhpulse: evaluation report</h1>",
+        legend_html(),
+    ]
+    if demand_proxy:
+        why = next((x for x in (label_lines or {}).get("demand", []) if x.startswith("AGE PROXY")), None)
+        out.append(
+            f"<p class='warn'><b>WARNING:</b> {html.escape(why or 'demand labels use the age proxy')}</p>"
+        )
+    for task, res in results.items():
+        out.append(
+            f"<h2>{html.escape(task)}: winner <code>{html.escape(res['winner'])}</code> "
+            f"(by validation {html.escape(res['primary'])})</h2>"
+        )
+        rule = (res.get("selection") or {}).get("score")
+        if rule:
+            out.append(f"<p>Selection score: {html.escape(rule)}.</p>")
+        out.append(
+            f"{_TABLE}<tr><th>candidate</th><th>kind</th>"
+            "<th>validation AUC ovo</th><th>validation AUC, responsibility only</th><th>selection score</th>"
+            "<th>test AUC ovo</th><th>test AUC ovr</th><th>test AUC, responsibility only</th>"
+            "<th>test macro-F1</th><th>test log loss</th><th>train s</th></tr>"
+        )
+        rows = []
+        for name, c in sorted(res["candidates"].items()):
+            m = c["metrics"]
+            val, test, resp = m.get("val", {}), m.get("test", {}), m.get("test_resp", {})
+            val_resp = m.get("val_resp", {})
+            mark = (" ★" if name == res["winner"] else "") + (
+                " (baseline)" if name == res.get("baseline") else ""
+            )
+            out.append(
+                f"<tr><td>{html.escape(name)}{mark}</td><td>{html.escape(c['kind'])}</td><td>{_f(val.get('roc_auc_ovo'))}</td>"
+                f"<td>{_f(val_resp.get('roc_auc_ovo'))}</td><td>{_f(c.get('selection_score'))}</td>"
+                f"<td>{_f(test.get('roc_auc_ovo'))}</td><td>{_f(test.get('roc_auc_ovr'))}</td><td>{_f(resp.get('roc_auc_ovo'))}</td>"
+                f"<td>{_f(test.get('f1_macro'))}</td><td>{_f(test.get('log_loss'))}</td><td>{_f(c['info'].get('train_seconds'))}</td></tr>"
+            )
+            rows.append((name, val.get("roc_auc_ovo"), test.get("roc_auc_ovo")))
+        out.append("</table>")
+        for note in _missing_figures(res):
+            out.append(f"<p>Why a test figure is n/a or partial: {html.escape(note)}</p>")
+        one = dominant_prediction(task, served_counts(task, res, calibration))
+        if one:
+            out.append(f"<p class='warn'><b>One cohort:</b> {html.escape(one)}</p>")
+        out.append(
+            "<p>Bars: validation and test macro ROC AUC (OvO) per candidate, axis from 0.5 (chance) to 1.</p>"
+        )
+        out.append(bars_svg(rows))
+    if label_lines:
+        out.append(labels_html(label_lines))
+    if calibration:
+        out.append(calibration_html(calibration))
+    out.append(drift_html(drift))
+    out.extend(sections)
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def gate_html(verdict: Mapping[str, Any]) -> str:
+    """The gate's verdict (``gates/<version>.json`` of :func:`hhpulse.flows.pipeline_steps.build_and_gate`)
+    as a section: one line each, and each task's difference with its interval."""
+    lines = verdict.get("lines") or [verdict.get("reason", "")]
+    champ = verdict.get("champion_version") or "none"
+    boot = verdict.get("bootstrap") or {}
+    out = [
+        "<h2>Gate</h2>",
+        f"<p>Challenger {html.escape(str(verdict.get('version')))} against champion {html.escape(champ)}.</p>",
+        "<ul>" + "".join(f"<li>{html.escape(str(line))}</li>" for line in lines) + "</ul>",
+    ]
+    if boot and verdict.get("intervals"):
+        out.append(
+            f"<p>Paired bootstrap: {boot.get('resamples')} resamples stratified by {html.escape(str(boot.get('stratified_by')))}, "
+            f"{100 * float(boot.get('confidence', 0)):.0f}% percentile interval, on {html.escape(str(boot.get('rows')))}. "
+            "The challenger replaces the champion only when the lower bound of the mean improvement "
+            f"is above the margin {_f(verdict.get('margin'))}.</p>"
+        )
+    return "\n".join(out)
+
+
+def with_gate(report: str, verdict: Mapping[str, Any]) -> str:
+    """The report with the gate's section before the end of the page."""
+    section = gate_html(verdict)
+    if "</body>" in report:
+        return report.replace("</body>", section + "\n</body>", 1)
+    return report + "\n" + section

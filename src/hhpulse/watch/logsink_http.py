@@ -1,0 +1,225 @@
+"""``hhpulse logsink``'s HTTP server: the standard library's threading server around :class:`LogSink`.
+
+Routes:
+
+* ``POST`` any path: one CloudEvent (binary mode) from KServe's logger. 200 ``{"status":
+  "waiting"|"paired"}``; 400 ``{"error": reason}`` for a bad event; 503 with ``Retry-After``
+  when the sink is full or shutting down;
+* ``GET /healthz``: 200 while the process serves (liveness);
+* ``GET /readyz``: 200 while it takes events, 503 once SIGTERM came (readiness);
+* ``GET /metrics``: Prometheus text: events by outcome, records written, batches, unpaired
+  halves dropped, halves waiting and the writer's buffer.
+
+On SIGTERM (or SIGINT) the server stops being ready, keeps taking events for ``drain``
+seconds (the partners of requests in flight, while the endpoints controller removes the pod
+from the Service), stops, and closes the sink (writes the last batch; see
+:meth:`hhpulse.watch.logsink.LogSink.close`). One JSON log line says what was written and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from hhpulse.data.store import StoreError
+from hhpulse.watch.logsink import BadEvent, LogSink, SinkFull, parse_event
+
+log = logging.getLogger("hhpulse.watch.logsink")
+
+RETRY_AFTER = "5"
+TICK_SECONDS = 0.5
+
+
+def metrics_text(sink: LogSink) -> str:
+    """The sink's counters and gauges in Prometheus' text format (no client library needed)."""
+    c = sink.counts
+    lines = [
+        "# HELP hhpulse_logsink_events_total Inference events by outcome",
+        "# TYPE hhpulse_logsink_events_total counter",
+    ]
+    for outcome in ("paired", "waiting", "bad", "refused"):
+        lines.append(f'hhpulse_logsink_events_total{{outcome="{outcome}"}} {c[outcome]}')
+    lines += [
+        "# HELP hhpulse_logsink_unpaired_total Events dropped because their partner never came, by type",
+        "# TYPE hhpulse_logsink_unpaired_total counter",
+        f'hhpulse_logsink_unpaired_total{{type="request"}} {c["unpaired_request"]}',
+        f'hhpulse_logsink_unpaired_total{{type="response"}} {c["unpaired_response"]}',
+        "# HELP hhpulse_logsink_records_total Served-log records handed to the writer",
+        "# TYPE hhpulse_logsink_records_total counter",
+        f"hhpulse_logsink_records_total {c['records']}",
+        "# HELP hhpulse_logsink_batches_total Batches written to the store",
+        "# TYPE hhpulse_logsink_batches_total counter",
+        f"hhpulse_logsink_batches_total {len(sink.writer.written)}",
+        "# HELP hhpulse_logsink_pending_events Events waiting for their partner",
+        "# TYPE hhpulse_logsink_pending_events gauge",
+        f"hhpulse_logsink_pending_events {sink.pending}",
+        "# HELP hhpulse_logsink_buffered_records Records buffered, not yet written",
+        "# TYPE hhpulse_logsink_buffered_records gauge",
+        f"hhpulse_logsink_buffered_records {sink.writer.pending}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class SinkServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # the agent's Go client keeps connections open; a slow client must not hold a thread forever
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], sink: LogSink, *, max_event_bytes: int) -> None:
+        super().__init__(address, _Handler)
+        self.sink = sink
+        self.max_event_bytes = max_event_bytes
+        self.ready = True  # /readyz; False from SIGTERM on (events are still taken while draining)
+        self.accepting = True  # False once draining is over: later events get 503
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    def begin(self) -> bool:
+        """Count an event in; False when the sink no longer takes events."""
+        with self._idle:
+            if not self.accepting:
+                return False
+            self._inflight += 1
+            return True
+
+    def end(self) -> None:
+        with self._idle:
+            self._inflight -= 1
+            self._idle.notify_all()
+
+    def stop_taking(self, timeout: float = 10.0) -> int:
+        """Take no more events, and wait for those being handled; how many were still in flight."""
+        with self._idle:
+            self.accepting = False
+            self._idle.wait_for(lambda: self._inflight == 0, timeout)
+            return self._inflight
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the agent's client expects
+    # the status line and headers, then the body, are two writes: without TCP_NODELAY the
+    # second waits for the client's delayed ACK (40 ms a response on Linux)
+    disable_nagle_algorithm = True
+    server: SinkServer
+    timeout = 60
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass  # one line per refusal below; accepted events are counted, not logged
+
+    def _answer(self, status: int, doc: dict[str, Any] | str, content_type: str = "application/json") -> None:
+        body = (json.dumps(doc) if isinstance(doc, dict) else doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 503:
+            self.send_header("Retry-After", RETRY_AFTER)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?")[0]
+        if path == "/healthz":
+            self._answer(200, {"status": "ok"})
+        elif path == "/readyz":
+            ok = self.server.ready
+            self._answer(200 if ok else 503, {"status": "ready" if ok else "draining"})
+        elif path == "/metrics":
+            self._answer(200, metrics_text(self.server.sink), "text/plain; version=0.0.4")
+        else:
+            self._answer(404, {"error": f"no such path {path}; POST CloudEvents to /"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            length = int(headers.get("content-length", ""))
+        except ValueError:
+            self.close_connection = True
+            self._answer(411, {"error": "Content-Length is required"})
+            return
+        if length > self.server.max_event_bytes:
+            self.close_connection = True  # the body is not read: this connection cannot go on
+            self._refuse(
+                400, f"the event body is {length} bytes, over the limit of {self.server.max_event_bytes}"
+            )
+            return
+        body = self.rfile.read(length)
+        if not self.server.begin():
+            self._answer(503, {"error": "the sink is shutting down"})
+            return
+        try:
+            event = parse_event(headers, body, max_bytes=self.server.max_event_bytes)
+            status = self.server.sink.accept(event)
+        except BadEvent as exc:
+            self._refuse(400, str(exc))
+            return
+        except SinkFull as exc:
+            self._refuse(503, str(exc))
+            return
+        finally:
+            self.server.end()
+        self._answer(200, {"status": status})
+
+    def _refuse(self, status: int, reason: str) -> None:
+        level = logging.ERROR if status >= 500 else logging.WARNING
+        log.log(level, "refused an event (%d): %s", status, reason, extra={"fields": {"status": status}})
+        self._answer(status, {"error": reason})
+
+
+def run_server(
+    sink: LogSink,
+    *,
+    host: str,
+    port: int,
+    max_event_bytes: int,
+    drain: float = 3.0,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set); 0 when the last batch was written,
+    1 when the store refused it (the log line says how many records were lost)."""
+    server = SinkServer((host, port), sink, max_event_bytes=max_event_bytes)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
+    def timer() -> None:
+        while not stop.wait(TICK_SECONDS):
+            sink.tick()
+
+    threads = [
+        threading.Thread(target=server.serve_forever, daemon=True),
+        threading.Thread(target=timer, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    log.info("logsink listening on http://%s:%d", host, server.server_address[1])
+    if ready is not None:
+        ready.set()
+    stop.wait()
+    server.ready = False
+    log.info("stopping: not ready; taking the last events for %.1fs", drain)
+    threading.Event().wait(drain)
+    late = server.stop_taking()
+    if late:
+        log.error("%d events were still being handled after 10 s; they may be lost", late)
+    server.shutdown()
+    server.server_close()
+    waiting = sink.pending
+    try:
+        key = sink.close()
+    except StoreError as exc:
+        log.error("the last batch was not written (%d records lost): %s", sink.writer.pending, exc)
+        return 1
+    log.info(
+        "stopped: %d records in %d batches, last %s; %d events waited unpaired and were dropped",
+        sink.counts["records"],
+        len(sink.writer.written),
+        key or "(nothing left to write)",
+        waiting,
+    )
+    return 0
