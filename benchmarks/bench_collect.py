@@ -33,7 +33,7 @@ def _collect_validate(path, root):
 
 
 def _history(root):
-    from hhpulse.data.history import rebuild_history
+    from hhpulse.data.history_store import rebuild_history
     from hhpulse.data.store import LocalStore
 
     return len(rebuild_history(LocalStore(root)))

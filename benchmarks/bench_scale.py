@@ -117,7 +117,7 @@ def step_collect(root: str, day: int, size: int, seed: int, bare_rss: int) -> di
 def step_validate_fold(root: str, run_id: str, history: str) -> dict[str, Any]:
     """The validate pod: the data contract, then the fold of the run into the history (or,
     with ``history="rebuild"``, the whole history rebuilt from every raw run, as before)."""
-    from hhpulse.data import history as hist_mod
+    from hhpulse.data import history_store as hist_mod
     from hhpulse.data.store import LocalStore
     from hhpulse.data.validate import validate_run
 
@@ -138,7 +138,7 @@ def step_validate_fold(root: str, run_id: str, history: str) -> dict[str, Any]:
 def step_dataset(root: str, out_dir: str, window_days: int, history: str) -> dict[str, Any]:
     """The build-dataset step: the history it reads (the window, or all of it), labels, split."""
     from hhpulse.config import LabelConfig, SplitConfig
-    from hhpulse.data import history as hist_mod
+    from hhpulse.data import history_store as hist_mod
     from hhpulse.data.store import LocalStore
     from hhpulse.model.dataset import build_dataset
 
@@ -589,7 +589,7 @@ def main(argv: Sequence[str] = ()) -> None:
     if args.checkpoint_only:
         if not args.store:
             raise SystemExit("bench_scale: --checkpoint-only needs --store (a store with runs)")
-        from hhpulse.data.collect import list_runs
+        from hhpulse.data.runs import list_runs
         from hhpulse.data.store import LocalStore
 
         row = {"run": len(list_runs(LocalStore(root))), "checkpoint_only": True}

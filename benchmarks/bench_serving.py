@@ -51,7 +51,7 @@ TEXTS = [
 def _bundle(root: Path) -> Path:
     from hhpulse.config import load_candidates
     from hhpulse.data.collect import collect
-    from hhpulse.data.history import load_history, rates_by_run, rebuild_history
+    from hhpulse.data.history_store import load_history, rates_by_run, rebuild_history
     from hhpulse.data.sources import make_source
     from hhpulse.data.store import LocalStore
     from hhpulse.flows.workflow import train_from_history
@@ -260,7 +260,7 @@ def _winner_bundles(root: Path) -> tuple[dict[str, Path], str]:
         about = f"the first {len(history)} vacancies (by id) of {REAL_DUMP.name}"
     else:
         from hhpulse.data.collect import collect
-        from hhpulse.data.history import load_history, rates_by_run, rebuild_history
+        from hhpulse.data.history_store import load_history, rates_by_run, rebuild_history
         from hhpulse.data.sources import make_source
         from hhpulse.data.store import LocalStore
 

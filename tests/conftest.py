@@ -68,7 +68,7 @@ def demo_store(tmp_path_factory):
     """Two daily runs of the demo market (40 vacancies a day) with history built: a small labelled
     store that tests train tiny bundles from. Shared by the session, so treat it as read-only."""
     from hhpulse.data.collect import collect
-    from hhpulse.data.history import rebuild_history
+    from hhpulse.data.history_store import rebuild_history
     from hhpulse.data.sources import make_source
     from hhpulse.data.store import LocalStore
 

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from hhpulse.config import CandidateConfig, ConfigError, baseline_candidate, load_candidates
-from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.history_store import load_history, rates_by_run
 from hhpulse.flows.workflow import train_from_history
 from hhpulse.model.bundle import load_bundle
 from hhpulse.model.train import FeatureSet, select_winner, train_task

@@ -11,7 +11,7 @@ import pytest
 
 from hhpulse.config import CandidateConfig
 from hhpulse.data.collect import collect
-from hhpulse.data.history import load_history, rates_by_run, rebuild_history
+from hhpulse.data.history_store import load_history, rates_by_run, rebuild_history
 from hhpulse.data.sources import make_source
 from hhpulse.data.store import LocalStore
 from hhpulse.flows.workflow import train_from_history

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hhpulse.config import CandidateConfig
-from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.history_store import load_history, rates_by_run
 from hhpulse.flows.workflow import train_from_history
 from hhpulse.model.bundle import BundleError, load_bundle, write_manifest
 from hhpulse.model.calibration import (

@@ -10,7 +10,8 @@ import sys
 import pytest
 import requests
 
-from hhpulse.data.collect import collect, list_runs, read_items
+from hhpulse.data.collect import collect
+from hhpulse.data.runs import list_runs, read_items
 from hhpulse.data.sources import ApiSource, FileSource, SourceError, make_source
 from hhpulse.data.store import LocalStore, open_store
 from hhpulse.hh.client import CaptchaRequired, HHClient, HHError, user_agent

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
-from hhpulse.data.collect import collect, list_runs
-from hhpulse.data.history import load_raw_runs, rebuild_history
+from hhpulse.data.collect import collect
+from hhpulse.data.history import load_raw_runs
+from hhpulse.data.history_store import rebuild_history
+from hhpulse.data.runs import list_runs
 from hhpulse.data.sources import make_source
 from hhpulse.data.store import LocalStore
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hhpulse.data.collect import collect, read_items
+from hhpulse.data.collect import collect
+from hhpulse.data.runs import read_items
 from hhpulse.data.sources import DemoSource, SourceError, make_source
 from hhpulse.data.store import LocalStore
 from hhpulse.hh.client import CaptchaRequired, HHClient, RetriesExhausted

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from hhpulse.config import CandidateConfig, LabelConfig
-from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.history_store import load_history, rates_by_run
 from hhpulse.flows.workflow import bundle_from_results
 from hhpulse.model.bundle import load_bundle
 from hhpulse.model.calibration import softmax

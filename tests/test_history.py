@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from hhpulse.data.collect import collect
-from hhpulse.data.history import HISTORY_COLUMNS, RawRun, build_history, read_history, rebuild_history
+from hhpulse.data.history import HISTORY_COLUMNS, RawRun, build_history
+from hhpulse.data.history_store import read_history, rebuild_history
 from hhpulse.data.sources import make_source
 from hhpulse.data.store import LocalStore
 from hhpulse.hh.market import Market

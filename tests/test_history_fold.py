@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from hhpulse.data.collect import encode_items
 from hhpulse.data.history import HISTORY_COLUMNS, build_history, load_raw_runs
 from hhpulse.data.history_store import (
     STATE_KEY,
@@ -20,6 +19,7 @@ from hhpulse.data.history_store import (
     rebuild,
     verify,
 )
+from hhpulse.data.runs import encode_items
 from hhpulse.data.store import LocalStore
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=timezone.utc)

@@ -203,7 +203,7 @@ def test_flags_follow_the_thresholds():
 def test_run_monitor_windows_state_and_outputs(tmp_path, demo_store):
     """End to end on a store: the watermark splits 'since the last run' from 'in total'."""
     from hhpulse.config import load_candidates
-    from hhpulse.data.history import load_history, rates_by_run
+    from hhpulse.data.history_store import load_history, rates_by_run
     from hhpulse.flows.workflow import train_from_history
     from hhpulse.model.bundle import load_bundle
 

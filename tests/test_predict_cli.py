@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from hhpulse.config import CandidateConfig
-from hhpulse.data.collect import collect, list_runs, read_items
+from hhpulse.data.collect import collect
+from hhpulse.data.runs import list_runs, read_items
 from hhpulse.data.sources import make_source
 from hhpulse.data.store import LocalStore
 from hhpulse.flows.workflow import history_from_data, train_from_history

@@ -18,7 +18,7 @@ import pytest
 import scipy.sparse as sp
 
 from hhpulse.config import TASKS, CandidateConfig, LabelConfig
-from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.history_store import load_history, rates_by_run
 from hhpulse.model.bundle import build_bundle, load_bundle, to_instance
 from hhpulse.model.calibration import Calibrator
 from hhpulse.model.dataset import build_dataset

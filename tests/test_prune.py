@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from hhpulse.data.collect import collect, list_runs
-from hhpulse.data.history_store import HistoryError, fold_run, read_history, rebuild, verify
+from hhpulse.data.collect import collect
+from hhpulse.data.history_store import HistoryError, fold_run, history_runs, read_history, rebuild, verify
 from hhpulse.data.retention import (
     KEEP_NEW,
     KEEP_REBUILD,
@@ -23,9 +23,8 @@ from hhpulse.data.retention import (
     PruneError,
     plan_prune,
     prune,
-    pruned_runs,
-    rebuild_gap,
 )
+from hhpulse.data.runs import list_runs, pruned_runs, rebuild_gap
 from hhpulse.data.sources import DEMO_START_DAY, make_source
 from hhpulse.data.store import LocalStore
 from hhpulse.hh.market import Market
@@ -99,7 +98,7 @@ def test_prune_removes_what_the_plan_says_and_history_is_unharmed(store, four_ru
     assert {p["run_id"] for p in recorded} == set(ids[:2])  # finished runs only
     assert all(p["complete_demo_run"] and p["bytes"] > 0 for p in recorded)
     assert {p["demo_day"] for p in recorded} == {DEMO_START_DAY, DEMO_START_DAY + 1}
-    assert sorted(rebuild_gap(store)) == sorted(ids[:2])
+    assert sorted(rebuild_gap(store, sorted(history_runs(store) or ()))) == sorted(ids[:2])
     # the stored history does not need them: it reads the same, and folding goes on
     after = read_history(store)
     assert after.equals(before)

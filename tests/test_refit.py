@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from hhpulse.config import CandidateConfig, FeatureConfig
-from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.history_store import load_history, rates_by_run
 from hhpulse.flows.workflow import evaluate_bundle, train_from_history
 from hhpulse.model.bundle import load_bundle
 from hhpulse.model.calibration import Calibrator

@@ -14,7 +14,8 @@ import pytest
 
 from hhpulse.config import LabelConfig
 from hhpulse.data.collect import collect
-from hhpulse.data.history import load_raw_runs, rebuild_history
+from hhpulse.data.history import load_raw_runs
+from hhpulse.data.history_store import rebuild_history
 from hhpulse.data.sources import DEMO_START_DAY, make_source
 from hhpulse.data.store import LocalStore
 from hhpulse.flows.workflow import champion_measured, compare
@@ -214,7 +215,7 @@ def test_replay_live_serves_the_gate_hooks_champion(replayed, tmp_path, demo_sto
     import shutil
 
     from hhpulse.config import load_candidates
-    from hhpulse.data.history import load_history, rates_by_run
+    from hhpulse.data.history_store import load_history, rates_by_run
     from hhpulse.flows.replay import ReplaySettings, replay_store
     from hhpulse.flows.workflow import train_from_history
     from hhpulse.model.bundle import load_bundle

@@ -20,7 +20,7 @@ RAW_KEYS = re.compile(r"_psi\b|vocabulary_jaccard|new_top_terms|champion_version
 @pytest.fixture(scope="module")
 def page(demo_store, tmp_path_factory) -> str:
     """A report from a real tiny training run on the demo store, with drift and a gate verdict."""
-    from hhpulse.data.history import load_history, rates_by_run
+    from hhpulse.data.history_store import load_history, rates_by_run
     from hhpulse.flows.workflow import judge, test_predictions, train_on_dataset
     from hhpulse.model.bundle import load_bundle
     from hhpulse.model.dataset import build_dataset, label_lines

@@ -14,7 +14,7 @@ import requests
 
 from conftest import free_port
 from hhpulse.config import CandidateConfig
-from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.history_store import load_history, rates_by_run
 from hhpulse.flows.workflow import train_from_history
 from hhpulse.model.bundle import load_bundle
 

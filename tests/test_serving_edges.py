@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from conftest import free_port
-from hhpulse.data.history import load_history, rates_by_run
+from hhpulse.data.history_store import load_history, rates_by_run
 from hhpulse.data.store import LocalStore
 from hhpulse.flows.workflow import train_from_history
 from hhpulse.model.bundle import load_bundle

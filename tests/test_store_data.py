@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hhpulse.data.collect import collect, list_runs, read_items
-from hhpulse.data.history import rates_by_run, rebuild_history
+from hhpulse.data.collect import collect
+from hhpulse.data.history_store import rates_by_run, rebuild_history
+from hhpulse.data.runs import list_runs, read_items
 from hhpulse.data.sources import make_source
 from hhpulse.data.store import LocalStore, StoreError
 from hhpulse.data.validate import validate_run
@@ -113,6 +114,7 @@ def test_broken_lines_of_a_dump_are_quarantined_and_every_step_goes_on(tmp_path,
 
 def test_validate_latest_is_the_newest_run_by_collection_time(tmp_path, demo_items, monkeypatch):
     import hhpulse.data.collect as collect_module
+    from hhpulse.data.runs import latest_run
 
     store = LocalStore(tmp_path / "store")
     dump = write_items(tmp_path / "d.jsonl", demo_items[:30])
@@ -123,7 +125,7 @@ def test_validate_latest_is_the_newest_run_by_collection_time(tmp_path, demo_ite
     # runs started in the same second: the id order says the older collection is the newest
     assert max(newer.run_id, older.run_id) == older.run_id
     assert validate_run(store, "latest").run_id == newer.run_id
-    assert collect_module.latest_run(store) == newer.run_id
+    assert latest_run(store) == newer.run_id
 
 
 def test_dumps_can_come_from_stdin(tmp_path, demo_items, monkeypatch):

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {result.run_id}: {result.items} vacancies -> {store.uri(f'raw/{result.run_id}/')}")
     unreadable = result.meta["counts"].get("unreadable")
     if unreadable:
-        from hhpulse.data.collect import UNREADABLE_KEY
+        from hhpulse.data.runs import UNREADABLE_KEY
 
         print(
             f"hhpulse collect: {unreadable} input values were not vacancies (broken JSON lines or not objects); "

@@ -173,8 +173,8 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
 
 
 def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignore[no-untyped-def]
-    from hhpulse.data.collect import latest_run
     from hhpulse.data.history_store import STATE_KEY, describe_window, load_state, window_summary
+    from hhpulse.data.runs import latest_run
 
     last = latest_run(store)  # by collected_at: ids of runs started in the same second do not sort
     if last:

@@ -12,82 +12,21 @@ rewrites an earlier run.
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import logging
-import secrets
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from tqdm import tqdm
 
 from hhpulse import __version__
+from hhpulse.data.runs import UNREADABLE_KEY, CollectResult, encode_items, list_runs, new_run_id
 from hhpulse.data.sources import Source
 from hhpulse.data.store import Store, StoreError, update_json
 from hhpulse.hh.client import HHError
 from hhpulse.hh.records import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
-
-UNREADABLE_KEY = "quarantine/{run_id}/unreadable.jsonl.gz"
-
-
-@dataclass(frozen=True)
-class CollectResult:
-    run_id: str
-    meta: dict[str, Any]
-    items: int
-    stop_reason: str | None
-    complete: bool
-
-    @property
-    def ok(self) -> bool:
-        return self.stop_reason is None
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """``YYYYmmddTHHMMSSZ-<8 hex>``: sorting run ids sorts runs by start time."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
-
-
-def list_runs(store: Store, *, complete_only: bool = False) -> list[str]:
-    """Run ids that have a meta.json (finished runs), sorted by id (see :func:`runs_by_time`)."""
-    runs = sorted({k.split("/")[1] for k in store.list("raw/") if k.endswith("/meta.json")})
-    if complete_only:
-        runs = [r for r in runs if store.get_json(f"raw/{r}/meta.json").get("complete")]
-    return runs
-
-
-def run_order_key(meta: Mapping[str, Any], run_id: str) -> tuple[float, str]:
-    """How runs are ordered in time: by ``collected_at``, then by id.
-
-    Run ids of runs started in the same second do not sort by time, and the demo's
-    simulated clock is not the wall clock, so "the newest run" is always the one with the
-    latest ``collected_at``. A run without one sorts last.
-    """
-    try:
-        when = parse_datetime(meta.get("collected_at"), "collected_at")
-    except ValueError:
-        when = None
-    return (when.timestamp() if when else float("inf"), run_id)
-
-
-def runs_by_time(store: Store) -> list[str]:
-    """Finished run ids, oldest first by :func:`run_order_key`."""
-    metas = {r: store.get_json(f"raw/{r}/meta.json") for r in list_runs(store)}
-    return sorted(metas, key=lambda r: run_order_key(metas[r], r))
-
-
-def latest_run(store: Store) -> str | None:
-    """The newest finished run (by ``collected_at``), or None in an empty store."""
-    runs = runs_by_time(store)
-    return runs[-1] if runs else None
-
 
 # -- what a store holds: synthetic (demo) data, real data, or (on purpose) both --------------
 STORE_INFO = "store.json"
@@ -155,20 +94,6 @@ def record_data_kind(store: Store, kind: str, run_id: str) -> None:
             f"(run {run_id}): the store now holds both and {store.uri(STORE_INFO)} says mixed. Move one "
             "of the two runs' raw/<run_id>/ folders to another store, or keep the mix on purpose"
         )
-
-
-def encode_items(items: list[dict[str, Any]]) -> bytes:
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
-        for item in items:
-            gz.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
-            gz.write(b"\n")
-    return buf.getvalue()
-
-
-def read_items(store: Store, run_id: str) -> list[dict[str, Any]]:
-    data = gzip.decompress(store.get_bytes(f"raw/{run_id}/vacancies.jsonl.gz"))
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
 
 
 def collect(

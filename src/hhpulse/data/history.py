@@ -55,7 +55,7 @@ from typing import Any
 
 import pandas as pd
 
-from hhpulse.data.collect import list_runs, read_items, run_order_key
+from hhpulse.data.runs import list_runs, quarantined_ids, read_items, run_order_key
 from hhpulse.data.store import KeyNotFound, Store
 from hhpulse.hh.records import RECORD_COLUMNS, RecordError, parse_datetime, parse_item
 
@@ -256,8 +256,6 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
 
 def load_raw_runs(store: Store) -> list[RawRun]:
     """Every finished run in the store. Runs without meta.json (killed midway) are skipped."""
-    from hhpulse.data.validate import quarantined_ids
-
     folders = sorted({k.split("/")[1] for k in store.list("raw/") if k.count("/") >= 2})
     finished = set(list_runs(store))
     for run_id in sorted(set(folders) - finished):
@@ -275,65 +273,8 @@ def load_raw_runs(store: Store) -> list[RawRun]:
     return runs
 
 
-def rebuild_history(store: Store, *, progress: bool = False) -> pd.DataFrame:
-    """Rebuild the stored history from every finished run, one run at a time, and return it
-    (see :func:`hhpulse.data.history_store.rebuild`)."""
-    from hhpulse.data.history_store import read_history, rebuild
-
-    rebuild(store, progress=progress)
-    hist = read_history(store)
-    log.info("history: %d vacancies -> %s", len(hist), store.uri("history/"))
-    return hist
-
-
-def load_history(store: Store, *, window_days: int | None = None) -> pd.DataFrame:
-    """The stored history (all of it, or the open vacancies plus those closed within ``window_days``)."""
-    from hhpulse.data.history_store import read_history
-
-    return read_history(store, window_days=window_days)
-
-
-def rates_by_run(store: Store) -> dict[str, dict[str, float]]:
-    """Currency rates (code -> units per 1 RUR) of every run, by run id: the folded runs' from
-    the history's state (no raw run is read), else from every finished run's meta.json."""
-    from hhpulse.data.history_store import history_rates
-
-    try:
-        return history_rates(store)
-    except KeyNotFound:
-        return {
-            r: dict(store.get_json(f"raw/{r}/meta.json").get("currency_rates") or {})
-            for r in list_runs(store)
-        }
-
-
 def summarize(hist: pd.DataFrame) -> str:
     closed = hist["closed_reason"].value_counts().to_dict() if len(hist) else {}
     open_ = int(hist["closed_at"].isna().sum()) if len(hist) else 0
     parts = ", ".join(f"{k}: {v}" for k, v in sorted(closed.items())) or "none"
     return f"history: {len(hist)} vacancies, {open_} open, closed by reason: {parts}"
-
-
-# the stored, folded history: the layout and the fold live in hhpulse.data.history_store, which
-# builds on the reference above; its API is re-exported here (lazily: it imports this module)
-_STORED = frozenset(
-    {
-        "DEFAULT_WINDOW_DAYS",
-        "BackfillRefused",
-        "FoldResult",
-        "HistoryError",
-        "VerifyResult",
-        "fold_run",
-        "read_history",
-        "rebuild",
-        "verify",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _STORED:
-        from hhpulse.data import history_store
-
-        return getattr(history_store, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

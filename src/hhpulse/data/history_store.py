@@ -53,7 +53,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hhpulse.config import DEFAULT_WINDOW_DAYS  # noqa: F401 (re-exported: hhpulse.data.history, replay, monitor)
-from hhpulse.data.collect import run_order_key
 from hhpulse.data.history import (
     HISTORY_COLUMNS,
     HISTORY_KEY,
@@ -62,6 +61,7 @@ from hhpulse.data.history import (
     empty_history,
     record_rows,
 )
+from hhpulse.data.runs import list_runs, quarantined_ids, rebuild_gap, run_order_key
 from hhpulse.data.store import KeyNotFound, LocalStore, PreconditionFailed, Store, StoreError
 from hhpulse.hh.records import RECORD_COLUMNS, format_datetime, parse_datetime
 
@@ -471,8 +471,6 @@ def _fold_runs(
 ) -> list[str]:
     from tqdm import tqdm
 
-    from hhpulse.data.validate import quarantined_ids
-
     folded = []
     for run_id, meta in tqdm(pending, desc="fold runs", unit="run", disable=not progress, leave=False):
         if not meta.get("collected_at"):
@@ -634,15 +632,22 @@ def _result(
     return res
 
 
+def history_runs(store: Store) -> set[str] | None:
+    """Run ids the stored history has taken in (folded, or skipped for having no items); None
+    when there is no history."""
+    state, _ = load_state(store)
+    if state is None:
+        return None
+    return {str(r["run_id"]) for r in state.get("runs", [])} | {str(r) for r in state.get("skipped") or []}
+
+
 def rebuild(store: Store, *, into: Store | None = None, progress: bool = False) -> FoldResult:
     """Rebuild the history from every finished raw run, folding one run at a time (memory:
     one run plus the open vacancies), and commit it in one step into ``into`` (default:
     ``store`` itself, replacing its history atomically)."""
     t0 = time.perf_counter()
     if into is None:
-        from hhpulse.data.retention import rebuild_gap
-
-        gap = rebuild_gap(store)
+        gap = rebuild_gap(store, sorted(history_runs(store) or ()))
         if gap:
             raise HistoryError(
                 f"{store.uri(STATE_KEY)}: {len(gap)} folded run(s) were pruned (e.g. {', '.join(gap[:3])}), "
@@ -895,8 +900,6 @@ def verify(store: Store, *, progress: bool = False, limit: int = 10) -> VerifyRe
     mine = [r["run_id"] for r in (state or {}).get("runs", [])]
     theirs = [r["run_id"] for r in (rebuilt_state or {}).get("runs", [])]
     if mine != theirs:
-        from hhpulse.data.retention import rebuild_gap
-
         missing = [r for r in theirs if r not in mine]
         extra = [r for r in mine if r not in theirs]
         pruned = set(rebuild_gap(store, extra))
@@ -922,3 +925,32 @@ def verify(store: Store, *, progress: bool = False, limit: int = 10) -> VerifyRe
         differences=diffs[:limit],
         seconds=time.perf_counter() - t0,
     )
+
+
+# -- the stored history for callers that want a DataFrame ------------------------------------
+
+
+def rebuild_history(store: Store, *, progress: bool = False) -> pd.DataFrame:
+    """Rebuild the stored history from every finished run, one run at a time, and return it
+    (see :func:`rebuild`)."""
+    rebuild(store, progress=progress)
+    hist = read_history(store)
+    log.info("history: %d vacancies -> %s", len(hist), store.uri("history/"))
+    return hist
+
+
+def load_history(store: Store, *, window_days: int | None = None) -> pd.DataFrame:
+    """The stored history (all of it, or the open vacancies plus those closed within ``window_days``)."""
+    return read_history(store, window_days=window_days)
+
+
+def rates_by_run(store: Store) -> dict[str, dict[str, float]]:
+    """Currency rates (code -> units per 1 RUR) of every run, by run id: the folded runs' from
+    the history's state (no raw run is read), else from every finished run's meta.json."""
+    try:
+        return history_rates(store)
+    except KeyNotFound:
+        return {
+            r: dict(store.get_json(f"raw/{r}/meta.json").get("currency_rates") or {})
+            for r in list_runs(store)
+        }

@@ -38,18 +38,17 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from hhpulse.data.collect import list_runs
-from hhpulse.data.store import KeyNotFound, Store, update_json
+from hhpulse.data.history_store import history_runs
+from hhpulse.data.runs import RETENTION_KEY, list_runs, pruned_runs
+from hhpulse.data.store import Store, update_json
 from hhpulse.hh.records import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
 
-RETENTION_KEY = "retention.json"
 RUN_PREFIXES = ("raw/", "quarantine/")
 
 # why a run is kept (or goes)
@@ -132,17 +131,6 @@ def _run_time(run_id: str, meta: dict[str, Any] | None) -> datetime | None:
         return None
 
 
-def history_runs(store: Store) -> set[str] | None:
-    """Run ids the stored history has taken in (folded, or skipped for having no items); None
-    when there is no history."""
-    from hhpulse.data.history_store import load_state
-
-    state, _ = load_state(store)
-    if state is None:
-        return None
-    return {str(r["run_id"]) for r in state.get("runs", [])} | {str(r) for r in state.get("skipped") or []}
-
-
 def plan_prune(
     store: Store, older_than_days: float, *, force_rebuild_gap: bool = False, now: datetime | None = None
 ) -> PrunePlan:
@@ -221,19 +209,3 @@ def prune(store: Store, plan: PrunePlan, *, progress: bool = False) -> PrunePlan
             store.delete(key)
         log.info("removed raw run %s (%s)", run.run_id, human_bytes(run.bytes))
     return plan
-
-
-def pruned_runs(store: Store) -> list[dict[str, Any]]:
-    """What ``retention.json`` records of the finished runs pruned so far."""
-    try:
-        return list(store.get_json(RETENTION_KEY).get("pruned", []))
-    except KeyNotFound:
-        return []
-
-
-def rebuild_gap(store: Store, folded: Sequence[str] | None = None) -> list[str]:
-    """Folded runs whose raw data was pruned: a rebuild from the raw runs cannot reproduce them."""
-    gone = {p["run_id"] for p in pruned_runs(store)}
-    if folded is None:
-        folded = sorted(history_runs(store) or ())
-    return [r for r in folded if r in gone]

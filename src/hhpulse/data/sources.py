@@ -16,16 +16,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hhpulse.data.store import GZIP_MAGIC, gunzipped
+from hhpulse.data.leases import Lease, claim, claim_state, complete, release
+from hhpulse.data.runs import CollectResult, pruned_runs
+from hhpulse.data.store import GZIP_MAGIC, Store, gunzipped
 from hhpulse.hh.client import DEFAULT_API_URL, HHClient, PageProgress
 from hhpulse.hh.records import parse_datetime
-
-if TYPE_CHECKING:
-    from hhpulse.data.collect import CollectResult
-    from hhpulse.data.leases import Lease
-    from hhpulse.data.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +234,6 @@ class DemoSource(ApiSource):
         started at once, exactly one gets a day). A given day is claimed too, but collected even
         when another run holds it (with a warning).
         """
-        from hhpulse.data.leases import claim, claim_state
-        from hhpulse.data.retention import pruned_runs
 
         earlier, collected = 0, set()
         for key in store.list("raw/"):
@@ -274,7 +269,6 @@ class DemoSource(ApiSource):
 
     def finish(self, store: Store, result: CollectResult | None) -> None:
         """Mark the day's claim done when the run completed, else give it up (the day may be redone)."""
-        from hhpulse.data.leases import complete, release
 
         lease, self._lease = self._lease, None
         if lease is None:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from hhpulse.data.collect import encode_items, latest_run, read_items
+from hhpulse.data.runs import QUARANTINE_KEY, encode_items, latest_run, read_items
 from hhpulse.data.store import Store
 from hhpulse.hh.records import KNOWN_CURRENCIES, RecordError, parse_item
 
@@ -211,7 +211,7 @@ def validate_run(
     )
     _count_unreadable(store, run_id, report)
     if report.bad_rows:
-        store.put_bytes(f"quarantine/{run_id}/rows.jsonl.gz", encode_items(report.bad_rows))
+        store.put_bytes(QUARANTINE_KEY.format(run_id=run_id), encode_items(report.bad_rows))
     store.put_json(f"raw/{run_id}/validation.json", report.to_dict())
     store.put_bytes(f"raw/{run_id}/validation.md", report.to_markdown().encode())
     log.info("%s (report: %s)", report.summary_line(), store.uri(f"raw/{run_id}/validation.md"))
@@ -234,15 +234,3 @@ def _count_unreadable(store: Store, run_id: str, report: ValidationReport) -> No
         report.total += unreadable
         report.bad += unreadable
         report.rules["unreadable"] = RuleResult(count=unreadable, severity="error", sample_ids=[])
-
-
-def quarantined_ids(store: Store, run_id: str) -> set[str]:
-    """Ids quarantined for a run (empty when the run was clean or never validated)."""
-    key = f"quarantine/{run_id}/rows.jsonl.gz"
-    if not store.exists(key):
-        return set()
-    import gzip
-    import json
-
-    data = gzip.decompress(store.get_bytes(key))
-    return {str(json.loads(line).get("id")) for line in data.splitlines() if line.strip()}

@@ -225,7 +225,7 @@ def replay_store(
     """Replay the finished runs in ``store`` (e.g. real ``--source api`` runs): fold them one by
     one into a scratch folder (``store`` is only read), the labels and ``hooks`` day by day,
     then train once."""
-    from hhpulse.data.collect import list_runs, run_order_key
+    from hhpulse.data.runs import list_runs, run_order_key
 
     keys = set(store.list("raw/"))
     metas = {

@@ -68,8 +68,8 @@ def load_data(spec: str, *, rates: str | None = None, window_days: int | None = 
     go through the data contract, and rows that break it (or lines that are not items at
     all) are left out and counted, never a crash.
     """
-    from hhpulse.data.history import build_history, load_raw_runs, rates_by_run
-    from hhpulse.data.history_store import folded_runs, read_history, window_summary
+    from hhpulse.data.history import build_history, load_raw_runs
+    from hhpulse.data.history_store import folded_runs, rates_by_run, read_history, window_summary
 
     path = Path(spec)
     if spec != "-" and (spec.startswith("s3://") or path.is_dir()):
