@@ -9,14 +9,14 @@ Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, 
     goal (ECE <= 0.03, every cohort's predicted share within 0.03 of the true one); and the prior
     shift on the test split: EM (Saerens et al. 2002) on its unlabelled probabilities, and the
     validation slice's true mix (the newest labelled data before the test).
-(e) issue 16, the published model in time: hhpulse trained on the older 85% of the salary rows by
+(e) the published model in time: hhpulse trained on the older 85% of the salary rows by
     published_at (its own 70/15/15 split inside), its published bundle tested on the newest 15%,
     against TF-IDF + logistic regression (class_weight="balanced") fitted in the same run on the
-    same 85%; "before" is the bundle as published before issue 16 (winner by the all-fields
+    same 85%; "before" is the bundle as the older rule published it (winner by the all-fields
     validation AUC, the held-out fit), "after" the one published now (winner by the mean of both
     validation AUCs, refitted on every row, calibrated out of fold), both from the same trained
     candidates. Goals: AUC >= the baseline's, top-label ECE <= 0.05, largest mix error <= 0.05.
-(f) issue 16, the dev time split: every salary candidate's validation and test AUC with all fields
+(f) the dev time split: every salary candidate's validation and test AUC with all fields
     and with responsibility alone, the winner before and after, against TF-IDF + LR (balanced) on
     responsibility alone. Goal: the winner's responsibility-only AUC >= the baseline's + 0.01.
 """
@@ -185,7 +185,7 @@ def main() -> None:
             f"winner - (a) = {c_resp - by['(a) prototype: token ids + XGB(50, d10, lr .001)']:+.3f}"
         )
     print_calibration(calibration)
-    issue16(hist, rates, ds)
+    published_fit(hist, rates, ds)
 
 
 def print_calibration(calibration) -> None:
@@ -276,8 +276,8 @@ def bundle_metrics(bundle_dir, rows, classes):
 
 
 def _before_after(run, tmp):
-    """The bundles as published before issue 16 (winner by the all-fields validation AUC, the
-    held-out fit) and after it (winner by the mean of both validation AUCs, refitted on every
+    """The bundles as the older rule published them (winner by the all-fields validation AUC, the
+    held-out fit) and as published now (winner by the mean of both validation AUCs, refitted on every
     row), from the same trained candidates."""
     from hhpulse.flows.workflow import bundle_from_candidates
 
@@ -423,7 +423,7 @@ def print_dev(d) -> None:
         )
 
 
-def issue16(hist, rates, ds) -> None:
-    """Both protocols of issue 16, with the before and after figures of this run."""
+def published_fit(hist, rates, ds) -> None:
+    """Both protocols of the published fit, with the before and after figures of this run."""
     print_window(window_protocol(hist, rates, ds))
     print_dev(dev_protocol(hist, rates, ds))

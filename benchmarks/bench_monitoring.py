@@ -141,7 +141,8 @@ def _inprocess_cost(bundle_dir: Path, rounds: int) -> dict[str, list[float]]:
     """Microseconds per single-instance ``VacancyModel.predict`` (the handler that observes the
     metrics) with the input histograms on and off, in interleaved 1-second rounds: the metrics'
     own cost without HTTP's noise."""
-    from hhpulse.model.bundle import Instance, load_bundle
+    from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.inputs import Instance
     from hhpulse.serving.model import VacancyModel
 
     bundle = load_bundle(bundle_dir)

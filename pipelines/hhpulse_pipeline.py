@@ -49,7 +49,7 @@ class ClusterOptions:
     # (cpu request, memory request, cpu limit, memory limit) per kind of step. The memory comes
     # from `make bench BENCH=scale` at daily --demo-size 3000 runs (65k open vacancies a run,
     # hh.ru's IT volume), scaled to a year's 180-day window: request >= the peak, limit >= 1.5x
-    # it, rounded up. README "Running for months" has the figures and how to scale them.
+    # it, rounded up. docs/operations.md ("Sizing the pods") has the figures and how to scale them.
     small: tuple[str, str, str, str] = ("250m", "512M", "1", "2G")  # outcome, publish, deploy
     collect: tuple[str, str, str, str] = ("250m", "1G", "1", "2G")  # 0.51 GB (demo source: +0.5 GB)
     fold: tuple[str, str, str, str] = ("500m", "1G", "1", "2G")  # validate + fold: 0.71 GB, flat

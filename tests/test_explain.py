@@ -259,7 +259,7 @@ def test_request_cli_explain_table(server):
 
 
 def test_equal_contributions_come_from_terms_that_always_occur_together(market, tmp_path):
-    """The README's demo text explains with several terms at the same contribution. They are
+    """The serving docs' demo text (docs/serving.md) explains with several terms at the same contribution. They are
     right: coefficient x TF-IDF value each, and those terms (the words and bigrams of one demo
     phrase) occur in exactly the same training rows, so their TF-IDF columns are identical and
     logistic regression gives them identical coefficients."""

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from hhpulse.cli import main
+from hhpulse.config import Thresholds
 from hhpulse.data.store import LocalStore
 from hhpulse.watch.monitor import (
     LENGTH_EDGES,
     Reference,
-    Thresholds,
     input_drift,
     latest_report,
     length_shares,
@@ -281,7 +281,7 @@ def test_live_accuracy_apart_by_the_kind_of_champion():
 def test_live_hook_follows_a_gate_hook_that_has_no_champion_yet(tmp_path):
     """A gate hook that ran but has no champion yet (None) is obeyed: no stand-in is trained."""
     from hhpulse.flows.replay import ReplayDay, ReplaySettings
-    from hhpulse.watch.monitor import LiveHook
+    from hhpulse.flows.replay_live import LiveHook
 
     hook = LiveHook()
     day = ReplayDay(

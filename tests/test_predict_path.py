@@ -19,10 +19,11 @@ import scipy.sparse as sp
 
 from hhpulse.config import TASKS, CandidateConfig, LabelConfig
 from hhpulse.data.history_store import load_history, rates_by_run
-from hhpulse.model.bundle import build_bundle, load_bundle, to_instance
+from hhpulse.model.bundle import build_bundle, load_bundle
 from hhpulse.model.calibration import Calibrator
 from hhpulse.model.dataset import build_dataset
 from hhpulse.model.features import ngrams
+from hhpulse.model.inputs import to_instance
 from hhpulse.model.text import analyze
 from hhpulse.model.train import featurize, fit_on
 

@@ -1,4 +1,4 @@
-"""The published fit (issue 16): the winners refitted on every labelled row, the held-out fit's
+"""The published fit: the winners refitted on every labelled row, the held-out fit's
 figures kept for the metrics and the gate, the out-of-fold calibrator and its prior backtest,
 and the selection score that counts both ways the model is called."""
 

@@ -217,9 +217,9 @@ def test_replay_live_serves_the_gate_hooks_champion(replayed, tmp_path, demo_sto
     from hhpulse.config import load_candidates
     from hhpulse.data.history_store import load_history, rates_by_run
     from hhpulse.flows.replay import ReplaySettings, replay_store
+    from hhpulse.flows.replay_live import LiveHook
     from hhpulse.flows.workflow import train_from_history
     from hhpulse.model.bundle import load_bundle
-    from hhpulse.watch.monitor import LiveHook
     from hhpulse.watch.served import read_served
 
     _, store_dir, cands = replayed

@@ -328,7 +328,7 @@ def test_metrics_observe_input_length_known_terms_and_model_info(server, bundle_
 def test_input_metrics_can_be_turned_off(bundle_dir):
     from prometheus_client import REGISTRY
 
-    from hhpulse.model.bundle import Instance
+    from hhpulse.model.inputs import Instance
     from hhpulse.serving.model import VacancyModel
 
     def count():

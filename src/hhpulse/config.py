@@ -1,4 +1,4 @@
-"""Settings for labels, features, splits and training: frozen dataclasses, one home.
+"""Settings for labels, features, splits, training and monitoring: frozen dataclasses, one home.
 
 Nothing is read at import time. Every config serialises with ``to_dict()`` and loads
 with ``from_dict()``, and each model bundle stores the configs it was built with.
@@ -23,6 +23,9 @@ T = TypeVar("T")
 DEMAND_COHORTS = ("high", "medium", "low")
 TASKS = ("salary", "demand")
 TEXT_FIELDS = ("responsibility", "name", "requirement")
+
+DEFAULT_API_URL = "https://api.hh.ru"  # hh.ru's API root (``--api-url``)
+DEFAULT_SETTLE_SECONDS = 300  # the monitor leaves the newest seconds to its next run
 
 
 class ConfigError(ValueError):
@@ -370,3 +373,41 @@ def load_candidates(path: str | Path | None = None) -> list[CandidateConfig]:
             f"regression baseline that every run trains anyway: rename {reserved}"
         )
     return out
+
+
+# -- when the monitor flags a drift (hhpulse.watch.monitor) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When the monitor flags a drift (each is an option of ``hhpulse monitor``).
+
+    Attributes:
+        min_records: a window with fewer served records is not judged (too few to tell).
+        cohort_psi: PSI of a task's served mix (mean probabilities) against its training mix;
+            0.25 is the usual "major shift" line of the PSI.
+        length_psi: PSI of the responsibility length against the training rows.
+        unseen_increase: how much the share of unknown tokens may exceed the training rows'.
+        min_live: resolved live predictions needed before live accuracy is judged.
+        auc_drop: how far the live demand AUC may fall below the champion's held-out test AUC.
+    """
+
+    min_records: int = 50
+    cohort_psi: float = 0.25
+    length_psi: float = 0.25
+    unseen_increase: float = 0.10
+    min_live: int = 100
+    auc_drop: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+THRESHOLD_HELP = {
+    "min_records": "judge a window of at least this many served records",
+    "cohort_psi": "PSI of a task's served mix (mean probabilities) against its training mix",
+    "length_psi": "PSI of the responsibility length against the training rows",
+    "unseen_increase": "rise of the unknown-token share over the training rows'",
+    "min_live": "resolved live predictions needed to judge live accuracy",
+    "auc_drop": "live demand AUC below the champion's held-out test AUC by this much",
+}

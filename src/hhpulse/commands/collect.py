@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hhpulse.hh.client import DEFAULT_API_URL
+from hhpulse.config import DEFAULT_API_URL
 
 
 def add_source_args(

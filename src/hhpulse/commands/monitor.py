@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hhpulse.watch.monitor import DEFAULT_SETTLE_SECONDS, THRESHOLD_HELP, Thresholds
+from hhpulse.config import DEFAULT_SETTLE_SECONDS, THRESHOLD_HELP, Thresholds
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from hhpulse.config import load_candidates
     from hhpulse.data.store import open_store
     from hhpulse.flows.replay import ReplayError, ReplaySettings, replay_demo, replay_store
-    from hhpulse.watch.monitor import LiveHook
+    from hhpulse.flows.replay_live import LiveHook
 
     settings = ReplaySettings(
         candidates=load_candidates(args.candidates) if args.candidates else None,

@@ -1,0 +1,10 @@
+"""The data stage: from a source to the history that every model trains on.
+
+``store`` (folder or S3, conditional writes) -> ``runs`` (the raw run's layout, one home) ->
+``leases`` (claims with an expiry) -> ``sources`` (hh.ru API, file dump, demo emulator) ->
+``collect`` (one raw run) and ``validate`` (the data contract, quarantine) -> ``history`` (the
+reference fold) -> ``history_store`` (the stored history, folded run by run) -> ``retention``
+(``hhpulse store prune``).
+
+May import: :mod:`hhpulse.hh` and :mod:`hhpulse.config`.
+"""

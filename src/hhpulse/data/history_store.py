@@ -52,7 +52,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hhpulse.config import DEFAULT_WINDOW_DAYS  # noqa: F401 (re-exported: hhpulse.data.history, replay, monitor)
 from hhpulse.data.history import (
     HISTORY_COLUMNS,
     HISTORY_KEY,

@@ -18,10 +18,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from hhpulse.config import DEFAULT_API_URL
 from hhpulse.data.leases import Lease, claim, claim_state, complete, release
 from hhpulse.data.runs import CollectResult, pruned_runs
 from hhpulse.data.store import GZIP_MAGIC, Store, gunzipped
-from hhpulse.hh.client import DEFAULT_API_URL, HHClient, PageProgress
+from hhpulse.hh.client import HHClient, PageProgress
 from hhpulse.hh.records import parse_datetime
 
 log = logging.getLogger(__name__)

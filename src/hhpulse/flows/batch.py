@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from hhpulse.data.store import gunzipped
-from hhpulse.model.bundle import Instance, ModelBundle
-from hhpulse.model.inputs import InputError, check_instance, fields_used
+from hhpulse.model.bundle import ModelBundle
+from hhpulse.model.inputs import InputError, Instance, check_instance, fields_used
 
 
 class BatchError(ValueError):

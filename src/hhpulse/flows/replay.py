@@ -38,9 +38,16 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitConfig, load_candidates
+from hhpulse.config import (
+    DEFAULT_WINDOW_DAYS,
+    CandidateConfig,
+    FeatureConfig,
+    LabelConfig,
+    SplitConfig,
+    load_candidates,
+)
 from hhpulse.data.history import RawRun, build_history
-from hhpulse.data.history_store import DEFAULT_WINDOW_DAYS, FoldResult, fold_run, history_rates, read_history
+from hhpulse.data.history_store import FoldResult, fold_run, history_rates, read_history
 from hhpulse.data.store import LocalStore, Store
 from hhpulse.hh.market import Market
 from hhpulse.model.dataset import PENDING, build_dataset, label_sources

@@ -32,10 +32,10 @@ import requests
 import requests.adapters
 
 from hhpulse import __version__
+from hhpulse.config import DEFAULT_API_URL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.hh.ru"
 DEFAULT_CONTACT = "hhpulse@example.com"
 TOKEN_ENV = "HH_ACCESS_TOKEN"
 CONTACT_ENV = "HHPULSE_CONTACT"

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,54 +39,19 @@ from hhpulse.data.store import default_mode
 from hhpulse.model.calibration import CalibrationError, Calibrator
 from hhpulse.model.dataset import label_lines
 from hhpulse.model.evaluate import dominant_prediction
+from hhpulse.model.explain import explain
 from hhpulse.model.features import TermStats, TextVectorizer
+from hhpulse.model.inputs import to_instance
 from hhpulse.model.report import served_counts
 from hhpulse.model.train import TrainedCandidate, load_candidate
 
 FORMAT = "hhpulse-bundle/1"
 MANIFEST = "MANIFEST.json"
 TRAINING_IDS = "training_ids.npz"
-INPUT_FIELDS = ("responsibility", "name", "requirement")
 
 
 class BundleError(RuntimeError):
     """The bundle is missing, incomplete, tampered with, or not a bundle."""
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One input: the responsibility text (required) and the optional title and requirement."""
-
-    responsibility: str
-    name: str | None = None
-    requirement: str | None = None
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"responsibility": self.responsibility, "name": self.name, "requirement": self.requirement}
-
-
-def to_instance(value: Any) -> Instance:
-    """A string, a ``{"responsibility", "name", "requirement"}`` mapping, or an API search item."""
-    if isinstance(value, Instance):
-        return value
-    if isinstance(value, str):
-        return Instance(value)
-    if isinstance(value, Mapping):
-        snippet = value.get("snippet")
-        if isinstance(snippet, Mapping) and "responsibility" not in value:
-            return Instance(
-                str(snippet.get("responsibility") or ""),
-                _opt(value.get("name")),
-                _opt(snippet.get("requirement")),
-            )
-        return Instance(
-            str(value.get("responsibility") or ""), _opt(value.get("name")), _opt(value.get("requirement"))
-        )
-    raise TypeError(f"an instance must be a string or an object, got {type(value).__name__}")
-
-
-def _opt(v: Any) -> str | None:
-    return None if v is None else str(v)
 
 
 def id_hashes(ids: Iterable[Any]) -> np.ndarray:
@@ -507,8 +471,6 @@ class ModelBundle:
 
     def explain(self, instances: Sequence[Any], top: int = 10) -> list[dict[str, Any]]:
         """Why each instance got its cohorts: see :func:`hhpulse.model.explain.explain`."""
-        from hhpulse.model.explain import explain
-
         return explain(self, [to_instance(i) for i in instances], top=top)
 
     def _assumed_priors(self, task: str) -> dict[str, float]:

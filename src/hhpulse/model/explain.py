@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from hhpulse.model.inputs import to_instance
 from hhpulse.model.text import clean, token_spans
 
 DEFAULT_TOP = 10
@@ -176,8 +177,6 @@ def top_terms(
     vectorizer: Any, model: Any, cal: Any, instances: Sequence[Any], n: int = 15, batch: int = 32
 ) -> dict[str, dict[str, list[tuple[str, str, float]]]]:
     """:func:`top_terms_by_cohort` for a model and calibrator outside a bundle (the pipeline)."""
-    from hhpulse.model.bundle import to_instance
-
     rows = [to_instance(i).as_dict() for i in instances]
     cohorts = list(model.classes)
     total = np.zeros((len(cohorts), vectorizer.n_features))

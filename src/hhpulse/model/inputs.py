@@ -1,7 +1,7 @@
 """The input contract: what one vacancy to predict may look like, for batch and HTTP alike.
 
 ``hhpulse predict`` (JSON lines), the KServe predictor (v1 instances, v2 tensors) and the
-pipeline all turn their input into an :class:`~hhpulse.model.bundle.Instance` through
+pipeline all turn their input into an :class:`Instance` through
 :func:`check_instance` (or :func:`check_text` for one field), so an input is accepted or
 refused the same way everywhere, with the same reason label and text.
 
@@ -26,13 +26,49 @@ The contract:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from hhpulse.model.bundle import INPUT_FIELDS, Instance
-
+INPUT_FIELDS = ("responsibility", "name", "requirement")
 FALLBACK_FIELDS = ("name", "requirement")
 ID_KEY = "id"  # the vacancy id an object may carry; not an input of the model
 MAX_ID_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One input: the responsibility text (required) and the optional title and requirement."""
+
+    responsibility: str
+    name: str | None = None
+    requirement: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"responsibility": self.responsibility, "name": self.name, "requirement": self.requirement}
+
+
+def to_instance(value: Any) -> Instance:
+    """A string, a ``{"responsibility", "name", "requirement"}`` mapping, or an API search item."""
+    if isinstance(value, Instance):
+        return value
+    if isinstance(value, str):
+        return Instance(value)
+    if isinstance(value, Mapping):
+        snippet = value.get("snippet")
+        if isinstance(snippet, Mapping) and "responsibility" not in value:
+            return Instance(
+                str(snippet.get("responsibility") or ""),
+                _opt(value.get("name")),
+                _opt(snippet.get("requirement")),
+            )
+        return Instance(
+            str(value.get("responsibility") or ""), _opt(value.get("name")), _opt(value.get("requirement"))
+        )
+    raise TypeError(f"an instance must be a string or an object, got {type(value).__name__}")
+
+
+def _opt(v: Any) -> str | None:
+    return None if v is None else str(v)
 
 
 class InputError(ValueError):

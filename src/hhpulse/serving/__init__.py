@@ -4,6 +4,9 @@ Only :mod:`hhpulse.serving.model`, :mod:`~hhpulse.serving.middleware` and
 :mod:`~hhpulse.serving.__main__` import kserve; ``Limits`` and ``VacancyModel`` are loaded on
 first use, so ``hhpulse.serving.inputs`` and ``hhpulse.serving.options`` stay cheap to import
 (the CLI builds its parser from them without starting kserve).
+
+May import: :mod:`hhpulse.watch`, :mod:`hhpulse.model`, :mod:`hhpulse.data`, :mod:`hhpulse.hh`
+and :mod:`hhpulse.config`; never :mod:`hhpulse.flows` (the two are independent).
 """
 
 from __future__ import annotations

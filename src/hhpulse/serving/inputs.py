@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hhpulse.model.bundle import INPUT_FIELDS, Instance
-from hhpulse.model.inputs import InputError, check_instance, check_text
+from hhpulse.model.inputs import INPUT_FIELDS, InputError, Instance, check_instance, check_text
 
 
 class RequestError(ValueError):

@@ -1,5 +1,7 @@
-"""The predictor's input metrics on kserve's ``/metrics``, next to its rejection and cohort counters.
+"""The predictor's metrics on kserve's ``/metrics``: every counter and histogram it serves.
 
+- ``hhpulse_rejected_requests{reason}``: requests refused with a 4xx (the guard and the handlers);
+- ``hhpulse_predicted_cohorts{task,cohort}``: the cohorts answered;
 - ``hhpulse_input_chars{field}``: characters of each text field the model reads (a histogram);
 - ``hhpulse_input_known_term_share{field}``: the share of a field's tokens that the vectorizer
   knows (a histogram; from the vectorization the prediction does anyway, never a second
@@ -15,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-from hhpulse.model.bundle import Instance
 from hhpulse.model.features import TermStats
+from hhpulse.model.inputs import Instance
+
+REJECTED = Counter("hhpulse_rejected_requests", "Requests rejected with a 4xx, by reason", ["reason"])
+PREDICTED = Counter("hhpulse_predicted_cohorts", "Predicted cohorts, by task and cohort", ["task", "cohort"])
 
 CHAR_BUCKETS = (0, 25, 50, 100, 200, 400, 800, 1600, 3200, 5000)
 SHARE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hhpulse.serving.inputs import Limits, RequestError
-from hhpulse.serving.model import REJECTED
+from hhpulse.serving.metrics import REJECTED
 
 log = logging.getLogger("hhpulse.serving.access")
 

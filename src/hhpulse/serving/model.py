@@ -14,10 +14,11 @@ import kserve
 import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from prometheus_client import Counter
 
-from hhpulse.model.bundle import INPUT_FIELDS, TASKS, BundleError, ModelBundle, load_bundle
+from hhpulse.config import TASKS
+from hhpulse.model.bundle import BundleError, ModelBundle, load_bundle
 from hhpulse.model.features import TermStats
+from hhpulse.model.inputs import INPUT_FIELDS
 from hhpulse.serving.inputs import (
     Limits,
     RequestError,
@@ -27,14 +28,13 @@ from hhpulse.serving.inputs import (
     request_id,
     v1_predictions,
 )
-from hhpulse.serving.metrics import observe_inputs, set_model_info
+from hhpulse.serving.logs import configure_logging
+from hhpulse.serving.metrics import PREDICTED, REJECTED, observe_inputs, set_model_info
+from hhpulse.serving.middleware import install_guard
 
 log = logging.getLogger("hhpulse.serving")
 
 DEFAULT_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts storageUri
-
-REJECTED = Counter("hhpulse_rejected_requests", "Requests rejected with a 4xx, by reason", ["reason"])
-PREDICTED = Counter("hhpulse_predicted_cohorts", "Predicted cohorts, by task and cohort", ["task", "cohort"])
 
 
 def reject(exc: RequestError) -> InvalidInput:
@@ -89,9 +89,6 @@ class VacancyModel(kserve.Model):
         # kserve --workers N (N > 1) pickles the loaded model into spawned uvicorn workers,
         # which import kserve's app afresh: give each worker the request guard as well.
         self.__dict__.update(state)
-        from hhpulse.serving.logs import configure_logging
-        from hhpulse.serving.middleware import install_guard
-
         configure_logging(self.log_level)
         install_guard(self.limits, describe=self.describe)
 

@@ -27,8 +27,7 @@ The training rows of the reference are the history rows whose ids are in the cha
 ``hhpulse monitor``); a window with fewer than ``min_records`` records is not judged. The
 report goes to ``monitor/reports/<until>.json`` and its flags into the run summary.
 
-The replay's live hook (:class:`LiveHook`) lives here too: each simulated day the serving
-champion predicts the day's newly opened vacancies and logs them as the sink would.
+The replay scores the same live accuracy day by day: :mod:`hhpulse.flows.replay_live`.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ import html
 import json
 import logging
 import math
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,12 +47,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hhpulse.config import DEMAND_COHORTS, TASKS, LabelConfig
+from hhpulse.config import DEFAULT_SETTLE_SECONDS, DEMAND_COHORTS, TASKS, LabelConfig, Thresholds
 from hhpulse.data.store import KeyNotFound, Store
-from hhpulse.watch.served import ServedLogWriter, format_time, make_record, parse_time, read_served
+from hhpulse.watch.served import format_time, parse_time, read_served
 
 if TYPE_CHECKING:
-    from hhpulse.flows.replay import ReplayDay
     from hhpulse.model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -65,42 +62,6 @@ REPORTS_PREFIX = "monitor/reports/"
 # hh.ru search snippets run 100-220 characters (the median is ~160), full texts far longer
 LENGTH_EDGES = (0, 1, 50, 100, 125, 150, 175, 200, 250, 400, 800)
 REFERENCE_SAMPLE = 5000  # training rows tokenized for the reference unseen-term share
-DEFAULT_SETTLE_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When the monitor flags a drift (each is an option of ``hhpulse monitor``).
-
-    Attributes:
-        min_records: a window with fewer served records is not judged (too few to tell).
-        cohort_psi: PSI of a task's served mix (mean probabilities) against its training mix;
-            0.25 is the usual "major shift" line of the PSI.
-        length_psi: PSI of the responsibility length against the training rows.
-        unseen_increase: how much the share of unknown tokens may exceed the training rows'.
-        min_live: resolved live predictions needed before live accuracy is judged.
-        auc_drop: how far the live demand AUC may fall below the champion's held-out test AUC.
-    """
-
-    min_records: int = 50
-    cohort_psi: float = 0.25
-    length_psi: float = 0.25
-    unseen_increase: float = 0.10
-    min_live: int = 100
-    auc_drop: float = 0.05
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-THRESHOLD_HELP = {
-    "min_records": "judge a window of at least this many served records",
-    "cohort_psi": "PSI of a task's served mix (mean probabilities) against its training mix",
-    "length_psi": "PSI of the responsibility length against the training rows",
-    "unseen_increase": "rise of the unknown-token share over the training rows'",
-    "min_live": "resolved live predictions needed to judge live accuracy",
-    "auc_drop": "live demand AUC below the champion's held-out test AUC by this much",
-}
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], eps: float = 1e-4) -> float:
@@ -167,13 +128,6 @@ def train_mix(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         if n:
             out[t] = {str(c): v / n for c, v in counts.items()}
     return out
-
-
-def metrics_document_of(report: Any) -> dict[str, Any]:
-    """The ``metrics.json`` shape of a :class:`~hhpulse.flows.workflow.TrainingReport`'s results."""
-    from hhpulse.flows.workflow import metrics_document
-
-    return metrics_document(report.results)
 
 
 def held_out_auc(metrics: Mapping[str, Any]) -> dict[str, float | None]:
@@ -465,7 +419,8 @@ def load_monitor_history(store: Store) -> pd.DataFrame | None:
     (:data:`~hhpulse.data.history_store.DEFAULT_WINDOW_DAYS`), so the step's memory follows the
     window, not the store's age. A served prediction whose vacancy settled before the window
     is not scored."""
-    from hhpulse.data.history_store import DEFAULT_WINDOW_DAYS, load_state, read_history
+    from hhpulse.config import DEFAULT_WINDOW_DAYS
+    from hhpulse.data.history_store import load_state, read_history
 
     if load_state(store)[0] is None and not store.exists("history/vacancies.parquet"):
         return None
@@ -681,163 +636,6 @@ def summary_lines(report: Mapping[str, Any] | None) -> list[str]:
     for f in flags:
         lines.append(f"  DRIFT {f['name']} ({f['window']}): {f['value']} >= {f['threshold']}: {f['detail']}")
     return lines
-
-
-# -- the replay's live hook ----------------------------------------------------------------------
-
-
-class LiveHook:
-    """A replay day hook (key ``live``): the champion serving during a simulated day predicts
-    that day's newly opened vacancies in process, and the predictions are logged exactly as the
-    sink logs them (:class:`~hhpulse.watch.served.ServedLogWriter`, records with the vacancy ids), in
-    the replay's store. At the end, :meth:`summary` scores them against the labels the final
-    history resolved (:func:`live_demand`).
-
-    Which champion serves day *d*: the one the run of day *d - 1* left (``day.shared["champion"]``,
-    set by the gate hook), since the vacancies first seen in run *d* opened between the two
-    runs; the first run's vacancies (the market as observation began) are not served.
-
-    Without a gate hook, a stand-in champion: every ``retrain_every`` days it trains on the
-    history so far with :func:`hhpulse.flows.workflow.train_from_history` and serves the newest
-    bundle, with no gate. It trains the replay's **linear** candidates (and the baselines,
-    always): XGBoost every simulated day would make a 45-day replay some 45 trainings long.
-    Its own held-out demand test AUC is kept for each bundle (``stand_in_test_auc``), so the
-    live AUC can be read against the same kind of model.
-    """
-
-    key = "live"
-
-    def __init__(self, *, retrain_every: int = 1, candidates: Sequence[Any] | None = None) -> None:
-        self.retrain_every = retrain_every
-        self.candidates = candidates
-        self._serving: ModelBundle | None = None
-        self._writer: ServedLogWriter | None = None
-        self._store: Store | None = None
-        self._history: Callable[[], pd.DataFrame] | None = None
-        self._labels: LabelConfig | None = None
-        self._tmp = tempfile.TemporaryDirectory(prefix="hhpulse-live-")
-        self.days: list[dict[str, Any]] = []
-        self.stand_in = False
-        self.trained: list[dict[str, Any]] = []
-        self.failed: list[dict[str, Any]] = []  # stand-in trainings that failed (the last bundle served on)
-
-    def on_day(self, day: ReplayDay) -> None:
-        self._store, self._history = day.store, day.history
-        self._labels = day.settings.label_config
-        if self._writer is None:
-            self._writer = ServedLogWriter(day.store, max_records=10_000, max_seconds=1e9)
-        served = 0
-        if self._serving is not None and day.new_ids:
-            served = self._predict(day)
-        self.days.append(
-            {
-                "run_id": day.run_id,
-                "new": len(day.new_ids),
-                "served": served,
-                "model_version": self._serving.version if self._serving is not None and served else None,
-            }
-        )
-        # a gate hook that ran decides, even when it has no champion yet (None): no stand-in then
-        self._serving = day.shared["champion"] if "champion" in day.shared else self._stand_in(day)
-
-    def _predict(self, day: ReplayDay) -> int:
-        assert self._serving is not None and self._writer is not None
-        hist = day.history()
-        rows = hist[hist["id"].astype(str).isin(day.new_ids)]
-        keep = []
-        for r in rows[["id", "responsibility", "name", "requirement"]].to_dict("records"):
-            inst = {k: v for k, v in r.items() if k != "id" and isinstance(v, str) and v.strip()}
-            if inst:  # a vacancy without any text is never sent to a predictor
-                keep.append({"responsibility": "", **inst, "id": str(r["id"])})
-        if not keep:
-            return 0
-        preds = self._serving.predict(keep)
-        when = format_time(day.collected_at.to_pydatetime())
-        records = [
-            make_record(
-                time=when,
-                model_version=self._serving.version,
-                request_id=f"replay-{day.run_id}",
-                instance=i,
-                prediction=p,
-            )
-            for i, p in zip(keep, preds, strict=True)
-        ]
-        self._writer.add(records)
-        self._writer.flush()
-        return len(records)
-
-    def _stand_in(self, day: ReplayDay) -> ModelBundle | None:
-        """Train on the history so far and serve it (every ``retrain_every`` days)."""
-        from hhpulse.flows.workflow import train_from_history
-        from hhpulse.model.bundle import load_bundle
-
-        self.stand_in = True
-        if self._serving is not None and day.index % self.retrain_every:
-            return self._serving
-        from hhpulse.config import load_candidates
-
-        cands = self.candidates or [
-            c for c in (day.settings.candidates or load_candidates()) if c.kind != "xgboost"
-        ]
-        out = Path(self._tmp.name) / f"day-{day.index:04d}"
-        try:
-            rep = train_from_history(
-                day.history(),
-                day.rates,
-                out,
-                label_config=day.settings.label_config,
-                feature_config=day.settings.feature_config,
-                split_config=day.settings.split_config,
-                candidates=cands,
-                device=day.settings.device,
-                primary=day.settings.primary,
-                synthetic=True,
-            )
-        except Exception as exc:  # e.g. too little data in the first days: keep serving what there is
-            log.info("live: no stand-in champion after run %s: %s", day.run_id, exc)
-            self.failed.append({"run_id": day.run_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
-            return self._serving
-        if self._serving is not None and self._serving.path.parent == Path(self._tmp.name):
-            shutil.rmtree(self._serving.path, ignore_errors=True)  # keep one bundle on disk
-        test = held_out_auc(metrics_document_of(rep))
-        self.trained.append(
-            {
-                "run_id": day.run_id,
-                "version": rep.version,
-                "demand_test_auc": test.get("demand"),
-                "demand_proxy": bool(rep.summary.get("demand_proxy")),
-            }
-        )
-        return load_bundle(rep.bundle_dir)
-
-    def summary(self) -> dict[str, Any]:
-        if self._writer is not None:
-            self._writer.flush()
-        out: dict[str, Any] = {
-            "champion": "stand-in (trained every day, no gate)" if self.stand_in else "the gate hook's",
-            "days": len(self.days),
-            "served": sum(d["served"] for d in self.days),
-            "demand": None,
-            "days_detail": self.days,
-        }
-        if self.stand_in:
-            out["stand_in"] = {
-                "trained": len(self.trained),
-                "failed": self.failed,
-                "retrain_every": self.retrain_every,
-                "demand_proxy_days": sum(t["demand_proxy"] for t in self.trained),
-                "last_test_auc": self.trained[-1]["demand_test_auc"] if self.trained else None,
-                "bundles": self.trained,
-            }
-        if self._store is not None and self._history is not None:
-            records = list(read_served(self._store))
-            resolved = resolved_demand(self._history(), self._labels)
-            out["demand"] = live_demand(records, resolved)
-            proxy = {t["version"] for t in self.trained if t["demand_proxy"]}
-            out["demand_by_champion"] = live_by_champion(records, resolved, proxy)
-        self._tmp.cleanup()
-        return out
 
 
 def dump(report: Mapping[str, Any]) -> str:
