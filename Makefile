@@ -67,9 +67,10 @@ browser: ## Install headless Chromium (Debian/Ubuntu apt, root) for the report's
 	@chromium --version
 
 .PHONY: lint
-lint: install ## Lint with ruff
+lint: install ## Lint with ruff, and check the import contracts (stages import one way, no cycles)
 	$(BIN)/ruff check src tests components pipelines benchmarks
 	$(BIN)/ruff format --check src tests components pipelines benchmarks
+	$(BIN)/lint-imports
 
 .PHONY: fmt
 fmt: install ## Format and fix with ruff
