@@ -111,7 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # one line per refusal below; accepted events are counted, not logged
 
     def _answer(self, status: int, doc: dict[str, Any] | str, content_type: str = "application/json") -> None:
-        body = (json.dumps(doc) if isinstance(doc, dict) else doc).encode()
+        # compact, as the predictor's (kserve's) answers: one error-body style for every hhpulse server
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")) if isinstance(doc, dict) else doc
+        body = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
