@@ -289,6 +289,13 @@ def run_local(
     The result: ``seconds``, ``steps``, ``failed`` (the first failed Step or None),
     ``outcome`` (the outcome record's key) and ``log`` (the log's address), ``store``,
     ``pipeline_root``.
+
+    kfp.local keeps every artifact of every task under its pipeline root. Without
+    ``pipeline_root``, each run gets a workspace of its own (``kfp-local/run-<time>/`` next to
+    the store) that is removed when the run ends, failed or not, once its log and report are in
+    the run's folder of the store. A run that recorded no outcome (its log and report had nowhere
+    to go) keeps both: the log as ``kfp-local/run-<time>.log``, the workspace for its artifacts.
+    A ``pipeline_root`` given is left as it is.
     """
     from kfp import local
 
@@ -297,9 +304,13 @@ def run_local(
     from pipelines.hhpulse_pipeline import ClusterOptions, build_pipeline
 
     store = str(Path(store).resolve()) if "://" not in store else store
-    root = pipeline_root or os.path.join(
+    base = pipeline_root or os.path.join(
         os.path.dirname(store) if "://" not in store else ".hhpulse", "kfp-local"
     )
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    # kfp.local's artifacts go to a workspace of this run's own, removed when it ends (the log
+    # and the report are copied into the store first); a --pipeline-root the user named stays
+    root = pipeline_root or os.path.join(base, f"run-{stamp}")
     os.makedirs(root, exist_ok=True)
     st = open_store(store, endpoint_url=params.get("s3_endpoint") or None)
     local.init(
@@ -318,8 +329,7 @@ def run_local(
         "device": "auto",
     }
     args = {**defaults, **{k: v for k, v in params.items() if v is not None}, "store": store}
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    live = Path(root) / f"run-{stamp}.log"  # while it runs; moved into the run's folder at the end
+    live = Path(base) / f"run-{stamp}.log"  # while it runs; moved into the run's folder at the end
     before = _outcomes(st)
     task_log = TaskLog(live, names=display_names(pipeline), on_step=on_step, echo=echo)
     start = time.perf_counter()
@@ -352,6 +362,8 @@ def run_local(
             st.put_bytes(report_key, report.read_bytes())
             fields["report"] = report_uri = st.uri(report_key)
         complete_outcome(st, outcome, **fields)
+    if pipeline_root is None and outcome is not None:  # without an outcome, nothing was copied out
+        shutil.rmtree(root, ignore_errors=True)
     result = {
         "seconds": seconds,
         "steps": task_log.steps,
