@@ -82,6 +82,24 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Once(logging.Filter):
+    """Passes each warning once, by where it was logged (a line that fires once a simulated day
+    would fill the screen); counts the repeats it holds back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int]] = set()
+        self.repeats = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.pathname, record.lineno)
+        if key in self.seen:
+            self.repeats += 1
+            return False
+        self.seen.add(key)
+        return True
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -95,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         window_days=args.window_days or None,
     )
-    if not (args.show_logs or getattr(args, "verbose", False)):  # progress only; -v for the steps' logs
+    quiet = not (args.show_logs or getattr(args, "verbose", False))  # progress only; -v for the steps' logs
+    if quiet:
         logging.getLogger("hhpulse").setLevel(logging.WARNING)
 
     def say(msg: str) -> None:  # progress goes to stderr: stdout holds the report (or the JSON)
@@ -111,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     hooks: list = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
     if args.live:
         hooks.append(LiveHook(retrain_every=args.live_retrain_every))
+    once = Once() if quiet else None  # a warning that every simulated day repeats is said once
+    for handler in logging.getLogger().handlers if once else ():
+        handler.addFilter(once)
     start = time.perf_counter()
     try:
         if args.store:
@@ -149,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
         for hook in hooks:
             if hasattr(hook, "close"):  # the gate hook deletes its scratch bundles
                 hook.close()
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(once)
     report["seconds"] = round(time.perf_counter() - start, 2)
+    if once is not None and once.repeats:
+        say(f"{once.repeats} repeats of the warnings above were left out (-v shows every one)")
     if args.json:
         print(json.dumps(report, ensure_ascii=False, default=str))
     else:
@@ -248,6 +274,7 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
                 )
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
+    print(f"\n{closing_line(report)}")
 
 
 def print_gate(g: dict) -> None:  # type: ignore[type-arg]
@@ -268,14 +295,58 @@ def print_gate(g: dict) -> None:  # type: ignore[type-arg]
         f"  served AUC: each day's champion on that day's newest labelled rows it was not fitted on (days: {measured})"
     )
     goal = g["goal"]
+    old, new = g["replacements"]["old_rule"], g["replacements"]["new_rule"]
     if goal["fewer_replacements"] is None:
-        print("  goal not judged: the old rule replaced no champion")
+        print("  the two rules cannot be compared here: the old rule replaced no champion")
     else:
-        auc_ok = ", ".join(
-            f"{t} {'no lower' if ok else 'LOWER' if ok is False else 'not measured'}"
+        auc_ok = "; ".join(
+            f"{t}: {'no lower' if ok else 'LOWER' if ok is False else 'not measured'}"
             for t, ok in goal["served_auc_no_lower"].items()
         )
         print(
-            f"  goal ({goal['replacements']}, served AUC {goal['served_auc']}): "
-            f"{'met' if goal['met'] else 'NOT met'} (fewer replacements: {'yes' if goal['fewer_replacements'] else 'no'}; {auc_ok})"
+            f"  the new rule should replace the champion less than a third as often as the old one "
+            f"(here: {new} vs {old} times) and serve no lower ROC AUC ({auc_ok}): "
+            f"{'met' if goal['met'] else 'NOT met'}"
         )
+
+
+def closing_line(report: dict) -> str:  # type: ignore[type-arg]
+    """The replay's last line: what it found, in a sentence a user can act on."""
+    runs = report.get("days") or report.get("runs") or 0
+    g = report.get("gate")
+    if g:
+        goal = g["goal"]
+        old, new = g["replacements"]["old_rule"], g["replacements"]["new_rule"]
+        if goal["fewer_replacements"] is None:
+            return (
+                f"In short: in these {runs} runs the old rule never replaced the champion, so the two gates "
+                "cannot be told apart here; replay more days (--days 45) to compare them."
+            )
+        if goal["met"]:
+            return (
+                f"In short: the gate `hhpulse run` uses replaced the champion {new} times where the old rule "
+                f"did {old}, and served no lower ROC AUC: it is the better gate here, nothing to change."
+            )
+        lower = [t for t, ok in goal["served_auc_no_lower"].items() if ok is False]
+        if not goal["fewer_replacements"]:
+            return (
+                f"In short: the gate `hhpulse run` uses replaced the champion {new} times and the old rule "
+                f"{old}: not a third as often on this market; to replace less often, raise "
+                "`hhpulse run --margin`."
+            )
+        return (
+            f"In short: the gate `hhpulse run` uses replaced the champion less often ({new} vs {old} times) "
+            f"but served a lower {' and '.join(lower)} ROC AUC: it kept champions too long here; lower "
+            "`hhpulse run --margin`, or replay more days before trusting it."
+        )
+    demand = report.get("demand") or {}
+    if demand.get("proxy"):
+        return (
+            f"In short: after {runs} runs demand still learns from the age proxy (too few closes seen): "
+            "replay more days (--days) before reading its figures."
+        )
+    sal = _auc((report.get("salary") or {}).get("test_auc"))
+    return (
+        f"In short: after {runs} runs the held-out test ROC AUC is {sal} for salary and "
+        f"{_auc(demand.get('test_auc'))} for demand (0.5 is chance)."
+    )
