@@ -333,3 +333,17 @@ def test_live_hook_follows_a_gate_hook_that_has_no_champion_yet(tmp_path):
     summary = hook.summary()
     assert summary["served"] == 0 and summary["champion"] == "the gate hook's"
     assert summary["demand"]["n"] == 0 and LocalStore(tmp_path).list("served/") == []
+
+
+def test_the_reference_auc_is_the_served_one_the_run_summary_gives():
+    """The monitor printed the champion's raw-model AUC (0.359) where the summary said 0.356
+    after calibration: the live AUC scores calibrated probabilities, so its reference is too."""
+    from hhpulse.watch.monitor import held_out_auc
+
+    doc = {"winner": "w", "candidates": {"w": {"metrics": {"test": {"roc_auc_ovo": 0.359}}}}}
+    metrics = {
+        "salary": doc,
+        "demand": doc,
+        "calibration": {"demand": {"test": {"after": {"roc_auc_ovo": 0.356}}}},
+    }
+    assert held_out_auc(metrics) == {"salary": 0.359, "demand": 0.356}

@@ -329,7 +329,7 @@ def test_the_page_opens_with_a_header_and_the_verdict(page):
     top = html_text(page[:first_h2])
     assert "model version v-b" in top  # with_gate filled it in
     assert "SYNTHETIC" in top and "data source the demo hh.ru emulator" in top
-    for field in ("data collected", "training window", "history version", "report written"):
+    for field in ("data dates", "training window", "history version", "report written"):
         assert field in top, field
     assert "Verdict:" in top and "Not judged yet" not in top
     assert re.search(r"Verdict: (Published|Not published)", top), top

@@ -142,7 +142,7 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
                 )
             )
     base = (champ.get("test_auc") or {}).get("demand")
-    print(f"\nthe champion's held-out demand test ROC AUC (OvO): {_f(base)}")
+    print(f"\nthe champion's held-out demand test ROC AUC (OvO), after calibration: {_f(base)}")
     if report["flags"]:
         print("DRIFT flagged:")
         for f in report["flags"]:

@@ -174,7 +174,8 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
         f'then:      {hh} request --url http://127.0.0.1:8080 --text "Разработка backend-сервисов на Python"'
     )
     watch = f"make monitor{store_var}   (or: {watch})" if make else watch
-    print(f"watch it:  {watch}   (what serve answered: it logs to the store)")
+    print(f"watch it:  {watch}")
+    print("           (what serve answered: serve logs every prediction to the store)")
     if hh.endswith("/hhpulse"):
         print(
             f"           (plain `hhpulse` works once the virtualenv is active: . {hh[: -len('hhpulse')]}activate)"
@@ -291,7 +292,10 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
                 print(f"  {'':<7} champion {champ}: not compared on this test set ({why})")
         for task, c in (verdict.get("caveats") or {}).items():
             if not c.get("reliable", True):
-                print(f"  DO NOT RELY ON {task.upper()}: " + "; ".join(c["caveats"]))
+                first, *more = c["caveats"] or ["see the model card"]
+                print(f"  DO NOT RELY ON {task.upper()}: {first}")
+                for line in more:
+                    print(f"  {'':<14}{line}")
         head = "labels:"
         label_lines = verdict.get("label_lines") or {}
         for task in (t for t in ("salary", "demand") if t in label_lines):

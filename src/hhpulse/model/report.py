@@ -329,7 +329,7 @@ def header_html(header: Mapping[str, Any] | None) -> str:
         ("model version", _marked(VERSION_MARK, html.escape(str(h.get("version") or NOT_BUILT)))),
         ("data", data_tag(h.get("synthetic")) or "n/a"),
         ("data source", html.escape(str(h.get("source") or "n/a"))),
-        ("data collected", html.escape(str(h.get("collected") or "n/a"))),
+        ("data dates (published .. collected)", html.escape(str(h.get("collected") or "n/a"))),
         ("training window", html.escape(str(h.get("window") or "n/a"))),
     ]
     if h.get("history_version") is not None:
