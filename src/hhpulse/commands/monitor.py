@@ -92,6 +92,7 @@ def _f(v: object) -> str:
 
 
 def print_report(report: dict) -> None:  # type: ignore[type-arg]
+    from hhpulse.words import plural
     champ = report.get("champion") or {}
     print(
         f"served log up to {report['until']} (the last run's watermark: {report.get('since') or 'none, first run'})"
@@ -112,7 +113,8 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
         r = report[w]
         v = r["volume"]
         print(
-            f"\n{title}: {v['records']} predictions in {v['requests']} requests, {v['with_id']} with a vacancy id"
+            f"\n{title}: {plural(v['records'], 'prediction')} in {plural(v['requests'], 'request')}, "
+            f"{v['with_id']} with a vacancy id"
         )
         if v["records"]:
             top = sorted(v["model_versions"].items(), key=lambda kv: -kv[1])
