@@ -261,8 +261,10 @@ def test_the_predictor_takes_traffic_from_the_gateway_the_test_pod_and_extra_pee
             "extraFrom": [{"podSelector": {"matchLabels": {"app": "client"}}}],
         }
     }
+    extra["predictor"]["metricsPorts"] = [8080, 15020]  # Istio's merged metrics
     docs, _ = render({**values, "networkPolicy": extra}, namespace=NS)
     policy = policies(docs)["hhpulse-predictor"]
+    assert admits(policy, predictor, prometheus, 15020) and not admits(policy, predictor, client, 15020)
     assert admits(policy, predictor, client, traffic)
     assert admits(policy, predictor, Pod("kserve", {"app": "kserve-ingress-gateway"}), traffic)
     assert not admits(policy, predictor, gateway, traffic)
@@ -292,6 +294,8 @@ def test_schema_refuses_bad_peers():
         {"networkPolicy": {"monitoringFrom": [{"namespace": "monitoring"}]}},
         {"networkPolicy": {"predictor": {"extraFrom": [{"podSelector": {"matchLabels": {"app": 1}}}]}}},
         {"networkPolicy": {"predictor": {"gatewayFrom": {"namespaceSelector": {}}}}},
+        {"networkPolicy": {"predictor": {"metricsPorts": []}}},
+        {"networkPolicy": {"predictor": {"metricsPorts": ["http"]}}},
     ):
         with pytest.raises(helm.errors.HelmError):
             render(bad)
