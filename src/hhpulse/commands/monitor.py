@@ -93,6 +93,7 @@ def _f(v: object) -> str:
 
 def print_report(report: dict) -> None:  # type: ignore[type-arg]
     from hhpulse.words import plural
+
     champ = report.get("champion") or {}
     print(
         f"served log up to {report['until']} (the last run's watermark: {report.get('since') or 'none, first run'})"
