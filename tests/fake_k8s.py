@@ -5,6 +5,10 @@ It implements GET/POST/PATCH on
 every request (method, path, content type, body), answers 404 with a Status body when
 the object is absent, and sets the Ready condition after ``ready_after`` GETs, never
 (``ready_after=None``), or as Failed (``fail=True``).
+
+Authorization: ``forbid`` answers some methods 403 outright; with ``rbac`` and ``subject``, each
+request is authorized as the API server's RBAC authorizer would, by :class:`k8s_rbac.Rbac`
+(the rendered chart's Roles and Kubeflow's ClusterRoles), as that subject.
 """
 
 from __future__ import annotations
@@ -19,12 +23,20 @@ PATH = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/infere
 
 
 class FakeK8s:
-    def __init__(self, ready_after: int | None = 1, fail: bool = False, forbid: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        ready_after: int | None = 1,
+        fail: bool = False,
+        forbid: tuple[str, ...] = (),
+        rbac: Any = None,
+        subject: Any = None,
+    ) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.ready_after = ready_after
         self.fail = fail
         self.forbid = forbid  # methods answered 403 Forbidden, as RBAC would
+        self.rbac, self.subject = rbac, subject
         self.gets = 0
         handler = type("H", (_Handler,), {"fake": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -82,8 +94,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not m:
             return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
         ns, name = m.group(1), m.group(2)
-        if method in f.forbid:
-            verb = {"GET": "get", "POST": "create", "PATCH": "patch"}.get(method, method.lower())
+        verb = {"GET": "get" if name else "list", "POST": "create", "PATCH": "patch"}.get(
+            method, method.lower()
+        )
+        denied = f.rbac is not None and not f.rbac.can(
+            f.subject, verb, "serving.kserve.io", "inferenceservices", ns, name or ""
+        )
+        if method in f.forbid or denied:
+            user = f.subject.name if f.subject is not None else f"system:serviceaccount:{ns}:default"
             return self._send(
                 403,
                 {
@@ -91,8 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "status": "Failure",
                     "reason": "Forbidden",
                     "code": 403,
-                    "message": f'inferenceservices.serving.kserve.io is forbidden: User "system:serviceaccount:'
-                    f'{ns}:default" cannot {verb} resource "inferenceservices" in API group "serving.kserve.io" '
+                    "message": f'inferenceservices.serving.kserve.io is forbidden: User "{user}" '
+                    f'cannot {verb} resource "inferenceservices" in API group "serving.kserve.io" '
                     f'in the namespace "{ns}"',
                 },
             )
