@@ -307,8 +307,9 @@ def run_local(
         pipeline_root=root,
         raise_on_error=True,
     )
-    # one candidate at a time: parallel XGBoost processes on one machine oversubscribe its cores
-    pipeline = build_pipeline(ClusterOptions(use_gpu=False, parallelism=1))
+    # one candidate at a time: parallel XGBoost processes on one machine oversubscribe its cores;
+    # no retries: a failed step here is a fault to see at once, not a node or a network that may recover
+    pipeline = build_pipeline(ClusterOptions(use_gpu=False, parallelism=1, retries=0))
     defaults = {
         "s3_endpoint": "",
         "source": "demo",
