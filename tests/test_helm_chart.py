@@ -437,3 +437,33 @@ def test_the_sink_s_destination_rule_pairs_a_call_s_events_under_istio():
     from hhpulse.watch import logsink
 
     assert "Ce-Id" in Path(logsink.__file__).read_text()  # the header the sink pairs by
+
+
+def test_every_value_is_documented_and_in_the_schema():
+    """Each leaf of values.yaml has its `## @param` line, and the schema knows it."""
+    import json
+
+    text = (CHART / "values.yaml").read_text()
+    documented = set(re.findall(r"^\s*## @param (\S+) ", text, re.M))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value and path not in documented:
+                yield from leaves(value, path + ".")
+            else:
+                yield path
+
+    def in_schema(path):
+        node = schema
+        for key in path.split("."):
+            node = (node.get("properties") or {}).get(key)
+            if node is None:
+                return False
+        return True
+
+    values = yaml.safe_load(text)
+    missing = [p for p in leaves(values) if p not in documented]
+    assert missing == []
+    assert [p for p in documented if not in_schema(p)] == []
