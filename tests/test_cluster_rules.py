@@ -279,13 +279,16 @@ def test_the_profile_owner_can_install_every_object_and_grant_every_role(install
         "Deployment": "apps",
         "PodMonitor": "monitoring.coreos.com",
         "DestinationRule": "networking.istio.io",
+        "NetworkPolicy": "networking.k8s.io",
     }
     refused = []
     for d in docs:
         kind = d["kind"]
-        resource = {"DestinationRule": "destinationrules", "PodMonitor": "podmonitors"}.get(
-            kind, kind.lower() + "s"
-        )
+        resource = {
+            "DestinationRule": "destinationrules",
+            "PodMonitor": "podmonitors",
+            "NetworkPolicy": "networkpolicies",
+        }.get(kind, kind.lower() + "s")
         for verb in ("create", "get", "patch", "delete"):
             if not rbac.can(
                 owner,
