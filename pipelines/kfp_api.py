@@ -19,6 +19,7 @@ recurring run whose values do not have them (``backend/src/apiserver/template/v2
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -96,6 +97,34 @@ def declared_parameters(package: str | Path) -> dict[str, str]:
 
 
 _BOOLS = {"true": True, "false": False}
+_WANT = {
+    "NUMBER_INTEGER": "an integer",
+    "NUMBER_DOUBLE": "a number",
+    "BOOLEAN": "true or false",
+    "LIST": "a JSON list",
+    "STRUCT": "a JSON object",
+}
+
+
+def _typed(kind: str, raw: str) -> Any:
+    """``raw`` as a value of the KFP type ``kind``; ValueError when it is not one."""
+    if kind == "STRING":
+        return raw
+    if kind == "NUMBER_INTEGER":
+        return int(raw)
+    if kind == "NUMBER_DOUBLE":
+        value = float(raw)
+        if not math.isfinite(value):  # JSON has no NaN or infinity
+            raise ValueError(raw)
+        return value
+    if kind == "BOOLEAN":
+        if raw.strip().lower() not in _BOOLS:
+            raise ValueError(raw)
+        return _BOOLS[raw.strip().lower()]
+    value = json.loads(raw)
+    if not isinstance(value, list if kind == "LIST" else dict):
+        raise ValueError(raw)
+    return value
 
 
 def typed_parameters(items: dict[str, str], declared: dict[str, str]) -> dict[str, Any]:
@@ -111,37 +140,16 @@ def typed_parameters(items: dict[str, str], declared: dict[str, str]) -> dict[st
             raise ParameterError(
                 f"--param {key}: the pipeline has no such parameter (it has: {', '.join(sorted(declared))})"
             )
-        try:
-            if kind == "STRING":
-                value: Any = raw
-            elif kind == "NUMBER_INTEGER":
-                value = int(raw)
-            elif kind == "NUMBER_DOUBLE":
-                value = float(raw)
-            elif kind == "BOOLEAN":
-                value = _BOOLS[raw.strip().lower()]
-            elif kind in ("LIST", "STRUCT"):
-                value = json.loads(raw)
-                if not isinstance(value, list if kind == "LIST" else dict):
-                    raise ValueError(raw)
-            else:
-                raise ParameterError(
-                    f"--param {key}: the pipeline declares the type {kind!r}, which a run cannot set"
-                )
-        except (ValueError, KeyError) as exc:
-            if isinstance(exc, ParameterError):
-                raise
-            want = {
-                "NUMBER_INTEGER": "an integer",
-                "NUMBER_DOUBLE": "a number",
-                "BOOLEAN": "true or false",
-                "LIST": "a JSON list",
-                "STRUCT": "a JSON object",
-            }[kind]
+        if kind != "STRING" and kind not in _WANT:
             raise ParameterError(
-                f"--param {key}={raw}: the pipeline declares it {kind}, so the value must be {want}"
+                f"--param {key}: the pipeline declares the type {kind!r}, which a run cannot set"
+            )
+        try:
+            out[key] = _typed(kind, raw)
+        except ValueError:  # json.JSONDecodeError is one
+            raise ParameterError(
+                f"--param {key}={raw}: the pipeline declares it {kind}, so the value must be {_WANT[kind]}"
             ) from None
-        out[key] = value
     return out
 
 

@@ -522,3 +522,24 @@ def test_the_pipeline_image_finds_the_gke_driver_libraries():
     text = (REPO / "images" / "pipeline.Dockerfile").read_text()
     m = re.search(r"^ENV LD_LIBRARY_PATH=(\S+)", text, re.M)
     assert m and "/usr/local/nvidia/lib64" in m.group(1).split(":")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--step-timeout", "nope=5"], "--step-timeout takes KIND=SECONDS with KIND one of collect, fold"),
+        (["--step-timeout", "train=soon"], "--step-timeout takes KIND=SECONDS"),
+        (["--gpu-node-selector", "no-value"], "--gpu-node-selector takes KEY=VALUE"),
+        (["--retries", "-1"], "--retries and --run-timeout must be >= 0"),
+    ],
+)
+def test_compile_refuses_a_bad_option_in_one_line(tmp_path, args, message):
+    p = subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "compile", "--output", str(tmp_path / "p.yaml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert p.returncode == 2 and message in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert not (tmp_path / "p.yaml").exists()
