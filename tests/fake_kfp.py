@@ -7,8 +7,10 @@ it), query parameters must be ones the spec declares, and answers use the spec's
 Rules, as KFP 2.17's API server applies them (``multi_user=True``; sources in
 tests/upstream/kfp-calls.yaml):
 
-- ``/healthz`` answers without authentication: ``tag_name`` (the server's version) and
-  ``multi_user``;
+- ``/healthz`` answers without authentication, with the body KFP's ``main.go`` writes by hand
+  (``commit_sha``, ``tag_name``: the server's version, ``multi_user``, ``pipeline_store``), which
+  has more than the swagger's ``v2beta1GetHealthzResponse`` (only ``multi_user`` and
+  ``pipeline_store``);
 - every other call needs a bearer token that the fake issued for the audience
   ``pipelines.kubeflow.org`` (KFP's TokenReview), else 401;
 - each call is authorized as a SubjectAccessReview on its pipelines.kubeflow.org resource and verb
@@ -236,7 +238,13 @@ class _Handler(BaseHTTPRequestHandler):
 
         if method == "GET" and p == "/healthz":
             return self._send(
-                200, {"commit_sha": "0" * 40, "tag_name": f.tag_name, "multi_user": f.multi_user}
+                200,
+                {
+                    "commit_sha": "0" * 40,
+                    "tag_name": f.tag_name,
+                    "multi_user": f.multi_user,
+                    "pipeline_store": "database",
+                },
             )
         who = f.authenticate(dict(self.headers))
         if method == "GET" and p.startswith("/pipelines/names/"):

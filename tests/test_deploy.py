@@ -42,12 +42,51 @@ def store(tmp_path):
     return LocalStore(tmp_path / "store")
 
 
+def test_the_fake_api_refuses_what_kserve_s_crd_refuses():
+    """The fake validates as the API server does, so the deploy tests below also check that every
+    InferenceService the deploy step creates or patches satisfies KServe's CRD."""
+    from kubernetes.client.rest import ApiException
+
+    k8s = FakeK8s()
+    if not k8s.validates:
+        k8s.stop()
+        pytest.skip("KServe's CRD is not in ../shared/specs")
+    try:
+        api = k8s.api()
+        good = render_inferenceservice(VALUES, version="v1", storage_uri="s3://b/models/hhpulse/v1")
+        bad = json.loads(json.dumps(good))
+        bad["spec"]["predictor"]["minReplicas"] = "2"
+        with pytest.raises(ApiException) as e:
+            api.create_namespaced_custom_object(
+                "serving.kserve.io", "v1beta1", "ml", "inferenceservices", bad
+            )
+        assert e.value.status == 422
+        assert (
+            "spec.predictor.minReplicas: '2' is not of type 'integer'" in json.loads(e.value.body)["message"]
+        )
+        assert k8s.objects == {}
+        api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", "ml", "inferenceservices", good)
+        with pytest.raises(ApiException) as e:
+            api.patch_namespaced_custom_object(
+                "serving.kserve.io",
+                "v1beta1",
+                "ml",
+                "inferenceservices",
+                "hhpulse",
+                {"spec": {"predictor": {"containers": "not a list"}}},
+            )
+        assert e.value.status == 422
+        assert k8s.objects[("ml", "hhpulse")]["spec"] == good["spec"]
+    finally:
+        k8s.stop()
+
+
 def test_creates_when_absent_then_patches_when_present(store, tmp_path):
     k8s = FakeK8s(ready_after=2)
     try:
         v1 = _publish(store, tmp_path, "v1")
         r = deploy(store, VALUES, version="v1", storage_uri=v1.uri, timeout_s=5, poll_s=0.01, api=k8s.api())
-        assert r.action == "created" and r.url == "http://hhpulse.ml.example.com"
+        assert r.action == "created" and r.url == "http://hhpulse-ml.example.com"
         calls = [(q["method"], q["path"]) for q in k8s.requests]
         assert calls[:2] == [("GET", f"{BASE}/hhpulse"), ("POST", BASE)]
         created = k8s.requests[1]["body"]
@@ -356,7 +395,7 @@ def test_cli_applies_through_a_kubeconfig_and_rolls_back(store, tmp_path):
         v2 = _publish(store, tmp_path, "v2")
         p = _cli("--store", str(store.root), "--namespace", "ml", "--apply", "--timeout", "30", env=env)
         assert p.returncode == 0, p.stderr
-        assert "created ml/hhpulse with v2: ready at http://hhpulse.ml.example.com" in p.stdout
+        assert "created ml/hhpulse with v2: ready at http://hhpulse-ml.example.com" in p.stdout
         assert (
             k8s.objects[("ml", "hhpulse")]["spec"]["predictor"]["containers"][0]["env"][0]["value"] == v2.uri
         )

@@ -215,7 +215,7 @@ def test_first_install_on_a_kubeflow_profile(profile, tmp_path, monkeypatch):
                 resources=run["serving_resources"],
                 image_pull_secrets=run["image_pull_secrets"],
             )
-            assert url == f"http://hhpulse.{ns}.example.com"
+            assert url == f"http://hhpulse-{ns}.example.com"
             assert [q["method"] for q in k8s.requests][:2] == ["GET", "POST"]  # created, as hhpulse-pipeline
             isvc = k8s.objects[(ns, "hhpulse")]
         finally:
@@ -252,7 +252,9 @@ def test_the_setup_job_says_what_is_wrong(profile, tmp_path):
     try:
         p = run_setup_job(docs, kfp, tmp_path / "old", namespace=ns)
         assert p.returncode == 1
-        assert "hhpulse schedule: KFP at" in p.stderr and "is 2.5.0, older than 2.14.0" in p.stderr
+        assert "hhpulse schedule: KFP at" in p.stderr and "is 2.5.0, older than 2.14.0" in p.stderr, p.stderr[
+            -3000:
+        ]
         assert not [r for r in kfp.requests if r["method"] == "POST"]  # nothing uploaded
     finally:
         kfp.stop()
@@ -261,7 +263,9 @@ def test_the_setup_job_says_what_is_wrong(profile, tmp_path):
         p = run_setup_job(
             docs, kfp, tmp_path / "aud", namespace=ns, audience="https://kubernetes.default.svc"
         )
-        assert p.returncode == 1 and "HTTP 401" in p.stderr and "User identity is empty" in p.stderr
+        assert p.returncode == 1 and "HTTP 401" in p.stderr and "User identity is empty" in p.stderr, (
+            p.stderr[-3000:]
+        )
     finally:
         kfp.stop()
     without_role = Rbac(
@@ -272,7 +276,9 @@ def test_the_setup_job_says_what_is_wrong(profile, tmp_path):
     kfp = FakeKfp(profile.swagger, multi_user=True, rbac=without_role)
     try:
         p = run_setup_job(docs, kfp, tmp_path / "norole", namespace=ns)
-        assert p.returncode == 1 and "HTTP 403" in p.stderr and "PermissionDenied" in p.stderr
+        assert p.returncode == 1 and "HTTP 403" in p.stderr and "PermissionDenied" in p.stderr, p.stderr[
+            -3000:
+        ]
         assert "Namespace:hhpulse,Verb:get,Group:pipelines.kubeflow.org" in p.stderr
         assert p.stderr.count("\n") <= 2  # a message, not a traceback
     finally:
