@@ -174,7 +174,7 @@ class VacancyModel(kserve.Model):
             if isinstance(payload, InferRequest):
                 tensors = [_tensor(i) for i in payload.inputs]
                 grpc = bool(payload.from_grpc)
-                outputs, binary = requested_outputs(
+                outputs, _ = requested_outputs(
                     [(o.name, o.parameters) for o in payload.request_outputs or []],
                     None if grpc else payload.parameters,  # gRPC: raw inputs get raw outputs
                     OUTPUTS,
