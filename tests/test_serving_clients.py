@@ -244,8 +244,9 @@ def test_tritonclient_http_bad_inputs_get_a_400_with_the_reason(server, binary):
 # -- tritonclient over gRPC (in its own process: see tests/triton_grpc_calls.py) ----------------------
 
 
-def triton_grpc(call: str, **kwargs):
-    args = json.dumps({"call": call, **kwargs}, ensure_ascii=False)
+def triton_grpc_calls(calls: list[dict]) -> list:
+    """What each of ``calls`` got, run in one process of tritonclient.grpc."""
+    args = json.dumps(calls, ensure_ascii=False)
     done = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("triton_grpc_calls.py")), args],
         capture_output=True,
@@ -254,6 +255,10 @@ def triton_grpc(call: str, **kwargs):
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def triton_grpc(call: str, **kwargs):
+    return triton_grpc_calls([{"call": call, **kwargs}])[0]
 
 
 @pytest.mark.parametrize("requested", [False, True], ids=["all-outputs", "requested-outputs"])
@@ -292,14 +297,21 @@ def test_tritonclient_grpc_bad_inputs_get_the_grpc_status_with_the_reason(server
         ({"tensors": {"responsibility": [" "]}}, "responsibility"),
         ({"tensors": {"responsibility": ["a"]}, "outputs": ["x"]}, "unknown output 'x'"),
     ]
-    for kwargs, reason in invalid:
-        got = triton_grpc("infer", url=url, **kwargs)
-        assert got.get("status") == "StatusCode.INVALID_ARGUMENT" and reason in got["message"], (reason, got)
-    got = triton_grpc("infer", url=url, model="nope", tensors={"responsibility": ["a"]})
-    assert got.get("status") == "StatusCode.NOT_FOUND", got
-    # the body limit holds for gRPC messages too
-    got = triton_grpc("infer", url=url, tensors={"responsibility": ["слово " * 40] * 100})
-    assert got.get("status") == "StatusCode.RESOURCE_EXHAUSTED", got
+    got = triton_grpc_calls(
+        [{"call": "infer", "url": url, **kwargs} for kwargs, _ in invalid]
+        + [
+            {"call": "infer", "url": url, "model": "nope", "tensors": {"responsibility": ["a"]}},
+            # the body limit holds for gRPC messages too
+            {"call": "infer", "url": url, "tensors": {"responsibility": ["слово " * 40] * 100}},
+        ]
+    )
+    for (_, reason), answer in zip(invalid, got, strict=False):
+        assert answer.get("status") == "StatusCode.INVALID_ARGUMENT" and reason in answer["message"], (
+            reason,
+            answer,
+        )
+    assert got[-2].get("status") == "StatusCode.NOT_FOUND", got[-2]
+    assert got[-1].get("status") == "StatusCode.RESOURCE_EXHAUSTED", got[-1]
 
 
 MALFORMED = [
@@ -311,11 +323,13 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize(("elements", "shape", "reason"), MALFORMED, ids=[m[2] for m in MALFORMED])
-def test_a_malformed_raw_grpc_tensor_is_invalid_argument_not_internal(server, elements, shape, reason):
+def test_a_malformed_raw_grpc_tensor_is_invalid_argument_not_internal(server):
     """The same framing checks and reasons as the binary extension over HTTP."""
-    got = triton_grpc("malformed", url=server[1], elements=elements, shape=shape)
-    assert got["status"] == "StatusCode.INVALID_ARGUMENT" and reason in got["message"], got
+    got = triton_grpc_calls(
+        [{"call": "malformed", "url": server[1], "elements": e, "shape": s} for e, s, _ in MALFORMED]
+    )
+    for (_, _, reason), answer in zip(MALFORMED, got, strict=True):
+        assert answer["status"] == "StatusCode.INVALID_ARGUMENT" and reason in answer["message"], answer
 
 
 # -- KServe's own clients -----------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 ``tritonclient.grpc`` and ``kserve`` register the same protobuf symbols (the Open Inference
 Protocol's package ``inference``) in protobuf's default pool, so the two cannot be imported in
 one process (kserve/kserve#3099, triton-inference-server/client#730), and the test session
-imports kserve. ``python tests/triton_grpc_calls.py '<json>'`` runs one call, named by the
-JSON's ``call``, and prints what it got as one JSON line.
+imports kserve. ``python tests/triton_grpc_calls.py '<json>'`` runs the calls in the JSON list,
+each an object naming its ``call``, and prints what each got, as one JSON list.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def malformed(url: str, elements: list[list[Any]], shape: list[int]) -> dict[str
 
 
 if __name__ == "__main__":
-    args = json.loads(sys.argv[1])
-    call = {"infer": infer, "health": health, "malformed": malformed}[args.pop("call")]
-    print(json.dumps(call(**args), ensure_ascii=False))
+    calls = {"infer": infer, "health": health, "malformed": malformed}
+    print(
+        json.dumps([calls[args.pop("call")](**args) for args in json.loads(sys.argv[1])], ensure_ascii=False)
+    )
