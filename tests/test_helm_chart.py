@@ -354,6 +354,13 @@ def test_grpc_adds_an_h2c_port_for_the_predictor_and_for_the_pipeline_s_deploys(
         "spec": {"ports": [{"name": p["name"], "port": p["containerPort"]} for p in c["ports"]]},
     }
     kubernetes_validate.validate(service, K8S_VERSION, strict=True)
+    # the predictor's NetworkPolicy lets the gateway and the test pod reach the gRPC port too
+    policy = next(d for d in kinds(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-predictor"))
+    grpc = [r for r in policy["spec"]["ingress"] if {"port": 9000, "protocol": "TCP"} in r["ports"]]
+    assert len(grpc) == 2  # the gateway's rule and the test pod's; not the metrics scrape's
+    assert grpc[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}
+    ]
     # the recurring run deploys each new version with gRPC too (a patch replaces the containers)
     assert "grpc_port=9000\n" in kinds(docs, "ConfigMap")[0]["data"]["params"]
     from pipelines.hhpulse_pipeline import build_pipeline
