@@ -25,6 +25,7 @@ def deploy_model(
     max_replicas: int = 3,
     resources: dict = {},  # noqa: B006 - KFP reads defaults
     image_pull_secrets: list = [],  # noqa: B006
+    grpc_port: int = 0,
 ) -> str:
     """Deploys the published version as a KServe InferenceService (the step owns it; the Helm chart
     passes its serving values here as pipeline parameters).
@@ -47,6 +48,7 @@ def deploy_model(
         max_replicas: The predictor's maximum replicas.
         resources: The predictor container's resources ({"requests": {...}, "limits": {...}}; empty: the defaults).
         image_pull_secrets: Secrets for pulling the predictor image.
+        grpc_port: Also serve gRPC (the Open Inference Protocol) on this container port, named h2c; 0: HTTP only.
 
     Returns:
         The service URL (apply) or the manifest's location (render).
@@ -68,6 +70,7 @@ def deploy_model(
         image_pull_secrets=tuple(image_pull_secrets),
         canary_traffic_percent=canary_traffic_percent,
         logger_url=logger_url or None,
+        grpc_port=grpc_port or None,
     )
     st = open_store(store, endpoint_url=s3_endpoint or None)
     if mode == "render":

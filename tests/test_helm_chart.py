@@ -94,6 +94,7 @@ def deploy_values(params, labels=None):
         image_pull_secrets=tuple(params["image_pull_secrets"]),
         canary_traffic_percent=params["canary_traffic_percent"],
         logger_url=params.get("logger_url") or None,
+        grpc_port=params.get("grpc_port") or None,
         labels=labels or {},
     )
 
@@ -467,3 +468,52 @@ def test_every_value_is_documented_and_in_the_schema():
     missing = [p for p in leaves(values) if p not in documented]
     assert missing == []
     assert [p for p in documented if not in_schema(p)] == []
+
+
+def test_grpc_adds_an_h2c_port_to_the_predictor_the_deploy_step_renders():
+    import helm_python as helm
+    import kubernetes_validate
+
+    docs, _ = render({"serving": {"grpc": {"enabled": True, "port": 9000}}})
+    # the recurring run deploys each new version with gRPC (a patch replaces the containers)
+    assert "grpc_port=9000\n" in kinds(docs, "ConfigMap")[0]["data"]["params"]
+    params = run_parameters(docs)
+    assert params["grpc_port"] == 9000
+    isvc = render_inferenceservice(
+        deploy_values(params), version="v1", storage_uri="s3://hhpulse/prod/models/hhpulse/v1"
+    )
+    c = isvc["spec"]["predictor"]["containers"][0]
+    assert c["ports"] == [
+        {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "h2c", "containerPort": 9000, "protocol": "TCP"},
+    ]
+    assert c["args"][-4:] == ["--enable_grpc", "true", "--grpc_port", "9000"]
+    # KServe's Service (the Standard mode) takes the container's ports and their names: a Service
+    # with two ports needs both named
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "hhpulse-predictor"},
+        "spec": {"ports": [{"name": p["name"], "port": p["containerPort"]} for p in c["ports"]]},
+    }
+    kubernetes_validate.validate(service, K8S_VERSION, strict=True)
+    # the predictor's NetworkPolicy lets the gateway and the test pod reach the gRPC port too
+    policy = next(d for d in kinds(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-predictor"))
+    grpc = [r for r in policy["spec"]["ingress"] if {"port": 9000, "protocol": "TCP"} in r["ports"]]
+    assert len(grpc) == 2  # the gateway's rule and the test pod's; not the metrics scrape's
+    assert grpc[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}
+    ]
+    from pipelines.hhpulse_pipeline import build_pipeline
+
+    assert "grpc_port" in build_pipeline().component_spec.inputs
+    off, _ = render({})
+    params = run_parameters(off)
+    assert "grpc_port" not in kinds(off, "ConfigMap")[0]["data"]["params"]
+    c = render_inferenceservice(deploy_values(params), version="v1", storage_uri="s3://b/m")["spec"][
+        "predictor"
+    ]["containers"][0]
+    assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}] and "--enable_grpc" not in c["args"]
+    for bad in ({"enabled": True, "port": 8080}, {"enabled": "yes"}, {"port": 70000}):
+        with pytest.raises(helm.errors.HelmError):
+            render({"serving": {"grpc": bad}})
