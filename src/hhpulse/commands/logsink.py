@@ -99,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
     from hhpulse.watch.logsink import make_sink
     from hhpulse.watch.logsink_http import run_server
 
+    store = open_store(args.store)  # a bad location is one line and exit 2 (hhpulse.cli)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("hhpulse")
     root.handlers[:] = [handler]
     root.setLevel(args.log_level.upper())
     root.propagate = False
-    store = open_store(args.store)
     sink = make_sink(
         store,
         batch_records=args.batch_records,
