@@ -2,7 +2,10 @@
 
 kserve 0.21 answers 500 to some bodies without ``Content-Type: application/json``; this
 middleware answers 415 with a message first. It also rejects bodies over the size
-limit (413) and invalid JSON (400) before they reach the model, and counts rejections by
+limit (413), and bodies that are not strict JSON or nest arrays and objects deeper than
+:data:`hhpulse.model.inputs.MAX_JSON_DEPTH` (400: ``invalid_json``, ``not_finite``,
+``json_too_deep``; Python's parser would otherwise recurse until a RecursionError, a 500 and a
+reset connection) before they reach the model, and counts rejections by
 reason. A 413 is answered at once and the rest of the body is then read and dropped (a
 lingering close, as nginx and Go's net/http do) for at most :data:`DRAIN_MAX_BYTES` and
 :data:`DRAIN_SECONDS` before the connection closes: closing a socket with unread data sends
@@ -27,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from hhpulse.model.inputs import JSONRefused, loads_strict
 from hhpulse.serving.inputs import Limits, RequestError
 from hhpulse.serving.metrics import REJECTED
 
@@ -188,10 +192,10 @@ class GuardMiddleware:
                 )
             chunks.append(chunk)
         body = b"".join(chunks)
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return await self._reject(send, 400, "invalid_json", f"the body is not valid JSON: {exc}")
+        try:  # strict JSON, nested at most MAX_JSON_DEPTH deep: a 400, and the connection goes on
+            parsed = loads_strict(body)
+        except JSONRefused as exc:
+            return await self._reject(send, 400, exc.reason, str(exc))
         seen["instances"] = _count(parsed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request body: %s", body[:2000].decode("utf-8", "replace"))

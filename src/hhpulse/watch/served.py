@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import os
 import re
 import threading
 import time as _time
@@ -41,6 +43,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from hhpulse.config import TASKS, TEXT_FIELDS
@@ -152,6 +155,8 @@ def _task_answer(value: Any, where: str) -> dict[str, Any]:
     for c, p in probs.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)):
             raise ServedLogError(f"{where}.probabilities[{c!r}]: must be a number, got {type(p).__name__}")
+        if not math.isfinite(p):  # NaN or infinity would make every later mix and PSI NaN
+            raise ServedLogError(f"{where}.probabilities[{c!r}]: must be a finite number, got {p}")
         out[str(c)] = float(p)
     if cohort not in out:
         raise ServedLogError(f"{where}: cohort {cohort!r} is not among its probabilities {sorted(out)}")
@@ -308,13 +313,17 @@ class ServedLogWriter:
         self._first_time: str | None = None
         self._size = 0
         self._since: float | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the buffer
+        self._flush_lock = threading.RLock()  # one store write at a time; taken before _lock
+        self._inflight = 0  # records of the batch being written
         self.written: list[FlushResult] = []  # every batch this writer wrote, in order
+        # called after every store write it tries: None when it was written, else the error
+        self.on_write: Callable[[StoreError | None], None] | None = None
 
     @property
     def pending(self) -> int:
-        """Records buffered and not yet written."""
-        return len(self._lines)
+        """Records buffered and not yet written (the batch being written included)."""
+        return len(self._lines) + self._inflight
 
     @property
     def pending_bytes(self) -> int:
@@ -323,12 +332,17 @@ class ServedLogWriter:
     def _fits(self, n: int, size: int) -> bool:
         return len(self._lines) + n <= self.max_records and self._size + size <= self.max_bytes
 
-    def add(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    def add(self, records: Sequence[Mapping[str, Any]], *, write: bool = True) -> list[str]:
         """Buffer ``records`` (validated first; a bad one rejects the whole call with
         :class:`ServedLogError`) and write whatever batches are due. Returns the keys written.
 
         Raises :class:`ServedLogFull` when the records do not fit and the store refuses the
         batch that would make room: nothing of this call is kept, nothing earlier is lost.
+
+        ``write=False`` only buffers, never calling the store (an HTTP handler that must not
+        wait on it; a timer writes, see :attr:`full`): records that do not fit raise
+        :class:`ServedLogFull` at once, except into an empty buffer (one call larger than a
+        batch is taken whole, and written as one batch).
         """
         checked = [check_record(r, f"records[{i}]") for i, r in enumerate(records)]
         if not checked:
@@ -336,7 +350,19 @@ class ServedLogWriter:
         lines = [encode_record(r) for r in checked]
         size = sum(map(len, lines))
         written: list[str] = []
-        with self._lock:
+        if not write:
+            with self._lock:
+                if not self._fits(len(lines), size) and self._lines:
+                    raise ServedLogFull(
+                        f"the served log buffer is full ({self.pending} records, {self.pending_bytes} "
+                        "bytes) until the batch being written is taken by the store"
+                    )
+                if not self._lines:
+                    self._first_time, self._since = checked[0]["time"], self.clock()
+                self._lines += lines
+                self._size += size
+            return written
+        with self._flush_lock, self._lock:
             if not self._fits(len(lines), size) and self._lines:
                 written += self._flush_or_full()
             if not self._fits(len(lines), size):  # one call larger than a batch: write it whole
@@ -352,9 +378,14 @@ class ServedLogWriter:
                 self._first_time, self._since = checked[0]["time"], self.clock()
             self._lines += lines
             self._size += size
-            if len(self._lines) >= self.max_records or self._size >= self.max_bytes or self._is_due():
+            if self.full or self._is_due():
                 written += self._flush_quietly()
         return written
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer holds a whole batch (``max_records`` or ``max_bytes``)."""
+        return len(self._lines) >= self.max_records or self._size >= self.max_bytes
 
     def _flush_or_full(self) -> list[str]:
         try:
@@ -379,38 +410,138 @@ class ServedLogWriter:
         return self._since is not None and self.clock() - self._since >= self.max_seconds
 
     def flush_due(self) -> str | None:
-        """Write the buffer if its oldest record has waited ``max_seconds``; the key or None."""
-        with self._lock:
-            return self.flush() if self._is_due() else None
+        """Write the buffer if it holds a whole batch or its oldest record has waited
+        ``max_seconds``; the key or None."""
+        with self._flush_lock:
+            with self._lock:
+                due = self.full or self._is_due()
+            return self.flush() if due else None
 
     def _write(self, lines: list[bytes], first_time: str) -> FlushResult:
         data = encode_batch(lines)
         key = served_key(first_time)
-        self.store.put_bytes(key, data)  # atomic; a new uuid key, so never an overwrite
+        try:
+            self.store.put_bytes(key, data)  # atomic; a new uuid key, so never an overwrite
+        except StoreError as exc:
+            if self.on_write is not None:
+                self.on_write(exc)
+            raise
         result = FlushResult(key=key, records=len(lines), bytes=len(data))
         self.written.append(result)
+        if self.on_write is not None:
+            self.on_write(None)
         return result
 
     def flush(self) -> str | None:
         """Write the buffered records as one batch; its key, or None when there was nothing.
-        On a store error the records stay buffered and the error propagates."""
-        with self._lock:
-            if not self._lines:
-                return None
-            assert self._first_time is not None
-            result = self._write(self._lines, self._first_time)
-            self._lines, self._size, self._first_time, self._since = [], 0, None, None
+        On a store error the records stay buffered (ahead of any added meanwhile) and the error
+        propagates. While the batch is being written, :meth:`add` goes on buffering into a new
+        buffer (so the records held are at most about two batches)."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._lines:
+                    return None
+                assert self._first_time is not None
+                lines, size, first, since = self._lines, self._size, self._first_time, self._since
+                self._lines, self._size, self._first_time, self._since = [], 0, None, None
+                self._inflight = len(lines)
+            try:
+                result = self._write(lines, first)
+            except BaseException:
+                with self._lock:  # back in front, in order: nothing is lost
+                    self._lines = lines + self._lines
+                    self._size += size
+                    self._first_time = first
+                    self._since = since if self._since is None else min(since or 0.0, self._since)
+                raise
+            finally:
+                self._inflight = 0
             return result.key
 
     def close(self) -> str | None:
         """Flush what is left (a sink calls this on SIGTERM)."""
         return self.flush()
 
+    def spill(self, folder: str | os.PathLike[str]) -> SpillResult | None:
+        """Write the buffered records to a local file in ``folder`` instead of the store (the
+        store refuses writes and the process is ending): one batch, named after the store key
+        it will get, written atomically (fsynced, renamed into place). The buffer is emptied.
+        :func:`replay_spilled` writes it to the store later. None when nothing was buffered."""
+        from hhpulse.data.store import atomic_write_bytes
+
+        with self._flush_lock, self._lock:
+            if not self._lines:
+                return None
+            assert self._first_time is not None
+            key = served_key(self._first_time)
+            path = Path(folder) / spill_name(key)
+            atomic_write_bytes(path, encode_batch(self._lines))
+            result = SpillResult(path=path, key=key, records=len(self._lines))
+            self._lines, self._size, self._first_time, self._since = [], 0, None, None
+            return result
+
     def __enter__(self) -> ServedLogWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.flush()
+
+
+# -- spill files: a batch kept on local disk until the store takes it --------------------------
+
+SPILL_SUFFIX = ".jsonl.gz"
+
+
+@dataclass(frozen=True)
+class SpillResult:
+    path: Path
+    key: str
+    records: int
+
+
+def spill_name(key: str) -> str:
+    """The spill file's name for the batch key ``served/<date>/<HH>-<uuid>.jsonl.gz``:
+    ``<date>_<HH>-<uuid>.jsonl.gz`` (the key is recovered from it: :func:`spill_key`)."""
+    m = _KEY_RE.match(key)
+    if not m:
+        raise ServedLogError(f"{key!r} is not a served-log batch key")
+    return f"{m.group(1)}_{m.group(2)}-{m.group(3)}{SPILL_SUFFIX}"
+
+
+def spill_key(name: str) -> str | None:
+    """The batch key a spill file will be written to, or None for a file of another name."""
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})_(\d{2})-([0-9a-f]{32})\.jsonl\.gz", name)
+    return f"{SERVED_PREFIX}{m.group(1)}/{m.group(2)}-{m.group(3)}{SUFFIX}" if m else None
+
+
+def spilled(folder: str | os.PathLike[str]) -> list[Path]:
+    """The spill files waiting in ``folder``, oldest batch first."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and spill_key(p.name) is not None)
+
+
+def replay_spilled(store: Store, folder: str | os.PathLike[str]) -> list[FlushResult]:
+    """Write every spill file in ``folder`` to the store, each under the key it was named for
+    (so a replay cut off after the write and before the file's removal writes the same
+    object again, never a second copy), and remove it. A store error propagates; the files
+    not yet written stay for the next try. A file that is not a readable batch is renamed
+    ``*.bad`` and left (never written, never removed)."""
+    done = []
+    for path in spilled(folder):
+        key = spill_key(path.name)
+        assert key is not None
+        data = path.read_bytes()
+        try:
+            count = gzip.decompress(data).count(b"\n")
+        except (OSError, EOFError):
+            path.rename(path.with_name(path.name + ".bad"))
+            continue
+        store.put_bytes(key, data)
+        path.unlink()
+        done.append(FlushResult(key=key, records=count, bytes=len(data)))
+    return done
 
 
 # -- reader ----------------------------------------------------------------------------------
