@@ -45,3 +45,24 @@ def test_a_file_where_the_store_keeps_a_folder_is_one_line_too(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "cannot write" in err and "history" in err and "Not a directory" in err
+
+
+def test_a_champion_whose_manifest_does_not_check_is_one_line_for_serve(tmp_path, capsys):
+    """What a mixed bundle did to `hhpulse serve --store`: a BundleError traceback."""
+    import json
+
+    from hhpulse.data.store import LocalStore
+    from hhpulse.model.bundle import FORMAT, write_manifest
+    from hhpulse.model.registry import publish
+
+    bundle = tmp_path / "v1"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(json.dumps({"format": FORMAT, "version": "v1"}))
+    write_manifest(bundle, "v1")
+    store = LocalStore(tmp_path / "store")
+    publish(store, bundle)
+    store.put_bytes("models/hhpulse/v1/bundle.json", b"{}")  # changed behind the registry's back
+    rc = main(["serve", "--store", str(tmp_path / "store")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "bundle.json does not match its sha256" in err
