@@ -69,7 +69,7 @@ def guard(parent: int, command: list[str]) -> int:
     die_with_parent()
     if os.getppid() != parent:  # the run died before the guard could ask to die with it
         return 128 + signal.SIGTERM
-    child = subprocess.Popen(command, process_group=0)
+    child = subprocess.Popen(command, start_new_session=True)  # its own process group (and session)
     while True:
         try:
             return child.wait(timeout=POLL_S)

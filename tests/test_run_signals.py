@@ -140,3 +140,47 @@ def test_a_killed_runs_steps_die_with_it_and_the_next_run_records_it(tmp_path):
         in st.get_bytes(recorded.replace("outcome.json", "pipeline.log")).decode()
     )
     assert record_killed_runs(st) == []  # once
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = next(
+            ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:")
+        )
+    except (OSError, StopIteration):
+        return False
+    return "zombie" not in state
+
+
+@pytest.mark.parametrize("how", ["kill -9 of its parent", "SIGTERM to the guard"])
+def test_the_step_guard_stops_its_step_and_everything_the_step_started(tmp_path, how):
+    """The guard alone, with a step that starts a child of its own (as kfp.local's `sh -c`
+    starts Python): both go, whether the run dies or the guard is told to stop."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc (Linux)")
+    pids = tmp_path / "pids"
+    step = f"sleep 300 & echo $$ $! > {pids}; wait"
+    run = (  # stands in for `hhpulse run`: starts the guard and waits
+        "import subprocess, sys, os\n"
+        f"g = subprocess.Popen([sys.executable, '-m', 'pipelines.stepguard', str(os.getpid()), '--', 'sh', '-c', {step!r}])\n"
+        "print(g.pid, flush=True)\n"
+        "g.wait()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", run], stdout=subprocess.PIPE, text=True)
+    guard = int(parent.stdout.readline())
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sh, sleeper = map(int, pids.read_text().split())
+    assert _alive(sh) and _alive(sleeper)
+    if how.startswith("kill"):
+        parent.kill()
+    else:
+        os.kill(guard, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while (_alive(sh) or _alive(sleeper) or _alive(guard)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(sh) and not _alive(sleeper) and not _alive(guard)
+    parent.wait(10)
+    if how.startswith("SIGTERM"):
+        assert parent.returncode == 0  # the run goes on; its step ended with 128 + SIGTERM
