@@ -254,6 +254,9 @@ def test_a_refusing_store_keeps_the_batch_answers_503_to_new_events_and_loses_no
     assert "the store refuses writes" in refused.json()["error"]
     ready = s.http.get(s.url + "/readyz", timeout=5)
     assert ready.status_code == 503 and ready.json()["status"] == "the store refuses writes"
+    assert (
+        "hhpulse_logsink_store_ready 0" in s.metrics() and "hhpulse_logsink_buffered_records 2" in s.metrics()
+    )
     proxy.clear()  # the store is back: the kept batch is retried with backoff, then events are taken
     wait_for(lambda: s.http.get(s.url + "/readyz", timeout=5).status_code == 200)
     assert [r.status_code for r in s.exchange("c", request, response)] == [200, 200]

@@ -68,6 +68,9 @@ def metrics_text(sink: LogSink) -> str:
         "# HELP hhpulse_logsink_buffered_records Records buffered, not yet written",
         "# TYPE hhpulse_logsink_buffered_records gauge",
         f"hhpulse_logsink_buffered_records {sink.writer.pending}",
+        "# HELP hhpulse_logsink_store_ready 1 while the store takes writes, 0 before its first and after a refusal",
+        "# TYPE hhpulse_logsink_store_ready gauge",
+        f"hhpulse_logsink_store_ready {int(sink.ready)}",
     ]
     return "\n".join(lines) + "\n"
 
