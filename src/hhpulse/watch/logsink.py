@@ -49,8 +49,9 @@ bytes), on time (:meth:`LogSink.flush_due`, called on a timer) and on :meth:`Log
 store still refuses on close goes to a spill file in ``spill_dir`` (the pod's emptyDir), which
 the next start writes before anything else. On close, halves still waiting for their partner
 are dropped and counted (they cannot be logged without it); a crash (SIGKILL, OOM) loses the
-writer's unflushed buffer, at most one batch (``max_records`` records or ``max_seconds`` of
-traffic).
+writer's unflushed buffer: what came since the last batch (``max_records`` records or
+``max_seconds`` of traffic), or up to :data:`hhpulse.watch.served.BUFFER_BATCHES` batches
+while the store refuses writes.
 
 Pure core: no HTTP server, no kserve import; :mod:`hhpulse.watch.logsink_http` serves it.
 """

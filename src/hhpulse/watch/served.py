@@ -57,6 +57,7 @@ INSTANCE_KEYS = (*TEXT_FIELDS, "id")
 DEFAULT_MAX_RECORDS = 5000
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # of encoded (uncompressed) JSON lines
 DEFAULT_MAX_SECONDS = 60.0
+BUFFER_BATCHES = 4  # batches an add(write=False) buffer holds while the store writes (or refuses)
 
 _KEY_RE = re.compile(r"^served/(\d{4}-\d{2}-\d{2})/(\d{2})-([0-9a-f]{32})\.jsonl\.gz$")
 _FRACTION_RE = re.compile(r"\.(\d+)")
@@ -289,8 +290,10 @@ class ServedLogWriter:
         clock: seconds, monotonic (``time.monotonic`` by default; tests pass their own).
 
     The buffer never holds more than ``max_records`` records and ``max_bytes`` bytes, except
-    that one :meth:`add` of more than that is taken whole and written at once. The writer is
-    thread-safe.
+    that one :meth:`add` of more than that is taken whole and written at once. With
+    ``add(..., write=False)`` (a caller whose timer writes, while :meth:`add` must never wait
+    on the store) it holds up to :data:`BUFFER_BATCHES` batches, and :meth:`flush` writes the
+    oldest batch's worth at a time. The writer is thread-safe.
     """
 
     def __init__(
@@ -310,7 +313,7 @@ class ServedLogWriter:
         self.max_seconds = max_seconds
         self.clock = clock
         self._lines: list[bytes] = []
-        self._first_time: str | None = None
+        self._times: list[str] = []  # each line's record time (a batch's key is its first's)
         self._size = 0
         self._since: float | None = None
         self._lock = threading.RLock()  # the buffer
@@ -329,8 +332,18 @@ class ServedLogWriter:
     def pending_bytes(self) -> int:
         return self._size
 
-    def _fits(self, n: int, size: int) -> bool:
-        return len(self._lines) + n <= self.max_records and self._size + size <= self.max_bytes
+    def _fits(self, n: int, size: int, batches: int = 1) -> bool:
+        return (
+            len(self._lines) + n <= batches * self.max_records
+            and self._size + size <= batches * self.max_bytes
+        )
+
+    def _append(self, lines: list[bytes], time: str) -> None:
+        if not self._lines:
+            self._since = self.clock()
+        self._lines += lines
+        self._times += [time] * len(lines)
+        self._size += sum(map(len, lines))
 
     def add(self, records: Sequence[Mapping[str, Any]], *, write: bool = True) -> list[str]:
         """Buffer ``records`` (validated first; a bad one rejects the whole call with
@@ -340,44 +353,39 @@ class ServedLogWriter:
         batch that would make room: nothing of this call is kept, nothing earlier is lost.
 
         ``write=False`` only buffers, never calling the store (an HTTP handler that must not
-        wait on it; a timer writes, see :attr:`full`): records that do not fit raise
-        :class:`ServedLogFull` at once, except into an empty buffer (one call larger than a
-        batch is taken whole, and written as one batch).
+        wait on it; a timer writes, see :attr:`full`), up to :data:`BUFFER_BATCHES` batches:
+        records that do not fit then raise :class:`ServedLogFull` at once (into an empty
+        buffer, one call larger than that is taken whole).
         """
         checked = [check_record(r, f"records[{i}]") for i, r in enumerate(records)]
         if not checked:
             return []
         lines = [encode_record(r) for r in checked]
         size = sum(map(len, lines))
+        time = checked[0]["time"]
         written: list[str] = []
         if not write:
             with self._lock:
-                if not self._fits(len(lines), size) and self._lines:
+                if not self._fits(len(lines), size, BUFFER_BATCHES) and self._lines:
                     raise ServedLogFull(
                         f"the served log buffer is full ({self.pending} records, {self.pending_bytes} "
-                        "bytes) until the batch being written is taken by the store"
+                        "bytes) until the store takes the batches waiting"
                     )
-                if not self._lines:
-                    self._first_time, self._since = checked[0]["time"], self.clock()
-                self._lines += lines
-                self._size += size
+                self._append(lines, time)
             return written
         with self._flush_lock, self._lock:
             if not self._fits(len(lines), size) and self._lines:
                 written += self._flush_or_full()
             if not self._fits(len(lines), size):  # one call larger than a batch: write it whole
                 try:
-                    written.append(self._write(lines, checked[0]["time"]).key)
+                    written.append(self._write(lines, time).key)
                 except StoreError as exc:
                     raise ServedLogFull(
                         f"{len(lines)} records are more than one batch holds and the store refused "
                         f"them: {exc}"
                     ) from exc
                 return written
-            if not self._lines:
-                self._first_time, self._since = checked[0]["time"], self.clock()
-            self._lines += lines
-            self._size += size
+            self._append(lines, time)
             if self.full or self._is_due():
                 written += self._flush_quietly()
         return written
@@ -410,12 +418,19 @@ class ServedLogWriter:
         return self._since is not None and self.clock() - self._since >= self.max_seconds
 
     def flush_due(self) -> str | None:
-        """Write the buffer if it holds a whole batch or its oldest record has waited
-        ``max_seconds``; the key or None."""
+        """Write the buffer's whole batches, and the rest too once its oldest record has waited
+        ``max_seconds``; the last key written, or None."""
+        last = None
         with self._flush_lock:
-            with self._lock:
-                due = self.full or self._is_due()
-            return self.flush() if due else None
+            while True:
+                with self._lock:
+                    due = self.full or self._is_due()
+                if not due:
+                    return last
+                key = self.flush()
+                if key is None:
+                    return last
+                last = key
 
     def _write(self, lines: list[bytes], first_time: str) -> FlushResult:
         data = encode_batch(lines)
@@ -432,26 +447,38 @@ class ServedLogWriter:
             self.on_write(None)
         return result
 
+    def _take(self) -> int:
+        """How many lines from the front make the next batch: up to ``max_records`` records
+        and ``max_bytes`` bytes, at least one."""
+        n, size = 0, 0
+        for line in self._lines[: self.max_records]:
+            if n and size + len(line) > self.max_bytes:
+                break
+            n, size = n + 1, size + len(line)
+        return n
+
     def flush(self) -> str | None:
-        """Write the buffered records as one batch; its key, or None when there was nothing.
-        On a store error the records stay buffered (ahead of any added meanwhile) and the error
-        propagates. While the batch is being written, :meth:`add` goes on buffering into a new
-        buffer (so the records held are at most about two batches)."""
+        """Write the oldest batch's worth of buffered records (all of them, unless the buffer
+        holds more than a batch); its key, or None when there was nothing. On a store error
+        the records stay buffered (ahead of any added meanwhile) and the error propagates.
+        While the batch is being written, :meth:`add` goes on buffering."""
         with self._flush_lock:
             with self._lock:
                 if not self._lines:
                     return None
-                assert self._first_time is not None
-                lines, size, first, since = self._lines, self._size, self._first_time, self._since
-                self._lines, self._size, self._first_time, self._since = [], 0, None, None
-                self._inflight = len(lines)
+                n = self._take()
+                lines, times = self._lines[:n], self._times[:n]
+                size, since = sum(map(len, lines)), self._since
+                self._lines, self._times = self._lines[n:], self._times[n:]
+                self._size -= size
+                self._since = since if self._lines else None
+                self._inflight = n
             try:
-                result = self._write(lines, first)
+                result = self._write(lines, times[0])
             except BaseException:
                 with self._lock:  # back in front, in order: nothing is lost
-                    self._lines = lines + self._lines
+                    self._lines, self._times = lines + self._lines, times + self._times
                     self._size += size
-                    self._first_time = first
                     self._since = since if self._since is None else min(since or 0.0, self._since)
                 raise
             finally:
@@ -459,8 +486,18 @@ class ServedLogWriter:
             return result.key
 
     def close(self) -> str | None:
-        """Flush what is left (a sink calls this on SIGTERM)."""
-        return self.flush()
+        """Flush what is left (a sink calls this on SIGTERM); the last key written, or None."""
+        key = None
+        with self._flush_lock:
+            while self._lines:
+                key = self.flush()
+        return key
+
+    def __enter__(self) -> ServedLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def spill(self, folder: str | os.PathLike[str]) -> SpillResult | None:
         """Write the buffered records to a local file in ``folder`` instead of the store (the
@@ -472,19 +509,12 @@ class ServedLogWriter:
         with self._flush_lock, self._lock:
             if not self._lines:
                 return None
-            assert self._first_time is not None
-            key = served_key(self._first_time)
+            key = served_key(self._times[0])
             path = Path(folder) / spill_name(key)
             atomic_write_bytes(path, encode_batch(self._lines))
             result = SpillResult(path=path, key=key, records=len(self._lines))
-            self._lines, self._size, self._first_time, self._since = [], 0, None, None
+            self._lines, self._times, self._size, self._since = [], [], 0, None
             return result
-
-    def __enter__(self) -> ServedLogWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.flush()
 
 
 # -- spill files: a batch kept on local disk until the store takes it --------------------------
