@@ -265,6 +265,23 @@ def test_a_refusing_store_keeps_the_batch_answers_503_to_new_events_and_loses_no
     assert sorted(r["request_id"] for r in read_served(store)) == ["a", "b", "c"]
 
 
+@pytest.mark.parametrize("fault", ["drop_reply", "reset_after", "reset", "error:500"])
+def test_a_batch_write_through_a_lost_reply_or_a_reset_lands_once(proxied_s3, fault):
+    """boto retries a batch PUT whose reply was lost (or that was reset, or answered 500):
+    the batch has one key, so the retry writes the same object, never a second copy."""
+    proxy, store = proxied_s3
+    s = Sink(store, batch_records=2)
+    rule = proxy.add(fault, method="PUT", path=r"/served/")
+    request, response = v1_pair(1)
+    for eid in ("a", "b"):
+        assert [r.status_code for r in s.exchange(eid, request, response)] == [200, 200]
+    wait_for(lambda: len(served_keys(store)) == 1)
+    assert rule.hits == 1 and s.http.get(s.url + "/readyz", timeout=5).status_code == 200
+    assert s.stop() == 0
+    assert len(served_keys(store)) == 1
+    assert sorted(r["request_id"] for r in read_served(store)) == ["a", "b"]
+
+
 def test_a_store_that_never_took_a_write_is_not_ready_and_events_get_503(tmp_path, s3_env):
     """--store s3://nosuchbucket/p: not ready, and no event is taken (each would be lost)."""
     store = S3Store("s3://nosuchbucket-hhpulse/p")
