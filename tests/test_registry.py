@@ -346,3 +346,21 @@ def test_a_taken_version_is_refused_through_a_lost_reply_too(proxied_store, tmp_
         fetch_champion(store, tmp_path / "got").joinpath("bundle.json").read_text()
         == (tmp_path / "v1" / "bundle.json").read_text()
     )
+
+
+@pytest.mark.parametrize("fault", ["drop_reply", "reset_after", "error:503"])
+def test_a_gate_record_whose_reply_was_lost_is_its_own_and_stays_once(proxied_store, fault):
+    """The gate step's retry of a verdict that S3 applied finds its own verdict there (not
+    another run's); another verdict for the version is still refused."""
+    from hhpulse.flows.pipeline_steps import write_gate_record
+    from hhpulse.model.registry import AlreadyExists
+
+    proxy, store = proxied_store
+    verdict = {"version": "v3", "champion_version": "v2", "lines": ["v3 beat v2"]}
+    rule = proxy.add(fault, method="PUT", path=r"/gates/v3\.json$", header="If-None-Match")
+    assert write_gate_record(store, "v3", verdict) == "gates/v3.json"
+    assert rule.hits == 1, proxy.log
+    assert store.get_json("gates/v3.json") == verdict
+    with pytest.raises(AlreadyExists, match="already holds another gate verdict for v3"):
+        write_gate_record(store, "v3", {**verdict, "champion_version": "v1"})
+    assert store.get_json("gates/v3.json") == verdict
