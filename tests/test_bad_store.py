@@ -48,7 +48,7 @@ def test_a_file_where_the_store_keeps_a_folder_is_one_line_too(tmp_path, capsys)
 
 
 def test_a_champion_whose_manifest_does_not_check_is_one_line_for_serve(tmp_path, capsys):
-    """What a mixed bundle did to `hhpulse serve --store`: a BundleError traceback."""
+    """A champion whose files do not match its manifest (a mixed bundle): one line, not a BundleError traceback."""
     import json
 
     from hhpulse.data.store import LocalStore

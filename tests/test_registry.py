@@ -207,7 +207,7 @@ def test_a_taken_version_is_refused_before_anything_is_written(store, tmp_path):
 
 
 def test_two_trainings_with_one_version_racing_never_mix(store, tmp_path):
-    """The defect: two runs' bundles named alike, published at once through the pipeline's own
+    """Two runs' bundles named alike, published at once through the pipeline's own
     publish step. Exactly one lands; the champion's manifest checks; its gate record is its own."""
     from hhpulse.flows.pipeline_steps import write_gate_record
     from hhpulse.model.registry import AlreadyExists, VersionExists

@@ -128,8 +128,8 @@ HOSTILE_JSON = [
 def test_hostile_json_is_a_400_and_the_keep_alive_connection_goes_on(
     server_proc, case, body, reason, message
 ):
-    """Nested JSON made Python's parser recurse until a RecursionError: a 500 with a traceback,
-    and a reset keep-alive connection that failed the client's next, good request too."""
+    """Unbounded, nested JSON makes Python's parser recurse until a RecursionError (a 500 with a
+    traceback, and a reset keep-alive connection that fails the client's next, good request)."""
     import http.client
     from urllib.parse import urlsplit
 
