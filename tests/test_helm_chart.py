@@ -390,6 +390,10 @@ def test_logger_points_kserve_at_the_chart_s_sink():
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["resources"]["requests"] and c["resources"]["limits"]
+    # what the store refuses at shutdown is spilled to a writable volume of the pod's own
+    (spill,) = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--spill-dir=")]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == spill]
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == mount["name"])
     env = {e["name"]: e for e in c["env"]}
     assert env["HHPULSE_STORE"]["value"] == "s3://hhpulse/prod"
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

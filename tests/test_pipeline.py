@@ -454,6 +454,12 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert "refit winners on every row" in [s["name"] for s in steps]
     outcomes = [k for k in st.list("runs/") if k.endswith("outcome.json")]
     assert len(outcomes) == 1
+    assert [
+        k for k in st.list("runs/") if k.endswith("running.json")
+    ] == []  # the run's in-flight record is gone
+    (raw_run,) = {k.split("/")[1] for k in st.list("raw/")}
+    assert f"raw run:      {st.uri(f'raw/{raw_run}/')}" in first.stdout
+    assert f"gate:         {v1} vs champion none" in first.stdout
     log_text = st.get_bytes(outcomes[0].replace("outcome.json", "pipeline.log")).decode()
     assert "Executing task 'collect-vacancies'" in log_text and "executor_input" in log_text
     assert "DockerRunner" in log_text and "\x1b" not in log_text

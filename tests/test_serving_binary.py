@@ -100,6 +100,18 @@ def test_json_and_binary_inputs_mix():
         ("header length past the body", lambda d, n: (d, str(len(d) + 1)), "bad_binary_header", "has only"),
         ("header cut short", lambda d, n: (d, str(int(n) - 1)), "invalid_json", "is not valid JSON"),
         ("sizes short of the bytes", lambda d, n: (d + b"x", n), "bad_binary_size", "declare 5 bytes"),
+        (
+            "header nested deep",
+            lambda d, n: (b"[" * 5000 + b"]" * 5000, "10000"),
+            "json_too_deep",
+            "deeper than 32",
+        ),
+        (
+            "header with NaN",
+            lambda d, n: (b'{"inputs": [NaN]}', "17"),
+            "not_finite",
+            "NaN is not a JSON number",
+        ),
     ],
 )
 def test_the_header_and_the_sizes_are_checked(case, make, reason, message):

@@ -72,12 +72,13 @@ def run(args: argparse.Namespace) -> int:
     if args.model_dir is not None:
         return _serve(args, args.model_dir, "--model-dir")
     from hhpulse.data.store import StoreError, open_store
+    from hhpulse.model.bundle import BundleError
     from hhpulse.model.registry import RegistryError, fetch_champion
 
     with _scratch("hhpulse-champion-") as scratch:
         try:
             model_dir = str(fetch_champion(open_store(args.store), scratch))
-        except (RegistryError, StoreError) as exc:
+        except (RegistryError, StoreError, BundleError) as exc:  # a champion that does not check, too
             print(f"hhpulse serve: {exc}", file=sys.stderr)
             return 2
         return _serve(args, model_dir, "--store")

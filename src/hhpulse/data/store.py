@@ -326,16 +326,22 @@ class LocalStore(Store):
         return self.root / _check_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        atomic_write_bytes(self._path(key), data)
+        path = self._path(key)
+        try:
+            atomic_write_bytes(path, data)
+        except (NotADirectoryError, FileExistsError, PermissionError) as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
             return path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file where a folder should be
             raise KeyNotFound(f"{path} does not exist") from None
         except IsADirectoryError:
             raise KeyNotFound(f"{path} is a folder, not an object") from None
+        except PermissionError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -629,4 +635,21 @@ def open_store(location: str | os.PathLike[str] | None = None, *, endpoint_url: 
         loc = loc[len("file://") :]
     if "://" in loc:
         raise StoreError(f"unsupported store location {loc!r}: use a folder path or s3://bucket/prefix")
+    check_folder(loc)
     return LocalStore(loc)
+
+
+def check_folder(location: str | os.PathLike[str]) -> Path:
+    """A folder store's path, when it can be one: the folder itself or, when it does not exist
+    yet, its nearest existing parent must be a folder. Else :class:`StoreError` in one line
+    (a file given as the store, or a path through a file)."""
+    path = Path(location).expanduser().absolute()
+    for at in (path, *path.parents):
+        if at.is_dir():
+            return path
+        if at.exists() or at.is_symlink():
+            what = "is a file" if at == path else f"goes through {at}, which is a file"
+            raise StoreError(
+                f"store {location} {what}, not a folder: give a store folder or s3://bucket/prefix"
+            )
+    return path

@@ -230,8 +230,26 @@ def build_and_gate(
 
         (Path(path) / REPORT_NAME).write_text(with_gate(report_html, out), encoding="utf-8")
         write_manifest(Path(path), challenger.version)  # the report is part of the verified bundle
-    st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
+    write_gate_record(st, challenger.version, out)
     return out
+
+
+def write_gate_record(st: Any, version: str, verdict: dict[str, Any]) -> str:
+    """``gates/<version>.json``, the verdict (for people, the publish step and ``hhpulse run``),
+    created once: ``If-None-Match: *``, so no other run's verdict can replace it. The same
+    verdict found there is this step's own write (a retry); another is refused."""
+    from hhpulse.data.store import json_bytes
+    from hhpulse.model.registry import AlreadyExists, create_or_match
+
+    key = f"gates/{version}.json"
+    try:
+        create_or_match(st, key, json_bytes(verdict))
+    except AlreadyExists:
+        raise AlreadyExists(
+            f"{st.uri(key)} already holds another gate verdict for {version}: a verdict is never "
+            "replaced; build the bundle again to get a new version"
+        ) from None
+    return key
 
 
 def refit_published(

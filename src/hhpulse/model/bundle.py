@@ -151,8 +151,18 @@ def library_versions() -> dict[str, str]:
 
 
 def new_version(now: datetime | None = None) -> str:
+    """A model version: ``v<UTC date>-<time>-<6 random hex digits>``, e.g. ``v20261207-114103-3fa9c1``.
+
+    The time sorts versions; the random part keeps two trainings started in the same second
+    (a scheduled run and a manual one) from naming two different bundles alike (one in 16.7
+    million for two versions of one second; the registry refuses a second bundle under a taken
+    version anyway, see :func:`hhpulse.model.registry.publish`). Lower-case letters, digits
+    and dashes only: the version is a store key's segment and a Kubernetes label value.
+    """
+    import secrets
+
     now = now or datetime.now(timezone.utc)
-    return now.strftime("v%Y%m%d-%H%M%S")
+    return f"{now:v%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def build_bundle(

@@ -12,7 +12,6 @@ gRPC's ``raw_input_contents``, both through :func:`decode_raw`. A BYTES element 
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import uuid
@@ -20,7 +19,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hhpulse.model.inputs import INPUT_FIELDS, InputError, Instance, check_instance, check_text
+from hhpulse.model.inputs import (
+    INPUT_FIELDS,
+    InputError,
+    Instance,
+    JSONRefused,
+    check_instance,
+    check_text,
+    loads_strict,
+)
 
 
 class RequestError(ValueError):
@@ -241,11 +248,11 @@ def binary_request(body: bytes, header_length: str, limits: Limits) -> dict[str,
             "bad_binary_header",
             f"Inference-Header-Content-Length is {n}, but the body has only {len(body)} bytes",
         )
-    try:
-        header = json.loads(body[:n])
-    except (ValueError, UnicodeDecodeError) as exc:
+    try:  # strict JSON, nested at most MAX_JSON_DEPTH deep, as a JSON body
+        header = loads_strict(body[:n])
+    except JSONRefused as exc:
         raise RequestError(
-            "invalid_json", f"the JSON header of the binary request is not valid JSON: {exc}"
+            exc.reason, str(exc).replace("the body", "the JSON header of the binary request", 1)
         ) from None
     if not isinstance(header, Mapping):
         raise RequestError("bad_body", f"the JSON header must be a JSON object, got {type(header).__name__}")

@@ -6,8 +6,12 @@ JSON (and passed on as ``application/json``, which kserve needs). A body in the 
 extension (``Inference-Header-Content-Length``: a JSON header, then raw tensors) is checked
 whole by :func:`hhpulse.serving.inputs.binary_request` (each declared size against the bytes,
 each tensor against its shape) and passed on as ``application/octet-stream``, which kserve
-decodes. It also rejects bodies over the size limit (413) and invalid JSON (400) before they
-reach the model, and counts rejections by reason. A 413 is answered at once and the rest of the body is then read and dropped (a
+decodes. It also rejects bodies over the size limit (413), and bodies (or binary requests' JSON
+headers) that are not strict JSON or nest arrays and objects deeper than
+:data:`hhpulse.model.inputs.MAX_JSON_DEPTH` (400: ``invalid_json``, ``not_finite``,
+``json_too_deep``; Python's parser would otherwise recurse until a RecursionError, a 500 and a
+reset connection) before they reach the model, and counts rejections by
+reason. A 413 is answered at once and the rest of the body is then read and dropped (a
 lingering close, as nginx and Go's net/http do) for at most :data:`DRAIN_MAX_BYTES` and
 :data:`DRAIN_SECONDS` before the connection closes: closing a socket with unread data sends
 a reset, and a client still sending its body (``urllib`` always, as it asks for
@@ -31,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from hhpulse.model.inputs import JSONRefused, loads_strict
 from hhpulse.serving.inputs import BINARY_HEADER, Limits, RequestError, binary_request
 from hhpulse.serving.metrics import REJECTED
 
@@ -212,13 +217,15 @@ class GuardMiddleware:
                 return await self._reject(send, exc.status, exc.reason, str(exc))
             forward = b"application/octet-stream"  # kserve takes raw bytes, not JSON, for these
         else:
-            try:
-                parsed = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
-                sent = "" if ctype else " (and it came without a Content-Type)"
-                return await self._reject(
-                    send, 400, "invalid_json", f"the body is not valid JSON{sent}: {exc}"
-                )
+            try:  # strict JSON, nested at most MAX_JSON_DEPTH deep: a 400, and the connection goes on
+                parsed = loads_strict(body)
+            except JSONRefused as exc:
+                message = str(exc)
+                if exc.reason == "invalid_json" and not ctype:
+                    message = message.replace(
+                        "not valid JSON", "not valid JSON (and it came without a Content-Type)", 1
+                    )
+                return await self._reject(send, 400, exc.reason, message)
             # a body without a Content-Type that parses as JSON is taken as JSON (kserve would
             # not read it as such)
             forward = ctype.encode() if ctype else b"application/json"
