@@ -49,7 +49,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--no-gate",
         dest="gate",
         action="store_false",
-        help="skip the daily gate (a challenger trained every day, judged by the old and the new rule)",
+        help="skip the daily gate (a challenger trained every day, judged by the margin, bootstrap and live rules)",
     )
     p.add_argument(
         "--gate-candidates",
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.live_retrain_every < 1:
         print("hhpulse replay: --live-retrain-every >= 1", file=sys.stderr)
         return 2
-    # the gate first: the live check serves the champion the gate's new rule leaves each day
+    # the gate first: the live check serves the champion the gate's live rule leaves each day
     hooks: list = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
     if args.live:
         hooks.append(LiveHook(retrain_every=args.live_retrain_every))
