@@ -108,6 +108,27 @@ class DayHook(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
 
+def served_instances(day: ReplayDay) -> list[dict[str, Any]]:
+    """The day's newly opened vacancies as a predictor is sent them (with their ids): what the
+    champion serving that day predicts. A vacancy without any text is never sent."""
+    hist = day.history()
+    rows = hist[hist["id"].astype(str).isin(day.new_ids)]
+    keep = []
+    for r in rows[["id", "responsibility", "name", "requirement"]].to_dict("records"):
+        inst = {k: v for k, v in r.items() if k != "id" and isinstance(v, str) and v.strip()}
+        if inst:
+            keep.append({"responsibility": "", **inst, "id": str(r["id"])})
+    return keep
+
+
+def oracle_of(market: Market | None, config: LabelConfig) -> Callable[[str], tuple[float, ...] | None] | None:
+    """The demo market's own cohort probabilities of a vacancy id (None for a real store)."""
+    if market is None:
+        return None
+    edges = (config.demand_high_days, config.demand_low_days)
+    return lambda vid: market.cohort_probabilities(str(vid), edges)
+
+
 def _day(
     store: Store,
     index: int,

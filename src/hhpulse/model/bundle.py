@@ -295,6 +295,17 @@ def model_card(
             f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
             f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
         )
+        iv = (metrics.get("test_intervals") or {}).get(task)
+        if iv:
+            lines.append(
+                f"  - test figure's {100 * iv['confidence']:.0f}% interval (stratified bootstrap, {iv['rows']} test rows): "
+                f"{_fmt(iv['low'])} .. {_fmt(iv['high'])}"
+            )
+        if task == "demand" and metrics.get("young_history"):
+            lines.append(
+                f"  - **Young history:** {metrics['young_history']}. The test figure is not a forecast of "
+                "the live one; the monitor's live figure is"
+            )
         line = baseline_line(m)
         if line:
             lines.append(f"  - {line}")
@@ -394,6 +405,14 @@ def fits_lines(card: Mapping[str, Any]) -> list[str]:
                 f"    - {rule}: ECE {_fmt(m.get('ece'))}, largest mix error {_fmt(m.get('mix_error'))}, "
                 f"log loss {_fmt(m.get('log_loss'))}"
                 for rule, m in bt["rules"].items()
+            ]
+        if c.get("weeks"):
+            lines.append(
+                f"  - {task} calibrated, per week of publication of the out-of-fold rows (top-label ECE, largest mix error, rows):"
+            )
+            lines += [
+                f"    - {w['week']}: ECE {_fmt(w.get('ece'))}, mix error {_fmt(w.get('mix_error'))}, {w['rows']} rows"
+                for w in c["weeks"]
             ]
     return lines
 
