@@ -173,19 +173,19 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
 
 
 def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignore[no-untyped-def]
-    from hhpulse.data.history_store import STATE_KEY, describe_window, load_state, window_summary
+    from hhpulse.data.history_store import TABLE_KEY, describe_window, load_state, window_summary
     from hhpulse.data.runs import latest_run
 
     last = latest_run(store)  # by collected_at: ids of runs started in the same second do not sort
     if last:
         print(f"  raw run:      {store.uri(f'raw/{last}/')}")
         print(f"  validation:   {store.uri(f'raw/{last}/validation.md')}")
-    state, _ = load_state(store)
+    state, version = load_state(store)
     if state:
         counts = state["counts"]
         print(
-            f"  history:      {store.uri(STATE_KEY)} ({counts['vacancies']} vacancies, {counts['open']} open, "
-            f"{len(state['runs'])} runs folded)"
+            f"  history:      {store.uri(TABLE_KEY)} ({counts['vacancies']} vacancies, {counts['open']} open, "
+            f"{len(state['runs'])} runs folded; Delta table version {version})"
         )
         print(f"  trained on:   {describe_window(window_summary(store, window_days or None))}")
     gates = sorted(k for k in store.list("gates/") if k.endswith(".json"))
