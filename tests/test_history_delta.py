@@ -32,6 +32,7 @@ from hhpulse.data.history_store import (
     open_snapshot,
     read_history,
     rebuild,
+    restore,
     verify,
 )
 from hhpulse.data.store import LocalStore, open_store
@@ -450,3 +451,18 @@ def test_the_table_reads_the_same_with_deltalake_alone(hstore):
 
     theirs = canonical(theirs[list(HISTORY_COLUMNS)]).sort_values("id", kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(theirs, read_history(store), check_exact=True)
+
+
+def test_restore_goes_back_over_a_broken_log_entry(hstore):
+    store = hstore
+    ids = _runs(store, 3)
+    for r in ids:
+        fold_run(store, r)
+    at1 = read_history(store, version=1)
+    BREAKS["truncated log entry"](store)  # version 2
+    res = restore(store, 1)
+    assert res.version == 2  # the broken entry set aside, the restore is the new version 2
+    assert store.list("history/broken/")  # kept for a look, out of the log
+    pd.testing.assert_frame_equal(read_history(store), at1)
+    assert fold_run(store).folded == [ids[2]]
+    _assert_reference(store)

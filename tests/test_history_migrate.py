@@ -123,3 +123,17 @@ def test_migrate_through_the_cli(tmp_path):
     pd.testing.assert_frame_equal(read_history(store), old)
     p = cli("--migrate")
     assert p.returncode == 2 and "already holds the history" in p.stderr
+
+
+def test_two_first_folds_at_once_move_it_once(legacy_store):
+    from conftest import run_together
+
+    store = legacy_store
+    write_run(store, "20260310T000000Z-00000001", T0 + timedelta(days=9), [{"id": "1", "name": "n"}])
+    out = run_together(lambda: fold_run(store), lambda: fold_run(store))
+    assert not any(isinstance(o, Exception) for o in out), out
+    assert [v["operation"] for v in versions(store)][-1] == "migrate"
+    assert sum(v["operation"] == "migrate" for v in versions(store)) == 1
+    state, _ = load_state(store)
+    assert [r["run_id"] for r in state["runs"]].count("20260310T000000Z-00000001") == 1
+    pd.testing.assert_frame_equal(read_history(store), build_history(load_raw_runs(store)))

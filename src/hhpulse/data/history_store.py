@@ -842,7 +842,7 @@ def _plan(store: Store, target: Store, current: Snapshot | None, run_id: str | N
     fold = sorted([*metas, *pending], key=lambda rm: run_order_key(rm[1], rm[0]))
     log.warning(
         "history: run(s) %s finished after later runs were folded: folding them in time order, with "
-        "%d later run(s) again from version %s",
+        "%d folded run(s) again from version %s",
         ", ".join(r for r, _ in late),
         len(again),
         base.version if base is not None else "none (the start)",
@@ -875,6 +875,10 @@ def _cannot_refold(
             break
     if [r["run_id"] for r in vr] != [r["run_id"] for r in runs[: len(vr)]]:
         return "the table's earlier versions do not hold the runs it holds now in the same order"
+    if len(runs) - len(vr) > MAX_REFOLD_RUNS:
+        return (
+            f"folding it in order would fold {len(runs) - len(vr)} runs again (more than {MAX_REFOLD_RUNS})"
+        )
     missing = [r["run_id"] for r in runs[len(vr) :] if r["run_id"] not in finished]
     if missing:
         return f"the raw data of later runs it must fold again is gone ({', '.join(missing[:3])})"
@@ -966,7 +970,11 @@ def _current(target: Store) -> Snapshot | None:
     """The latest version; an old-layout history is moved onto the table first (once)."""
     snap = open_snapshot(target)
     if snap is None and history_legacy.exists(target):
-        migrate(target)
+        try:
+            migrate(target)
+        except Exception:
+            if open_snapshot(target) is None:  # not another fold that moved it at the same time
+                raise
         snap = open_snapshot(target)
     return snap
 
