@@ -35,6 +35,7 @@ from hhpulse.data.history_store import (
     restore,
     verify,
 )
+from hhpulse.data.runs import list_runs
 from hhpulse.data.store import LocalStore, open_store
 from test_history_fold import T0, write_run
 
@@ -351,6 +352,34 @@ def test_a_broken_history_through_the_cli(hstore, shape):
     assert _cli(store).returncode == 0
     assert _cli(store, "--verify").returncode == 0
     _assert_reference(store)
+
+
+def test_a_broken_history_stops_collect_train_and_prune_on_one_line(hstore, tmp_path):
+    """The other commands that read the history say the same one line (exit 2, no traceback, no
+    Rust backtrace frames): a collect keeps its run, train and prune change nothing."""
+    store = hstore
+    ids = _runs(store, 2)
+    fold_run(store, ids[0])
+    BREAKS["truncated log entry"](store)
+    where = str(store.root) if isinstance(store, LocalStore) else store.url
+    env = os.environ.copy()
+    if not isinstance(store, LocalStore):
+        env["HHPULSE_S3_ENDPOINT"] = store.endpoint_url
+    calls = {
+        "collect": ["collect", "--source", "demo", "--demo-size", "20", "--store", where],
+        "train": ["train", "--data", where, "--out", str(tmp_path / "model")],
+        "store prune": ["store", "prune", "--raw-older-than", "1", "--store", where],
+    }
+    for what, args in calls.items():
+        p = subprocess.run(
+            [sys.executable, "-m", "hhpulse.cli", *args], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert p.returncode == 2, (what, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr and "<unknown>" not in p.stderr, p.stderr
+        errors = [line for line in p.stderr.splitlines() if line.startswith(f"hhpulse {what}:")]
+        assert len(errors) == 1 and "hhpulse history --rebuild" in errors[0], p.stderr
+    assert len(list_runs(store)) == 3  # the collect's run is stored; nothing was pruned
+    assert not (tmp_path / "model").exists()
 
 
 def test_harmless_junk_changes_nothing(hstore):

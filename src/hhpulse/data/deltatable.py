@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -163,8 +164,11 @@ def load(store: Store, table_key: str, version: int | None = None) -> Any | None
         raise TableError(f"{what}{store.uri(table_key)} cannot be read: {_one_line(exc)}") from None
 
 
+_BACKTRACE = re.compile(r"\n\s*0: .*", re.S)  # delta-rs appends its Rust backtrace's frames
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(_BACKTRACE.sub("", str(exc)).split())
     return text[:300] + ("..." if len(text) > 300 else "")
 
 
