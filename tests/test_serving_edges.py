@@ -97,7 +97,7 @@ def test_a_client_error_is_one_warning_line_with_status_and_reason_and_no_traceb
         assert r.status_code == status, r.text
         if status == 405:  # the allowed method, as HTTP says
             assert r.headers["Allow"] == "POST" and r.json()["error"].endswith("POST a JSON body")
-    r = requests.post(v1, data=b'{"instances": ["a"]}', timeout=10)  # no Content-Type
+    r = requests.post(v1, data=b'{"instances": ["a"]}', headers={"Content-Type": "text/plain"}, timeout=10)
     assert r.status_code == 415
     time.sleep(0.5)
     new = server_log(proc).splitlines()[before:]
