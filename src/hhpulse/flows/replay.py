@@ -140,12 +140,12 @@ def _day(
 ) -> ReplayDay:
     cache: dict[str, pd.DataFrame] = {}
 
-    def history() -> pd.DataFrame:
+    def history() -> pd.DataFrame:  # the version this day's fold made, whatever folds later
         if "h" not in cache:
-            cache["h"] = read_history(store, window_days=settings.window_days)
+            cache["h"] = read_history(store, window_days=settings.window_days, version=fold.version)
         return cache["h"]
 
-    state_runs = {r["run_id"]: r for r in _folded(store)}
+    state_runs = {r["run_id"]: r for r in _folded(store, fold.version)}
     return ReplayDay(
         index=index,
         day=day,
@@ -153,7 +153,7 @@ def _day(
         collected_at=pd.Timestamp(state_runs[run_id]["collected_at"]),
         store=store,
         history=history,
-        rates=history_rates(store),
+        rates=history_rates(store, version=fold.version),
         new_ids=fold.new_ids,
         market=market,
         settings=settings,
@@ -161,10 +161,10 @@ def _day(
     )
 
 
-def _folded(store: Store) -> list[dict[str, Any]]:
+def _folded(store: Store, version: int | None = None) -> list[dict[str, Any]]:
     from hhpulse.data.history_store import folded_runs
 
-    return folded_runs(store)
+    return folded_runs(store, version=version)
 
 
 def _call_hooks(hooks: Sequence[DayHook], day: ReplayDay, timings: dict[str, float]) -> None:

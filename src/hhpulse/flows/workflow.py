@@ -68,18 +68,22 @@ class LoadedData:
         return f"{r.total} rows read, {left}; {len(self.history)} vacancies"
 
 
-def load_data(spec: str, *, rates: str | None = None, window_days: int | None = None) -> LoadedData:
+def load_data(
+    spec: str, *, rates: str | None = None, window_days: int | None = None, version: int | None = None
+) -> LoadedData:
     """Read ``--data``: a store location, or a file of API items (``-`` for stdin).
 
     A store (folder or ``s3://``) gives its folded history: the open vacancies plus those
-    closed in the ``window_days`` before its newest run (None: all of it). A file (JSON
+    closed in the ``window_days`` before its newest run (None: all of it), all read from one
+    version of the history table (``version``: an earlier one, time travel; the window then
+    ends at that version's newest run, so the same version and window give the same rows). A file (JSON
     lines of API items, optionally gzipped) is imported as a one-run history in memory,
     with currency rates from ``rates`` (a saved ``GET /dictionaries``) when given; its rows
     go through the data contract, and rows that break it (or lines that are not items at
     all) are left out and counted, never a crash.
     """
     from hhpulse.data.history import build_history, load_raw_runs
-    from hhpulse.data.history_store import folded_runs, rates_by_run, read_history, window_summary
+    from hhpulse.data.history_store import rates_by_run, read_window
 
     path = Path(spec)
     if spec != "-" and (spec.startswith("s3://") or path.is_dir()):
@@ -88,15 +92,16 @@ def load_data(spec: str, *, rates: str | None = None, window_days: int | None = 
                 "--rates applies to a file of items; a store keeps each run's own currency rates"
             )
         store = open_store(spec)
-        hist = read_history(store, window_days=window_days)
+        read = read_window(store, window_days, version=version)
+        hist, runs = read.history, read.runs
         used = set(hist["last_run_id"].dropna())
-        runs = {r["run_id"]: r for r in folded_runs(store)}
         synthetic = any(
             runs[r].get("synthetic") if r in runs else store.get_json(f"raw/{r}/meta.json").get("synthetic")
             for r in used
         )
-        window = {**window_summary(store, window_days), "vacancies": len(hist)}
-        return LoadedData(hist, rates_by_run(store), synthetic, window=window)
+        return LoadedData(hist, read.rates, synthetic, window=read.window)
+    if version is not None:
+        raise ValueError("--as-of reads a version of a store's history table; --data is a file")
     if spec != "-" and not path.is_file():
         raise FileNotFoundError(f"--data {spec!r} is neither a store folder, an s3:// URL, nor a file")
     from hhpulse.data.collect import collect

@@ -211,7 +211,7 @@ def build_bundle(
         _json(tmp / "bundle.json", info)
         _json(tmp / "cohorts.json", {t: list(cohorts[t]) for t in TASKS})
         _json(tmp / "label_config.json", dict(label_config))
-        _json(tmp / "metrics.json", dict(metrics))
+        _json(tmp / "metrics.json", {**_history_version(card), **metrics})
         _json(tmp / "profile.json", dict(profile or {}))
         if training_ids is not None:
             write_training_ids(tmp, training_ids)
@@ -239,12 +239,30 @@ def _fmt(v: Any) -> str:
 
 
 def _window_lines(summary: Mapping[str, Any]) -> list[str]:
-    """The training window of the history (absent for a file's data)."""
+    """The training window of the history (absent for a file's data), and the version of the
+    history table it was read from: the training set can be read again from it."""
     if "history_window" not in summary:
         return []
     from hhpulse.data.history_store import describe_window
 
-    return [f"- history window: {describe_window(summary['history_window'])}"]
+    window = summary["history_window"]
+    lines = [f"- history window: {describe_window(window)}"]
+    if window.get("version") is not None:
+        days = window.get("window_days") or 0
+        lines.append(
+            f"- history version: {window['version']} of {window.get('table', 'the history table')} "
+            f"(the same training set: `hhpulse train --data STORE --as-of {window['version']} "
+            f"--window-days {days}`)"
+        )
+    return lines
+
+
+def _history_version(card: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``history``: the history table and version the model was trained on."""
+    window = (card.get("summary") or {}).get("history_window") or {}
+    if window.get("version") is None:
+        return {}
+    return {"history": {"table": window.get("table"), "version": window["version"]}}
 
 
 def model_card(

@@ -589,9 +589,9 @@ def load_monitor_history(store: Store) -> pd.DataFrame | None:
     window, not the store's age. A served prediction whose vacancy settled before the window
     is not scored."""
     from hhpulse.config import DEFAULT_WINDOW_DAYS
-    from hhpulse.data.history_store import load_state, read_history
+    from hhpulse.data.history_store import history_exists, read_history
 
-    if load_state(store)[0] is None and not store.exists("history/vacancies.parquet"):
+    if not history_exists(store):
         return None
     try:
         return read_history(store, window_days=DEFAULT_WINDOW_DAYS)
