@@ -189,17 +189,11 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
         )
 
 
-<<<<<<< HEAD
 def _summary(store, before, after, window_days: int = 0, own=None) -> None:  # type: ignore[no-untyped-def]
     """The closing summary, of this run only: ``own`` is what its own steps returned
     (``raw_run``, ``gate``, ``published``; see :func:`pipelines.local.run_local`), never the
     store's newest raw run or gate file, which another run may have written meanwhile."""
-    from hhpulse.data.history_store import STATE_KEY, describe_window, load_state, window_summary
-=======
-def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignore[no-untyped-def]
     from hhpulse.data.history_store import TABLE_KEY, describe_window, load_state, window_summary
-    from hhpulse.data.runs import latest_run
->>>>>>> issue-24
 
     own = own or {}
     last = own.get("raw_run")
