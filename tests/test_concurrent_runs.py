@@ -144,3 +144,25 @@ def test_an_overlapping_runs_summary_describes_its_own_run(tmp_path, capsys):
     _summary(store, None, champion(store), own={**own_c, "gate": {"version": "vkept"}})
     out = capsys.readouterr().out
     assert f"champion:     {va} kept: the new challenger did not beat it (the champion is now {vb}" in out
+
+
+def test_claims_with_lost_replies_stay_with_their_holder(s3_env, s3_bucket):
+    """A claim's create, its completion and its release, each with its reply lost after S3 applied
+    it (the retry then fails its condition): the holder still holds, completes and releases it."""
+    from faultproxy import FaultProxy
+    from hhpulse.data.store import open_store
+
+    with FaultProxy(s3_env) as proxy:
+        store = open_store(f"s3://{s3_bucket}/p", endpoint_url=proxy.url)
+        proxy.add("drop_reply", method="PUT", header="If-None-Match")
+        lease = claim(store, "claims/a.json", ttl_s=60)
+        assert lease is not None and store.get_json("claims/a.json")["holder"] == lease.holder
+        assert claim(store, "claims/a.json", ttl_s=60) is None  # and nobody else gets it
+        proxy.add("drop_reply", method="PUT", header="If-Match")
+        assert complete(store, lease, {"run_id": "r1"})
+        assert claim_state(store, "claims/a.json") == "done"
+        other = claim(store, "claims/b.json", ttl_s=60)
+        assert other is not None
+        proxy.add("drop_reply", method="DELETE")
+        assert release(store, other) and not store.exists("claims/b.json")
+        assert [e[2].split(" ")[0] for e in proxy.log if e[0] in ("PUT", "DELETE")].count("drop_reply") == 3

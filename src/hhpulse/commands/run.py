@@ -193,19 +193,19 @@ def _summary(store, before, after, window_days: int = 0, own=None) -> None:  # t
     """The closing summary, of this run only: ``own`` is what its own steps returned
     (``raw_run``, ``gate``, ``published``; see :func:`pipelines.local.run_local`), never the
     store's newest raw run or gate file, which another run may have written meanwhile."""
-    from hhpulse.data.history_store import STATE_KEY, describe_window, load_state, window_summary
+    from hhpulse.data.history_store import TABLE_KEY, describe_window, load_state, window_summary
 
     own = own or {}
     last = own.get("raw_run")
     if last:
         print(f"  raw run:      {store.uri(f'raw/{last}/')}")
         print(f"  validation:   {store.uri(f'raw/{last}/validation.md')}")
-    state, _ = load_state(store)
+    state, version = load_state(store)
     if state:
         counts = state["counts"]
         print(
-            f"  history:      {store.uri(STATE_KEY)} ({counts['vacancies']} vacancies, {counts['open']} open, "
-            f"{len(state['runs'])} runs folded)"
+            f"  history:      {store.uri(TABLE_KEY)} ({counts['vacancies']} vacancies, {counts['open']} open, "
+            f"{len(state['runs'])} runs folded; Delta table version {version})"
         )
         print(f"  trained on:   {describe_window(window_summary(store, window_days or None))}")
     verdict = _own_verdict(store, own.get("gate"))

@@ -18,6 +18,7 @@ from hhpulse.flows.workflow import (
     bundle_from_results,
     judge,
     metrics_document,
+    served_evidence,
     test_predictions,
 )
 from hhpulse.model.dataset import Dataset, label_lines, label_sources
@@ -183,8 +184,22 @@ def build_and_gate(
     with tempfile.TemporaryDirectory() as tmp:
         champ = load_champion(st, tmp) if champion(st) is not None else None
         champ_version = champ.version if champ is not None else None
+        # the live evidence: the challenger against what the champion served, on its resolved rows
+        live = (
+            served_evidence(
+                challenger, champion_outcomes(st, champ.version, dataset), primary, champion=champ
+            )
+            if champ is not None
+            else None
+        )
         judged = judge(
-            challenger_preds, champ, dataset, primary=primary, margin=margin, ece_margin=ece_margin
+            challenger_preds,
+            champ,
+            dataset,
+            primary=primary,
+            margin=margin,
+            ece_margin=ece_margin,
+            live=live,
         )
     verdict, challenger_metrics, champion_metrics = (
         judged.verdict,
@@ -220,6 +235,8 @@ def build_and_gate(
         "challenger_ece": {t: m.get("ece") for t, m in challenger_metrics.items()},
         "champion_ece": {t: m.get("ece") for t, m in (champion_metrics or {}).items()},
         "tasks": verdict.get("tasks", {}),
+        "live": verdict.get("live", {}),
+        "young": verdict.get("young", {}),
         "primary": primary,
         "winners": {t: r["winner"] for t, r in results.items()},
         "labels": label_sources(dataset.summary),
@@ -250,6 +267,26 @@ def write_gate_record(st: Any, version: str, verdict: dict[str, Any]) -> str:
             "replaced; build the bundle again to get a new version"
         ) from None
     return key
+
+
+def champion_outcomes(st: Any, version: str, dataset: Dataset) -> Any:
+    """What the champion ``version`` served (the store's served log) whose demand outcome the
+    dataset has resolved since (its demand rows, every part; none on the age proxy), as
+    :class:`hhpulse.model.gate.ServedOutcomes` for the gate's live evidence."""
+    import pandas as pd
+
+    from hhpulse.watch.monitor import served_outcomes
+    from hhpulse.watch.served import read_served
+
+    if dataset.summary.get("demand_proxy") or "demand" not in dataset.tasks:
+        return None
+    rows = dataset.tasks["demand"].frame
+    resolved = pd.DataFrame({"id": rows["id"].astype(str), "demand_cohort": rows["label"].astype(str)})
+    bad: list[str] = []
+    outcomes = served_outcomes(read_served(st, errors="skip", bad=bad), resolved, version)
+    if bad:
+        log.warning("gate: %d unreadable served batches left out of the live evidence", len(bad))
+    return outcomes
 
 
 def refit_published(

@@ -211,7 +211,7 @@ def build_bundle(
         _json(tmp / "bundle.json", info)
         _json(tmp / "cohorts.json", {t: list(cohorts[t]) for t in TASKS})
         _json(tmp / "label_config.json", dict(label_config))
-        _json(tmp / "metrics.json", dict(metrics))
+        _json(tmp / "metrics.json", {**_history_version(card), **metrics})
         _json(tmp / "profile.json", dict(profile or {}))
         if training_ids is not None:
             write_training_ids(tmp, training_ids)
@@ -239,12 +239,30 @@ def _fmt(v: Any) -> str:
 
 
 def _window_lines(summary: Mapping[str, Any]) -> list[str]:
-    """The training window of the history (absent for a file's data)."""
+    """The training window of the history (absent for a file's data), and the version of the
+    history table it was read from: the training set can be read again from it."""
     if "history_window" not in summary:
         return []
     from hhpulse.data.history_store import describe_window
 
-    return [f"- history window: {describe_window(summary['history_window'])}"]
+    window = summary["history_window"]
+    lines = [f"- history window: {describe_window(window)}"]
+    if window.get("version") is not None:
+        days = window.get("window_days") or 0
+        lines.append(
+            f"- history version: {window['version']} of {window.get('table', 'the history table')} "
+            f"(the same training set: `hhpulse train --data STORE --as-of {window['version']} "
+            f"--window-days {days}`)"
+        )
+    return lines
+
+
+def _history_version(card: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``history``: the history table and version the model was trained on."""
+    window = (card.get("summary") or {}).get("history_window") or {}
+    if window.get("version") is None:
+        return {}
+    return {"history": {"table": window.get("table"), "version": window["version"]}}
 
 
 def model_card(
@@ -295,6 +313,17 @@ def model_card(
             f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
             f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
         )
+        iv = (metrics.get("test_intervals") or {}).get(task)
+        if iv:
+            lines.append(
+                f"  - test figure's {100 * iv['confidence']:.0f}% interval (stratified bootstrap, {iv['rows']} test rows): "
+                f"{_fmt(iv['low'])} .. {_fmt(iv['high'])}"
+            )
+        if task == "demand" and metrics.get("young_history"):
+            lines.append(
+                f"  - **Young history:** {metrics['young_history']}. The test figure is not a forecast of "
+                "the live one; the monitor's live figure is"
+            )
         line = baseline_line(m)
         if line:
             lines.append(f"  - {line}")
@@ -394,6 +423,14 @@ def fits_lines(card: Mapping[str, Any]) -> list[str]:
                 f"    - {rule}: ECE {_fmt(m.get('ece'))}, largest mix error {_fmt(m.get('mix_error'))}, "
                 f"log loss {_fmt(m.get('log_loss'))}"
                 for rule, m in bt["rules"].items()
+            ]
+        if c.get("weeks"):
+            lines.append(
+                f"  - {task} calibrated, per week of publication of the out-of-fold rows (top-label ECE, largest mix error, rows):"
+            )
+            lines += [
+                f"    - {w['week']}: ECE {_fmt(w.get('ece'))}, mix error {_fmt(w.get('mix_error'))}, {w['rows']} rows"
+                for w in c["weeks"]
             ]
     return lines
 
