@@ -692,8 +692,9 @@ def run_local(
     st = open_store(store, endpoint_url=params.get("s3_endpoint") or None)
     clean_stale_tmpdirs()
     record_killed_runs(st)
-    # one candidate at a time: parallel XGBoost processes on one machine oversubscribe its cores
-    pipeline = build_pipeline(ClusterOptions(use_gpu=False, parallelism=1))
+    # one candidate at a time: parallel XGBoost processes on one machine oversubscribe its cores;
+    # no retries: a failed step here is a fault to see at once, not a node or a network that may recover
+    pipeline = build_pipeline(ClusterOptions(use_gpu=False, parallelism=1, retries=0))
     defaults = {
         "s3_endpoint": "",
         "source": "demo",

@@ -73,7 +73,8 @@ def _container(spec, component_ref):
     return spec["deploymentSpec"]["executors"][exec_label]["container"]
 
 
-def test_train_tasks_ask_for_gpu_node_pool(compiled):
+def test_train_tasks_ask_for_the_gpu_and_tolerate_its_taint_without_a_node_selector(compiled):
+    """A GPU node is found by its resource and taint: no hand-set label an autoscaled node lacks."""
     _, spec, platform = compiled
     xgb_task = _executor_of(spec, "train-candidate")
     res = _container(spec, xgb_task["componentRef"]["name"])["resources"]
@@ -83,8 +84,37 @@ def test_train_tasks_ask_for_gpu_node_pool(compiled):
     )
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     gpu_exec = spec["components"][xgb_task["componentRef"]["name"]]["executorLabel"]
-    assert k8s[gpu_exec]["nodeSelector"]["labels"] == {"hhpulse.io/pool": "gpu"}
-    assert k8s[gpu_exec]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "nodeSelector" not in k8s[gpu_exec]
+    assert k8s[gpu_exec]["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
+    assert not [e for e in k8s.values() if "nodeSelector" in e]
+
+
+def test_a_provider_label_pins_a_kind_of_gpu(tmp_path):
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hhpulse.cli",
+            "compile",
+            "--output",
+            str(tmp_path / "p.yaml"),
+            "--gpu-node-selector",
+            "cloud.google.com/gke-accelerator=nvidia-l4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert p.returncode == 0, p.stderr
+    spec, platform = list(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    selected = {k for k, e in k8s.items() if "nodeSelector" in e}
+    assert selected == {"exec-train-candidate", "exec-refit-winners"}  # the XGBoost steps only
+    for label in selected:
+        assert k8s[label]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
 
 
 def test_every_step_has_cpu_and_memory_requests(compiled):
@@ -101,7 +131,7 @@ def test_collect_has_caching_disabled_and_image_is_pinned(compiled):
     import hhpulse
 
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
-    assert images == {f"ghcr.io/hhpulse/hhpulse-pipeline:{hhpulse.__version__}"}
+    assert images == {f"hhpulse-pipeline:{hhpulse.__version__}"}  # as `make images` names the build
 
 
 def test_secrets_come_from_a_kubernetes_secret_not_parameters(compiled):
@@ -114,7 +144,13 @@ def test_secrets_come_from_a_kubernetes_secret_not_parameters(compiled):
     assert env["secretName"] == "hhpulse-s3"
     assert {m["envVar"] for m in env["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert not [p for p in params if any(w in p.lower() for w in ("secret", "password", "access_key"))]
+    # image_pull_secrets names Secrets for the predictor's image; it holds no credential
+    assert params["image_pull_secrets"]["defaultValue"] == []
+    assert not [
+        p
+        for p in params
+        if any(w in p.lower() for w in ("secret", "password", "access_key")) and p != "image_pull_secrets"
+    ]
     assert "AWS_SECRET_ACCESS_KEY=" not in out.read_text()
 
 
@@ -156,7 +192,7 @@ def test_the_refit_runs_after_the_gate_on_the_training_pool_and_is_what_is_publi
         "executorLabel"
     ]
     for key in ("nodeSelector", "tolerations"):
-        assert k8s[label][key] == k8s[xgb_label][key], key
+        assert k8s[label].get(key) == k8s[xgb_label].get(key), key
     assert k8s[label]["secretAsEnv"][0]["secretName"] == "hhpulse-s3"
 
 
