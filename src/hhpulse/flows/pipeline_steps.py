@@ -72,7 +72,7 @@ def evaluate_all(
         win = mine[res.winner]
         winners[task] = win
         test = res.candidates[res.winner]["metrics"].get("test", {})
-        proba = win.predict_proba(fs.X["test"])
+        proba = win.predict_proba(fs.X["test"], fs.part_rows("test"))
         curves[task] = {
             "classes": fs.classes,
             "confusion_matrix": test.get("confusion_matrix", []),

@@ -21,7 +21,7 @@ from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitCon
 from hhpulse.data.store import open_store
 from hhpulse.data.validate import ValidationReport
 from hhpulse.model.bundle import ModelBundle, build_bundle, git_commit
-from hhpulse.model.dataset import Dataset, build_dataset
+from hhpulse.model.dataset import Dataset, build_dataset, instances
 from hhpulse.model.evaluate import classification_metrics, data_profile, score
 from hhpulse.model.gate import PairedInterval, TaskPredictions, fitted_mask, interval, paired_evidence
 from hhpulse.model.train import (
@@ -388,7 +388,7 @@ def test_predictions(
         rows = td.frame if part is None else td.part(part)
         if rows.empty:
             continue
-        proba = bundle.predict_proba(rows[["responsibility", "name", "requirement"]].to_dict("records"))[task]
+        proba = bundle.predict_proba(instances(rows))[task]
         classes = bundle.cohorts[task]
         labels = rows["label"].astype(str).tolist()
         if set(labels) - set(classes):
