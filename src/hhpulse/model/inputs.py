@@ -136,7 +136,7 @@ class Instance:
 
     def structured(self) -> dict[str, Any]:
         """The structured fields that are present."""
-        return {f: v for f in STRUCTURED_NAMES if (v := self.as_dict()[f]) is not None}
+        return {f: v for f in STRUCTURED_NAMES if (v := getattr(self, f)) is not None}
 
 
 assert tuple(f.name for f in dataclass_fields(Instance))[3:] == STRUCTURED_NAMES
