@@ -19,6 +19,11 @@ Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, 
 (f) the dev time split: every salary candidate's validation and test AUC with all fields
     and with responsibility alone, the winner before and after, against TF-IDF + LR (balanced) on
     responsibility alone. Goal: the winner's responsibility-only AUC >= the baseline's + 0.01.
+(g) XGBoost against the baseline logistic regression (hhpulse's TF-IDF + LR baseline candidate)
+    on the same rows: the salary test AUC of each candidate's held-out fit on the dev time split,
+    and on the newest 15% by published_at for the candidates trained on the older 85% (the run of
+    (e)); with the XGBoost candidate's training time and its dense input's width. Goal: the
+    XGBoost candidate's AUC >= the baseline's on both.
 """
 
 from __future__ import annotations
@@ -311,7 +316,27 @@ def window_protocol(hist, rates, ds):
         out["calibration"] = metrics["published_calibration"]["salary"]
     out["baseline"] = tfidf_lr_balanced(train, test, classes, FIELDS)
     out["baseline"]["resp"] = tfidf_lr_balanced(train, test, classes, FIELDS, ["responsibility"])
+    out["candidates"] = candidates_on(run, test)
     return out
+
+
+def candidates_on(run, rows):
+    """Each salary candidate's held-out fit scored on ``rows`` (all fields): {name: (kind, AUC, info)}."""
+    from hhpulse.model.dataset import instance_frame
+    from hhpulse.model.evaluate import classification_metrics
+
+    classes = run.dataset.tasks["salary"].classes
+    X = run.vectorizer.transform(rows[FIELDS].to_dict("records"))
+    return {
+        name: (
+            m.config.kind,
+            classification_metrics(rows["label"], m.predict_proba(X, instance_frame(rows)), classes)[
+                "roc_auc_ovo"
+            ],
+            m.info,
+        )
+        for name, m in run.trained["salary"].items()
+    }
 
 
 def dev_protocol(hist, rates, ds):
@@ -342,6 +367,11 @@ def dev_protocol(hist, rates, ds):
         "baseline_resp_fit": tfidf_lr_balanced(tr, te, td.classes, ["responsibility"])["roc_auc_ovo"],
         "baseline_all_fit": tfidf_lr_balanced(tr, te, td.classes, FIELDS, ["responsibility"])["roc_auc_ovo"],
         "baseline_all": tfidf_lr_balanced(tr, te, td.classes, FIELDS)["roc_auc_ovo"],
+        "trained": {
+            n: (c["kind"], (c["metrics"].get("test") or {}).get("roc_auc_ovo"), c["info"])
+            for n, c in res.candidates.items()
+        },
+        "baseline": res.baseline,
     }
 
 
@@ -425,5 +455,28 @@ def print_dev(d) -> None:
 
 def published_fit(hist, rates, ds) -> None:
     """Both protocols of the published fit, with the before and after figures of this run."""
-    print_window(window_protocol(hist, rates, ds))
-    print_dev(dev_protocol(hist, rates, ds))
+    w = window_protocol(hist, rates, ds)
+    print_window(w)
+    d = dev_protocol(hist, rates, ds)
+    print_dev(d)
+    print_xgboost(d, w)
+
+
+def print_xgboost(d, w) -> None:
+    """(g): the XGBoost salary candidate against the baseline LR on the same rows, both protocols."""
+    print("\n(g) salary test ROC AUC (OvO) on the same rows: XGBoost candidate against the baseline LR")
+    print(f"{'protocol':<46} {'candidate':<22} {'kind':<8} {'AUC':>7} {'train s':>8} {'inputs':>7}")
+    for label, cands in (
+        ("dev time split (70/15/15), its test rows", d["trained"]),
+        (f"newest 15% ({w['rows']['test']} rows), trained on 85%", w["candidates"]),
+    ):
+        for name, (kind, auc, info) in sorted(cands.items()):
+            print(
+                f"{label:<46} {name:<22} {kind:<8} {auc:7.3f} {info.get('train_seconds', 0):8.1f} "
+                f"{info.get('features', ''):>7}"
+            )
+        base = next(a for n, (_, a, _) in cands.items() if n.endswith("-baseline"))
+        for name, (kind, auc, _) in cands.items():
+            if kind == "xgboost":
+                ok = auc >= base
+                print(f"  goal: {name} {auc:.3f} >= baseline LR {base:.3f}: {'MET' if ok else 'MISSED'}")
