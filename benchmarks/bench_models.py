@@ -113,7 +113,9 @@ def prior_shift(td, vec, model, cal):
 
     fields = ["responsibility", "name", "requirement"]
     test, val = td.part("test"), td.part("val")
-    p = cal.apply(model.predict_proba(vec.transform(test[fields].to_dict("records"))))
+    from hhpulse.model.dataset import instance_frame
+
+    p = cal.apply(model.predict_proba(vec.transform(test[fields].to_dict("records")), instance_frame(test)))
     true = np.array([(test["label"] == c).mean() for c in td.classes])
     err = lambda q: float(np.abs(q.mean(axis=0) - true).max())  # noqa: E731
     val_mix = {c: float((val["label"] == c).mean()) for c in td.classes}
@@ -268,14 +270,16 @@ def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):
 
 
 def bundle_metrics(bundle_dir, rows, classes):
-    """The published bundle's salary metrics on ``rows``: all fields, and responsibility alone."""
+    """The published bundle's salary metrics on ``rows``: all fields (the texts and the structured
+    fields the rows carry), and responsibility alone."""
     from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.dataset import instances
     from hhpulse.model.evaluate import classification_metrics
 
     b = load_bundle(bundle_dir)
+    every = instances(rows)
     out = {}
-    for name, fields in (("all", FIELDS), ("resp", ["responsibility"])):
-        inst = [{f: r.get(f) if f in fields else None for f in FIELDS} for r in rows.to_dict("records")]
+    for name, inst in (("all", every), ("resp", [{"responsibility": r["responsibility"]} for r in every])):
         out[name] = classification_metrics(rows["label"], b.predict_proba(inst)["salary"], classes)
     return out
 

@@ -20,7 +20,7 @@ from hhpulse.flows.workflow import (
     metrics_document,
     test_predictions,
 )
-from hhpulse.model.dataset import Dataset, label_lines, label_sources
+from hhpulse.model.dataset import Dataset, instances, label_lines, label_sources
 from hhpulse.model.evaluate import data_profile, drift_report
 from hhpulse.model.features import TextVectorizer
 from hhpulse.model.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -82,8 +82,8 @@ def evaluate_all(
     calibrators, calibration = calibrate_winners(dataset, vec, winners)
     terms_md = ""
     if "salary" in winners:
-        test_rows = dataset.tasks["salary"].part("test")[["responsibility", "name", "requirement"]]
-        terms = top_terms(vec, winners["salary"], calibrators["salary"], test_rows.to_dict("records"))
+        test_rows = instances(dataset.tasks["salary"].part("test"))  # texts and structured fields
+        terms = top_terms(vec, winners["salary"], calibrators["salary"], test_rows)
         terms_md = top_terms_markdown(terms, "salary")
     drift = None
     st = open_store(store, endpoint_url=s3_endpoint or None)
