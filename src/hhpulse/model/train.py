@@ -279,9 +279,15 @@ class FastTrees:
         # flat indices: tree i's nodes of level lv start at i * 2**lv
         self.feature = [f.ravel() for f in self.feature]
         self.threshold = [t.ravel() for t in self.threshold]
-        self._base = [np.arange(n, dtype=np.intp) << lv for lv in range(depth + 1)]
+        self._roots = np.arange(n, dtype=np.intp)  # each tree's root: its flat index at level 0
         self.leaf = self.leaf.ravel()
         self.group = np.array(groups, dtype=np.intp)
+        rounds = np.tile(np.arange(self.n_classes), max(1, n // max(1, self.n_classes)))
+        self._rounds = (
+            n // self.n_classes
+            if n and np.array_equal(self.group, rounds[:n]) and n % self.n_classes == 0
+            else None
+        )
         self._of = [np.flatnonzero(self.group == c) for c in range(self.n_classes)]
         self.bias = np.zeros(self.n_classes, dtype=np.float32)
         nan = np.full((1, self.n_features), np.nan, dtype=np.float32)
@@ -311,21 +317,41 @@ class FastTrees:
             stack.append((right[node], lv + 1, 2 * pos + 1))
 
     def margin(self, x: np.ndarray) -> np.ndarray:
-        """The booster's margin (rows x cohorts) of the float32 rows ``x``."""
+        """The booster's margin (rows x cohorts) of the float32 rows ``x``.
+
+        A node's flat index at level ``lv`` is ``tree * 2**lv + position``, so its child's is
+        ``2 * index + (0 left, 1 right)``: one gather of the split's feature, one of its
+        threshold and one of the row's value per level, for every tree at once."""
         x = np.asarray(x, dtype=np.float32)
-        lookup = np.concatenate([np.nan_to_num(x, nan=-np.inf), np.nan_to_num(x, nan=np.inf)], axis=1)
-        n = x.shape[0]
-        pos = np.zeros((n, len(self.group)), dtype=np.intp)
-        rows = np.arange(n)[:, None]
-        for lv in range(self.depth):
-            node = self._base[lv] + pos
-            go_right = lookup[rows, self.feature[lv][node]] >= self.threshold[lv][node]
-            pos <<= 1
-            pos += go_right
-        leaves = self.leaf[self._base[self.depth] + pos]
+        n, m = x.shape
+        # NaN as -inf (left of every split) and as +inf (right of every split): fmax/fmin skip NaN
+        lookup = np.concatenate([np.fmax(x, -np.inf), np.fmin(x, np.inf)], axis=1)
+        if n == 1:
+            lookup, node = lookup[0], self._roots
+            for feature, threshold in zip(self.feature, self.threshold, strict=True):
+                go_right = lookup[feature[node]] >= threshold[node]
+                node = node + node + go_right
+            leaves = self.leaf[node][None, :]
+        else:
+            node = np.broadcast_to(self._roots, (n, len(self._roots)))
+            offset = (np.arange(n) * m * 2)[:, None]  # each row's values in the flattened lookup
+            flat = lookup.ravel()
+            for feature, threshold in zip(self.feature, self.threshold, strict=True):
+                go_right = flat[feature[node] + offset] >= threshold[node]
+                node = node + node + go_right
+            leaves = self.leaf[node]
+        # as XGBoost adds them: in float32, from the intercept, one tree after the other
+        if self._rounds is not None:  # trees in rounds of one per cohort: one cumulative sum
+            terms = np.concatenate(
+                [
+                    np.broadcast_to(self.bias, (n, self.n_classes))[:, None, :],
+                    leaves.reshape(n, -1, self.n_classes),
+                ],
+                axis=1,
+            )
+            return np.cumsum(terms, axis=1, dtype=np.float32)[:, -1, :]
         out = np.empty((n, self.n_classes), dtype=np.float32)
         for c, trees in enumerate(self._of):
-            # as XGBoost adds them: in float32, from the intercept, one tree after the other
             terms = np.concatenate(
                 [np.full((n, 1), self.bias[c], dtype=np.float32), leaves[:, trees]], axis=1
             )
