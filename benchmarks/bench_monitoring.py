@@ -204,6 +204,11 @@ def main() -> None:
                 "0",
                 "--log-level",
                 "warning",
+                # as the chart runs it: events checked against the InferenceService that agent_headers names
+                "--inference-service",
+                "hhpulse",
+                "--namespace",
+                "default",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

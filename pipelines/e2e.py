@@ -57,6 +57,9 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e", "AWS_DEFAU
 DIGITS = 6  # hhpulse prints probabilities rounded to 6 decimals (ModelBundle.predict)
 # the sink's in-cluster URL the chart gives the InferenceService's logger (release hhpulse in hhpulse)
 LOGGER_URL = "http://hhpulse-logsink.hhpulse.svc.cluster.local"
+# who KServe's agent in that InferenceService's pods says it is (ce-inferenceservicename, ce-namespace):
+# the sink the chart renders takes events from it alone
+AGENT = {"inference_service": "hhpulse", "namespace": "hhpulse"}
 
 # a handful of vacancies: plain responsibility texts, and full records with the optional fields
 TEXTS: list[Any] = [
@@ -476,8 +479,10 @@ def start_logsink(client: str, image: str, container: dict[str, Any], port: int)
     name = f"hhpulse-e2e-logsink-{os.getpid()}"
     cmd = ["run", "-d", "--name", name, "--network", "host", "--user", UID, "--tmpfs", "/tmp:rw,size=16m"]
     cmd += pod_flags(container, S3_ENV)
-    args = [a for a in container.get("args", []) if not a.startswith(("--host=", "--port="))]
-    args += ["--host=127.0.0.1", f"--port={port}", "--drain-seconds=1"]
+    args = [
+        a for a in container.get("args", []) if not a.startswith(("--host=", "--port=", "--metrics-port="))
+    ]
+    args += ["--host=127.0.0.1", f"--port={port}", f"--metrics-port={free_port()}", "--drain-seconds=1"]
     program, *rest = container["command"]
     engine(client, *cmd, "--entrypoint", program, image, *rest, *args)
     deadline = time.monotonic() + 60
@@ -515,13 +520,15 @@ def agent_call(predict_url: str, sink: str, body: dict[str, Any]) -> tuple[int, 
 
     raw = json.dumps(body, ensure_ascii=False).encode()
     event_id = str(uuid.uuid4())
-    status, answer = _send(sink, raw, agent_headers(event_id, REQUEST, time=datetime.now(timezone.utc)))
+    status, answer = _send(
+        sink, raw, agent_headers(event_id, REQUEST, time=datetime.now(timezone.utc), **AGENT)
+    )
     if status != 200:
         raise E2EError(f"the sink refused a request event: {status} {answer.decode(errors='replace')}")
     status, response = _send(predict_url, raw, {"Content-Type": "application/json"})
     if status != 200:
         return status, response, None
-    headers = agent_headers(event_id, RESPONSE, time=datetime.now(timezone.utc))
+    headers = agent_headers(event_id, RESPONSE, time=datetime.now(timezone.utc), **AGENT)
     return status, response, (event_id, response, headers)
 
 
@@ -561,6 +568,11 @@ def check_log(base: str, sink: str, client: str, name: str, endpoint: str, store
         status, answer = _send(sink, response, headers)
         if status != 200 or json.loads(answer)["status"] != "paired":
             raise E2EError(f"the sink did not pair response {event_id}: {status} {answer!r}")
+    # another InferenceService's logger, misrouted to this sink: refused, never written
+    stranger = {**later[0][2], "Ce-Inferenceservicename": "another-model", "Ce-Id": "stranger"}
+    status, answer = _send(sink, later[0][1], stranger)
+    if status != 403:
+        raise E2EError(f"the sink took an event from another InferenceService: {status} {answer!r}")
     engine(client, "stop", "-t", "30", name)
     code = engine(client, "inspect", "-f", "{{.State.ExitCode}}", name)
     tail = engine(client, "logs", "--tail", "3", name)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from pipelines.e2e import COMPILED, compare, compiled_image, logsink_container, predictor_container, v2_rows
+from pipelines.e2e import (
+    AGENT,
+    COMPILED,
+    compare,
+    compiled_image,
+    logsink_container,
+    predictor_container,
+    v2_rows,
+)
 
 
 def _pred(salary, demand):
@@ -53,3 +61,8 @@ def test_the_log_sink_container_is_the_chart_s():
         and env["HHPULSE_S3_ENDPOINT"] == "http://127.0.0.1:9000"
     )
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # the driver posts as the agent of the InferenceService the sink is configured to take events from
+    assert (env["HHPULSE_LOGSINK_INFERENCESERVICE"], env["HHPULSE_LOGSINK_NAMESPACE"]) == (
+        AGENT["inference_service"],
+        AGENT["namespace"],
+    )

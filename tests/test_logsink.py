@@ -405,3 +405,154 @@ def test_the_cli_runs_without_pyarrow_as_in_the_serving_image():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "CloudEvents" in p.stdout or "logsink" in p.stdout
+
+
+# -- who may write: only the InferenceService the sink serves -------------------------------------
+
+
+def identity_sink(tmp_path, env_identity=True):
+    """A real ``hhpulse logsink`` process on loopback, configured as the chart configures it
+    (the InferenceService ``hhpulse`` in namespace ``ml`` through the environment; or by flags),
+    with its metrics port; a folder store."""
+    port, metrics_port = free_port(), free_port()
+    log = open(tmp_path / "sink.log", "w+")  # noqa: SIM115
+    identity = ["--inference-service", "hhpulse", "--namespace", "ml"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if env_identity:
+        env |= {"HHPULSE_LOGSINK_INFERENCESERVICE": "hhpulse", "HHPULSE_LOGSINK_NAMESPACE": "ml"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hhpulse.cli", "logsink", "--store", str(tmp_path / "store")]
+        + ["--port", str(port), "--metrics-port", str(metrics_port), "--drain-seconds", "0"]
+        + ([] if env_identity else identity),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url, metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, Path(log.name).read_text()
+        try:
+            if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                requests.get(metrics_url + "/metrics", timeout=1).raise_for_status()
+                return proc, url, metrics_url, log.name
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError("the sink did not become ready")
+
+
+def forbidden(metrics_text):
+    return {
+        line.split('"')[1]: int(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("hhpulse_logsink_forbidden_total{")
+    }
+
+
+@pytest.mark.parametrize("env_identity", [True, False], ids=["env", "flags"])
+def test_events_from_another_inferenceservice_are_403_and_never_written(tmp_path, env_identity):
+    proc, url, metrics_url, log_path = identity_sink(tmp_path, env_identity)
+    request, response = v1_pair(1)
+
+    def post(event_id, kind, body, **who):
+        headers = agent_headers(event_id, kind, time=T0, **who)
+        for key in [k for k, v in who.items() if v is None]:  # a header left out
+            headers.pop({"inference_service": "Ce-Inferenceservicename", "namespace": "Ce-Namespace"}[key])
+        return requests.post(url, data=json.dumps(body), headers=headers, timeout=10)
+
+    ours = {"inference_service": "hhpulse", "namespace": "ml"}
+    assert [
+        post("ours", k, b, **ours).json()["status"] for k, b in ((REQUEST, request), (RESPONSE, response))
+    ] == [
+        "waiting",
+        "paired",
+    ]
+    strangers = {
+        "inferenceservice": {"inference_service": "fraud-model", "namespace": "ml"},
+        "namespace": {"inference_service": "hhpulse", "namespace": "team-b"},
+        "unnamed": {"inference_service": None, "namespace": "ml"},
+    }
+    for reason, who in strangers.items():
+        for kind, body in ((REQUEST, request), (RESPONSE, response)):
+            r = post(f"from-{reason}", kind, body, **who)
+            assert r.status_code == 403, (reason, r.text)
+            assert "this sink takes events only from ml/hhpulse" in r.json()["error"]
+    # a forged response for a real request: refused, so the request never pairs and is never written
+    assert post("half", REQUEST, request, **ours).json()["status"] == "waiting"
+    forged = {"predictions": [{"salary": SALARY, "demand": DEMAND, "model_version": "forged"}]}
+    assert post("half", RESPONSE, forged, inference_service="hhpulse", namespace="team-b").status_code == 403
+    # the counts, by reason, on the event port and on the metrics port alike
+    expected = {"namespace": 3, "inferenceservice": 2, "unnamed": 2}
+    for base in (url, metrics_url):
+        assert forbidden(requests.get(base + "/metrics", timeout=5).text) == expected
+    assert 'hhpulse_logsink_events_total{outcome="paired"} 2' in requests.get(metrics_url + "/metrics").text
+    # the metrics port takes no events
+    no = requests.post(
+        metrics_url, data=json.dumps(request), headers=agent_headers("m", REQUEST, time=T0, **ours)
+    )
+    assert no.status_code == 405 and no.headers["Allow"] == "GET"
+    assert requests.get(metrics_url + "/readyz", timeout=5).status_code == 404
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    log = Path(log_path).read_text()
+    assert "taking events only from InferenceService ml/hhpulse" in log
+    assert "refused an event (403)" in log and "comes from InferenceService ml/fraud-model" in log
+    store = LocalStore(tmp_path / "store")
+    records = list(read_served(store))
+    assert [(r["request_id"], r["model_version"]) for r in records] == [("ours", "v20260301-070000")]
+    assert "1 events waited unpaired and were dropped" in log  # "half": its forged partner was refused
+
+
+def test_origin_check_and_its_counts():
+    from hhpulse.watch.logsink import Forbidden, Origin
+
+    anyone = Origin()
+    anyone.check({})  # no identity configured: a sink on a laptop takes any event
+    assert not anyone.checked and str(anyone) == "any InferenceService"
+    origin = Origin("hhpulse", "ml")
+    origin.check({"ce-inferenceservicename": "hhpulse", "ce-namespace": "ml"})
+    origin.check({"ce-inferenceservicename": "hhp%75lse", "ce-namespace": " ml "})  # percent-encoded, padded
+    for headers, reason in (
+        ({"ce-inferenceservicename": "hhpulse-canary", "ce-namespace": "ml"}, "inferenceservice"),
+        ({"ce-inferenceservicename": "hhpulse", "ce-namespace": "ml2"}, "namespace"),
+        ({"ce-inferenceservicename": "other", "ce-namespace": "ml2"}, "namespace"),
+        ({"ce-namespace": "ml"}, "unnamed"),
+        ({"ce-inferenceservicename": "hhpulse", "ce-namespace": ""}, "unnamed"),
+    ):
+        with pytest.raises(Forbidden) as err:
+            origin.check(headers)
+        assert err.value.reason == reason
+    assert dict(origin.refused) == {"namespace": 2, "inferenceservice": 1, "unnamed": 2}
+    assert 'hhpulse_logsink_forbidden_total{reason="unnamed"} 2' in origin.metrics_lines()
+    with pytest.raises(ValueError, match="both"):
+        Origin("hhpulse", None)
+
+
+def test_the_cli_wants_both_the_inferenceservice_and_its_namespace(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HHPULSE_LOGSINK_NAMESPACE": ""}
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hhpulse.cli",
+            "logsink",
+            "--store",
+            str(tmp_path),
+            "--inference-service",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode == 2
+    assert "--inference-service and --namespace go together" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", "logsink", "--store", str(tmp_path), "--metrics-port", "8080"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "--metrics-port must differ from --port" in p.stderr

@@ -13,6 +13,8 @@ from hhpulse.watch.logsink import (
 from hhpulse.watch.served import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, DEFAULT_MAX_SECONDS
 
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - in its pod the sink must be reachable from the agents
+ENV_INFERENCE_SERVICE = "HHPULSE_LOGSINK_INFERENCESERVICE"
+ENV_NAMESPACE = "HHPULSE_LOGSINK_NAMESPACE"
 
 
 def _positive(kind: type) -> object:
@@ -32,7 +34,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
         "An HTTP service for KServe's inference logger (spec.predictor.logger, mode all): it pairs each "
         "request and response CloudEvent by id and writes the predictions, in batches, to "
-        "served/<date>/<hour>-<uuid>.jsonl.gz in the store. 400 for a bad event, 503 when full."
+        "served/<date>/<hour>-<uuid>.jsonl.gz in the store. 400 for a bad event, 403 for an event from "
+        "another InferenceService than --inference-service/--namespace, 503 when full."
     )
     p.add_argument(
         "--store", default=None, help="DIR or s3://bucket/prefix [$HHPULSE_STORE or .hhpulse/store]"
@@ -41,6 +44,24 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help=f"address to bind (the image: {ALL_INTERFACES}) [%(default)s]"
     )
     p.add_argument("--port", type=int, default=8080, help="port [%(default)s]")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="also serve GET /metrics alone on this port, for Prometheus (no events) [none]",
+    )
+    p.add_argument(
+        "--inference-service",
+        metavar="NAME",
+        default=None,
+        help="take events only from this InferenceService (ce-inferenceservicename), with --namespace; "
+        f"others get 403 [${ENV_INFERENCE_SERVICE}; none: any]",
+    )
+    p.add_argument(
+        "--namespace",
+        default=None,
+        help=f"its namespace (ce-namespace) [${ENV_NAMESPACE}]",
+    )
     pos_int, pos_float = _positive(int), _positive(float)
     p.add_argument(
         "--batch-records", type=pos_int, default=DEFAULT_MAX_RECORDS, help="records per batch [%(default)s]"
@@ -92,13 +113,23 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
     import sys
 
     from hhpulse.data.store import open_store
     from hhpulse.serving.logs import JsonFormatter
-    from hhpulse.watch.logsink import make_sink
+    from hhpulse.watch.logsink import Origin, make_sink
     from hhpulse.watch.logsink_http import run_server
 
+    name = args.inference_service or os.environ.get(ENV_INFERENCE_SERVICE) or None
+    namespace = args.namespace or os.environ.get(ENV_NAMESPACE) or None
+    if bool(name) != bool(namespace):
+        args._parser.error(
+            "--inference-service and --namespace go together "
+            f"(or ${ENV_INFERENCE_SERVICE} and ${ENV_NAMESPACE}): give both, or neither to take any events"
+        )
+    if args.metrics_port is not None and args.metrics_port == args.port:
+        args._parser.error(f"--metrics-port must differ from --port ({args.port}): it serves metrics alone")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("hhpulse")
@@ -122,4 +153,6 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         max_event_bytes=args.max_event_bytes,
         drain=max(0.0, args.drain_seconds),
+        origin=Origin(name, namespace),
+        metrics_port=args.metrics_port,
     )

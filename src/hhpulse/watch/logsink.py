@@ -46,6 +46,12 @@ bytes), on time (:meth:`LogSink.flush_due`, called on a timer) and on :meth:`Log
 cannot be logged without it); a crash (SIGKILL, OOM) loses the writer's unflushed buffer, at
 most one batch (``max_records`` records or ``max_seconds`` of traffic).
 
+Who may write (:class:`Origin`): a sink configured with the InferenceService it serves refuses,
+with :class:`Forbidden` (HTTP 403, counted by reason, never written), an event whose
+``ce-inferenceservicename`` or ``ce-namespace`` names another one, or none. KServe's agent takes
+both from its own pod: ``--inference-service`` is the pod's ``serving.kserve.io/inferenceservice``
+label, ``--namespace`` the pod's namespace (kserve ``pkg/webhook/admission/pod/agent_injector.go``).
+
 Pure core: no HTTP server, no kserve import; :mod:`hhpulse.watch.logsink_http` serves it.
 """
 
@@ -437,3 +443,71 @@ def make_sink(
     return LogSink(
         writer, max_pending=max_pending, max_pending_bytes=max_pending_bytes, pair_timeout=pair_timeout
     )
+
+
+# -- who may write ------------------------------------------------------------------------------
+
+FORBIDDEN_REASONS = ("namespace", "inferenceservice", "unnamed")
+
+
+class Forbidden(PermissionError):
+    """An event from another InferenceService than the sink's (HTTP 403): ``reason`` is one of
+    :data:`FORBIDDEN_REASONS`, ``str()`` says what the event named."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Origin:
+    """The InferenceService whose logger may write to the sink, by name and namespace.
+
+    Neither given: any event is taken (a sink on a laptop). Both given: :meth:`check` refuses
+    an event that names another namespace (``namespace``), another InferenceService
+    (``inferenceservice``) or none (``unnamed``), and counts it in :attr:`refused`.
+    Thread-safe.
+    """
+
+    def __init__(self, inference_service: str | None = None, namespace: str | None = None) -> None:
+        if bool(inference_service) != bool(namespace):
+            raise ValueError("give both the InferenceService and its namespace, or neither")
+        self.inference_service = inference_service or None
+        self.namespace = namespace or None
+        self.refused: Counter[str] = Counter(dict.fromkeys(FORBIDDEN_REASONS, 0))
+        self._lock = threading.Lock()
+
+    @property
+    def checked(self) -> bool:
+        return self.inference_service is not None
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.inference_service}" if self.checked else "any InferenceService"
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        """Raise :class:`Forbidden` unless the event (``headers`` with lower-case names) comes
+        from this sink's InferenceService."""
+        if not self.checked:
+            return
+        name = _header(headers, "ce-inferenceservicename")
+        namespace = _header(headers, "ce-namespace")
+        if not name or not namespace:
+            reason, said = "unnamed", "names no InferenceService (ce-inferenceservicename, ce-namespace)"
+        elif namespace != self.namespace:
+            reason, said = "namespace", f"comes from InferenceService {namespace}/{name}"
+        elif name != self.inference_service:
+            reason, said = "inferenceservice", f"comes from InferenceService {namespace}/{name}"
+        else:
+            return
+        with self._lock:
+            self.refused[reason] += 1
+        raise Forbidden(reason, f"the event {said}; this sink takes events only from {self}")
+
+    def metrics_lines(self) -> list[str]:
+        """``hhpulse_logsink_forbidden_total{reason}`` in Prometheus' text format."""
+        with self._lock:
+            counts = dict(self.refused)
+        return [
+            "# HELP hhpulse_logsink_forbidden_total Events refused (403) as not from the sink's InferenceService, by reason",
+            "# TYPE hhpulse_logsink_forbidden_total counter",
+            *(f'hhpulse_logsink_forbidden_total{{reason="{r}"}} {counts[r]}' for r in FORBIDDEN_REASONS),
+        ]

@@ -3,12 +3,16 @@
 Routes:
 
 * ``POST`` any path: one CloudEvent (binary mode) from KServe's logger. 200 ``{"status":
-  "waiting"|"paired"}``; 400 ``{"error": reason}`` for a bad event; 503 with ``Retry-After``
-  when the sink is full or shutting down;
+  "waiting"|"paired"}``; 400 ``{"error": reason}`` for a bad event; 403 for an event from
+  another InferenceService than the sink's (:class:`hhpulse.watch.logsink.Origin`); 503 with
+  ``Retry-After`` when the sink is full or shutting down;
 * ``GET /healthz``: 200 while the process serves (liveness);
 * ``GET /readyz``: 200 while it takes events, 503 once SIGTERM came (readiness);
 * ``GET /metrics``: Prometheus text: events by outcome, records written, batches, unpaired
-  halves dropped, halves waiting and the writer's buffer.
+  halves dropped, halves waiting, the writer's buffer and the events refused as foreign.
+
+With ``metrics_port``, a second listener serves ``GET /metrics`` and nothing else (a POST is
+405), so that a NetworkPolicy can open it to Prometheus without opening the event port.
 
 On SIGTERM (or SIGINT) the server stops being ready, keeps taking events for ``drain``
 seconds (the partners of requests in flight, while the endpoints controller removes the pod
@@ -26,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from hhpulse.data.store import StoreError
-from hhpulse.watch.logsink import BadEvent, LogSink, SinkFull, parse_event
+from hhpulse.watch.logsink import BadEvent, Forbidden, LogSink, Origin, SinkFull, parse_event
 
 log = logging.getLogger("hhpulse.watch.logsink")
 
@@ -69,9 +73,18 @@ class SinkServer(ThreadingHTTPServer):
     # the agent's Go client keeps connections open; a slow client must not hold a thread forever
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], sink: LogSink, *, max_event_bytes: int) -> None:
-        super().__init__(address, _Handler)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        sink: LogSink,
+        *,
+        max_event_bytes: int,
+        origin: Origin | None = None,
+        handler: type[BaseHTTPRequestHandler] | None = None,
+    ) -> None:
+        super().__init__(address, handler or _Handler)
         self.sink = sink
+        self.origin = origin or Origin()
         self.max_event_bytes = max_event_bytes
         self.ready = True  # /readyz; False from SIGTERM on (events are still taken while draining)
         self.accepting = True  # False once draining is over: later events get 503
@@ -128,9 +141,13 @@ class _Handler(BaseHTTPRequestHandler):
             ok = self.server.ready
             self._answer(200 if ok else 503, {"status": "ready" if ok else "draining"})
         elif path == "/metrics":
-            self._answer(200, metrics_text(self.server.sink), "text/plain; version=0.0.4")
+            self._metrics()
         else:
             self._answer(404, {"error": f"no such path {path}; POST CloudEvents to /"})
+
+    def _metrics(self) -> None:
+        text = metrics_text(self.server.sink) + "\n".join(self.server.origin.metrics_lines()) + "\n"
+        self._answer(200, text, "text/plain; version=0.0.4")
 
     def do_POST(self) -> None:  # noqa: N802
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -147,6 +164,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         body = self.rfile.read(length)
+        try:
+            self.server.origin.check(headers)
+        except Forbidden as exc:
+            self._refuse(403, str(exc))
+            return
         if not self.server.begin():
             self._answer(503, {"error": "the sink is shutting down"})
             return
@@ -165,8 +187,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refuse(self, status: int, reason: str) -> None:
         level = logging.ERROR if status >= 500 else logging.WARNING
-        log.log(level, "refused an event (%d): %s", status, reason, extra={"fields": {"status": status}})
+        message = f"refused an event ({status}): {reason}"
+        # the JSON formatter writes the fields in place of the message: the reason goes in them
+        log.log(level, message, extra={"fields": {"message": message, "status": status}})
         self._answer(status, {"error": reason})
+
+
+class _MetricsHandler(_Handler):
+    """The metrics listener: ``GET /metrics`` only; it takes no events."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0]
+        if path == "/metrics":
+            self._metrics()
+        else:
+            self._answer(404, {"error": f"no such path {path}; this port serves GET /metrics only"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.close_connection = True  # the body is not read
+        body = b'{"error": "this port serves GET /metrics only; events go to the event port"}'
+        self.send_response(405)
+        self.send_header("Allow", "GET")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def run_server(
@@ -178,10 +223,20 @@ def run_server(
     drain: float = 3.0,
     ready: threading.Event | None = None,
     stop: threading.Event | None = None,
+    origin: Origin | None = None,
+    metrics_port: int | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set); 0 when the last batch was written,
-    1 when the store refused it (the log line says how many records were lost)."""
-    server = SinkServer((host, port), sink, max_event_bytes=max_event_bytes)
+    1 when the store refused it (the log line says how many records were lost). ``origin``:
+    the InferenceService whose events are taken (default: any); ``metrics_port``: also serve
+    ``GET /metrics`` alone on this port."""
+    origin = origin or Origin()
+    server = SinkServer((host, port), sink, max_event_bytes=max_event_bytes, origin=origin)
+    metrics = (
+        None
+        if metrics_port is None
+        else SinkServer((host, metrics_port), sink, max_event_bytes=0, origin=origin, handler=_MetricsHandler)
+    )
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,9 +250,17 @@ def run_server(
         threading.Thread(target=server.serve_forever, daemon=True),
         threading.Thread(target=timer, daemon=True),
     ]
+    if metrics is not None:
+        threads.append(threading.Thread(target=metrics.serve_forever, daemon=True))
     for t in threads:
         t.start()
     log.info("logsink listening on http://%s:%d", host, server.server_address[1])
+    if metrics is not None:
+        log.info("metrics alone on http://%s:%d/metrics", host, metrics.server_address[1])
+    if origin.checked:
+        log.info("taking events only from InferenceService %s", origin)
+    else:
+        log.warning("taking events from any InferenceService (no --inference-service and --namespace)")
     if ready is not None:
         ready.set()
     stop.wait()
@@ -209,6 +272,9 @@ def run_server(
         log.error("%d events were still being handled after 10 s; they may be lost", late)
     server.shutdown()
     server.server_close()
+    if metrics is not None:
+        metrics.shutdown()
+        metrics.server_close()
     waiting = sink.pending
     try:
         key = sink.close()
