@@ -297,6 +297,22 @@ def _before_after(run, tmp):
     return before, after
 
 
+def rules_in_time(bundle_dir, rows, classes, calibration):
+    """Every prior rule's calibrator of the published fit (fitted on the same out-of-fold slices)
+    applied to the outer newest rows: what the backtest inside the window chose among, in time."""
+    from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.calibration import Calibrator
+    from hhpulse.model.evaluate import classification_metrics
+
+    raw = load_bundle(bundle_dir).predict_proba(rows[FIELDS].to_dict("records"), calibrated=False)["salary"]
+    out = {}
+    for rule, c in (calibration.get("candidates") or {}).items():
+        cal = Calibrator(list(classes), c["method"], c["temperature"], [c["bias"][k] for k in classes])
+        m = classification_metrics(rows["label"], cal.apply(raw), classes)
+        out[rule] = {"auc": m["roc_auc_ovo"], "ece": m["ece"], "mix_error": m["mix"]["max_abs_error"]}
+    return out
+
+
 def window_protocol(hist, rates, ds):
     """Train hhpulse on the older 85% by published_at (its own 70/15/15 split inside), and test
     the published bundle on the newest 15%, against TF-IDF + LR (balanced) fitted on the same 85%."""
@@ -318,6 +334,7 @@ def window_protocol(hist, rates, ds):
         metrics = json.loads((rep.bundle_dir / "metrics.json").read_text(encoding="utf-8"))
         out["fits"] = metrics["fits"]["salary"]
         out["calibration"] = metrics["published_calibration"]["salary"]
+        out["rules_in_time"] = rules_in_time(rep.bundle_dir, test, classes, out["calibration"])
     out["baseline"] = tfidf_lr_balanced(train, test, classes, FIELDS)
     out["baseline"]["resp"] = tfidf_lr_balanced(train, test, classes, FIELDS, ["responsibility"])
     out["candidates"] = candidates_on(run, test)
@@ -415,6 +432,14 @@ def print_window(w) -> None:
     )
     for rule, m in (c.get("backtest") or {}).get("rules", {}).items():
         print(f"    {rule:<7} ECE {m['ece']:.3f}  mix err {m['mix_error']:.3f}  log loss {m['log_loss']:.3f}")
+    print("  each rule's calibrator (fitted on both slices) on the newest 15%, in time:")
+    for rule, m in (w.get("rules_in_time") or {}).items():
+        mark = " <- chosen" if rule == c["prior_rule"] else ""
+        print(f"    {rule:<7} AUC {m['auc']:.3f}  ECE {m['ece']:.3f}  mix err {m['mix_error']:.3f}{mark}")
+    for wk in c.get("weeks") or []:
+        print(
+            f"    week of {wk['week']}: {wk['rows']} out-of-fold rows, ECE {wk['ece']:.3f}, mix err {wk['mix_error']:.3f}"
+        )
     a, b = w["after"]["all"], w["baseline"]
     checks = [
         (

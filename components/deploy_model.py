@@ -20,6 +20,7 @@ def deploy_model(
     canary_traffic_percent: int,
     timeout_seconds: int,
     logger_url: str = "",
+    grpc_port: int = 0,
 ) -> str:
     """Deploys the published version as a KServe InferenceService.
 
@@ -36,6 +37,7 @@ def deploy_model(
         canary_traffic_percent: 1-99 sends that share of requests to the new version as a canary while the previous version serves the rest; 0 (or 100) promotes the new version fully.
         timeout_seconds: How long to wait for Ready before rolling back.
         logger_url: URL of hhpulse logsink for KServe's logger (mode all: every request and its response as CloudEvents); empty: no logger.
+        grpc_port: Also serve gRPC (the Open Inference Protocol) on this container port, named h2c; 0: HTTP only.
 
     Returns:
         The service URL (apply) or the manifest's location (render).
@@ -52,6 +54,7 @@ def deploy_model(
         service_account=service_account,
         canary_traffic_percent=canary_traffic_percent,
         logger_url=logger_url or None,
+        grpc_port=grpc_port or None,
     )
     st = open_store(store, endpoint_url=s3_endpoint or None)
     if mode == "render":

@@ -135,6 +135,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
         canary_traffic_percent: int = 0,
         deploy_timeout_seconds: int = 600,
         logger_url: str = "",
+        grpc_port: int = 0,
     ):
         """Retrain hhpulse.
 
@@ -164,6 +165,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             canary_traffic_percent: 1-99 sends that share of requests to the new version as a canary while the previous version serves the rest; 0 (or 100) promotes the new version fully.
             deploy_timeout_seconds: How long to wait for Ready before rolling back.
             logger_url: URL of hhpulse logsink for KServe's logger (mode all: every request and its response as CloudEvents); empty: no logger.
+            grpc_port: Also serve gRPC (the Open Inference Protocol) on this container port, named h2c; 0: HTTP only.
         """
         outcome = record_outcome(
             store=store, s3_endpoint=s3_endpoint, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -272,6 +274,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                         canary_traffic_percent=canary_traffic_percent,
                         timeout_seconds=deploy_timeout_seconds,
                         logger_url=logger_url,
+                        grpc_port=grpc_port,
                     )
                     .set_display_name("deploy (KServe)")
                     .set_caching_options(False)

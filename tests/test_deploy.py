@@ -293,3 +293,17 @@ def test_cli_applies_through_a_kubeconfig_and_rolls_back(store, tmp_path):
         k8s.stop()
     p = _cli("--store", str(store.root), "--apply", env={"KUBECONFIG": str(tmp_path / "none")})
     assert p.returncode == 1 and "no Kubernetes credentials" in p.stderr
+
+
+def test_grpc_port_adds_the_h2c_port_and_the_flags():
+    isvc = render_inferenceservice(DeployValues(grpc_port=8081), version="v1", storage_uri="s3://b/v1")
+    c = isvc["spec"]["predictor"]["containers"][0]
+    assert [p.get("name") for p in c["ports"]] == ["http1", "h2c"]
+    assert c["args"][-4:] == ["--enable_grpc", "true", "--grpc_port", "8081"]
+    plain = render_inferenceservice(DeployValues(), version="v1", storage_uri="s3://b/v1")
+    assert plain["spec"]["predictor"]["containers"][0]["ports"] == [
+        {"containerPort": 8080, "protocol": "TCP"}
+    ]
+    for bad in (8080, 0, 70000):
+        with pytest.raises(ValueError, match="grpc_port"):
+            DeployValues(grpc_port=bad)

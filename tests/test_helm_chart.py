@@ -97,6 +97,7 @@ def test_inferenceservice_matches_the_crd_and_the_deploy_step(rendered, isvc_val
             logger_url=(values.get("logger", {}).get("url") or "http://hhpulse-logsink.ml.svc.cluster.local")
             if values.get("logger", {}).get("enabled")
             else None,
+            grpc_port=serving["grpc"].get("port", 8081) if serving.get("grpc", {}).get("enabled") else None,
             labels={
                 "helm.sh/chart": "hhpulse-0.1.0",
                 "app.kubernetes.io/instance": "hhpulse",
@@ -298,6 +299,10 @@ def test_logger_points_kserve_at_the_chart_s_sink():
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["resources"]["requests"] and c["resources"]["limits"]
+    # what the store refuses at shutdown is spilled to a writable volume of the pod's own
+    (spill,) = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--spill-dir=")]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == spill]
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == mount["name"])
     env = {e["name"]: e for e in c["env"]}
     assert env["HHPULSE_STORE"]["value"] == "s3://hhpulse/prod"
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -331,3 +336,44 @@ def test_schema_refuses_bad_monitoring_values():
     ):
         with pytest.raises(helm.errors.HelmError):
             render(bad)
+
+
+def test_grpc_adds_an_h2c_port_for_the_predictor_and_for_the_pipeline_s_deploys():
+    import helm_python as helm
+    import kubernetes_validate
+
+    docs, _ = render({"serving": {"modelVersion": "v1", "grpc": {"enabled": True, "port": 9000}}})
+    c = kinds(docs, "InferenceService")[0]["spec"]["predictor"]["containers"][0]
+    assert c["ports"] == [
+        {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "h2c", "containerPort": 9000, "protocol": "TCP"},
+    ]
+    assert c["args"][-4:] == ["--enable_grpc", "true", "--grpc_port", "9000"]
+    # KServe's Service (RawDeployment) takes the container's ports and their names: a Service
+    # with two ports needs both named
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "hhpulse-predictor"},
+        "spec": {"ports": [{"name": p["name"], "port": p["containerPort"]} for p in c["ports"]]},
+    }
+    kubernetes_validate.validate(service, K8S_VERSION, strict=True)
+    # the predictor's NetworkPolicy lets the gateway and the test pod reach the gRPC port too
+    policy = next(d for d in kinds(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-predictor"))
+    grpc = [r for r in policy["spec"]["ingress"] if {"port": 9000, "protocol": "TCP"} in r["ports"]]
+    assert len(grpc) == 2  # the gateway's rule and the test pod's; not the metrics scrape's
+    assert grpc[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}
+    ]
+    # the recurring run deploys each new version with gRPC too (a patch replaces the containers)
+    assert "grpc_port=9000\n" in kinds(docs, "ConfigMap")[0]["data"]["params"]
+    from pipelines.hhpulse_pipeline import build_pipeline
+
+    assert "grpc_port" in build_pipeline().component_spec.inputs
+    off, _ = render({"serving": {"modelVersion": "v1"}})
+    c = kinds(off, "InferenceService")[0]["spec"]["predictor"]["containers"][0]
+    assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}] and "--enable_grpc" not in c["args"]
+    assert "grpc_port" not in kinds(off, "ConfigMap")[0]["data"]["params"]
+    for bad in ({"enabled": True, "port": 8080}, {"enabled": "yes"}, {"port": 70000}):
+        with pytest.raises(helm.errors.HelmError):
+            render({"serving": {"modelVersion": "v1", "grpc": bad}})

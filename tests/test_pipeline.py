@@ -436,6 +436,12 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert "refit winners on every row" in [s["name"] for s in steps]
     outcomes = [k for k in st.list("runs/") if k.endswith("outcome.json")]
     assert len(outcomes) == 1
+    assert [
+        k for k in st.list("runs/") if k.endswith("running.json")
+    ] == []  # the run's in-flight record is gone
+    (raw_run,) = {k.split("/")[1] for k in st.list("raw/")}
+    assert f"raw run:      {st.uri(f'raw/{raw_run}/')}" in first.stdout
+    assert f"gate:         {v1} vs champion none" in first.stdout
     log_text = st.get_bytes(outcomes[0].replace("outcome.json", "pipeline.log")).decode()
     assert "Executing task 'collect-vacancies'" in log_text and "executor_input" in log_text
     assert "DockerRunner" in log_text and "\x1b" not in log_text
@@ -463,23 +469,26 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
         line.strip().startswith("gate:") and f"vs champion {v1}:" in line
         for line in second.stdout.splitlines()
     )
-    verdicts = [st.get_json(k) for k in st.list("gates/")]
-    assert any(v["champion_version"] == v1 for v in verdicts)
-    judged = next(v for v in verdicts if v["champion_version"] == v1)
-    assert judged["rule"] == "paired bootstrap" and judged["bootstrap"]["resamples"] == 1000
+    gates = {k: st.get_json(k) for k in st.list("gates/")}
+    assert any(v["champion_version"] == v1 for v in gates.values())
+    key, judged = next((k, v) for k, v in gates.items() if v["champion_version"] == v1)
+    assert judged["rule"] == "paired bootstrap and live evidence" and judged["bootstrap"]["resamples"] == 1000
     for task, iv in judged["intervals"].items():  # each task's difference and interval, on short lines
         assert iv["low"] <= iv["delta"] <= iv["high"] and iv["rows"] > 0
         assert any(line.startswith(f"{task}: compared, ") for line in judged["lines"])
     assert all(len(line) < 200 for line in judged["lines"])
-    # margin -1, yet the champion stays: it is a refit (it saw every row of run 1), and on the
-    # demand age proxy the rows new since then are all young, one cohort: demand cannot be
-    # compared, and a task the champion was measured on blocks until it can be (the verdict says so)
-    assert (
-        judged["challenger_wins"] is False
-        and judged["lines"][0] == "champion stays: demand cannot be compared"
-    )
+    # the live evidence: the first champion's served log is empty here, so it is not weighed
+    assert judged["live"]["demand"] == {"none": "no resolved served rows of the champion"}
+    assert "demand live: not weighed (no resolved served rows of the champion)" in judged["lines"]
+    # on the demand age proxy the rows new since run 1 are all young, one cohort: demand cannot
+    # be compared. The champion's demand figure came from the age proxy too (a young history),
+    # so it protects nothing against a challenger no younger: demand is left out, salary
+    # decides, and with margin -1 the challenger (a refit) replaces it
+    assert judged["young"]["champion"].startswith("demand on the age proxy")
+    assert judged["tasks"]["demand"]["status"] == "excluded"
+    assert judged["challenger_wins"] is True and judged["lines"][0].startswith("challenger wins: ")
     assert judged["intervals"]["salary"]["left_out"] > 0  # the rows the champion was fitted on
-    assert champion(st).version == v1
+    assert champion(st).version == key.removeprefix("gates/").removesuffix(".json") != v1
     outcomes = sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))
     assert len(outcomes) == 2  # one record per run, none overwritten
     assert all(st.get_json(k)["succeeded"] is True for k in outcomes)

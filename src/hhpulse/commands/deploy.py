@@ -55,6 +55,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="URL of hhpulse logsink: the InferenceService gets KServe's logger (mode all) [none]",
     )
     p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve gRPC (the Open Inference Protocol) on this container port, named h2c [HTTP only]",
+    )
+    p.add_argument(
         "--timeout", type=float, default=600, help="seconds to wait for Ready (--apply) [%(default)s]"
     )
 
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             model_name=args.model_name,
             canary_traffic_percent=args.canary_traffic_percent,
             logger_url=args.logger_url,
+            grpc_port=args.grpc_port,
         )
     except (RegistryError, ValueError) as exc:
         print(f"hhpulse deploy: {exc}", file=sys.stderr)

@@ -36,7 +36,16 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="model name in URLs [%(default)s]",
     )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes [%(default)s]")
-    p.add_argument("--enable-grpc", action="store_true", help="also serve gRPC (off by default)")
+    p.add_argument(
+        "--enable-grpc",
+        "--enable_grpc",
+        dest="enable_grpc",
+        action="store_true",
+        help="also serve gRPC (off by default)",
+    )
+    p.add_argument(
+        "--grpc-port", "--grpc_port", dest="grpc_port", type=int, default=8081, help="gRPC port [%(default)s]"
+    )
     add_server_options(p, host=LOOPBACK)
 
 
@@ -63,12 +72,13 @@ def run(args: argparse.Namespace) -> int:
     if args.model_dir is not None:
         return _serve(args, args.model_dir, "--model-dir")
     from hhpulse.data.store import StoreError, open_store
+    from hhpulse.model.bundle import BundleError
     from hhpulse.model.registry import RegistryError, fetch_champion
 
     with _scratch("hhpulse-champion-") as scratch:
         try:
             model_dir = str(fetch_champion(open_store(args.store), scratch))
-        except (RegistryError, StoreError) as exc:
+        except (RegistryError, StoreError, BundleError) as exc:  # a champion that does not check, too
             print(f"hhpulse serve: {exc}", file=sys.stderr)
             return 2
         return _serve(args, model_dir, "--store")
@@ -87,6 +97,7 @@ def _serve(args: argparse.Namespace, model_dir: str, model_flag: str) -> int:
         workers=args.workers,
         input_metrics=args.input_metrics,
         enable_grpc=args.enable_grpc,
+        grpc_port=args.grpc_port,
         prog="hhpulse serve",
         model_flag=model_flag,
         announce=True,

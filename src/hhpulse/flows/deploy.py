@@ -45,6 +45,9 @@ PROMETHEUS_ANNOTATIONS = {
 }
 
 
+HTTP_PORT = 8080  # the predictor's HTTP port (v1, v2, /metrics)
+
+
 class DeployError(RuntimeError):
     """The InferenceService did not become ready (and was rolled back where possible)."""
 
@@ -67,8 +70,13 @@ class DeployValues:
     canary_traffic_percent: int | None = None  # see CANARY_RULE; None: no canary, as 0
     labels: dict[str, str] = field(default_factory=dict)
     logger_url: str | None = None  # KServe's logger (mode all) posts every request/response here
+    grpc_port: int | None = (
+        None  # also serve gRPC (the Open Inference Protocol) on this port; None: HTTP only
+    )
 
     def __post_init__(self) -> None:
+        if self.grpc_port is not None and not (1 <= self.grpc_port <= 65535 and self.grpc_port != HTTP_PORT):
+            raise ValueError(f"grpc_port must be a port 1-65535 other than {HTTP_PORT}, got {self.grpc_port}")
         if self.logger_url is not None and not self.logger_url.startswith(("http://", "https://")):
             raise ValueError(f"logger_url must be an http(s):// URL (the log sink), got {self.logger_url!r}")
         if self.canary_traffic_percent is not None and not 0 <= self.canary_traffic_percent <= 100:
@@ -86,7 +94,20 @@ class DeployValues:
 
 
 def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: str) -> dict[str, Any]:
-    """The InferenceService for ``version`` (a concrete ``models/hhpulse/<version>`` URI)."""
+    """The InferenceService for ``version`` (a concrete ``models/hhpulse/<version>`` URI).
+
+    With ``values.grpc_port`` the container also serves gRPC, on a second port named ``h2c``
+    as KServe documents; in RawDeployment KServe's Service then has both (HTTP on port 80,
+    gRPC on ``grpc_port``), and names the ports after the container's: both are named.
+    """
+    ports: list[dict[str, Any]] = [{"containerPort": HTTP_PORT, "protocol": "TCP"}]
+    grpc_args: list[str] = []
+    if values.grpc_port is not None:
+        ports = [
+            {"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "h2c", "containerPort": values.grpc_port, "protocol": "TCP"},
+        ]
+        grpc_args = ["--enable_grpc", "true", "--grpc_port", str(values.grpc_port)]
     predictor: dict[str, Any] = {
         "serviceAccountName": values.service_account,
         "minReplicas": values.min_replicas,
@@ -101,12 +122,13 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
                     "--model_dir",
                     "/mnt/models",
                     "--http_port",
-                    "8080",
+                    str(HTTP_PORT),
+                    *grpc_args,
                 ],
                 "env": [{"name": "STORAGE_URI", "value": storage_uri}],
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "ports": ports,
                 "readinessProbe": {
-                    "httpGet": {"path": "/v2/health/ready", "port": 8080},
+                    "httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT},
                     "initialDelaySeconds": 5,
                     "periodSeconds": 10,
                 },

@@ -152,8 +152,18 @@ def library_versions() -> dict[str, str]:
 
 
 def new_version(now: datetime | None = None) -> str:
+    """A model version: ``v<UTC date>-<time>-<6 random hex digits>``, e.g. ``v20261207-114103-3fa9c1``.
+
+    The time sorts versions; the random part keeps two trainings started in the same second
+    (a scheduled run and a manual one) from naming two different bundles alike (one in 16.7
+    million for two versions of one second; the registry refuses a second bundle under a taken
+    version anyway, see :func:`hhpulse.model.registry.publish`). Lower-case letters, digits
+    and dashes only: the version is a store key's segment and a Kubernetes label value.
+    """
+    import secrets
+
     now = now or datetime.now(timezone.utc)
-    return now.strftime("v%Y%m%d-%H%M%S")
+    return f"{now:v%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def build_bundle(
@@ -206,7 +216,7 @@ def build_bundle(
         _json(tmp / "bundle.json", info)
         _json(tmp / "cohorts.json", {t: list(cohorts[t]) for t in TASKS})
         _json(tmp / "label_config.json", dict(label_config))
-        _json(tmp / "metrics.json", dict(metrics))
+        _json(tmp / "metrics.json", {**_history_version(card), **metrics})
         _json(tmp / "profile.json", dict(profile or {}))
         if training_ids is not None:
             write_training_ids(tmp, training_ids)
@@ -234,12 +244,30 @@ def _fmt(v: Any) -> str:
 
 
 def _window_lines(summary: Mapping[str, Any]) -> list[str]:
-    """The training window of the history (absent for a file's data)."""
+    """The training window of the history (absent for a file's data), and the version of the
+    history table it was read from: the training set can be read again from it."""
     if "history_window" not in summary:
         return []
     from hhpulse.data.history_store import describe_window
 
-    return [f"- history window: {describe_window(summary['history_window'])}"]
+    window = summary["history_window"]
+    lines = [f"- history window: {describe_window(window)}"]
+    if window.get("version") is not None:
+        days = window.get("window_days") or 0
+        lines.append(
+            f"- history version: {window['version']} of {window.get('table', 'the history table')} "
+            f"(the same training set: `hhpulse train --data STORE --as-of {window['version']} "
+            f"--window-days {days}`)"
+        )
+    return lines
+
+
+def _history_version(card: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``history``: the history table and version the model was trained on."""
+    window = (card.get("summary") or {}).get("history_window") or {}
+    if window.get("version") is None:
+        return {}
+    return {"history": {"table": window.get("table"), "version": window["version"]}}
 
 
 def model_card(
@@ -290,6 +318,17 @@ def model_card(
             f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
             f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
         )
+        iv = (metrics.get("test_intervals") or {}).get(task)
+        if iv:
+            lines.append(
+                f"  - test figure's {100 * iv['confidence']:.0f}% interval (stratified bootstrap, {iv['rows']} test rows): "
+                f"{_fmt(iv['low'])} .. {_fmt(iv['high'])}"
+            )
+        if task == "demand" and metrics.get("young_history"):
+            lines.append(
+                f"  - **Young history:** {metrics['young_history']}. The test figure is not a forecast of "
+                "the live one; the monitor's live figure is"
+            )
         line = baseline_line(m)
         if line:
             lines.append(f"  - {line}")
@@ -389,6 +428,14 @@ def fits_lines(card: Mapping[str, Any]) -> list[str]:
                 f"    - {rule}: ECE {_fmt(m.get('ece'))}, largest mix error {_fmt(m.get('mix_error'))}, "
                 f"log loss {_fmt(m.get('log_loss'))}"
                 for rule, m in bt["rules"].items()
+            ]
+        if c.get("weeks"):
+            lines.append(
+                f"  - {task} calibrated, per week of publication of the out-of-fold rows (top-label ECE, largest mix error, rows):"
+            )
+            lines += [
+                f"    - {w['week']}: ECE {_fmt(w.get('ece'))}, mix error {_fmt(w.get('mix_error'))}, {w['rows']} rows"
+                for w in c["weeks"]
             ]
     return lines
 

@@ -424,6 +424,43 @@ def label_lines(summary: Mapping[str, Any]) -> dict[str, list[str]]:
     return {"salary": salary, "demand": demand}
 
 
+def young_level(summary: Mapping[str, Any], boundaries: Mapping[str, Any]) -> int:
+    """How young a dataset's history is for demand: 2 on the age proxy, 1 while the settled
+    window lacks a cohort (:func:`young_history`), 0 once it does not."""
+    if summary.get("demand_proxy"):
+        return 2
+    return 1 if young_history(summary, boundaries) else 0
+
+
+def resolved_labels(summary: Mapping[str, Any]) -> int:
+    """How many demand labels a dataset learned from (0 on the age proxy, whose labels are not
+    outcomes): the gate's measure of how much history a model has seen."""
+    if summary.get("demand_proxy"):
+        return 0
+    return int(sum((summary.get("demand_counts") or {}).values()))
+
+
+def young_history(summary: Mapping[str, Any], boundaries: Mapping[str, Any]) -> str | None:
+    """Why a dataset's demand figures come from a **young history**, or None when they do not:
+    demand on the age proxy, or a settled window (vacancies that opened ``low_days``+ days
+    before the last run) that did not hold every cohort, so each cohort's newest rows were its
+    test set. Such a test set holds the fast closes and the censored lows, the easy rows; its
+    AUC overstates what the model does on every vacancy it serves (the replay measured held-out
+    figures of 0.85 and more against live ones near 0.65). ``summary``/``boundaries``: a
+    dataset's (or a bundle's ``metrics.json`` ``dataset``/``boundaries``)."""
+    if summary.get("demand_proxy"):
+        return "demand on the age proxy (too few resolved closes)"
+    b = boundaries.get("demand") or {}
+    if str(b.get("method") or "").startswith("time per cohort"):
+        return (
+            "the settled window did not hold every demand cohort: each cohort's newest rows were its "
+            "test set (the fast closes and the censored lows), which overstates the figure"
+        )
+    if b.get("missing_cohorts"):
+        return f"the demand labels held no {', '.join(b['missing_cohorts'])}"
+    return None
+
+
 def build_dataset(
     history: pd.DataFrame,
     rates_by_run: Mapping[str, Mapping[str, float]],

@@ -376,3 +376,74 @@ def fields_used(inst: Instance, fields: Sequence[str] = INPUT_FIELDS) -> list[st
     """The model's input fields that carry text in ``inst``, in the contract's order."""
     values = inst.as_dict()
     return [f for f in INPUT_FIELDS if f in fields and (values.get(f) or "").strip()]
+
+
+# -- JSON bodies: the HTTP servers' one parser -------------------------------------------------
+
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of arrays and objects an HTTP body may have. hhpulse's requests and
+answers nest at most 5 deep (a v2 tensor of rows, a v1 prediction's probabilities); Python's
+parser would recurse ~1000 levels deep before failing, inside the request's handler."""
+
+
+class JSONRefused(ValueError):
+    """A body that is not strict JSON (RFC 8259), or nests deeper than the limit: ``reason`` is
+    the rejection label (``invalid_json``, ``json_too_deep``, ``not_finite``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _no_constant(name: str) -> Any:
+    raise JSONRefused("not_finite", f"{name} is not a JSON number: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    import math
+
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONRefused("not_finite", f"the number {text[:40]} is too large to be a finite double")
+    return value
+
+
+def loads_strict(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse an HTTP body as strict JSON: no ``NaN``, ``Infinity``, ``-Infinity`` or numbers
+    that overflow a double (``1e999``), and at most ``max_depth`` nested arrays and objects.
+    Raises :class:`JSONRefused` (a ValueError) saying which."""
+    import json
+
+    try:
+        doc = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise JSONRefused(
+            "json_too_deep", f"the body nests arrays or objects deeper than {max_depth} levels"
+        ) from None
+    except JSONRefused:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JSONRefused("invalid_json", f"the body is not valid JSON: {exc}") from None
+    if json_depth(doc, max_depth) > max_depth:
+        raise JSONRefused("json_too_deep", f"the body nests arrays or objects deeper than {max_depth} levels")
+    return doc
+
+
+def json_depth(doc: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep ``doc``'s arrays and objects nest (a scalar: 0), counted without recursion;
+    stops counting past ``limit`` (returns ``limit + 1``)."""
+    deepest = 0
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return limit + 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest

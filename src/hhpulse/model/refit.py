@@ -59,6 +59,8 @@ FIELDS = ["responsibility", "name", "requirement"]
 # How the published calibrator's prior (the cohort mix it assumes) is set; chosen per task by
 # a backtest on earlier slices (see published_calibrator)
 PRIOR_RULES = {
+    "none": "no calibration: the model's own probabilities, with the class-balanced prior its "
+    "balanced class weights give it",
     "model": "no bias: the temperature alone, so the prior stays the model's own (balanced class "
     "weights: near-uniform)",
     "slices": "biases fitted by log loss on every calibration slice (their pooled mix)",
@@ -173,6 +175,10 @@ def rule_calibrator(
     labels = [str(v) for y, _ in slices for v in y]
     proba = np.vstack([p for _, p in slices])
     info = {"rows": len(labels), "prior_rule": rule}
+    if rule == "none":
+        cal = Calibrator(list(classes), "none", fitted_on=info)
+        cal.priors = {c: float(v) for c, v in zip(classes, proba.mean(axis=0), strict=True)}
+        return cal
     if rule == "model":
         return fit_calibrator(labels, proba, classes, method="temperature", fitted_on=info)
     cal = fit_calibrator(labels, proba, classes, method="bias_temperature", fitted_on=info)
@@ -248,13 +254,23 @@ def published_calibrator(
             "chosen_by": "the smallest max(top-label ECE, largest cohort-mix error) on the later slice",
             "rules": backtest,
         }
-    final = rule_calibrator(rule, pairs, everything, classes)
+    fitted = {r: rule_calibrator(r, pairs, everything, classes) for r in PRIOR_RULES}
+    final = fitted[rule]
     newest = pairs[-1][0]
     report.update(
         method=final.method,
         temperature=final.temperature,
         bias=dict(zip(classes, final.bias, strict=True)),
         prior_rule=rule,
+        # every rule's calibrator fitted on the same slices: what the backtest chose among
+        candidates={
+            r: {
+                "method": c.method,
+                "temperature": c.temperature,
+                "bias": dict(zip(classes, c.bias, strict=True)),
+            }
+            for r, c in fitted.items()
+        },
         priors=final.priors,
         slices={n: {"before": summary(classification_metrics(r["label"], p, classes))} for n, r, p in slices},
         mixes={
@@ -264,10 +280,44 @@ def published_calibrator(
     )
     for n, r, p in slices:
         report["slices"][n]["after"] = summary(classification_metrics(r["label"], final.apply(p), classes))
+    report["weeks"] = weekly_calibration(
+        pd.concat([r for _, r, _ in slices]), np.vstack([final.apply(p) for _, _, p in slices]), classes
+    )
     log.info(
         "%s: published calibrator %s, prior rule %s (backtest %s)", td.task, final.method, rule, backtest
     )
     return final, report
+
+
+def weekly_calibration(rows: pd.DataFrame, proba: np.ndarray, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Top-label ECE and the largest cohort-mix error of ``proba`` (rows follow ``rows``) per week
+    of publication (the Monday, UTC; rows without a date apart, as ``unknown``), oldest first."""
+    when = pd.to_datetime(rows["published_at"], utc=True, errors="coerce") if "published_at" in rows else None
+    weeks = (
+        np.array(["unknown"] * len(rows), dtype=object)
+        if when is None
+        else np.array(
+            [
+                "unknown" if pd.isna(t) else (t - pd.Timedelta(days=t.weekday())).date().isoformat()
+                for t in when
+            ],
+            dtype=object,
+        )
+    )
+    labels = rows["label"].astype(str).to_numpy()
+    out = []
+    for w in sorted(set(weeks), key=lambda x: (x != "unknown", x)):
+        m = weeks == w
+        got = classification_metrics(labels[m].tolist(), proba[m], classes)
+        out.append(
+            {
+                "week": w,
+                "rows": int(m.sum()),
+                "ece": got.get("ece"),
+                "mix_error": (got.get("mix") or {}).get("max_abs_error"),
+            }
+        )
+    return out
 
 
 def _dates(rows: pd.DataFrame, col: str = "published_at") -> list[str | None]:
