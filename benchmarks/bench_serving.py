@@ -12,7 +12,8 @@ market (so the benchmark needs no shared data); the client shares the machine's 
 
 (g) side by side: a no-op ``kserve.Model`` (benchmarks/_noop_server.py) and the predictor with the
     linear winners and with the XGBoost winners, each its own server on this machine, the same
-    client: v1, one text per request, one sequential keep-alive connection, in interleaved rounds
+    client: v1, one instance per request (a text, its title and its structured fields: what the
+    XGBoost winners' dense input reads), one sequential keep-alive connection, in interleaved rounds
     (HHPULSE_BENCH_ROUNDS, default 6, of HHPULSE_BENCH_ROUND_SECONDS, default 5, per server; the
     order rotates each round). It prints each server's median req/s, p50 and p99 over the rounds and
     the ratio of the medians against the no-op model (goal: >= 0.7), with the load average. The
@@ -54,6 +55,19 @@ TEXTS = [
     "Руководство командой. Найм и развитие сотрудников. Администрирование Kubernetes-кластеров",
     "Ведение бухгалтерского и налогового учёта. Подготовка отчётности",
 ]
+# (g)'s requests: each text as a full instance, with a title and structured fields (which the
+# XGBoost winners' dense input reads; the linear winners and the no-op model ignore them)
+INSTANCES = [
+    {"responsibility": TEXTS[0], "name": "Python-разработчик", "experience": "between3And6", "schedule": "remote",
+     "employment": "full", "area": "Москва", "employer": "1740", "professional_roles": ["96"],
+     "has_test": False, "response_letter_required": False},
+    {"responsibility": TEXTS[1], "name": "Курьер", "experience": "noExperience", "schedule": "shift",
+     "employment": "part", "area": "Санкт-Петербург", "employer": "unseen-1", "has_test": False},
+    {"responsibility": TEXTS[2], "name": "Руководитель отдела", "experience": "moreThan6", "area": "Москва",
+     "professional_roles": ["104", "96"], "response_letter_required": True},
+    {"responsibility": TEXTS[3], "name": "Бухгалтер", "experience": "between1And3", "schedule": "fullDay",
+     "employment": "full", "area": "Казань"},
+]  # fmt: skip
 
 
 def _bundle(root: Path) -> Path:
@@ -385,22 +399,24 @@ def _winner_bundles(root: Path) -> tuple[dict[str, Path], str]:
 
 
 def _in_process(bundle_dir: Path) -> tuple[float, float]:
-    """ModelBundle.predict of one instance, ms: repeated texts (cache hits), and unseen ones."""
+    """ModelBundle.predict of one instance (:data:`INSTANCES`), ms: repeated texts (cache hits),
+    and unseen ones."""
     from hhpulse.model.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     for i in range(200):
-        bundle.predict([TEXTS[i % len(TEXTS)]])
+        bundle.predict([INSTANCES[i % len(INSTANCES)]])
     lat = []
     for i in range(2000):
         t = time.perf_counter()
-        bundle.predict([TEXTS[i % len(TEXTS)]])
+        bundle.predict([INSTANCES[i % len(INSTANCES)]])
         lat.append(time.perf_counter() - t)
     fresh = []
     for i in range(1000):  # never seen by the tokenizer's cache: a counter makes each text new
-        text = f"{TEXTS[i % len(TEXTS)]} {i} и {i * 7 % 1000} задача{i}"
+        inst = INSTANCES[i % len(INSTANCES)]
+        inst = {**inst, "responsibility": f"{inst['responsibility']} {i} и {i * 7 % 1000} задача{i}"}
         t = time.perf_counter()
-        bundle.predict([text])
+        bundle.predict([inst])
         fresh.append(time.perf_counter() - t)
     return float(np.median(lat) * 1000), float(np.median(fresh) * 1000)
 
@@ -428,7 +444,7 @@ def side_by_side() -> None:
     rounds = int(os.environ.get("HHPULSE_BENCH_ROUNDS", "6"))
     seconds = float(os.environ.get("HHPULSE_BENCH_ROUND_SECONDS", "5"))
     baseline = os.environ.get("HHPULSE_BENCH_BASELINE_SRC")
-    bodies = [json.dumps({"instances": [t]}, ensure_ascii=False).encode() for t in TEXTS]
+    bodies = [json.dumps({"instances": [t]}, ensure_ascii=False).encode() for t in INSTANCES]
     with tempfile.TemporaryDirectory(prefix="hhpulse-serve-bench-") as tmp:
         bundles, about = _winner_bundles(Path(tmp))
         print(f"(g) side by side; the winners trained on {about}", flush=True)
@@ -467,7 +483,8 @@ def side_by_side() -> None:
                 proc.wait(timeout=30)
     noop_rps = float(np.median([rps for rps, _, _ in runs["no-op kserve.Model"]]))
     print(
-        f"    v1, one text per request, 1 sequential client; median of {rounds} interleaved rounds of {seconds:.0f} s"
+        f"    v1, one instance (text, title, structured fields) per request, 1 sequential client; median of {rounds} "
+        f"interleaved rounds of {seconds:.0f} s"
     )
     noop_p50 = float(np.median([np.percentile(x[1], 50) for x in runs["no-op kserve.Model"]]))
     print(f"    {'server':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  req/s ratio to no-op "

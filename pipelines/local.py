@@ -64,6 +64,9 @@ _START = re.compile(r"Executing task '(?P<task>[^']+)'")
 _END = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 _SKIP = re.compile(r"Skipping (?P<cond>conditional )?task (?P<task>[\w.-]+)")
 _TRACEBACK = "Traceback (most recent call last):"
+# a step that names itself in its output ("hhpulse step: train XGBoost candidate (salary)"): the
+# iterations of a ParallelFor share one display name, and KFP has no per-iteration display name
+_NAMED = re.compile(r"^\s*hhpulse step: (?P<name>.+?)\s*$")
 LOG_NAME = "pipeline.log"
 
 
@@ -578,7 +581,9 @@ class TaskLog(io.TextIOBase):
             ok = m["status"] == "SUCCESS"
             secs = time.monotonic() - self._started if task == self._task else None
             error = None if ok else (error_of(self._lines) or _last_words(self._lines))
-            self._step(Step(task, self._name(task), "ok" if ok else "failed", secs, error))
+            named = [m["name"] for ln in self._lines if (m := _NAMED.match(ln))] if task == self._task else []
+            name = named[-1] if named else self._name(task)
+            self._step(Step(task, name, "ok" if ok else "failed", secs, error))
             self._task, self._lines = None, []
         elif m := _SKIP.search(plain):
             why = "condition false" if m["cond"] else "an earlier step failed"

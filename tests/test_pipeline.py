@@ -369,6 +369,24 @@ def test_step_log_parsing_and_error_of_a_failed_step(tmp_path):
     assert "\x1b" not in text and "Task 'collect-vacancies' finished with status FAILURE" in text
 
 
+def test_a_loop_iteration_names_its_task_in_the_step_list(tmp_path):
+    """The iterations of a ParallelFor share one display name; the training steps print which task
+    they train, and the step list shows it."""
+    from pipelines.local import TaskLog
+
+    seen = []
+    log = TaskLog(
+        tmp_path / "p.log", names={"train-candidate": "train XGBoost candidate"}, on_step=seen.append
+    )
+    for line in ("hhpulse step: train XGBoost candidate (salary)", None):
+        log.write("08:00:00.000 - INFO - Executing task \x1b[96m'train-candidate'\x1b[0m\n")
+        if line:
+            log.write(f"    {line}\n")
+        log.write("08:00:01.000 - INFO - Task 'train-candidate' finished with status SUCCESS\n")
+    log.close()
+    assert [s.name for s in seen] == ["train XGBoost candidate (salary)", "train XGBoost candidate"]
+
+
 def test_closing_lines_name_a_command_that_exists(monkeypatch, tmp_path):
     """Without the virtualenv on the PATH, the printed command is the script's path, which exists."""
     from hhpulse.commands.run import cli_command

@@ -21,7 +21,7 @@ from hhpulse.flows.workflow import (
     served_evidence,
     test_predictions,
 )
-from hhpulse.model.dataset import Dataset, label_lines, label_sources
+from hhpulse.model.dataset import Dataset, instances, label_lines, label_sources
 from hhpulse.model.evaluate import data_profile, drift_report
 from hhpulse.model.features import TextVectorizer
 from hhpulse.model.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -73,7 +73,7 @@ def evaluate_all(
         win = mine[res.winner]
         winners[task] = win
         test = res.candidates[res.winner]["metrics"].get("test", {})
-        proba = win.predict_proba(fs.X["test"])
+        proba = win.predict_proba(fs.X["test"], fs.part_rows("test"))
         curves[task] = {
             "classes": fs.classes,
             "confusion_matrix": test.get("confusion_matrix", []),
@@ -83,8 +83,8 @@ def evaluate_all(
     calibrators, calibration = calibrate_winners(dataset, vec, winners)
     terms_md = ""
     if "salary" in winners:
-        test_rows = dataset.tasks["salary"].part("test")[["responsibility", "name", "requirement"]]
-        terms = top_terms(vec, winners["salary"], calibrators["salary"], test_rows.to_dict("records"))
+        test_rows = instances(dataset.tasks["salary"].part("test"))  # texts and structured fields
+        terms = top_terms(vec, winners["salary"], calibrators["salary"], test_rows)
         terms_md = top_terms_markdown(terms, "salary")
     drift = None
     st = open_store(store, endpoint_url=s3_endpoint or None)

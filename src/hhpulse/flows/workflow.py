@@ -21,7 +21,14 @@ from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitCon
 from hhpulse.data.store import open_store
 from hhpulse.data.validate import ValidationReport
 from hhpulse.model.bundle import ModelBundle, build_bundle, git_commit
-from hhpulse.model.dataset import Dataset, build_dataset, resolved_labels, young_history, young_level
+from hhpulse.model.dataset import (
+    Dataset,
+    build_dataset,
+    instances,
+    resolved_labels,
+    young_history,
+    young_level,
+)
 from hhpulse.model.evaluate import classification_metrics, data_profile, score
 from hhpulse.model.gate import (
     LIVE_MIN_ROWS,
@@ -421,7 +428,7 @@ def test_predictions(
         rows = td.frame if part is None else td.part(part)
         if rows.empty:
             continue
-        proba = bundle.predict_proba(rows[["responsibility", "name", "requirement"]].to_dict("records"))[task]
+        proba = bundle.predict_proba(instances(rows))[task]
         classes = bundle.cohorts[task]
         labels = rows["label"].astype(str).tolist()
         if set(labels) - set(classes):

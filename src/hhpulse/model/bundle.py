@@ -7,7 +7,8 @@ Layout (see docs/ARCHITECTURE.md)::
     cohorts.json       {"salary": [...], "demand": [...]}
     label_config.json  label thresholds, tax factor, currency rates
     vectorizer/        vectorizer.json + idf.npz
-    salary/, demand/   model.ubj (XGBoost) or linear.npz, plus model.json and
+    salary/, demand/   model.ubj (XGBoost) with dense.json + dense.npz (its dense input, see
+                       hhpulse.model.features.DenseInput), or linear.npz; plus model.json and
                        calibration.json (the calibrator, see hhpulse.model.calibration)
     metrics.json       every candidate's validation and test metrics, and the winners
     profile.json       a small data profile for drift checks against later data
@@ -41,7 +42,7 @@ from hhpulse.model.dataset import label_lines
 from hhpulse.model.evaluate import dominant_prediction
 from hhpulse.model.explain import explain
 from hhpulse.model.features import TermStats, TextVectorizer
-from hhpulse.model.inputs import to_instance
+from hhpulse.model.inputs import STRUCTURED_NAMES, to_instance
 from hhpulse.model.report import served_counts
 from hhpulse.model.train import TrainedCandidate, load_candidate
 
@@ -204,7 +205,11 @@ def build_bundle(
         info = {
             "format": FORMAT,
             "version": version,
-            "inputs": {"required": ["responsibility"], "optional": ["name", "requirement"]},
+            "inputs": {
+                "required": ["responsibility"],
+                "optional": ["name", "requirement"],
+                "structured": list(STRUCTURED_NAMES),
+            },
             "tasks": {t: {"winner": models[t].config.name, "kind": models[t].config.kind} for t in TASKS},
             "hhpulse_version": __version__,
         }
@@ -513,7 +518,7 @@ class ModelBundle:
         if not rows:
             return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
         X = self.vectorizer.transform(rows, stats=stats)
-        raw = {t: self.models[t].predict_proba(X) for t in TASKS}
+        raw = {t: self.models[t].predict_proba(X, rows) for t in TASKS}
         return {t: self.calibrators[t].apply(p) for t, p in raw.items()} if calibrated else raw
 
     def explain(self, instances: Sequence[Any], top: int = 10) -> list[dict[str, Any]]:

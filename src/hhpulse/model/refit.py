@@ -46,11 +46,11 @@ import scipy.sparse as sp
 
 from hhpulse.config import TASKS, CandidateConfig, FeatureConfig
 from hhpulse.model.calibration import Calibrator, fit_calibrator, softmax, summary
-from hhpulse.model.dataset import Dataset, TaskData
+from hhpulse.model.dataset import Dataset, TaskData, instance_frame, time_order
 from hhpulse.model.evaluate import classification_metrics, data_profile
 from hhpulse.model.features import TextVectorizer
 from hhpulse.model.report import REPORT_NAME
-from hhpulse.model.train import TrainedCandidate, fit_candidate, only_responsibility
+from hhpulse.model.train import TrainedCandidate, dense_input, fit_candidate, only_responsibility
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,24 @@ def fit_rows(
     rounds: int | None,
     device: str = "auto",
 ) -> TrainedCandidate:
-    """Fit ``config`` on ``rows`` as they are (no held-out rows; XGBoost trains ``rounds``)."""
+    """Fit ``config`` on ``rows`` as they are (no held-out rows; XGBoost trains ``rounds``, on
+    its dense input built from these rows, as :func:`hhpulse.model.train.fit_on` builds it)."""
+    if config.kind == "xgboost" and dense_input(config):
+        copies = config.field_dropout and fcfg.field_dropout and len(fcfg.fields) > 1
+        return fit_candidate(
+            config,
+            vec.transform(rows),
+            rows["label"].tolist(),
+            None,
+            None,
+            classes,
+            device=device,
+            rounds=rounds,
+            rows=instance_frame(rows).assign(_order=time_order(rows)),
+            layout=vec.layout(),
+            X_alone=vec.transform(only_responsibility(rows)) if copies else None,
+            copies=copies,
+        )
     X, y = _matrix(vec, rows, config, fcfg)
     return fit_candidate(config, X, y, None, None, classes, device=device, rounds=rounds)
 
@@ -203,7 +220,8 @@ def published_calibrator(
         if rows.empty or before["label"].nunique() < 2:
             continue
         model = fit_rows(config, vec, before, classes, fcfg, rounds=rounds, device=device)
-        slices.append((name, rows, model.predict_proba(vec.transform(rows[FIELDS].to_dict("records")))))
+        X = vec.transform(rows[FIELDS].to_dict("records"))
+        slices.append((name, rows, model.predict_proba(X, instance_frame(rows))))
     report: dict[str, Any] = {
         "fitted_on": "time-ordered out-of-fold predictions: "
         + ", ".join(f"{n} ({len(r)} rows) by a fit on every older row" for n, r, _ in slices),
