@@ -19,6 +19,11 @@ Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, 
 (f) the dev time split: every salary candidate's validation and test AUC with all fields
     and with responsibility alone, the winner before and after, against TF-IDF + LR (balanced) on
     responsibility alone. Goal: the winner's responsibility-only AUC >= the baseline's + 0.01.
+(g) XGBoost against the baseline logistic regression (hhpulse's TF-IDF + LR baseline candidate)
+    on the same rows: the salary test AUC of each candidate's held-out fit on the dev time split,
+    and on the newest 15% by published_at for the candidates trained on the older 85% (the run of
+    (e)); with the XGBoost candidate's training time and its dense input's width. Goal: the
+    XGBoost candidate's AUC >= the baseline's on both.
 """
 
 from __future__ import annotations
@@ -108,7 +113,9 @@ def prior_shift(td, vec, model, cal):
 
     fields = ["responsibility", "name", "requirement"]
     test, val = td.part("test"), td.part("val")
-    p = cal.apply(model.predict_proba(vec.transform(test[fields].to_dict("records"))))
+    from hhpulse.model.dataset import instance_frame
+
+    p = cal.apply(model.predict_proba(vec.transform(test[fields].to_dict("records")), instance_frame(test)))
     true = np.array([(test["label"] == c).mean() for c in td.classes])
     err = lambda q: float(np.abs(q.mean(axis=0) - true).max())  # noqa: E731
     val_mix = {c: float((val["label"] == c).mean()) for c in td.classes}
@@ -263,14 +270,16 @@ def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):
 
 
 def bundle_metrics(bundle_dir, rows, classes):
-    """The published bundle's salary metrics on ``rows``: all fields, and responsibility alone."""
+    """The published bundle's salary metrics on ``rows``: all fields (the texts and the structured
+    fields the rows carry), and responsibility alone."""
     from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.dataset import instances
     from hhpulse.model.evaluate import classification_metrics
 
     b = load_bundle(bundle_dir)
+    every = instances(rows)
     out = {}
-    for name, fields in (("all", FIELDS), ("resp", ["responsibility"])):
-        inst = [{f: r.get(f) if f in fields else None for f in FIELDS} for r in rows.to_dict("records")]
+    for name, inst in (("all", every), ("resp", [{"responsibility": r["responsibility"]} for r in every])):
         out[name] = classification_metrics(rows["label"], b.predict_proba(inst)["salary"], classes)
     return out
 
@@ -286,6 +295,22 @@ def _before_after(run, tmp):
     )
     after = bundle_from_candidates(run, f"{tmp}/after", device="cpu")
     return before, after
+
+
+def rules_in_time(bundle_dir, rows, classes, calibration):
+    """Every prior rule's calibrator of the published fit (fitted on the same out-of-fold slices)
+    applied to the outer newest rows: what the backtest inside the window chose among, in time."""
+    from hhpulse.model.bundle import load_bundle
+    from hhpulse.model.calibration import Calibrator
+    from hhpulse.model.evaluate import classification_metrics
+
+    raw = load_bundle(bundle_dir).predict_proba(rows[FIELDS].to_dict("records"), calibrated=False)["salary"]
+    out = {}
+    for rule, c in (calibration.get("candidates") or {}).items():
+        cal = Calibrator(list(classes), c["method"], c["temperature"], [c["bias"][k] for k in classes])
+        m = classification_metrics(rows["label"], cal.apply(raw), classes)
+        out[rule] = {"auc": m["roc_auc_ovo"], "ece": m["ece"], "mix_error": m["mix"]["max_abs_error"]}
+    return out
 
 
 def window_protocol(hist, rates, ds):
@@ -309,9 +334,30 @@ def window_protocol(hist, rates, ds):
         metrics = json.loads((rep.bundle_dir / "metrics.json").read_text(encoding="utf-8"))
         out["fits"] = metrics["fits"]["salary"]
         out["calibration"] = metrics["published_calibration"]["salary"]
+        out["rules_in_time"] = rules_in_time(rep.bundle_dir, test, classes, out["calibration"])
     out["baseline"] = tfidf_lr_balanced(train, test, classes, FIELDS)
     out["baseline"]["resp"] = tfidf_lr_balanced(train, test, classes, FIELDS, ["responsibility"])
+    out["candidates"] = candidates_on(run, test)
     return out
+
+
+def candidates_on(run, rows):
+    """Each salary candidate's held-out fit scored on ``rows`` (all fields): {name: (kind, AUC, info)}."""
+    from hhpulse.model.dataset import instance_frame
+    from hhpulse.model.evaluate import classification_metrics
+
+    classes = run.dataset.tasks["salary"].classes
+    X = run.vectorizer.transform(rows[FIELDS].to_dict("records"))
+    return {
+        name: (
+            m.config.kind,
+            classification_metrics(rows["label"], m.predict_proba(X, instance_frame(rows)), classes)[
+                "roc_auc_ovo"
+            ],
+            m.info,
+        )
+        for name, m in run.trained["salary"].items()
+    }
 
 
 def dev_protocol(hist, rates, ds):
@@ -342,6 +388,11 @@ def dev_protocol(hist, rates, ds):
         "baseline_resp_fit": tfidf_lr_balanced(tr, te, td.classes, ["responsibility"])["roc_auc_ovo"],
         "baseline_all_fit": tfidf_lr_balanced(tr, te, td.classes, FIELDS, ["responsibility"])["roc_auc_ovo"],
         "baseline_all": tfidf_lr_balanced(tr, te, td.classes, FIELDS)["roc_auc_ovo"],
+        "trained": {
+            n: (c["kind"], (c["metrics"].get("test") or {}).get("roc_auc_ovo"), c["info"])
+            for n, c in res.candidates.items()
+        },
+        "baseline": res.baseline,
     }
 
 
@@ -381,6 +432,14 @@ def print_window(w) -> None:
     )
     for rule, m in (c.get("backtest") or {}).get("rules", {}).items():
         print(f"    {rule:<7} ECE {m['ece']:.3f}  mix err {m['mix_error']:.3f}  log loss {m['log_loss']:.3f}")
+    print("  each rule's calibrator (fitted on both slices) on the newest 15%, in time:")
+    for rule, m in (w.get("rules_in_time") or {}).items():
+        mark = " <- chosen" if rule == c["prior_rule"] else ""
+        print(f"    {rule:<7} AUC {m['auc']:.3f}  ECE {m['ece']:.3f}  mix err {m['mix_error']:.3f}{mark}")
+    for wk in c.get("weeks") or []:
+        print(
+            f"    week of {wk['week']}: {wk['rows']} out-of-fold rows, ECE {wk['ece']:.3f}, mix err {wk['mix_error']:.3f}"
+        )
     a, b = w["after"]["all"], w["baseline"]
     checks = [
         (
@@ -425,5 +484,28 @@ def print_dev(d) -> None:
 
 def published_fit(hist, rates, ds) -> None:
     """Both protocols of the published fit, with the before and after figures of this run."""
-    print_window(window_protocol(hist, rates, ds))
-    print_dev(dev_protocol(hist, rates, ds))
+    w = window_protocol(hist, rates, ds)
+    print_window(w)
+    d = dev_protocol(hist, rates, ds)
+    print_dev(d)
+    print_xgboost(d, w)
+
+
+def print_xgboost(d, w) -> None:
+    """(g): the XGBoost salary candidate against the baseline LR on the same rows, both protocols."""
+    print("\n(g) salary test ROC AUC (OvO) on the same rows: XGBoost candidate against the baseline LR")
+    print(f"{'protocol':<46} {'candidate':<22} {'kind':<8} {'AUC':>7} {'train s':>8} {'inputs':>7}")
+    for label, cands in (
+        ("dev time split (70/15/15), its test rows", d["trained"]),
+        (f"newest 15% ({w['rows']['test']} rows), trained on 85%", w["candidates"]),
+    ):
+        for name, (kind, auc, info) in sorted(cands.items()):
+            print(
+                f"{label:<46} {name:<22} {kind:<8} {auc:7.3f} {info.get('train_seconds', 0):8.1f} "
+                f"{info.get('features', ''):>7}"
+            )
+        base = next(a for n, (_, a, _) in cands.items() if n.endswith("-baseline"))
+        for name, (kind, auc, _) in cands.items():
+            if kind == "xgboost":
+                ok = auc >= base
+                print(f"  goal: {name} {auc:.3f} >= baseline LR {base:.3f}: {'MET' if ok else 'MISSED'}")

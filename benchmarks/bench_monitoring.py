@@ -120,6 +120,7 @@ def _core_ceiling(exchanges: list[tuple[bytes, bytes]], seconds: float, root: Pa
     sink = make_sink(
         LocalStore(root / "core-store"), batch_records=5000, batch_bytes=4 << 20, batch_seconds=60
     )
+    assert sink.try_store()  # the first write (a heartbeat) makes it ready, as its server's timer does
     now = datetime.now(timezone.utc)
     heads = {
         kind: {k.lower(): v for k, v in agent_headers("x", kind, time=now).items()}

@@ -8,10 +8,19 @@
     kfp.local's subprocesses, executor inputs and artifact copies.
 
 Prints each step's seconds and share of (a), and (a)/(b) per step and in total.
+
+``make bench BENCH="pipeline --compare"`` measures instead what the XGBoost candidates cost:
+(c) the whole pipeline's work (the component functions called directly, each run in a fresh
+process and a fresh store, the gate, refit, publish and deploy included) with the default
+candidates and with the logistic-regression candidates alone, in interleaved rounds (A B B A
+...), and the ratio of their medians; ``--local`` adds (d), the same pair through kfp.local
+(``make run SOURCE=file:...`` in a fresh store), also interleaved. ``--rounds N`` (default 2)
+rounds of each.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -20,6 +29,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks._common import measured, real_data_or_skip
 
@@ -62,14 +73,14 @@ class _StepClock(logging.Filter):
 LOCAL_NAMES = {"train-candidate": "train (xgboost loop)", "train-candidate-2": "train (linear loop)"}
 
 
-def _kfp_local(dump: Path, root: Path) -> tuple[float, dict[str, tuple[float, float, int]]]:
+def _kfp_local(dump: Path, root: Path, **params: Any) -> tuple[float, dict[str, tuple[float, float, int]]]:
     from pipelines.local import run_local
 
     clock = _StepClock()
     logging.getLogger().addFilter(clock)
     try:
         start = time.perf_counter()
-        run_local(str(root / "store"), pipeline_root=str(root / "kfp-local"), source=f"file:{dump}")
+        run_local(str(root / "store"), pipeline_root=str(root / "kfp-local"), source=f"file:{dump}", **params)
         total = time.perf_counter() - start
     finally:
         logging.getLogger().removeFilter(clock)
@@ -82,20 +93,24 @@ def _artifact(cls: Any, path: Path) -> Any:
     return art
 
 
-def _direct(dump: Path, root: Path) -> dict[str, float]:
-    """Every component function in pipeline order, in this process; seconds per step."""
+def _direct(dump: Path, root: Path, candidates: list[dict[str, Any]] | None = None) -> dict[str, float]:
+    """Every component function in pipeline order, in this process; seconds per step
+    (``candidates``: the candidate dicts to train, default the packaged ones)."""
     from components.build_dataset import build_dataset
     from components.collect_vacancies import collect_vacancies
     from components.deploy_model import deploy_model
     from components.evaluate_candidates import evaluate_candidates
     from components.featurize import featurize
     from components.publish_model import publish_model
+    from components.refit_winners import refit_winners
     from components.select_winner import select_winner
     from components.train_baseline import train_baseline
     from components.train_candidate import train_candidate
     from components.validate_vacancies import validate_vacancies
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
     from pipelines.hhpulse_pipeline import LINEAR_CANDIDATES, XGB_CANDIDATES
+
+    cands = XGB_CANDIDATES + LINEAR_CANDIDATES if candidates is None else candidates
 
     store, art = str(root / "store"), root / "artifacts"
     art.mkdir(parents=True)
@@ -133,7 +148,7 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
     feats = _artifact(Dataset, art / "features")
     step("featurize", featurize, dataset=ds, features=feats)
     xgb, lin = [], []
-    for i, cand in enumerate(XGB_CANDIDATES + LINEAR_CANDIDATES):
+    for i, cand in enumerate(cands):
         model = _artifact(Model, art / f"model-{i}")
         device = "auto" if cand["kind"] == "xgboost" else "cpu"
         loop = "train (xgboost loop)" if cand["kind"] == "xgboost" else "train (linear loop)"
@@ -145,6 +160,7 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
         step("train-baseline", train_baseline, features=feats, task=task, model=model)
         base.append(model)
     results = _artifact(Artifact, art / "results" / "results.json")
+    report = _artifact(HTML, art / "report.html")
     step(
         "evaluate-candidates",
         evaluate_candidates,
@@ -158,7 +174,7 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
         metrics=_artifact(Metrics, art / "metrics.json"),
         salary_metrics=_artifact(ClassificationMetrics, art / "salary.json"),
         demand_metrics=_artifact(ClassificationMetrics, art / "demand.json"),
-        report=_artifact(HTML, art / "report.html"),
+        report=report,
         results=results,
         top_terms=_artifact(Markdown, art / "top_terms.md"),
     )
@@ -170,6 +186,7 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
         dataset=ds,
         features=feats,
         results=results,
+        report=report,
         xgb_models=xgb,
         linear_models=lin,
         baseline_models=base,
@@ -178,12 +195,16 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
         bundle=bundle,
     )
     if wins:
-        uri = step("publish-model", publish_model, **common, bundle=bundle)
+        refit = _artifact(Model, art / "refit")
+        step(
+            "refit-winners", refit_winners, **common, dataset=ds, heldout=bundle, device="auto", bundle=refit
+        )
+        uri = step("publish-model", publish_model, **common, bundle=refit)
         step(
             "deploy-model",
             deploy_model,
             **common,
-            bundle=bundle,
+            bundle=refit,
             model_uri=uri,
             mode="render",
             namespace="hhpulse",
@@ -193,13 +214,95 @@ def _direct(dump: Path, root: Path) -> dict[str, float]:
             canary_traffic_percent=0,
             timeout_seconds=60,
         )
+    steps["winners"] = json.loads((Path(bundle.path) / "bundle.json").read_text())["tasks"]  # type: ignore[assignment]
     return dict(steps)
 
 
-def main() -> None:
+def _seconds(steps: dict[str, Any]) -> float:
+    return sum(v for k, v in steps.items() if k != "winners")
+
+
+def compare(dump: Path, rounds: int, local: bool) -> None:
+    """(c), and with ``local`` (d): the default candidates against the linear ones alone."""
+    from pipelines.hhpulse_pipeline import LINEAR_CANDIDATES
+
+    configs: dict[str, list[dict[str, Any]] | None] = {"default": None, "linear only": LINEAR_CANDIDATES}
+    names = list(configs)
+    order = [names[(r + i) % 2] for r in range(rounds) for i in (0, 1)]  # A B B A ...
+    print(
+        f"(c) the pipeline's work, direct calls, fresh process and store per run; rounds: {' '.join(order)}",
+        flush=True,
+    )
+    runs: dict[str, list[tuple[float, dict[str, Any]]]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="hhpulse-bench-compare-") as tmp:
+        for i, name in enumerate(order):
+            steps, secs, _, _ = measured(
+                lambda name=name, i=i: _direct(dump, Path(tmp) / f"{i}", configs[name])
+            )
+            if steps is None:
+                raise RuntimeError(f"the {name} run failed")
+            runs[name].append((secs, steps))
+            wins = ", ".join(f"{t} {w['winner']}" for t, w in steps["winners"].items())
+            print(f"    round {i + 1}: {name:<12} {secs:7.1f}s  (winners: {wins})", flush=True)
+    med = {n: float(np.median([s for s, _ in runs[n]])) for n in names}
+    steps_all = sorted({k for n in names for _, st in runs[n] for k in st if k != "winners"})
+    print(f"\n    {'step (median s)':<28}" + "".join(f"{n:>14}" for n in names))
+    for k in steps_all:
+        print(
+            f"    {k:<28}"
+            + "".join(f"{np.median([st.get(k, 0.0) for _, st in runs[n]]):14.1f}" for n in names)
+        )
+    print(f"    {'whole run':<28}" + "".join(f"{med[n]:14.1f}" for n in names))
+    ratio = med["default"] / med["linear only"]
+    print(
+        f"    default / linear only = {ratio:.2f}x (goal <= 1.5x); load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    if not local:
+        return
+    print(
+        f"\n(d) kfp.local (make run SOURCE=file:...), fresh store per run; rounds: {' '.join(order)}",
+        flush=True,
+    )
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="hhpulse-bench-compare-local-") as tmp:
+        for i, name in enumerate(order):
+            params = (
+                {} if configs[name] is None else {"xgb_candidates": [], "linear_candidates": configs[name]}
+            )
+            total, steps = _kfp_local(dump, Path(tmp) / f"{i}", **params)
+            walls[name].append(total)
+            slow = ", ".join(
+                f"{k} {b:.0f}s" for k, (_, b, _) in sorted(steps.items(), key=lambda kv: -kv[1][1])[:3]
+            )
+            print(f"    round {i + 1}: {name:<12} {total:7.1f}s  (slowest: {slow})", flush=True)
+    lmed = {n: float(np.median(walls[n])) for n in names}
+    print(
+        f"    median: default {lmed['default']:.1f}s, linear only {lmed['linear only']:.1f}s -> "
+        f"{lmed['default'] / lmed['linear only']:.2f}x (goal <= 1.5x); load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bench_pipeline")
+    parser.add_argument("--compare", action="store_true", help="(c): default candidates against linear only")
+    parser.add_argument(
+        "--local", action="store_true", help="with --compare, (d): the same through kfp.local"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each, interleaved [%(default)s]")
+    args = parser.parse_args(argv or [])
     dump = real_data_or_skip()
     if dump is None:
         return
+    if args.compare:
+        compare(dump, args.rounds, args.local)
+        return
+    _whole(dump)
+
+
+def _whole(dump: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="hhpulse-bench-pipeline-") as tmp:
         os.environ.setdefault("TMPDIR", tmp)
         print(f"(a) kfp.local, whole pipeline on {dump.name} (default candidates, CPU) ...", flush=True)

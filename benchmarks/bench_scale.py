@@ -21,12 +21,20 @@ that step's alone, as a pod's would be:
 Goals, as ratios measured in the same run: the last 10 runs' collect-and-fold time and peak
 RSS <= 1.2x those of runs 20-30 (medians); collect-and-fold peak RSS <= 1 GB at 65k items a
 run; dataset and training flat once the window is full (last checkpoint <= 1.2x the first
-checkpoint past the window). Also the store's size on disk.
+checkpoint past the window). Also the store's size on disk, and (``--verify``) that
+``hhpulse history --verify`` finds the folded history equal to a rebuild at the end.
+
+Before and after, side by side: ``--before REF`` (default :data:`BEFORE_REF`, the last
+version whose history was the hand-written layout with ``history/state.json``; ``none`` to
+skip) also runs, after each run's validate step, that version's validate step in a process
+of its own (``benchmarks/_before_fold.py``, with ``REF``'s ``src/`` taken from git), folding
+the same raw run into a history of its own. Both get the goals above, from the same runs.
 
 Options (``make bench BENCH="scale --days 365 --json /tmp/scale.json"`` or
 ``python -m benchmarks.bench_scale --help``): ``--days`` (default 120; 365 for the year),
 ``--demo-size``, ``--window-days``, ``--dataset-every``, ``--train-every``, ``--candidates``,
 ``--history fold|rebuild`` (rebuild: the whole history from every raw run, as before the fold),
+``--before REF|none``, ``--verify``,
 ``--rss-limit-gb`` (a step above it is killed, as a pod over its memory limit), ``--store``,
 ``--json``. Environment: ``BENCH_SCALE_DAYS`` sets the default of ``--days``.
 """
@@ -55,6 +63,10 @@ GOAL_RATIO = 1.2
 GOAL_FOLD_RSS = 2**30  # 1 GB at 65k items a run
 BASELINE_RUNS = (20, 30)  # runs 20..30 (1-based), the baseline of the flatness goals
 LAST_RUNS = 10
+# the last commit whose history was the hand-written table format (history/state.json, open,
+# settled and index files): what `--before` compares the Delta table with
+BEFORE_REF = "70279f4"
+REPO = Path(__file__).resolve().parents[1]
 
 
 # -- the steps: each runs in its own spawned process -------------------------------------------
@@ -177,7 +189,17 @@ def step_train(features_dir: str, candidate: dict[str, Any], model_dir: str) -> 
     return {"name": cfg.name}
 
 
+def step_verify(root: str) -> dict[str, Any]:
+    """``hhpulse history --verify``: the folded history against a rebuild from every raw run."""
+    from hhpulse.data.history_store import verify
+    from hhpulse.data.store import LocalStore
+
+    res = verify(LocalStore(root))
+    return {"ok": res.ok, "message": res.message(), "rows": res.stored_rows, "runs": res.runs}
+
+
 _STEPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "verify": step_verify,
     "collect": step_collect,
     "validate_fold": step_validate_fold,
     "dataset": step_dataset,
@@ -250,6 +272,59 @@ def run_step(step: str, kwargs: dict[str, Any], rss_limit: int, *, fork: bool = 
         result["seconds"] = time.perf_counter() - start
     result["wall_s"] = time.perf_counter() - start  # with the interpreter's start and imports
     return result
+
+
+# -- the version before, side by side -----------------------------------------------------------
+def extract_before(ref: str, into: Path) -> Path:
+    """``ref``'s ``src/`` from git, in ``into``; the folder to put on PYTHONPATH. A folder that
+    holds an ``hhpulse`` package is taken as it is."""
+    import subprocess
+
+    if (Path(ref) / "hhpulse" / "__init__.py").is_file():
+        return Path(ref)
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"bench_scale: --before {ref}: not a commit of {REPO} ({commit.stderr.strip()})")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit.stdout.strip(), "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
+def step_before(src: Path, root: Path, run_id: str, history_root: Path, timeout_s: float) -> dict[str, Any]:
+    """The earlier version's validate step (validate, then fold into its own history), in a process
+    of its own; its seconds and peak RSS, or the error."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    start = time.perf_counter()
+    try:
+        p = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("_before_fold.py")),
+                str(root),
+                run_id,
+                str(history_root),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s", "wall_s": time.perf_counter() - start}
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {p.returncode}: {tail}", "wall_s": time.perf_counter() - start}
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["wall_s"] = time.perf_counter() - start
+    return out
 
 
 # -- the schedule --------------------------------------------------------------------------------
@@ -369,14 +444,23 @@ def _median(xs: Sequence[float]) -> float | None:
 
 
 def goals(runs: list[dict[str, Any]], window_days: int) -> dict[str, Any]:
-    """The issue's goals, as ratios within this run."""
-    ok = [r for r in runs if "fold_rss" in r]
+    """The issue's goals, as ratios within this run (and, under "before", the same goals of the
+    earlier version's fold of the same runs, when it ran)."""
+    out = _fold_goals(runs, "")
+    if any("before_fold_rss" in r for r in runs):
+        out["before"] = _fold_goals(runs, "before_")
+    return {**out, **_step_goals(runs, window_days)}
+
+
+def _fold_goals(runs: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    ok = [r for r in runs if f"{prefix}fold_rss" in r]
     lo, hi = BASELINE_RUNS
     base = [r for r in ok if lo <= r["run"] <= hi]
     last = ok[-LAST_RUNS:] if len(ok) > hi + LAST_RUNS - 1 else []
     out: dict[str, Any] = {}
     for key, label in (("fold_seconds", "collect-and-fold time"), ("fold_rss", "collect-and-fold peak RSS")):
-        b, la = _median([r[key] for r in base]), _median([r[key] for r in last])
+        b = _median([r[prefix + key] for r in base])
+        la = _median([r[prefix + key] for r in last])
         ratio = la / b if (b and la is not None) else None
         out[key] = {
             "what": f"median of the last {LAST_RUNS} runs / median of runs {lo}-{hi}: {label}",
@@ -387,15 +471,20 @@ def goals(runs: list[dict[str, Any]], window_days: int) -> dict[str, Any]:
             "met": None if ratio is None else ratio <= GOAL_RATIO,
             "note": None if ratio is not None else f"needs at least {hi + LAST_RUNS} runs",
         }
-    worst = max(ok, key=lambda r: r["fold_rss"], default=None)
+    worst = max(ok, key=lambda r: r[f"{prefix}fold_rss"], default=None)
     out["fold_rss_1gb"] = {
         "what": "collect-and-fold peak RSS (the larger of the collect and validate+fold processes, "
         "without the synthetic market) <= 1 GB",
-        "max": worst["fold_rss"] if worst else None,
+        "max": worst[f"{prefix}fold_rss"] if worst else None,
         "at_run": worst["run"] if worst else None,
         "items": worst["items"] if worst else None,
-        "met": None if worst is None else worst["fold_rss"] <= GOAL_FOLD_RSS,
+        "met": None if worst is None else worst[f"{prefix}fold_rss"] <= GOAL_FOLD_RSS,
     }
+    return out
+
+
+def _step_goals(runs: list[dict[str, Any]], window_days: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for step in ("dataset", "featurize", "train"):
         full = [r for r in runs if r.get(step) and not r[step].get("error") and r["days"] > window_days]
         entry: dict[str, Any] = {
@@ -437,20 +526,24 @@ def _verdict(met: bool | None) -> str:
 
 def _print_goals(g: dict[str, Any]) -> None:
     print("\ngoals (ratios within this run):")
-    for key in ("fold_seconds", "fold_rss"):
-        e = g[key]
-        if e["ratio"] is None:
-            print(f"  {e['what']}: n/a ({e['note']})")
-        else:
-            fmt = (lambda v: f"{v:.2f} s") if key == "fold_seconds" else _mb
-            print(
-                f"  {e['what']}: {fmt(e['last'])} / {fmt(e['baseline'])} = {e['ratio']:.2f}x "
-                f"(goal <= {GOAL_RATIO}x: {_verdict(e['met'])})"
-            )
-    e = g["fold_rss_1gb"]
-    print(
-        f"  {e['what']}: max {_mb(e['max'])} at run {e['at_run']} ({e['items']} items): {_verdict(e['met'])}"
-    )
+    for name, fg in (("", g), ("before: ", g.get("before"))):
+        if fg is None:
+            continue
+        for key in ("fold_seconds", "fold_rss"):
+            e = fg[key]
+            if e["ratio"] is None:
+                print(f"  {name}{e['what']}: n/a ({e['note']})")
+            else:
+                fmt = (lambda v: f"{v:.2f} s") if key == "fold_seconds" else _mb
+                print(
+                    f"  {name}{e['what']}: {fmt(e['last'])} / {fmt(e['baseline'])} = {e['ratio']:.2f}x "
+                    f"(goal <= {GOAL_RATIO}x: {_verdict(e['met'])})"
+                )
+        e = fg["fold_rss_1gb"]
+        print(
+            f"  {name}{e['what']}: max {_mb(e['max'])} at run {e['at_run']} ({e['items']} items): "
+            f"{_verdict(e['met'])}"
+        )
     for step in ("dataset", "featurize", "train"):
         e = g[step]
         if e["met"] is None:
@@ -509,6 +602,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=("auto", "fold", "rebuild"),
         default="auto",
         help="fold each run (fold_run/read_history), or rebuild all history (before the fold) [auto: fold if available]",
+    )
+    p.add_argument(
+        "--before",
+        default=BEFORE_REF,
+        metavar="REF",
+        help="also fold each run with the hhpulse of this git commit (or a src/ folder), side by side "
+        "(its own history; none: skip) [%(default)s: the hand-written layout before the Delta table]",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="at the end, check the folded history against a rebuild from every raw run (history --verify)",
     )
     p.add_argument(
         "--rss-limit-gb",
@@ -570,6 +675,7 @@ def main(argv: Sequence[str] = ()) -> None:
         "train_every": args.train_every,
         "candidates": [c["name"] for c in candidates],
         "rss_limit_gb": args.rss_limit_gb,
+        "before": None if args.before in ("", "none") else args.before,
         "store": str(root),
         "cores": os.cpu_count(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -599,6 +705,15 @@ def main(argv: Sequence[str] = ()) -> None:
         _write_json(args.json, doc)
         shutil.rmtree(work, ignore_errors=True)
         return
+    before_src = None
+    before_root = work / "before-history"
+    if settings["before"] and not args.checkpoint_only:
+        before_src = extract_before(settings["before"], work)
+        print(
+            f"before: each run is also validated and folded by hhpulse at {settings['before']} "
+            f"(its hand-written layout), into {before_root}",
+            flush=True,
+        )
     bare = _rss_now()
     try:
         for n in range(1, args.days + 1):
@@ -636,6 +751,18 @@ def main(argv: Sequence[str] = ()) -> None:
                 f"peak collect {_mb(row['collect_rss'])}, validate+fold {_mb(vf['peak_rss'])} "
                 f"| +market {market_s + o['snapshot_s']:.1f}s {_mb(market_rss)}"
             )
+            if before_src is not None:
+                b = step_before(before_src, root, o["run_id"], before_root, 3600)
+                row["before"] = b
+                if b.get("error"):
+                    line += f" | before: FAILED ({b['error']})"
+                else:
+                    row["before_fold_seconds"] = o["collect_s"] + b["validate_s"] + b["fold_s"]
+                    row["before_fold_rss"] = max(row["collect_rss"], b["peak_rss"])
+                    line += (
+                        f" | before: collect+fold {row['before_fold_seconds']:6.1f}s (validate "
+                        f"{b['validate_s']:.1f}, fold {b['fold_s']:.1f}) peak validate+fold {_mb(b['peak_rss'])}"
+                    )
             if _checkpoint(n, args.days, args.dataset_every) or _checkpoint(n, args.days, args.train_every):
                 train = _checkpoint(n, args.days, args.train_every)
                 line += checkpoint_steps(
@@ -659,6 +786,17 @@ def main(argv: Sequence[str] = ()) -> None:
             + ", ".join(f"{k} {_mb(v)}" for k, v in sorted(sizes.items()) if k != "total")
             + ")"
         )
+        if before_src is not None:
+            print(f"before: its history on disk: {_mb(store_size(before_root)['total'])}")
+            doc["before_history_bytes"] = store_size(before_root)["total"]
+        if args.verify and doc["runs"]:
+            v = run_step("verify", {"root": str(root)}, limit)
+            doc["verify"] = v
+            print(
+                f"history --verify: {v['out']['message'] if v.get('out') else 'FAILED: ' + str(v.get('error'))} "
+                f"({v['seconds']:.0f} s, peak {_mb(v['peak_rss'])})",
+                flush=True,
+            )
         doc["goals"] = goals(doc["runs"], args.window_days)
         _print_goals(doc["goals"])
         doc["settings"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

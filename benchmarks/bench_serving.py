@@ -12,7 +12,8 @@ market (so the benchmark needs no shared data); the client shares the machine's 
 
 (g) side by side: a no-op ``kserve.Model`` (benchmarks/_noop_server.py) and the predictor with the
     linear winners and with the XGBoost winners, each its own server on this machine, the same
-    client: v1, one text per request, one sequential keep-alive connection, in interleaved rounds
+    client: v1, one instance per request (a text, its title and its structured fields: what the
+    XGBoost winners' dense input reads), one sequential keep-alive connection, in interleaved rounds
     (HHPULSE_BENCH_ROUNDS, default 6, of HHPULSE_BENCH_ROUND_SECONDS, default 5, per server; the
     order rotates each round). It prints each server's median req/s, p50 and p99 over the rounds and
     the ratio of the medians against the no-op model (goal: >= 0.7), with the load average. The
@@ -22,6 +23,13 @@ market (so the benchmark needs no shared data); the client shares the machine's 
     that version's predictor serves the same bundles in the same rounds (before/after in one run).
     In process, per winner kind: ModelBundle.predict of one instance, repeated texts (the
     tokenizer's cache hits, as in the rounds) and texts it has not seen.
+
+(h) v2, a batch of 100 texts per request: the JSON body and answer against the binary tensor
+    extension (raw BYTES input after a JSON header, all outputs raw: what tritonclient sends
+    and asks for by default), on one server, one sequential keep-alive client, interleaved
+    rounds (HHPULSE_BENCH_ROUNDS, default 6, of HHPULSE_BENCH_ROUND_SECONDS, default 5, each);
+    medians of the rounds and the ratio binary / JSON of req/s (goal: >= 1, binary not slower).
+    HHPULSE_BENCH_ONLY=binary runs only (h); =side-by-side only (g).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,9 +55,24 @@ TEXTS = [
     "Руководство командой. Найм и развитие сотрудников. Администрирование Kubernetes-кластеров",
     "Ведение бухгалтерского и налогового учёта. Подготовка отчётности",
 ]
+# (g)'s requests: each text as a full instance, with a title and structured fields (which the
+# XGBoost winners' dense input reads; the linear winners and the no-op model ignore them)
+INSTANCES = [
+    {"responsibility": TEXTS[0], "name": "Python-разработчик", "experience": "between3And6", "schedule": "remote",
+     "employment": "full", "area": "Москва", "employer": "1740", "professional_roles": ["96"],
+     "has_test": False, "response_letter_required": False},
+    {"responsibility": TEXTS[1], "name": "Курьер", "experience": "noExperience", "schedule": "shift",
+     "employment": "part", "area": "Санкт-Петербург", "employer": "unseen-1", "has_test": False},
+    {"responsibility": TEXTS[2], "name": "Руководитель отдела", "experience": "moreThan6", "area": "Москва",
+     "professional_roles": ["104", "96"], "response_letter_required": True},
+    {"responsibility": TEXTS[3], "name": "Бухгалтер", "experience": "between1And3", "schedule": "fullDay",
+     "employment": "full", "area": "Казань"},
+]  # fmt: skip
 
 
 def _bundle(root: Path) -> Path:
+    from dataclasses import replace
+
     from hhpulse.config import load_candidates
     from hhpulse.data.collect import collect
     from hhpulse.data.history_store import load_history, rates_by_run, rebuild_history
@@ -61,9 +85,11 @@ def _bundle(root: Path) -> Path:
         collect(make_source("demo", demo_size=100), store, progress=False)
     rebuild_history(store)
     out = root / "bundle"
-    train_from_history(
-        load_history(store), rates_by_run(store), out, candidates=load_candidates(), device="cpu"
-    )
+    # XGBoost trained on one thread: on a busy machine, far quicker than on all (the same trees)
+    candidates = [
+        replace(c, params={**c.params, "nthread": 1}) if c.kind == "xgboost" else c for c in load_candidates()
+    ]
+    train_from_history(load_history(store), rates_by_run(store), out, candidates=candidates, device="cpu")
     return out
 
 
@@ -73,10 +99,14 @@ def _load(
     seconds: float,
     clients: int = 4,
     verb: str = "predict",
+    path: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[float, np.ndarray, int]:
     """``clients`` keep-alive connections POSTing ``body`` (a list: each in turn) to :predict
-    (or, with ``body=None``, GETting /v2/health/ready) for ``seconds``: (requests/s, latencies
-    in ms, errors)."""
+    (or to ``path`` with ``headers``; with ``body=None``, GETting /v2/health/ready) for
+    ``seconds``: (requests/s, latencies in ms, errors)."""
+    path = path or f"/v1/models/hhpulse:{verb}"
+    headers = headers if headers is not None else {"Content-Type": "application/json"}
     bodies = body if isinstance(body, list) else [body]
     lat: list[float] = []
     errors = [0]
@@ -92,7 +122,7 @@ def _load(
             if body is None:
                 conn.request("GET", "/v2/health/ready")
             else:
-                conn.request("POST", f"/v1/models/hhpulse:{verb}", body, {"Content-Type": "application/json"})
+                conn.request("POST", path, body, headers)
             resp = conn.getresponse()
             resp.read()
             mine.append(time.perf_counter() - t)
@@ -146,9 +176,82 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 120) -> None
 
 
 def main() -> None:
-    if os.environ.get("HHPULSE_BENCH_ONLY") != "side-by-side":
+    only = os.environ.get("HHPULSE_BENCH_ONLY")
+    if only == "binary":
+        binary_against_json()
+        return
+    if only != "side-by-side":
         predictor_under_load()
+        binary_against_json()
     side_by_side()
+
+
+# -- (h) v2: the binary tensor extension against JSON, a batch of 100 texts ------------------------------
+
+V2_PATH = "/v2/models/hhpulse/infer"
+
+
+def v2_bodies(texts: list[str]) -> tuple[bytes, tuple[bytes, dict[str, str]]]:
+    """The same request as a v2 JSON body, and as the binary extension (the texts as one raw
+    BYTES tensor, every output asked for raw) with its headers."""
+    tensor = {"name": "responsibility", "datatype": "BYTES", "shape": [len(texts)]}
+    as_json = json.dumps({"inputs": [{**tensor, "data": texts}]}, ensure_ascii=False).encode()
+    raw = b"".join(struct.pack("<I", len(b)) + b for b in (t.encode() for t in texts))
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return as_json, (header + raw, {"Inference-Header-Content-Length": str(len(header))})
+
+
+def binary_against_json() -> None:
+    """(h)."""
+    import logging
+
+    logging.getLogger("hhpulse").setLevel(logging.WARNING)
+    rounds = int(os.environ.get("HHPULSE_BENCH_ROUNDS", "6"))
+    seconds = float(os.environ.get("HHPULSE_BENCH_ROUND_SECONDS", "5"))
+    texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(100)]
+    as_json, (binary, binary_headers) = v2_bodies(texts)
+    kinds = {
+        "JSON": (as_json, {"Content-Type": "application/json"}),
+        "binary": (binary, binary_headers),
+    }
+    with tempfile.TemporaryDirectory(prefix="hhpulse-serve-bench-") as tmp:
+        bundle_dir = _bundle(Path(tmp))
+        port = free_port()
+        server = _start_predictor(bundle_dir, port)
+        try:
+            _wait_ready(server, port)
+            runs: dict[str, list[tuple[float, np.ndarray, int]]] = {k: [] for k in kinds}
+            for name, (body, headers) in kinds.items():  # warm up, and check both are answered
+                _, _, errors = _load(port, body, 1, clients=1, path=V2_PATH, headers=headers)
+                if errors:
+                    raise RuntimeError(f"the {name} request was refused")
+            names = list(kinds)
+            for r in range(rounds):
+                for name in names[r % 2 :] + names[: r % 2]:
+                    body, headers = kinds[name]
+                    runs[name].append(_load(port, body, seconds, clients=1, path=V2_PATH, headers=headers))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(
+        f"(h) v2, 100 texts per request ({len(as_json)} B as JSON, {len(binary)} B binary), 1 sequential "
+        f"client; median of {rounds} interleaved rounds of {seconds:.0f} s"
+    )
+    rps = {}
+    for name, rs in runs.items():
+        rps[name] = float(np.median([x[0] for x in rs]))
+        p50 = float(np.median([np.percentile(x[1], 50) for x in rs]))
+        p99 = float(np.median([np.percentile(x[1], 99) for x in rs]))
+        each = " ".join(f"{x[0]:.1f}" for x in rs)
+        print(f"    {name:<7} {rps[name]:7.1f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+              f"errors {sum(x[2] for x in rs)}  (rounds: {each})")  # fmt: skip
+    print(f"    binary / JSON req/s = {rps['binary'] / rps['JSON']:.2f} (goal >= 1: binary not slower)")
+    print(f"    load average (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def predictor_under_load() -> None:
@@ -296,22 +399,24 @@ def _winner_bundles(root: Path) -> tuple[dict[str, Path], str]:
 
 
 def _in_process(bundle_dir: Path) -> tuple[float, float]:
-    """ModelBundle.predict of one instance, ms: repeated texts (cache hits), and unseen ones."""
+    """ModelBundle.predict of one instance (:data:`INSTANCES`), ms: repeated texts (cache hits),
+    and unseen ones."""
     from hhpulse.model.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     for i in range(200):
-        bundle.predict([TEXTS[i % len(TEXTS)]])
+        bundle.predict([INSTANCES[i % len(INSTANCES)]])
     lat = []
     for i in range(2000):
         t = time.perf_counter()
-        bundle.predict([TEXTS[i % len(TEXTS)]])
+        bundle.predict([INSTANCES[i % len(INSTANCES)]])
         lat.append(time.perf_counter() - t)
     fresh = []
     for i in range(1000):  # never seen by the tokenizer's cache: a counter makes each text new
-        text = f"{TEXTS[i % len(TEXTS)]} {i} и {i * 7 % 1000} задача{i}"
+        inst = INSTANCES[i % len(INSTANCES)]
+        inst = {**inst, "responsibility": f"{inst['responsibility']} {i} и {i * 7 % 1000} задача{i}"}
         t = time.perf_counter()
-        bundle.predict([text])
+        bundle.predict([inst])
         fresh.append(time.perf_counter() - t)
     return float(np.median(lat) * 1000), float(np.median(fresh) * 1000)
 
@@ -339,7 +444,7 @@ def side_by_side() -> None:
     rounds = int(os.environ.get("HHPULSE_BENCH_ROUNDS", "6"))
     seconds = float(os.environ.get("HHPULSE_BENCH_ROUND_SECONDS", "5"))
     baseline = os.environ.get("HHPULSE_BENCH_BASELINE_SRC")
-    bodies = [json.dumps({"instances": [t]}, ensure_ascii=False).encode() for t in TEXTS]
+    bodies = [json.dumps({"instances": [t]}, ensure_ascii=False).encode() for t in INSTANCES]
     with tempfile.TemporaryDirectory(prefix="hhpulse-serve-bench-") as tmp:
         bundles, about = _winner_bundles(Path(tmp))
         print(f"(g) side by side; the winners trained on {about}", flush=True)
@@ -378,7 +483,8 @@ def side_by_side() -> None:
                 proc.wait(timeout=30)
     noop_rps = float(np.median([rps for rps, _, _ in runs["no-op kserve.Model"]]))
     print(
-        f"    v1, one text per request, 1 sequential client; median of {rounds} interleaved rounds of {seconds:.0f} s"
+        f"    v1, one instance (text, title, structured fields) per request, 1 sequential client; median of {rounds} "
+        f"interleaved rounds of {seconds:.0f} s"
     )
     noop_p50 = float(np.median([np.percentile(x[1], 50) for x in runs["no-op kserve.Model"]]))
     print(f"    {'server':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  req/s ratio to no-op "

@@ -20,18 +20,19 @@ def build_dataset(
         window_days: Train on the open vacancies plus those closed in this many days before the newest run (0: all of history).
     """
     from hhpulse.config import LabelConfig, SplitConfig
-    from hhpulse.data.history_store import fold_run, history_rates, read_history, window_summary
+    from hhpulse.data.history_store import fold_run, read_window
     from hhpulse.data.store import open_store
     from hhpulse.model.dataset import build_dataset as build
 
     st = open_store(store, endpoint_url=s3_endpoint or None)
     print(fold_run(st).summary_line())  # the validate step folded this run; this catches up on any other
-    window = window_days if window_days > 0 else None
-    hist = read_history(st, window_days=window)
-    ds = build(hist, history_rates(st), LabelConfig(), SplitConfig(random=random_split))
-    ds.summary["history_window"] = {**window_summary(st, window), "vacancies": len(hist)}
+    read = read_window(st, window_days if window_days > 0 else None)  # one version of the table
+    hist = read.history
+    ds = build(hist, read.rates, LabelConfig(), SplitConfig(random=random_split))
+    ds.summary["history_window"] = read.window  # names the version: train --as-of reads it again
     ds.save(dataset.path)
     dataset.metadata.update({t: len(td.frame) for t, td in ds.tasks.items()})
     dataset.metadata["demand_proxy"] = bool(ds.summary.get("demand_proxy"))
     dataset.metadata["window_days"] = window_days
     dataset.metadata["history_rows"] = len(hist)
+    dataset.metadata["history_version"] = read.window.get("version")

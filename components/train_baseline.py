@@ -23,6 +23,7 @@ def train_baseline(features: Input[Dataset], task: str, model: Output[Model]):
     from hhpulse.model.train import FeatureSet, fit_on
 
     cfg = baseline_candidate(task)
+    print(f"hhpulse step: train baseline ({task})")
     cand = fit_on(FeatureSet.load(os.path.join(features.path, task)), cfg, device="cpu")
     cand.save(model.path)
     model.metadata.update(

@@ -23,6 +23,7 @@ def train_candidate(features: Input[Dataset], candidate: dict, device: str, mode
     from hhpulse.model.train import FeatureSet, fit_on
 
     cfg = CandidateConfig.from_dict(candidate)
+    print(f"hhpulse step: train {'XGBoost' if cfg.kind == 'xgboost' else 'linear'} candidate ({cfg.task})")
     cand = fit_on(FeatureSet.load(os.path.join(features.path, cfg.task)), cfg, device=device)
     cand.save(model.path)
     model.metadata.update({"name": cfg.name, "task": cfg.task, "kind": cfg.kind, **cand.info})

@@ -56,6 +56,10 @@ LABEL org.opencontainers.image.title="hhpulse-pipeline" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/app/bin:/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+# the node's NVIDIA driver libraries: GKE mounts them at /usr/local/nvidia/lib64 (elsewhere the
+# NVIDIA container toolkit puts them on the default search path); without them XGBoost trains on the
+# CPU while it holds the GPU
+ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/nvidia/lib
 RUN echo 'hhpulse:x:10001:10001:hhpulse:/tmp:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'hhpulse:x:10001:' >> /etc/group
 COPY --from=venv /opt/venv /opt/venv

@@ -2,8 +2,8 @@
 # time; non-root, and fine with a read-only root filesystem (KServe's storage initializer mounts
 # the model bundle at /mnt/models). Build: `make images`.
 #
-# pyarrow stays out: only the pipeline's history code imports it (the bundle is read from
-# /mnt/models). boto3 is in for `hhpulse logsink` (the prediction log sink the chart runs from
+# pyarrow and deltalake stay out: only the pipeline's history code imports them (the bundle is
+# read from /mnt/models). boto3 is in for `hhpulse logsink` (the prediction log sink the chart runs from
 # this image; it writes served/... batches to S3). kserve's own requirements (the kubernetes
 # client among them) stay in. tests/test_images.py checks the built image (contents, size <= 800 MB).
 #
@@ -18,7 +18,7 @@ RUN --mount=type=secret,id=pip_ca --mount=type=secret,id=pip_conf \
     --mount=type=cache,target=/root/.cache/pip,id=hhpulse-pip \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi; \
-    python3 requirements.py pyproject.toml cpu,serve --without pyarrow > requirements.txt \
+    python3 requirements.py pyproject.toml cpu,serve --without pyarrow deltalake > requirements.txt \
  && /opt/venv/bin/pip install --disable-pip-version-check -r requirements.txt
 
 # the venv the image ships: pip and the large packages' test suites out; /opt/app on its path

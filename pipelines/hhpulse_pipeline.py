@@ -6,12 +6,14 @@ The gate measures the held-out fit; when it passes, the winners are refitted on 
 labelled row (train + validation + test) on the training node pool, and that refit is the
 bundle that is published and deployed.
 
-Cluster-only settings (GPU node pool, the credentials Secret, resources) are compile
-options of :func:`build_pipeline`, never environment variables read at import time.
+Cluster-only settings (the image and its registry, pull secrets, the GPU node pool, the
+credentials Secret, resources, time limits and retries) are compile options of
+:func:`build_pipeline`, never environment variables read at import time.
 """
 
 from dataclasses import dataclass, field
 
+from components._image import PIPELINE_IMAGE_NAME, SERVING_IMAGE_NAME, image_ref
 from components.build_dataset import build_dataset
 from components.collect_vacancies import collect_vacancies
 from components.deploy_model import deploy_model
@@ -29,10 +31,26 @@ from kfp import dsl, kubernetes
 
 from hhpulse import __version__
 from hhpulse.config import TASKS, load_candidates
+from hhpulse.flows.deploy import DEFAULT_RESOURCES
 
 PIPELINE_NAME = "hhpulse-retrain"
 XGB_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind == "xgboost"]
 LINEAR_CANDIDATES = [c.to_dict() for c in load_candidates() if c.kind != "xgboost"]
+
+
+# How long a step's pod may run (seconds; Kubernetes' activeDeadlineSeconds, through
+# kfp.kubernetes.set_timeout). A hung step fails and is retried instead of holding the schedule:
+# the recurring run allows one run at a time, so one stuck run would stop every later one.
+STEP_TIMEOUTS = {
+    "collect": 4 * 3600,  # hh.ru at its rate limits, every query past the 2000-result cap
+    "fold": 3600,  # validate + fold into history
+    "data": 3600,  # build dataset, monitor served traffic
+    "features": 2 * 3600,  # featurize
+    "train": 4 * 3600,  # each candidate and baseline, the refit
+    "large": 2 * 3600,  # evaluate, gate
+    "small": 1800,  # record outcome, publish
+    "deploy": 3600,  # deploy: its own wait for Ready (deploy_timeout_seconds) and a rollback fit in it
+}
 
 
 @dataclass(frozen=True)
@@ -40,9 +58,16 @@ class ClusterOptions:
     """Compile-time cluster settings (the Helm chart passes its values here)."""
 
     secret_name: str = "hhpulse-s3"
+    # the image of every step: [registry/]hhpulse-pipeline:tag (tag: the package version)
+    image_registry: str = ""
+    image_tag: str = ""
+    image_pull_secrets: tuple[str, ...] = ()
+    image_pull_policy: str = ""  # "" leaves Kubernetes' default
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = 1
-    gpu_node_selector: tuple[tuple[str, str], ...] = (("hhpulse.io/pool", "gpu"),)
+    # no node selector by default: GPU nodes are found by their resource and taint; a pool's
+    # provider label (GKE: cloud.google.com/gke-accelerator=nvidia-l4) pins a type when wanted
+    gpu_node_selector: tuple[tuple[str, str], ...] = ()
     gpu_tolerations: tuple[tuple[str, str, str, str], ...] = (
         ("nvidia.com/gpu", "Exists", "", "NoSchedule"),
     )  # key, op, value, effect
@@ -60,7 +85,27 @@ class ClusterOptions:
     # candidates trained at once per ParallelFor: one pod each on the cluster; on one machine
     # (kfp.local) concurrent XGBoost processes only fight over the same cores
     parallelism: int = 4
+    # per kind of step (keys of STEP_TIMEOUTS): seconds, overriding the default
+    step_timeouts: tuple[tuple[str, int], ...] = ()
+    retries: int = 2  # of every step but publish and deploy, 1 minute apart, then 2 and 4
+    # the whole run's deadline (Argo's activeDeadlineSeconds): also ends a run whose pod never
+    # starts (a Pending pod has no activeDeadlineSeconds clock). 0: none. Needs KFP >= 2.17.
+    run_timeout_seconds: int = 0
+    # the steps' user and group (the image's uid 10001): with runAsNonRoot, KFP >= 2.16 then
+    # builds step pods that pass the `restricted` Pod Security level
+    run_as_user: int = 10001
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pipeline_image(self) -> str:
+        return image_ref(PIPELINE_IMAGE_NAME, self.image_registry, self.image_tag)
+
+    @property
+    def serving_image(self) -> str:
+        return image_ref(SERVING_IMAGE_NAME, self.image_registry, self.image_tag)
+
+    def timeout(self, kind: str) -> int:
+        return dict(STEP_TIMEOUTS, **dict(self.step_timeouts))[kind]
 
 
 def _resources(task: dsl.PipelineTask, spec: tuple[str, str, str, str]) -> dsl.PipelineTask:
@@ -85,6 +130,26 @@ def _secret(task: dsl.PipelineTask, opts: ClusterOptions) -> dsl.PipelineTask:
     return task
 
 
+def _platform(
+    task: dsl.PipelineTask, opts: ClusterOptions, kind: str, *, retry: bool = True
+) -> dsl.PipelineTask:
+    """The image (registry, tag, pull secrets and policy), the non-root user, the time limit and
+    the retries of one step."""
+    task.container_spec.image = opts.pipeline_image
+    if opts.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(opts.image_pull_secrets))
+    if opts.image_pull_policy:
+        kubernetes.set_image_pull_policy(task, opts.image_pull_policy)
+    if opts.run_as_user:
+        kubernetes.set_security_context(
+            task, run_as_user=opts.run_as_user, run_as_group=opts.run_as_user, run_as_non_root=True
+        )
+    kubernetes.set_timeout(task, opts.timeout(kind))
+    if retry and opts.retries:
+        task.set_retry(opts.retries, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
+    return task
+
+
 def _training_pool(task: dsl.PipelineTask, opts: ClusterOptions) -> dsl.PipelineTask:
     """The training node pool: large resources, and the GPU (accelerator, node selector,
     tolerations) when ``opts.use_gpu``."""
@@ -103,11 +168,13 @@ def _training_pool(task: dsl.PipelineTask, opts: ClusterOptions) -> dsl.Pipeline
 def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-untyped-def]
     """The pipeline function, configured with ``opts``."""
     opts = opts or ClusterOptions()
+    config = dsl.PipelineConfig(active_deadline_seconds=opts.run_timeout_seconds or None)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description=f"hhpulse {__version__}: retrain the salary and demand cohort models on new hh.ru vacancies, "
         "gate the winner against the champion, publish it, and deploy it with KServe.",
+        pipeline_config=config if opts.run_timeout_seconds else None,
     )
     def hhpulse_retrain(
         store: str = "s3://hhpulse/prod",
@@ -130,11 +197,17 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
         deploy_mode: str = "apply",
         namespace: str = "hhpulse",
         service_name: str = "hhpulse",
-        serving_image: str = f"ghcr.io/hhpulse/hhpulse-serving:{__version__}",
+        serving_image: str = opts.serving_image,
         service_account: str = "hhpulse-predictor",
+        model_name: str = "hhpulse",
+        min_replicas: int = 1,
+        max_replicas: int = 3,
+        serving_resources: dict = DEFAULT_RESOURCES,  # noqa: B006
+        image_pull_secrets: list = [],  # noqa: B006
         canary_traffic_percent: int = 0,
         deploy_timeout_seconds: int = 600,
         logger_url: str = "",
+        grpc_port: int = 0,
     ):
         """Retrain hhpulse.
 
@@ -160,15 +233,22 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
             namespace: Namespace of the InferenceService.
             service_name: Name of the InferenceService.
             serving_image: The predictor image.
-            service_account: The predictor's ServiceAccount (carries the S3 credentials for the storage initializer).
+            service_account: The predictor's ServiceAccount (its Secret carries the S3 credentials and endpoint for KServe's storage initializer).
+            model_name: The model's name in the predictor's URLs (/v1/models/<name>:predict).
+            min_replicas: The predictor's minimum replicas.
+            max_replicas: The predictor's maximum replicas.
+            serving_resources: The predictor container's resources: {"requests": {"cpu", "memory"}, "limits": {"cpu", "memory"}}.
+            image_pull_secrets: Secrets for pulling the predictor image (names).
             canary_traffic_percent: 1-99 sends that share of requests to the new version as a canary while the previous version serves the rest; 0 (or 100) promotes the new version fully.
             deploy_timeout_seconds: How long to wait for Ready before rolling back.
             logger_url: URL of hhpulse logsink for KServe's logger (mode all: every request and its response as CloudEvents); empty: no logger.
+            grpc_port: Also serve gRPC (the Open Inference Protocol) on this container port, named h2c; 0: HTTP only.
         """
         outcome = record_outcome(
             store=store, s3_endpoint=s3_endpoint, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
         ).set_display_name("record outcome")
         _resources(_secret(outcome, opts), opts.small)
+        _platform(outcome, opts, "small")
         with dsl.ExitHandler(outcome, name="retrain"):
             collect = (
                 collect_vacancies(
@@ -204,17 +284,20 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 xgb = train_candidate(features=feats.outputs["features"], candidate=cand, device=device)
                 xgb.set_display_name("train XGBoost candidate")
                 _training_pool(xgb, opts)
+                _platform(xgb, opts, "train")
             with dsl.ParallelFor(
                 linear_candidates, parallelism=opts.parallelism, name="linear-candidates"
             ) as lcand:
                 lin = train_candidate(features=feats.outputs["features"], candidate=lcand, device="cpu")
                 lin.set_display_name("train linear candidate")
                 _resources(lin, opts.large)
+                _platform(lin, opts, "train")
             # not a parameter: every run trains each task's TF-IDF + logistic regression baseline
             with dsl.ParallelFor(list(TASKS), parallelism=opts.parallelism, name="baselines") as btask:
                 base = train_baseline(features=feats.outputs["features"], task=btask)
                 base.set_display_name("train baseline (TF-IDF + LR)")
                 _resources(base, opts.large)
+                _platform(base, opts, "train")
             evaluate = evaluate_candidates(
                 store=store,
                 s3_endpoint=s3_endpoint,
@@ -256,6 +339,7 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 )
                 refit.set_display_name("refit winners on every row").set_caching_options(False)
                 _training_pool(_secret(refit, opts), opts)
+                _platform(refit, opts, "train")
                 pub = publish_model(store=store, s3_endpoint=s3_endpoint, bundle=refit.outputs["bundle"])
                 pub.set_display_name("publish model").set_caching_options(False)
                 dep = (
@@ -269,9 +353,15 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                         service_name=service_name,
                         serving_image=serving_image,
                         service_account=service_account,
+                        model_name=model_name,
+                        min_replicas=min_replicas,
+                        max_replicas=max_replicas,
+                        resources=serving_resources,
+                        image_pull_secrets=image_pull_secrets,
                         canary_traffic_percent=canary_traffic_percent,
                         timeout_seconds=deploy_timeout_seconds,
                         logger_url=logger_url,
+                        grpc_port=grpc_port,
                     )
                     .set_display_name("deploy (KServe)")
                     .set_caching_options(False)
@@ -284,9 +374,23 @@ def build_pipeline(opts: "ClusterOptions | None" = None):  # type: ignore[no-unt
                 monitor: opts.data,
                 feats: opts.features,
             }
-            for t in (collect, validate, data, monitor, feats, evaluate, gate, pub, dep):
+            kinds = {
+                collect: "collect",
+                validate: "fold",
+                data: "data",
+                monitor: "data",
+                feats: "features",
+                evaluate: "large",
+                gate: "large",
+                pub: "small",
+                dep: "deploy",
+            }
+            for t, kind in kinds.items():
                 _secret(t, opts)
                 _resources(t, sizes.get(t, opts.large if t in (evaluate, gate) else opts.small))
+                # never retried: publish moves the champion pointer with a conditional write, and a
+                # failed deploy has rolled the pointer back; a retry would act on a stale decision
+                _platform(t, opts, kind, retry=t not in (pub, dep))
 
     return hhpulse_retrain
 

@@ -15,7 +15,18 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "hhpulse"
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-HEAVY = ("sklearn", "xgboost", "kserve", "pandas", "pyarrow", "boto3", "scipy", "kfp", "kubernetes")
+HEAVY = (
+    "sklearn",
+    "xgboost",
+    "kserve",
+    "pandas",
+    "pyarrow",
+    "boto3",
+    "deltalake",
+    "scipy",
+    "kfp",
+    "kubernetes",
+)
 
 
 def _lint(cwd: Path, env_path: str | None = None) -> subprocess.CompletedProcess[str]:

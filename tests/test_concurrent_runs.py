@@ -93,3 +93,76 @@ def test_store_json_a_run_of_the_other_kind_that_finished_meanwhile_makes_it_mix
     assert store.get_json("store.json")["data"] == "mixed"  # the truth, not the last writer's view
     record_data_kind(store, "mixed", "run-c")  # mixing on purpose: no error
     assert store.get_json("store.json")["data"] == "mixed"
+
+
+# -- two `hhpulse run`s at once: each summary describes its own run ---------------------------
+
+
+def _bundle(tmp_path, version):
+    import json
+
+    from hhpulse.model.bundle import FORMAT, write_manifest
+
+    d = tmp_path / version
+    d.mkdir()
+    (d / "bundle.json").write_text(json.dumps({"format": FORMAT, "version": version}))
+    write_manifest(d, version)
+    return d
+
+
+def test_an_overlapping_runs_summary_describes_its_own_run(tmp_path, capsys):
+    """Run A collected, gated and published first; run B (started with it) collected, gated
+    and published after it. A's summary names A's raw run, A's verdict and A's version, and
+    says the champion has moved on; never B's newer files."""
+    from hhpulse.commands.run import _summary
+    from hhpulse.data.store import LocalStore
+    from hhpulse.model.registry import champion, publish
+
+    store = LocalStore(tmp_path / "store")
+    run_a, run_b = _demo_run(store).run_id, _demo_run(store).run_id
+    va, vb = "v20261207-112524-aaaaaa", "v20261207-112525-bbbbbb"
+    store.put_json(f"gates/{va}.json", {"version": va, "champion_version": "", "lines": ["no champion yet"]})
+    publish(store, _bundle(tmp_path, va), expect_champion=None)
+    store.put_json(f"gates/{vb}.json", {"version": vb, "champion_version": va, "lines": ["B beat A"]})
+    publish(store, _bundle(tmp_path, vb), expect_champion=va)
+    own = {"raw_run": run_a, "gate": {"version": va}, "published": store.uri(f"models/hhpulse/{va}")}
+    _summary(store, None, champion(store), own=own)
+    out = capsys.readouterr().out
+    assert f"raw/{run_a}/" in out and run_b not in out
+    assert f"gate:         {va} vs champion none: no champion yet" in out and "B beat A" not in out
+    assert f"champion:     {va} (first model: no champion to compare with) (the champion is now {vb}" in out
+    assert f"model:        {store.uri(f'models/hhpulse/{va}')}" in out
+    # and B's summary is B's: its gate compared it with A, it replaced A
+    own_b = {"raw_run": run_b, "gate": {"version": vb}, "published": store.uri(f"models/hhpulse/{vb}")}
+    _summary(store, None, champion(store), own=own_b)
+    out = capsys.readouterr().out
+    assert f"raw/{run_b}/" in out and f"gate:         {vb} vs champion {va}: B beat A" in out
+    assert f"champion:     {vb} replaced {va}\n" in out
+    # a run whose gate kept the champion, while another run promoted meanwhile
+    own_c = {"raw_run": run_b, "gate": {"version": va}, "published": None}
+    store.put_json("gates/vkept.json", {"version": "vkept", "champion_version": va, "lines": ["kept"]})
+    _summary(store, None, champion(store), own={**own_c, "gate": {"version": "vkept"}})
+    out = capsys.readouterr().out
+    assert f"champion:     {va} kept: the new challenger did not beat it (the champion is now {vb}" in out
+
+
+def test_claims_with_lost_replies_stay_with_their_holder(s3_env, s3_bucket):
+    """A claim's create, its completion and its release, each with its reply lost after S3 applied
+    it (the retry then fails its condition): the holder still holds, completes and releases it."""
+    from faultproxy import FaultProxy
+    from hhpulse.data.store import open_store
+
+    with FaultProxy(s3_env) as proxy:
+        store = open_store(f"s3://{s3_bucket}/p", endpoint_url=proxy.url)
+        proxy.add("drop_reply", method="PUT", header="If-None-Match")
+        lease = claim(store, "claims/a.json", ttl_s=60)
+        assert lease is not None and store.get_json("claims/a.json")["holder"] == lease.holder
+        assert claim(store, "claims/a.json", ttl_s=60) is None  # and nobody else gets it
+        proxy.add("drop_reply", method="PUT", header="If-Match")
+        assert complete(store, lease, {"run_id": "r1"})
+        assert claim_state(store, "claims/a.json") == "done"
+        other = claim(store, "claims/b.json", ttl_s=60)
+        assert other is not None
+        proxy.add("drop_reply", method="DELETE")
+        assert release(store, other) and not store.exists("claims/b.json")
+        assert [e[2].split(" ")[0] for e in proxy.log if e[0] in ("PUT", "DELETE")].count("drop_reply") == 3

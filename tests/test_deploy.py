@@ -42,12 +42,51 @@ def store(tmp_path):
     return LocalStore(tmp_path / "store")
 
 
+def test_the_fake_api_refuses_what_kserve_s_crd_refuses():
+    """The fake validates as the API server does, so the deploy tests below also check that every
+    InferenceService the deploy step creates or patches satisfies KServe's CRD."""
+    from kubernetes.client.rest import ApiException
+
+    k8s = FakeK8s()
+    if not k8s.validates:
+        k8s.stop()
+        pytest.skip("KServe's CRD is not in ../shared/specs")
+    try:
+        api = k8s.api()
+        good = render_inferenceservice(VALUES, version="v1", storage_uri="s3://b/models/hhpulse/v1")
+        bad = json.loads(json.dumps(good))
+        bad["spec"]["predictor"]["minReplicas"] = "2"
+        with pytest.raises(ApiException) as e:
+            api.create_namespaced_custom_object(
+                "serving.kserve.io", "v1beta1", "ml", "inferenceservices", bad
+            )
+        assert e.value.status == 422
+        assert (
+            "spec.predictor.minReplicas: '2' is not of type 'integer'" in json.loads(e.value.body)["message"]
+        )
+        assert k8s.objects == {}
+        api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", "ml", "inferenceservices", good)
+        with pytest.raises(ApiException) as e:
+            api.patch_namespaced_custom_object(
+                "serving.kserve.io",
+                "v1beta1",
+                "ml",
+                "inferenceservices",
+                "hhpulse",
+                {"spec": {"predictor": {"containers": "not a list"}}},
+            )
+        assert e.value.status == 422
+        assert k8s.objects[("ml", "hhpulse")]["spec"] == good["spec"]
+    finally:
+        k8s.stop()
+
+
 def test_creates_when_absent_then_patches_when_present(store, tmp_path):
     k8s = FakeK8s(ready_after=2)
     try:
         v1 = _publish(store, tmp_path, "v1")
         r = deploy(store, VALUES, version="v1", storage_uri=v1.uri, timeout_s=5, poll_s=0.01, api=k8s.api())
-        assert r.action == "created" and r.url == "http://hhpulse.ml.example.com"
+        assert r.action == "created" and r.url == "http://hhpulse-ml.example.com"
         calls = [(q["method"], q["path"]) for q in k8s.requests]
         assert calls[:2] == [("GET", f"{BASE}/hhpulse"), ("POST", BASE)]
         created = k8s.requests[1]["body"]
@@ -192,20 +231,99 @@ def test_one_canary_rule_said_the_same_everywhere():
 
 
 def test_the_chart_follows_the_same_canary_rule():
+    """The chart passes serving.canaryTrafficPercent to the deploy step as a run parameter; the
+    InferenceService the step renders from it follows the one rule."""
     helm = pytest.importorskip("helm_python")
+    from pipelines.kfp_api import declared_parameters, typed_parameters
+
     from conftest import REPO
 
-    for pct in (0, 10, 100):
-        values = {"serving": {"modelVersion": "v1", "canaryTrafficPercent": pct}}
+    declared = declared_parameters(REPO / "pipelines" / "hhpulse.yaml")
+    for pct, canary in ((None, None), (0, None), (10, 10), (100, None)):
+        values = {"serving": {"canaryTrafficPercent": pct}}
         out = helm.Chart.load(str(REPO / "helm" / "hhpulse")).render(values, name="hhpulse", namespace="ml")
-        text = next(t for path, t in out.items() if path.endswith("templates/inferenceservice.yaml"))
-        isvc = yaml.safe_load(text)
-        ours = render_inferenceservice(
-            DeployValues(canary_traffic_percent=pct), version="v1", storage_uri="s3://b/v1"
+        cm = yaml.safe_load(next(t for path, t in out.items() if path.endswith("templates/configmap.yaml")))
+        raw = dict(line.split("=", 1) for line in cm["data"]["params"].splitlines() if line)
+        param = typed_parameters({"canary_traffic_percent": raw["canary_traffic_percent"]}, declared)
+        isvc = render_inferenceservice(
+            DeployValues(canary_traffic_percent=param["canary_traffic_percent"]),
+            version="v1",
+            storage_uri="s3://b/v1",
         )
-        assert isvc["spec"]["predictor"].get("canaryTrafficPercent") == ours["spec"]["predictor"].get(
-            "canaryTrafficPercent"
-        ), pct
+        assert isvc["spec"]["predictor"].get("canaryTrafficPercent") == canary, pct
+
+
+def test_standard_mode_and_a_non_root_pod_for_kserve_s_injected_containers():
+    isvc = render_inferenceservice(VALUES, version="v1", storage_uri="s3://b/v1")
+    # RawDeployment is deprecated for Standard (KServe >= 0.16 reads both)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    # the storage initializer KServe injects sets no securityContext: the pod's covers it
+    assert isvc["spec"]["predictor"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_the_serving_values_reach_the_manifest_and_a_patch_drops_what_was_removed(store, tmp_path):
+    resources = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}}
+    values = DeployValues(
+        name="hhpulse",
+        namespace="ml",
+        image="registry.example.com/ml/hhpulse-serving:0.1.0",
+        model_name="salaries",
+        min_replicas=2,
+        max_replicas=5,
+        resources=resources,
+        image_pull_secrets=("registry-credentials",),
+    )
+    pred = render_inferenceservice(values, version="v1", storage_uri="s3://b/v1")["spec"]["predictor"]
+    assert (pred["minReplicas"], pred["maxReplicas"]) == (2, 5)
+    assert pred["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    c = pred["containers"][0]
+    assert c["resources"] == resources and c["args"][:2] == ["--model_name", "salaries"]
+    assert c["image"] == "registry.example.com/ml/hhpulse-serving:0.1.0"
+    k8s = FakeK8s(ready_after=1)
+    try:
+        v1 = _publish(store, tmp_path, "v1")
+        deploy(store, values, version="v1", storage_uri=v1.uri, timeout_s=5, poll_s=0.01, api=k8s.api())
+        v2 = _publish(store, tmp_path, "v2")
+        deploy(store, VALUES, version="v2", storage_uri=v2.uri, timeout_s=5, poll_s=0.01, api=k8s.api())
+        patch = [q for q in k8s.requests if q["method"] == "PATCH"][-1]["body"]
+        assert patch["spec"]["predictor"]["imagePullSecrets"] is None  # merge-patch null deletes it
+        live = k8s.objects[("ml", "hhpulse")]["spec"]["predictor"]
+        assert "imagePullSecrets" not in live and live["minReplicas"] == 1
+    finally:
+        k8s.stop()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_replicas": 3, "max_replicas": 2}, "replicas"),
+        ({"max_replicas": 0}, "replicas"),
+        ({"resources": {"requests": {"cpu": "1"}, "limit": {}}}, "resources must be"),
+        ({"resources": {"requests": ["cpu"]}}, "resources.requests"),
+    ],
+)
+def test_bad_serving_values_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DeployValues(**kwargs)
+
+
+def test_the_deploy_step_takes_every_serving_value_from_the_pipeline():
+    from components.deploy_model import deploy_model
+    from pipelines.hhpulse_pipeline import build_pipeline
+
+    step = set(deploy_model.component_spec.inputs)
+    assert {"model_name", "min_replicas", "max_replicas", "resources", "image_pull_secrets"} <= step
+    pipeline = set(build_pipeline().component_spec.inputs)
+    assert {
+        "model_name",
+        "min_replicas",
+        "max_replicas",
+        "serving_resources",
+        "image_pull_secrets",
+    } <= pipeline
 
 
 def test_rbac_refusal_is_a_clear_deploy_error(store, tmp_path):
@@ -251,6 +369,9 @@ def test_cli_renders_the_champion_and_refuses_an_unknown_version(store, tmp_path
     assert p.stdout.startswith("# NOTE: STORAGE_URI ")  # and so does the manifest itself
     p = _cli("--store", str(store.root), "--version", "v9")
     assert p.returncode == 2 and "version v9 is not published" in p.stderr
+    p = _cli("--store", str(store.root), "--rollback", "--resources", "{not json")
+    assert p.returncode == 2 and p.stderr.startswith("hhpulse deploy: ")
+    assert "rolled back" not in p.stderr  # a bad value is refused before the pointer moves
 
 
 def test_cli_applies_through_a_kubeconfig_and_rolls_back(store, tmp_path):
@@ -274,7 +395,7 @@ def test_cli_applies_through_a_kubeconfig_and_rolls_back(store, tmp_path):
         v2 = _publish(store, tmp_path, "v2")
         p = _cli("--store", str(store.root), "--namespace", "ml", "--apply", "--timeout", "30", env=env)
         assert p.returncode == 0, p.stderr
-        assert "created ml/hhpulse with v2: ready at http://hhpulse.ml.example.com" in p.stdout
+        assert "created ml/hhpulse with v2: ready at http://hhpulse-ml.example.com" in p.stdout
         assert (
             k8s.objects[("ml", "hhpulse")]["spec"]["predictor"]["containers"][0]["env"][0]["value"] == v2.uri
         )
@@ -293,3 +414,17 @@ def test_cli_applies_through_a_kubeconfig_and_rolls_back(store, tmp_path):
         k8s.stop()
     p = _cli("--store", str(store.root), "--apply", env={"KUBECONFIG": str(tmp_path / "none")})
     assert p.returncode == 1 and "no Kubernetes credentials" in p.stderr
+
+
+def test_grpc_port_adds_the_h2c_port_and_the_flags():
+    isvc = render_inferenceservice(DeployValues(grpc_port=8081), version="v1", storage_uri="s3://b/v1")
+    c = isvc["spec"]["predictor"]["containers"][0]
+    assert [p.get("name") for p in c["ports"]] == ["http1", "h2c"]
+    assert c["args"][-4:] == ["--enable_grpc", "true", "--grpc_port", "8081"]
+    plain = render_inferenceservice(DeployValues(), version="v1", storage_uri="s3://b/v1")
+    assert plain["spec"]["predictor"]["containers"][0]["ports"] == [
+        {"containerPort": 8080, "protocol": "TCP"}
+    ]
+    for bad in (8080, 0, 70000):
+        with pytest.raises(ValueError, match="grpc_port"):
+            DeployValues(grpc_port=bad)

@@ -232,7 +232,14 @@ BAD = [
     ("text too long", {"instances": ["a" * 301]}, None, 400, "over the limit of 300"),
     ("body too large", {"instances": ["a" * 250] * 100}, None, 413, "over the limit of 20000"),
     ("invalid json", b"{not json", {"Content-Type": "application/json"}, 400, "not valid JSON"),
-    ("no content type", b'{"instances": ["a"]}', {}, 415, "Content-Type is missing"),
+    (
+        "no content type, not json",
+        b"instances=a",
+        {},
+        400,
+        "not valid JSON (and it came without a Content-Type)",
+    ),
+    ("wrong content type", b'{"instances": ["a"]}', {"Content-Type": "text/plain"}, 415, "text/plain"),
 ]
 
 

@@ -158,3 +158,94 @@ def test_fitted_rows_are_per_task(tmp_path):
     # a bundle from before per-task ids: every task's rows, whatever the task
     write_training_ids(tmp_path, ["a"])
     assert fitted_mask(tmp_path, ids, "demand").tolist() == [True, False, False]
+
+
+# -- the live rule: what the champion served, and its age ----------------------------------------
+def test_live_evidence_scores_the_challenger_on_what_the_champion_served_and_leaves_out_its_own_fit(tmp_path):
+    from hhpulse.model.bundle import write_training_ids
+    from hhpulse.model.gate import ServedOutcomes, live_evidence
+
+    labels, served = _data(300, 7, skill=0.5)
+    _, better = _data(300, 7, skill=2.0)  # same labels (same seed), sharper scores
+    ids = [f"v{i}" for i in range(300)]
+    outcomes = ServedOutcomes(
+        "champ-1", {"demand": TaskPredictions(ids, labels, served, CLASSES)}, {"demand": []}
+    )
+    write_training_ids(tmp_path, {"demand": ids[:60]})
+    fitted = {"demand": fitted_mask(tmp_path, ids, "demand")}
+    ev = live_evidence(outcomes, {"demand": better}, fitted, "roc_auc_ovo")["demand"]
+    assert ev.rows == 240 and ev.left_out == 60 and ev.low > 0  # the rows it was fitted on are left out
+    assert ev.champion == pytest.approx(
+        classification_metrics([labels[i] for i in range(60, 300)], served[60:], CLASSES)["roc_auc_ovo"]
+    )
+    few = live_evidence(outcomes, {"demand": better}, fitted, "roc_auc_ovo", min_rows=241)["demand"]
+    assert few == "240 resolved served rows of champ-1 not fitted on (fewer than 241)"
+
+
+def test_the_live_rule_replaces_a_champion_whose_live_figure_falls_below_the_challengers():
+    from hhpulse.flows.workflow import LiveRule
+
+    champ = {"salary": {"roc_auc_ovo": 0.70}, "demand": {"roc_auc_ovo": 0.60}}
+    chal = {"salary": {"roc_auc_ovo": 0.7015}, "demand": {"roc_auc_ovo": 0.6015}}
+    tie = {"salary": _evidence(0.0015, -0.01, 0.013), "demand": _evidence(0.0015, -0.02, 0.023)}
+    # the test rows cannot tell; what the champion served can
+    live = {"demand": _evidence(0.03, 0.012, 0.05)}
+    v = compare(chal, champ, evidence=tie, live=live, young={"champion": None, "challenger": None})
+    assert v["challenger_wins"] and v["reason"].startswith(
+        "challenger wins on live evidence: on 100 resolved rows"
+    )
+    assert v["rule"] == "paired bootstrap and live evidence" and v["live"]["demand"]["low"] == 0.012
+    assert any(line.startswith("demand live: +0.0300") for line in v["lines"])
+    # a live gain on too few rows is not weighed
+    v = compare(chal, champ, evidence=tie, live=live, live_rule=LiveRule(min_rows=101))
+    assert not v["challenger_wins"] and "a tie keeps the champion" in v["reason"]
+    # clearly worse on what the champion served: it stays, whatever the test rows say
+    clear = {"salary": _evidence(0.03, 0.01, 0.05), "demand": _evidence(0.02, 0.005, 0.035)}
+    v = compare(chal, champ, evidence=clear, live={"demand": _evidence(-0.03, -0.05, -0.01)})
+    assert (
+        not v["challenger_wins"] and "clearly worse on what the champion served (demand live)" in v["reason"]
+    )
+    # without live evidence the rule is the bootstrap's
+    v = compare(chal, champ, evidence=tie, live={"demand": "no resolved served rows of the champion"})
+    assert not v["challenger_wins"] and "demand live: not weighed (no resolved served rows" in "\n".join(
+        v["lines"]
+    )
+
+
+def test_a_champion_published_on_a_young_history_is_not_protected_by_a_tie():
+    from hhpulse.flows.workflow import LiveRule
+
+    champ = {"salary": {"roc_auc_ovo": 0.70}, "demand": {"roc_auc_ovo": 0.90}}
+    chal = {"salary": {"roc_auc_ovo": 0.7015}, "demand": {"roc_auc_ovo": 0.6015}}
+    tie = {"salary": _evidence(0.0015, -0.01, 0.013), "demand": _evidence(0.0015, -0.02, 0.023)}
+    young = {"champion": "the settled window did not hold every demand cohort", "challenger": None}
+    v = compare(chal, champ, evidence=tie, live={}, young=young)
+    assert v["challenger_wins"] and "the champion was published on a young history" in v["reason"]
+    assert "the champion was published on a young history: the settled window" in v["lines"][-1]
+    # a tie only: a negative mean point change keeps it, and so does a clearly worse task
+    down = {"salary": _evidence(-0.002, -0.01, 0.01), "demand": _evidence(-0.001, -0.02, 0.02)}
+    assert not compare(chal, champ, evidence=down, live={}, young=young)["challenger_wins"]
+    worse = {"salary": _evidence(0.02, 0.01, 0.03), "demand": _evidence(-0.03, -0.05, -0.01)}
+    assert not compare(chal, champ, evidence=worse, live={}, young=young)["challenger_wins"]
+    # "mature": only a challenger trained on a history that is not young takes over on a tie
+    mature = LiveRule(young_tie="mature")
+    assert compare(chal, champ, evidence=tie, live={}, young=young, live_rule=mature)["challenger_wins"]
+    both = {**young, "challenger": "the settled window did not hold every demand cohort"}
+    assert not compare(chal, champ, evidence=tie, live={}, young=both, live_rule=mature)["challenger_wins"]
+    kept = LiveRule(young_tie="champion")
+    assert not compare(chal, champ, evidence=tie, live={}, young=young, live_rule=kept)["challenger_wins"]
+    # a mature champion keeps the bootstrap's tie rule
+    assert not compare(chal, champ, evidence=tie, live={}, young={"champion": None})["challenger_wins"]
+    with pytest.raises(ValueError, match="young_tie"):
+        LiveRule(young_tie="sometimes")
+
+
+def test_metric_interval_brackets_the_figure_and_narrows_with_rows():
+    from hhpulse.model.gate import metric_interval
+
+    small = metric_interval(*_data(80, 3), CLASSES)
+    big = metric_interval(*_data(2000, 3), CLASSES)
+    for iv in (small, big):
+        assert iv["low"] <= iv["value"] <= iv["high"] and iv["confidence"] == 0.95
+    assert big["high"] - big["low"] < (small["high"] - small["low"]) / 2
+    assert metric_interval(["high"] * 10, np.full((10, 3), 1 / 3), CLASSES) is None  # one cohort

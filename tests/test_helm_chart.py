@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -49,7 +50,7 @@ def test_core_objects_validate_strictly(rendered):
 
     _, docs, _ = rendered
     for _path, doc in docs:
-        if doc["kind"] in ("InferenceService", "PodMonitor"):  # CRDs: validated against their schemas below
+        if doc["kind"] in ("PodMonitor", "DestinationRule"):  # CRDs: checked below
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -69,61 +70,125 @@ def isvc_validator():
     return jsonschema.Draft7Validator(schema)
 
 
-def test_inferenceservice_matches_the_crd_and_the_deploy_step(rendered, isvc_validator):
-    values, docs, _ = rendered
-    isvc = [d for _, d in docs if d["kind"] == "InferenceService"][0]
-    errors = [e.message for e in isvc_validator.iter_errors(isvc)]
-    assert errors == []
-    pred = isvc["spec"]["predictor"]
-    c = pred["containers"][0]
-    serving = values["serving"]
-    version = serving["modelVersion"]
-    store = values.get("store", {}).get("uri", "s3://hhpulse/prod")
-    assert {"name": "STORAGE_URI", "value": f"{store}/models/hhpulse/{version}"} in c["env"]
-    assert pred["serviceAccountName"] == "hhpulse-predictor"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert c["resources"]["requests"] and c["resources"]["limits"]
-    # the one InferenceService, whoever renders it: the chart and hhpulse.flows.deploy agree exactly
-    expected = render_inferenceservice(
-        DeployValues(
-            name="hhpulse",
-            namespace="ml",
-            image="ghcr.io/hhpulse/hhpulse-serving:0.1.0",
-            service_account="hhpulse-predictor",
-            model_name="hhpulse",
-            min_replicas=serving.get("minReplicas", 1),
-            max_replicas=serving.get("maxReplicas", 3),
-            canary_traffic_percent=serving.get("canaryTrafficPercent"),
-            logger_url=(values.get("logger", {}).get("url") or "http://hhpulse-logsink.ml.svc.cluster.local")
-            if values.get("logger", {}).get("enabled")
-            else None,
-            labels={
-                "helm.sh/chart": "hhpulse-0.1.0",
-                "app.kubernetes.io/instance": "hhpulse",
-                "app.kubernetes.io/version": "0.1.0",
-                "app.kubernetes.io/managed-by": "Helm",
-            },
-        ),
-        version=version,
-        storage_uri=f"{store}/models/hhpulse/{version}",
+def run_parameters(docs):
+    """The recurring run's parameters as `hhpulse schedule` sends them: the ConfigMap's lines,
+    typed by what the committed pipeline declares (pipelines.kfp_api.typed_parameters)."""
+    from pipelines.kfp_api import declared_parameters, typed_parameters
+
+    text = [d for _, d in docs if d["kind"] == "ConfigMap"][0]["data"]["params"]
+    raw = dict(line.split("=", 1) for line in text.splitlines() if line)
+    return typed_parameters(raw, declared_parameters(REPO / "pipelines" / "hhpulse.yaml"))
+
+
+def deploy_values(params, labels=None):
+    """What the deploy step builds from the run's parameters (components/deploy_model.py)."""
+    return DeployValues(
+        name=params["service_name"],
+        namespace=params["namespace"],
+        image=params["serving_image"],
+        service_account=params["service_account"],
+        model_name=params["model_name"],
+        min_replicas=params["min_replicas"],
+        max_replicas=params["max_replicas"],
+        resources=params["serving_resources"],
+        image_pull_secrets=tuple(params["image_pull_secrets"]),
+        canary_traffic_percent=params["canary_traffic_percent"],
+        logger_url=params.get("logger_url") or None,
+        grpc_port=params.get("grpc_port") or None,
+        labels=labels or {},
     )
-    assert isvc == expected
+
+
+def test_the_chart_renders_no_inferenceservice_and_passes_its_serving_values_to_the_deploy_step(
+    rendered, isvc_validator
+):
+    """One owner: the pipeline's deploy step. The chart's serving values reach it as run parameters,
+    of the types the compiled pipeline declares, and the InferenceService it renders from them
+    carries them and matches the CRD."""
+    values, docs, _ = rendered
+    assert not [d for _, d in docs if d["kind"] == "InferenceService"]
+    params = run_parameters(docs)
+    serving = {
+        "modelName": "hhpulse",
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "canaryTrafficPercent": None,
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        "enabled": True,
+        **values.get("serving", {}),
+    }
+    assert params["deploy_mode"] == ("apply" if serving["enabled"] else "render")
+    assert params["area"] == "113" and isinstance(
+        params["queries"], list
+    )  # the string KFP wants, the list too
+    image = values.get("image", {})
+    registry = image.get("registry", "")
+    assert params["serving_image"] == f"{registry + '/' if registry else ''}hhpulse-serving:0.1.0"
+    isvc = render_inferenceservice(
+        deploy_values(params), version="v1", storage_uri=f"{params['store']}/models/hhpulse/v1"
+    )
+    assert [e.message for e in isvc_validator.iter_errors(isvc)] == []
+    pred = isvc["spec"]["predictor"]
+    assert pred["serviceAccountName"] == "hhpulse-predictor"
+    assert (pred["minReplicas"], pred["maxReplicas"]) == (serving["minReplicas"], serving["maxReplicas"])
+    assert pred["containers"][0]["resources"] == serving["resources"]
+    assert pred["containers"][0]["args"][1] == serving["modelName"]
+    assert pred.get("canaryTrafficPercent") == (serving["canaryTrafficPercent"] or None)
+    assert pred.get("imagePullSecrets", []) == [{"name": n} for n in image.get("pullSecrets", [])]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
 
 
 def test_rbac_is_namespaced_and_minimal(rendered):
-    _, docs, _ = rendered
+    values, docs, _ = rendered
     kinds = [d["kind"] for _, d in docs]
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
-    role = [d for _, d in docs if d["kind"] == "Role"][0]
-    assert role["rules"] == [
+    roles = {d["metadata"]["name"]: d["rules"] for _, d in docs if d["kind"] == "Role"}
+    assert roles["hhpulse-setup"] == [
         {
-            "apiGroups": ["serving.kserve.io"],
-            "resources": ["inferenceservices"],
-            "verbs": ["get", "create", "patch", "watch"],
-        }
+            "apiGroups": ["pipelines.kubeflow.org"],
+            "resources": ["pipelines"],
+            "verbs": ["get", "list", "create"],
+        },
+        {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["experiments"], "verbs": ["list", "create"]},
+        {
+            "apiGroups": ["pipelines.kubeflow.org"],
+            "resources": ["jobs"],
+            "verbs": ["list", "create", "delete"],
+        },
     ]
-    binding = [d for _, d in docs if d["kind"] == "RoleBinding"][0]
-    assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "hhpulse-pipeline", "namespace": "ml"}
+    if values.get("pipeline", {}).get("runServiceAccount"):
+        assert set(roles) == {"hhpulse-setup"}  # the runs use an account the cluster provides
+    else:
+        assert roles["hhpulse-pipeline"] == [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["kfp-launcher"],
+                "verbs": ["get"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": ["mlpipeline-minio-artifact"],
+                "verbs": ["get"],
+            },
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+            {
+                "apiGroups": ["argoproj.io"],
+                "resources": ["workflowtaskresults"],
+                "verbs": ["create", "patch"],
+            },
+            {
+                "apiGroups": ["serving.kserve.io"],
+                "resources": ["inferenceservices"],
+                "verbs": ["get", "create", "patch"],
+            },
+        ]
+    bindings = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "RoleBinding"}
+    assert set(bindings) == set(roles)
+    for name, b in bindings.items():
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "ml"}]
 
 
 def test_pods_run_as_non_root_without_privileges(rendered):
@@ -142,21 +207,43 @@ def test_pods_run_as_non_root_without_privileges(rendered):
             assert sc["readOnlyRootFilesystem"] is True
 
 
-def test_predictor_service_account_carries_s3_settings(rendered):
+def test_the_predictor_account_lists_the_secret_and_carries_no_misleading_annotations(rendered):
+    """KServe takes the endpoint from the Secret's annotations; a ServiceAccount's own count only
+    with an AWS IAM role (tests/test_cluster_rules.py runs KServe's rules on it)."""
     values, docs, _ = rendered
     sa = [
         d for _, d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "hhpulse-predictor"
     ][0]
-    ann = sa["metadata"]["annotations"]
-    assert set(ann) == {
-        "serving.kserve.io/s3-endpoint",
-        "serving.kserve.io/s3-usehttps",
-        "serving.kserve.io/s3-verifyssl",
-        "serving.kserve.io/s3-region",
-    }
-    assert not ann["serving.kserve.io/s3-endpoint"].startswith("http")
+    assert "annotations" not in sa["metadata"]
+    assert sa["automountServiceAccountToken"] is False
     secret = values.get("store", {}).get("existingSecret", "hhpulse-s3")
     assert sa["secrets"] == [{"name": secret}]
+
+
+def test_a_created_secret_carries_kserve_s_annotations():
+    docs, _ = render({"store": {"createSecret": True, "accessKey": "AK", "secretKey": "SK"}})
+    ann = [d for _, d in docs if d["kind"] == "Secret"][0]["metadata"]["annotations"]
+    assert ann == {
+        "serving.kserve.io/s3-endpoint": "minio.hhpulse.svc.cluster.local:9000",
+        "serving.kserve.io/s3-usehttps": "0",
+        "serving.kserve.io/s3-verifyssl": "1",
+        "serving.kserve.io/s3-region": "us-east-1",
+    }
+    docs, _ = render(
+        {
+            "store": {
+                "createSecret": True,
+                "accessKey": "AK",
+                "secretKey": "SK",
+                "endpoint": "https://s3.example:9000",
+            }
+        }
+    )
+    ann = [d for _, d in docs if d["kind"] == "Secret"][0]["metadata"]["annotations"]
+    assert (ann["serving.kserve.io/s3-endpoint"], ann["serving.kserve.io/s3-usehttps"]) == (
+        "s3.example:9000",
+        "1",
+    )
 
 
 def test_no_plaintext_credentials_with_defaults():
@@ -164,9 +251,6 @@ def test_no_plaintext_credentials_with_defaults():
     assert not [d for _, d in docs if d["kind"] == "Secret"]
     text = "\n".join(raw.values())
     assert not re.search(r"(?i)(aws_secret_access_key|password)\s*[:=]\s*\S{4,}", text)
-    assert not [
-        d for _, d in docs if d["kind"] == "InferenceService"
-    ]  # no model version yet: the pipeline creates it
 
 
 def test_secret_only_when_asked_and_never_with_defaults():
@@ -190,23 +274,36 @@ def test_setup_job_script_is_valid_bash_and_uses_the_values(rendered):
     values, docs, _ = rendered
     job = [d for _, d in docs if d["kind"] == "Job"][0]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert pod["spec"]["serviceAccountName"] == "hhpulse-setup"
+    assert pod["spec"]["automountServiceAccountToken"] is False  # it calls the KFP API, not Kubernetes'
+    script = pod["spec"]["containers"][0]["args"][0]
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     assert "hhpulse schedule" in script and "hhpulse compile" in script
+    assert '--namespace "ml"' in script  # multi-user KFP needs the profile's namespace
+    image = values.get("image", {})
+    assert f'--image-registry "{image.get("registry", "")}"' in script
+    for secret in image.get("pullSecrets", []):
+        assert f'--image-pull-secret "{secret}"' in script
+    assert pod["spec"].get("imagePullSecrets", []) == [{"name": n} for n in image.get("pullSecrets", [])]
     for key, value in (values.get("gpu", {}).get("nodeSelector") or {}).items():
         if value:
             assert f"{key}={value}" in script
+    if not (values.get("gpu", {}).get("nodeSelector")):
+        assert "--gpu-node-selector" not in script
 
 
 def test_manifests_validate(tmp_path):
     import kubernetes_validate
 
     kust = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    assert "namespace" not in kust  # applied into the profile's namespace: kubectl -n <profile> apply -k
     for res in kust["resources"]:
         for doc in yaml.safe_load_all((REPO / "manifests" / res).read_text()):
-            doc.setdefault("metadata", {}).setdefault("namespace", kust["namespace"])
+            doc.setdefault("metadata", {}).setdefault("namespace", "hhpulse")
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    launcher = yaml.safe_load((REPO / "manifests" / "kfp-launcher-configmap.yaml").read_text())
+    launcher = yaml.safe_load((REPO / "manifests" / "examples" / "kfp-launcher-configmap.yaml").read_text())
     providers = yaml.safe_load(launcher["data"]["providers"])
     assert providers["minio"]["default"]["credentials"]["secretRef"]["secretName"] == "hhpulse-s3"
     text = "\n".join(p.read_text() for p in (REPO / "manifests").rglob("*.yaml"))
@@ -228,7 +325,6 @@ def test_kubectl_kustomize_builds():
 
 PODMONITOR_CRD = REPO / "tests" / "crds" / "monitoring.coreos.com_podmonitors.yaml"
 MONITORING = {
-    "serving": {"modelVersion": "v20260301-120000"},
     "monitoring": {"podMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}}},
     "logger": {"enabled": True},
 }
@@ -238,14 +334,10 @@ def kinds(docs, kind):
     return [d for _, d in docs if d["kind"] == kind]
 
 
-def test_inferenceservice_is_scraped_by_kserve_without_a_logger_by_default(rendered):
+def test_no_logger_and_no_sink_by_default(rendered):
     values, docs, _ = rendered
-    isvc = kinds(docs, "InferenceService")[0]
-    ann = isvc["metadata"]["annotations"]
-    assert ann["serving.kserve.io/enable-prometheus-scraping"] == "true"
-    assert (ann["prometheus.kserve.io/port"], ann["prometheus.kserve.io/path"]) == ("8080", "/metrics")
     if not values.get("logger", {}).get("enabled"):
-        assert "logger" not in isvc["spec"]["predictor"]
+        assert "logger_url" not in run_parameters(docs)
         assert not kinds(docs, "Deployment") and not kinds(docs, "PodMonitor")
 
 
@@ -280,8 +372,8 @@ def test_logger_points_kserve_at_the_chart_s_sink():
     import kubernetes_validate
 
     docs, _ = render(MONITORING)
-    isvc = kinds(docs, "InferenceService")[0]
     url = "http://hhpulse-logsink.ml.svc.cluster.local"
+    isvc = render_inferenceservice(deploy_values(run_parameters(docs)), version="v1", storage_uri="s3://b/v1")
     assert isvc["spec"]["predictor"]["logger"] == {"mode": "all", "url": url}
     service = kinds(docs, "Service")[0]
     assert service["metadata"]["name"] == "hhpulse-logsink" and service["spec"]["ports"][0]["port"] == 80
@@ -293,11 +385,15 @@ def test_logger_points_kserve_at_the_chart_s_sink():
     sa = [d for d in kinds(docs, "ServiceAccount") if d["metadata"]["name"] == pod["serviceAccountName"]][0]
     assert sa["automountServiceAccountToken"] is False
     (c,) = pod["containers"]
-    assert c["image"] == "ghcr.io/hhpulse/hhpulse-serving:0.1.0"
+    assert c["image"] == "hhpulse-serving:0.1.0"
     assert c["command"] == ["hhpulse", "logsink"] and "--host=0.0.0.0" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["resources"]["requests"] and c["resources"]["limits"]
+    # what the store refuses at shutdown is spilled to a writable volume of the pod's own
+    (spill,) = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--spill-dir=")]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == spill]
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == mount["name"])
     env = {e["name"]: e for e in c["env"]}
     assert env["HHPULSE_STORE"]["value"] == "s3://hhpulse/prod"
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -314,10 +410,7 @@ def test_logger_points_kserve_at_the_chart_s_sink():
 
 def test_logger_to_an_outside_sink_renders_no_sink():
     docs, _ = render({**MONITORING, "logger": {"enabled": True, "url": "http://sink.elsewhere:8080/log"}})
-    assert (
-        kinds(docs, "InferenceService")[0]["spec"]["predictor"]["logger"]["url"]
-        == "http://sink.elsewhere:8080/log"
-    )
+    assert run_parameters(docs)["logger_url"] == "http://sink.elsewhere:8080/log"
     assert not kinds(docs, "Deployment") and not [d for d in kinds(docs, "Service")]
 
 
@@ -331,3 +424,100 @@ def test_schema_refuses_bad_monitoring_values():
     ):
         with pytest.raises(helm.errors.HelmError):
             render(bad)
+
+
+def test_the_sink_s_destination_rule_pairs_a_call_s_events_under_istio():
+    """Istio ignores sessionAffinity; the DestinationRule hashes on the CloudEvent id, which KServe's
+    agent gives a call's request and response alike. Off by default: one replica needs none."""
+    docs, _ = render({"logger": {"enabled": True}})
+    assert not kinds(docs, "DestinationRule")
+    docs, _ = render({"logger": {"enabled": True, "sink": {"replicas": 3, "istioDestinationRule": True}}})
+    (rule,) = kinds(docs, "DestinationRule")
+    service = kinds(docs, "Service")[0]
+    assert rule["apiVersion"] == "networking.istio.io/v1beta1"
+    assert rule["spec"] == {
+        "host": f"{service['metadata']['name']}.ml.svc.cluster.local",
+        "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "ce-id"}}},
+    }
+    from hhpulse.watch import logsink
+
+    assert "Ce-Id" in Path(logsink.__file__).read_text()  # the header the sink pairs by
+
+
+def test_every_value_is_documented_and_in_the_schema():
+    """Each leaf of values.yaml has its `## @param` line, and the schema knows it."""
+    import json
+
+    text = (CHART / "values.yaml").read_text()
+    documented = set(re.findall(r"^\s*## @param (\S+) ", text, re.M))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value and path not in documented:
+                yield from leaves(value, path + ".")
+            else:
+                yield path
+
+    def in_schema(path):
+        node = schema
+        for key in path.split("."):
+            node = (node.get("properties") or {}).get(key)
+            if node is None:
+                return False
+        return True
+
+    values = yaml.safe_load(text)
+    missing = [p for p in leaves(values) if p not in documented]
+    assert missing == []
+    assert [p for p in documented if not in_schema(p)] == []
+
+
+def test_grpc_adds_an_h2c_port_to_the_predictor_the_deploy_step_renders():
+    import helm_python as helm
+    import kubernetes_validate
+
+    docs, _ = render({"serving": {"grpc": {"enabled": True, "port": 9000}}})
+    # the recurring run deploys each new version with gRPC (a patch replaces the containers)
+    assert "grpc_port=9000\n" in kinds(docs, "ConfigMap")[0]["data"]["params"]
+    params = run_parameters(docs)
+    assert params["grpc_port"] == 9000
+    isvc = render_inferenceservice(
+        deploy_values(params), version="v1", storage_uri="s3://hhpulse/prod/models/hhpulse/v1"
+    )
+    c = isvc["spec"]["predictor"]["containers"][0]
+    assert c["ports"] == [
+        {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "h2c", "containerPort": 9000, "protocol": "TCP"},
+    ]
+    assert c["args"][-4:] == ["--enable_grpc", "true", "--grpc_port", "9000"]
+    # KServe's Service (the Standard mode) takes the container's ports and their names: a Service
+    # with two ports needs both named
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "hhpulse-predictor"},
+        "spec": {"ports": [{"name": p["name"], "port": p["containerPort"]} for p in c["ports"]]},
+    }
+    kubernetes_validate.validate(service, K8S_VERSION, strict=True)
+    # the predictor's NetworkPolicy lets the gateway and the test pod reach the gRPC port too
+    policy = next(d for d in kinds(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-predictor"))
+    grpc = [r for r in policy["spec"]["ingress"] if {"port": 9000, "protocol": "TCP"} in r["ports"]]
+    assert len(grpc) == 2  # the gateway's rule and the test pod's; not the metrics scrape's
+    assert grpc[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}
+    ]
+    from pipelines.hhpulse_pipeline import build_pipeline
+
+    assert "grpc_port" in build_pipeline().component_spec.inputs
+    off, _ = render({})
+    params = run_parameters(off)
+    assert "grpc_port" not in kinds(off, "ConfigMap")[0]["data"]["params"]
+    c = render_inferenceservice(deploy_values(params), version="v1", storage_uri="s3://b/m")["spec"][
+        "predictor"
+    ]["containers"][0]
+    assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}] and "--enable_grpc" not in c["args"]
+    for bad in ({"enabled": True, "port": 8080}, {"enabled": "yes"}, {"port": 70000}):
+        with pytest.raises(helm.errors.HelmError):
+            render({"serving": {"grpc": bad}})

@@ -1,5 +1,6 @@
-"""History folded run by run equals build_history over every run (property test), and the fold's
-order and failure rules: a backfill is refused, a killed fold changes nothing, verify tells."""
+"""History folded run by run into the Delta table equals build_history over every run (property
+test), and the fold's order and failure rules: a late run folds in time order, an import much
+older than the history is refused, a killed fold changes nothing, verify tells."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 
 from hhpulse.data.history import HISTORY_COLUMNS, build_history, load_raw_runs
 from hhpulse.data.history_store import (
-    STATE_KEY,
+    TABLE_KEY,
     BackfillRefused,
     fold_run,
     load_state,
+    open_snapshot,
     read_history,
     rebuild,
     verify,
@@ -224,68 +226,111 @@ def test_comebacks_and_all_in_one_fold(tmp_path):
     _assert_same(read_history(other), want)
 
 
-def test_a_run_older_than_the_newest_folded_is_refused(tmp_path):
+def test_a_late_run_is_folded_in_time_order(tmp_path):
+    """A run that finished after a later run was folded (a paused pod): folded in order, by
+    folding the later runs again from the version before them."""
     store = LocalStore(tmp_path)
     item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
-    write_run(store, "b-late", T0 + timedelta(days=2), [item])
-    fold_run(store, "b-late")
-    before = store.get_bytes(STATE_KEY)
-    write_run(store, "a-early", T0, [dict(item, id="2")])  # a backfill (or a clock step)
+    write_run(store, "a", T0, [item, dict(item, id="2")])
+    fold_run(store, "a")
+    write_run(store, "d", T0 + timedelta(days=2), [dict(item, id="3")])  # started after c, finished first
+    assert fold_run(store).folded == ["d"]
+    write_run(store, "c-late-finisher", T0 + timedelta(days=1), [item, dict(item, id="3")])  # it finishes
+    res = fold_run(store, "c-late-finisher")
+    assert res.folded == ["c-late-finisher"] and res.refolded == ["d"] and not res.refused
+    state, _ = load_state(store)
+    assert [r["run_id"] for r in state["runs"]] == ["a", "c-late-finisher", "d"]
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
+    assert verify(store).ok
+    # and the next run folds on top, as usual
+    write_run(store, "e", T0 + timedelta(days=3), [item])
+    assert fold_run(store).folded == ["e"]
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
+
+
+def test_an_import_much_older_than_the_history_is_refused(tmp_path, monkeypatch):
+    import hhpulse.data.history_store as hs
+
+    monkeypatch.setattr(hs, "MAX_REFOLD_RUNS", 2)
+    store = LocalStore(tmp_path)
+    item = {"id": "1", "name": "n", "published_at": "2026-03-01T10:00:00+0300"}
+    for d in range(3):
+        write_run(store, f"r{d}", T0 + timedelta(days=d + 1), [dict(item, id=str(d))])
+    fold_run(store)
+    version = open_snapshot(store).version
+    write_run(store, "a-early", T0, [dict(item, id="9")])  # a backfill: older than 3 folded runs
     with pytest.raises(BackfillRefused, match="--rebuild") as err:
         fold_run(store, "a-early")
-    assert "a-early" in str(err.value)
+    assert "a-early" in str(err.value) and "3 later runs" in str(err.value)
+    assert open_snapshot(store).version == version  # nothing committed
     assert fold_run(store).refused == ["a-early"]  # `hhpulse history`: left out, said so
-    write_run(store, "c-later", T0 + timedelta(days=3), [dict(item, id="3")])
-    res = fold_run(store, "c-later")  # a later run still folds: one stray run does not stop a schedule
-    assert res.folded == ["c-later"] and res.refused == ["a-early"]
-    assert [r["run_id"] for r in load_state(store)[0]["runs"]] == ["b-late", "c-later"]
-    assert not verify(store).ok  # the history lacks a-early until it is rebuilt
-    before = store.get_bytes(STATE_KEY)
-    with pytest.raises(BackfillRefused):
-        fold_run(store, "a-early")
-    assert store.get_bytes(STATE_KEY) == before
+    write_run(store, "r9", T0 + timedelta(days=9), [dict(item, id="3")])
+    res = fold_run(store, "r9")  # a later run still folds: one stray run does not stop a schedule
+    assert res.folded == ["r9"] and res.refused == ["a-early"]
     res = rebuild(store)  # the way out: every run, in time order
-    assert res.folded == ["a-early", "b-late", "c-later"]
+    assert res.folded == ["a-early", "r0", "r1", "r2", "r9"]
     _assert_same(read_history(store), build_history(load_raw_runs(store)))
 
 
 def test_a_fold_killed_midway_leaves_the_history_as_before(tmp_path, monkeypatch):
-    import hhpulse.data.history_store as hs
+    import hhpulse.data.deltatable as dtm
 
     store = LocalStore(tmp_path)
     random_runs(store, 1, n_runs=6)
     before = {k: store.get_bytes(k) for k in store.list("history/")}
-    hist = read_history(store)
-    write_run(store, "20270101T000000Z-00000001", T0 + timedelta(days=400), [])
+    hist, version = read_history(store), open_snapshot(store).version
+    write_run(store, "20270101T000000Z-00000001", T0 + timedelta(days=400), [{"id": "1", "name": "n"}])
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed before the commit")
 
-    for where in ("_collect_garbage", "put_if"):  # after the data files / at the state write
-        if where == "put_if":
-            monkeypatch.setattr(type(store), "put_if", killed)
-        else:
-            monkeypatch.setattr(hs, "_commit", killed)
-        with pytest.raises(KeyboardInterrupt):
-            fold_run(store)
-        monkeypatch.undo()
-        assert {k: store.get_bytes(k) for k in store.list("history/")} == before
-        _assert_same(read_history(store), hist)
+    monkeypatch.setattr(dtm, "commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fold_run(store)
+    monkeypatch.undo()
+    after = {k: store.get_bytes(k) for k in store.list("history/")}
+    assert {k: after[k] for k in before} == before  # nothing it had was changed or deleted
+    assert not [k for k in after if k not in before and "_delta_log" in k]  # and nothing committed
+    assert open_snapshot(store).version == version
+    _assert_same(read_history(store), hist)
     fold_run(store)  # and the next fold picks it up
     _assert_same(read_history(store), build_history(load_raw_runs(store)))
 
 
-def test_orphans_of_a_killed_fold_are_removed_by_the_next(tmp_path):
+def test_files_of_failed_folds_are_removed_by_vacuum_after_the_retention(tmp_path):
+    import os
+    import time
+
+    from hhpulse.data.history_store import vacuum
+
     store = LocalStore(tmp_path)
     random_runs(store, 2, n_runs=4)
-    orphan = "history/settled/date=2026-03-02/000001-0badf00d.parquet"
+    orphan = f"{TABLE_KEY}/settled/2026-03-02/000001-0badf00d.parquet"
     store.put_bytes(orphan, b"left by a killed fold")
     write_run(store, "20270101T000000Z-00000001", T0 + timedelta(days=400), [])
     fold_run(store)
-    assert not store.exists(orphan)
-    state, _ = load_state(store)
-    referenced = {p["key"] for p in state["settled"]} | {state["open"]["key"], state["index"]["key"]}
-    assert set(store.list("history/settled/")) <= referenced
+    assert store.exists(orphan)  # a fold never deletes
+    snap = open_snapshot(store)
+    referenced = {f"{TABLE_KEY}/{f.path}" for f in snap.files}
+    old = time.time() - 40 * 86400
+    for key in store.list(f"{TABLE_KEY}/"):
+        if "_delta_log" not in key:
+            os.utime(store.root / key, (old, old))
+    first = read_history(store, version=0)
+    plan = vacuum(store, retention_days=30)
+    assert plan.files == [orphan] and not store.exists(orphan)  # no version ever used it
+    # files the folds replaced were removed from the table today: time travel still needs them
+    assert referenced < set(store.list(f"{TABLE_KEY}/open/")) | set(store.list(f"{TABLE_KEY}/settled/"))
+    _assert_same(read_history(store, version=0), first)
+    assert store.exists(f"{TABLE_KEY}/{snap.state['index']}")  # the current index stays
+    _assert_same(read_history(store), build_history(load_raw_runs(store)))
+
+
+def _tamper(store, path, column, row, value):
+    df = pd.read_parquet(store.root / TABLE_KEY / path)
+    df.loc[row, column] = value
+    df.to_parquet(store.root / TABLE_KEY / path, index=False)
+    return df["id"].iloc[row]
 
 
 def test_verify_agrees_on_a_good_history_and_names_the_vacancies_of_a_tampered_one(tmp_path):
@@ -293,11 +338,7 @@ def test_verify_agrees_on_a_good_history_and_names_the_vacancies_of_a_tampered_o
     random_runs(store, 4, n_runs=8)
     res = verify(store)
     assert res.ok and "equals a rebuild" in res.message()
-    state, _ = load_state(store)
-    df = pd.read_parquet(store.root / state["open"]["key"])
-    victim = df["id"].iloc[3]
-    df.loc[3, "times_seen"] = 99
-    df.to_parquet(store.root / state["open"]["key"], index=False)
+    victim = _tamper(store, open_snapshot(store).open_files[0].path, "times_seen", 3, 99)
     bad = verify(store)
     assert not bad.ok
     assert any(victim in d and "times_seen" in d for d in bad.differences)
@@ -327,11 +368,11 @@ def _racing_folds(store, monkeypatch, *, retries=(5, 5)):
     real_commit = hs._commit
     first = threading.local()
 
-    def commit_together(target, w, tag):
+    def commit_together(*args, **kwargs):
         if not getattr(first, "done", False):  # both folds have done their work: commit at once
             first.done = True
             barrier.wait()
-        return real_commit(target, w, tag)
+        return real_commit(*args, **kwargs)
 
     monkeypatch.setattr(hs, "_commit", commit_together)
     results: dict[str, object] = {}
@@ -393,19 +434,17 @@ def test_history_cli_folds_verifies_and_rebuilds(tmp_path):
     p = _cli("--verify", "--store", str(tmp_path))
     assert p.returncode == 0 and "history verified" in p.stdout, p.stderr
     # tamper with a settled file: verify names the vacancy and exits 1
-    state, _ = load_state(store)
-    part = state["settled"][0]["key"]
-    df = pd.read_parquet(store.root / part)
-    victim = df["id"].iloc[0]
-    df.loc[0, "name"] = "tampered"
-    df.to_parquet(store.root / part, index=False)
+    settled = open_snapshot(store).settled_files
+    victim = _tamper(store, settled[min(settled)].path, "name", 0, "tampered")
     p = _cli("--verify", "--store", str(tmp_path))
     assert p.returncode == 1 and f"vacancy {victim}: name: stored 'tampered', rebuilt 'n'" in p.stderr
     assert "--rebuild" in p.stderr
-    # a backfill is refused by name, and --rebuild takes it
+    # a run older than the others is folded in time order (exit 0), and --rebuild repairs the tampering
     write_run(store, "r-back", T0 - timedelta(days=1), [item])
     p = _cli("--store", str(tmp_path))
-    assert p.returncode == 1 and "r-back" in p.stderr and "hhpulse history --rebuild" in p.stderr
+    assert (
+        p.returncode == 0 and "folded 1 run(s)" in p.stdout and "4 earlier folded run(s) again" in p.stdout
+    ), p.stderr
     p = _cli("--rebuild", "--store", str(tmp_path))
     assert p.returncode == 0 and "folded 5 run(s)" in p.stdout, p.stderr
     assert _cli("--verify", "--store", str(tmp_path)).returncode == 0

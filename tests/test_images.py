@@ -92,7 +92,9 @@ def test_dockerfile_rules(name):
 def test_entry_points_and_extras():
     serving = instructions(IMAGES["serving"])
     assert serving[-1] == ("ENTRYPOINT", 'ENTRYPOINT ["python", "-m", "hhpulse.serving"]')
-    assert any("requirements.py pyproject.toml cpu,serve --without pyarrow " in line for _, line in serving)
+    assert any(
+        "requirements.py pyproject.toml cpu,serve --without pyarrow deltalake " in line for _, line in serving
+    )
     pipeline = instructions(IMAGES["pipeline"])
     assert any("requirements.py pyproject.toml gpu,pipeline " in line for _, line in pipeline)
     assert not any("xgboost-cpu" in line or "cpu," in line for _, line in pipeline), (
@@ -104,7 +106,15 @@ def test_entry_points_and_extras():
 
 def test_requirements_script_reads_pyproject():
     out = subprocess.run(
-        ["python3", "images/requirements.py", "pyproject.toml", "cpu,serve", "--without", "pyarrow"],
+        [
+            "python3",
+            "images/requirements.py",
+            "pyproject.toml",
+            "cpu,serve",
+            "--without",
+            "pyarrow",
+            "deltalake",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -112,7 +122,7 @@ def test_requirements_script_reads_pyproject():
     ).stdout.split()
     names = {re.match(r"[\w.-]+", r).group(0).lower() for r in out}
     assert {"kserve", "xgboost-cpu", "numpy", "razdel", "boto3"} <= names  # boto3: the log sink writes to S3
-    assert not names & {"pyarrow", "kfp", "xgboost"}
+    assert not names & {"pyarrow", "deltalake", "kfp", "xgboost"}
 
 
 # -- the built images --------------------------------------------------------------------------------
@@ -359,7 +369,7 @@ def test_serving_image_carries_only_the_predictor():
         for p in _layers("serving")["files"]
         if (m := re.match(r"opt/(?:venv/lib/python[\d.]+/site-packages|app)/([^/]+)/", p))
     }
-    for absent in ("pyarrow", "kfp", "nvidia", "xgboost/lib/libxgboost-cuda"):
+    for absent in ("pyarrow", "deltalake", "kfp", "nvidia", "xgboost/lib/libxgboost-cuda"):
         assert absent not in site, f"{absent} is in the serving image"
     assert not [s for s in site if s.startswith(("nvidia", "torch", "cupy"))], (
         "CUDA libraries in the serving image"

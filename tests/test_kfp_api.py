@@ -95,3 +95,98 @@ def test_schedule_rejects_five_fields_before_any_request(kfp):
 def test_unreachable_host_is_a_clear_error():
     p = cli("submit", "--host", "http://127.0.0.1:9")
     assert p.returncode == 1 and "cannot reach the KFP API" in p.stderr
+
+
+def test_parameters_take_the_types_the_compiled_pipeline_declares(kfp):
+    """KFP refuses a value of another type (v2_template.go); `area=113` must stay the string "113"."""
+    p = cli(
+        "submit",
+        "--host",
+        kfp.url,
+        "--param",
+        "area=113",
+        "--param",
+        "demo_size=50",
+        "--param",
+        "allow_mixed_data=true",
+        "--param",
+        "margin=0.01",
+        "--param",
+        'queries=["Python", "Go"]',
+        "--param",
+        'serving_resources={"requests": {"cpu": "1"}}',
+    )
+    assert p.returncode == 0, p.stderr
+    params = [r for r in kfp.requests if r["path"].endswith("/runs")][0]["json"]["runtime_config"][
+        "parameters"
+    ]
+    assert params == {
+        "area": "113",
+        "demo_size": 50,
+        "allow_mixed_data": True,
+        "margin": 0.01,
+        "queries": ["Python", "Go"],
+        "serving_resources": {"requests": {"cpu": "1"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        (
+            "demo_size=many",
+            "demo_size=many: the pipeline declares it NUMBER_INTEGER, so the value must be an integer",
+        ),
+        ("allow_mixed_data=yes", "must be true or false"),
+        ("queries=Python", "must be a JSON list"),
+        ("colour=red", "the pipeline has no such parameter (it has: allow_mixed_data, area,"),
+        ("area", "expected KEY=VALUE"),
+    ],
+)
+def test_a_bad_parameter_is_refused_before_any_request(kfp, param, message):
+    p = cli("schedule", "--host", kfp.url, "--param", param)
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1  # one line, no traceback
+    assert kfp.requests == []
+
+
+def test_an_old_kfp_is_refused_with_the_version_it_needs(shared_specs):
+    fake = FakeKfp(shared_specs / "kfp-api-v2beta1.swagger.json", version="2.5.0")
+    try:
+        p = cli("schedule", "--host", fake.url)
+        assert p.returncode == 1
+        assert "is 2.5.0, older than 2.14.0" in p.stderr and "dsl.Collected over a ParallelFor" in p.stderr
+        assert [r["path"] for r in fake.requests] == ["/apis/v2beta1/healthz"]
+    finally:
+        fake.stop()
+    fake = FakeKfp(shared_specs / "kfp-api-v2beta1.swagger.json", version="unknown")
+    try:
+        p = cli("schedule", "--host", fake.url)
+        assert p.returncode == 0 and "warning: the KFP API server does not say its version" in p.stderr
+    finally:
+        fake.stop()
+
+
+def test_multi_user_kfp_needs_the_namespace_and_a_token(shared_specs, tmp_path):
+    import kubeflow_profile
+    from k8s_rbac import Rbac, Subject
+
+    rbac = Rbac(kubeflow_profile.cluster_roles() + kubeflow_profile.profile_objects("team-ml"))
+    fake = FakeKfp(shared_specs / "kfp-api-v2beta1.swagger.json", multi_user=True, rbac=rbac)
+    try:
+        p = cli("schedule", "--host", fake.url)
+        assert p.returncode == 1 and "multi-user mode: pass --namespace" in p.stderr
+        p = cli("schedule", "--host", fake.url, "--namespace", "team-ml")
+        assert p.returncode == 1 and "HTTP 401" in p.stderr
+        token = tmp_path / "token"
+        token.write_text(fake.issue_token(Subject.service_account("team-ml", "default-editor")))
+        env = {"KF_PIPELINES_SA_TOKEN_PATH": str(token)}
+        p = cli("schedule", "--host", fake.url, "--namespace", "team-ml", env=env)
+        assert p.returncode == 0, p.stderr
+        (rr,) = fake.recurring.values()
+        assert rr["namespace"] == "team-ml"
+        assert all(r["allowed"] for r in fake.reviews)
+        p = cli("schedule", "--host", fake.url, "--namespace", "another-team", env=env)
+        assert p.returncode == 1 and "PermissionDenied" in p.stderr  # default-editor of team-ml only
+    finally:
+        fake.stop()

@@ -39,10 +39,17 @@ def v1_pair(n=1, version="v20260301-070000", ids=True):
     return {"instances": instances}, {"predictions": preds}
 
 
+def wait_for(check, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 class Sink:
     """A sink served in this process on a free port, until :meth:`stop`."""
 
-    def __init__(self, store, **policy):
+    def __init__(self, store, wait_ready=True, **policy):
         defaults = {"batch_records": 1000, "batch_bytes": 1 << 22, "batch_seconds": 3600.0}
         self.sink = make_sink(store, **{**defaults, **policy})
         self.port = free_port()
@@ -65,6 +72,11 @@ class Sink:
         self.thread.start()
         assert ready.wait(10)
         self.http = requests.Session()
+        if wait_ready:  # ready once the store took its first write
+            deadline = time.monotonic() + 10
+            while self.http.get(self.url + "/readyz", timeout=5).status_code != 200:
+                assert time.monotonic() < deadline, "the sink did not become ready"
+                time.sleep(0.02)
 
     def post(self, event_id, event_type, body, *, time=T0, raw=None, headers=None):
         h = agent_headers(event_id, event_type, time=time) if headers is None else headers
@@ -190,7 +202,8 @@ def test_batches_on_size_and_on_time(store):
     s = Sink(store, batch_records=3, batch_seconds=0.6)
     for i in range(3):
         s.exchange(f"id-{i}", *v1_pair(1))
-    assert len(served_keys(store)) == 1  # the third record filled the batch: written at once
+    # the third record filled the batch: the timer thread is woken and writes it at once
+    wait_for(lambda: len(served_keys(store)) == 1, timeout=0.5)
     s.exchange("id-3", *v1_pair(1))
     assert len(served_keys(store)) == 1
     deadline = time.monotonic() + 10
@@ -217,25 +230,127 @@ def test_full_sink_answers_503_and_takes_the_event_once_there_is_room(store):
     s.stop()
 
 
-def test_full_writer_with_a_refusing_store_answers_503_and_loses_nothing(s3_bucket, s3_env):
-    import boto3
+@pytest.fixture
+def proxied_s3(s3_bucket, s3_env):
+    """An S3 store behind the fault proxy (in front of moto): the tests make it refuse writes."""
+    from faultproxy import FaultProxy
 
-    store = S3Store(f"s3://{s3_bucket}/prod")
+    with FaultProxy(s3_env) as proxy:
+        yield proxy, S3Store(f"s3://{s3_bucket}/prod", endpoint_url=proxy.url)
+
+
+def test_a_refusing_store_keeps_the_batch_answers_503_to_new_events_and_loses_nothing(proxied_s3):
+    proxy, store = proxied_s3
     s = Sink(store, batch_records=2)
-    client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
-    client.delete_bucket(Bucket=s3_bucket)  # the store now refuses every write
+    rule = proxy.add("error:503", method="PUT", path=r"/served/", times=None)
     request, response = v1_pair(1)
-    s.exchange("a", request, response)  # buffered (1 of 2)
-    r = s.exchange("b", request, response)[1]  # fills the batch: the write fails, kept buffered
+    assert [r.status_code for r in s.exchange("a", request, response)] == [200, 200]  # buffered (1 of 2)
+    r = s.exchange("b", request, response)[1]  # fills the batch: the timer's write is refused, kept
     assert r.status_code == 200
-    refused = s.exchange("c", request, response)[1]
-    assert refused.status_code == 503 and "store refuses" in refused.json()["error"]
-    client.create_bucket(Bucket=s3_bucket)  # the store is back
+    wait_for(lambda: s.http.get(s.url + "/readyz", timeout=5).status_code == 503)  # after boto's retries
+    assert rule.hits >= 1 and served_keys(store) == []
+    refused = s.post("c", REQUEST, request)  # a new exchange: it would only wait on a refusing store
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    assert "the store refuses writes" in refused.json()["error"]
+    ready = s.http.get(s.url + "/readyz", timeout=5)
+    assert ready.status_code == 503 and ready.json()["status"] == "the store refuses writes"
     assert (
-        s.post("c", RESPONSE, response).status_code == 200
-    )  # the agent's retry pairs with the waiting request
+        "hhpulse_logsink_store_ready 0" in s.metrics() and "hhpulse_logsink_buffered_records 2" in s.metrics()
+    )
+    proxy.clear()  # the store is back: the kept batch is retried with backoff, then events are taken
+    wait_for(lambda: s.http.get(s.url + "/readyz", timeout=5).status_code == 200)
+    assert [r.status_code for r in s.exchange("c", request, response)] == [200, 200]
+    assert 'hhpulse_logsink_events_total{outcome="refused"} 1' in s.metrics()
     assert s.stop() == 0
     assert sorted(r["request_id"] for r in read_served(store)) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("fault", ["drop_reply", "reset_after", "reset", "error:500"])
+def test_a_batch_write_through_a_lost_reply_or_a_reset_lands_once(proxied_s3, fault):
+    """boto retries a batch PUT whose reply was lost (or that was reset, or answered 500):
+    the batch has one key, so the retry writes the same object, never a second copy."""
+    proxy, store = proxied_s3
+    s = Sink(store, batch_records=2)
+    rule = proxy.add(fault, method="PUT", path=r"/served/")
+    request, response = v1_pair(1)
+    for eid in ("a", "b"):
+        assert [r.status_code for r in s.exchange(eid, request, response)] == [200, 200]
+    wait_for(lambda: len(served_keys(store)) == 1)
+    assert rule.hits == 1 and s.http.get(s.url + "/readyz", timeout=5).status_code == 200
+    assert s.stop() == 0
+    assert len(served_keys(store)) == 1
+    assert sorted(r["request_id"] for r in read_served(store)) == ["a", "b"]
+
+
+def test_a_store_that_never_took_a_write_is_not_ready_and_events_get_503(tmp_path, s3_env):
+    """--store s3://nosuchbucket/p: not ready, and no event is taken (each would be lost)."""
+    store = S3Store("s3://nosuchbucket-hhpulse/p")
+    spill = tmp_path / "spill"
+    s = Sink(store, wait_ready=False, spill_dir=spill)
+    time.sleep(1.0)  # some ticks of the timer: each tries the store
+    ready = s.http.get(s.url + "/readyz", timeout=5)
+    assert ready.status_code == 503 and ready.json()["status"] == "the store refuses writes"
+    request, response = v1_pair(1)
+    for kind, body in ((REQUEST, request), (RESPONSE, response)):
+        r = s.post("x", kind, body)
+        assert r.status_code == 503 and r.headers["Retry-After"], r.text
+    assert s.stop() == 0
+    assert list(spill.glob("*")) == []  # nothing was taken, so nothing to spill
+
+
+def test_shutdown_with_a_refusing_store_spills_and_the_next_start_writes_it_first(
+    proxied_s3, tmp_path, caplog
+):
+    proxy, store = proxied_s3
+    spill = tmp_path / "spill"
+    s = Sink(store, spill_dir=spill)
+    request, response = v1_pair(2)
+    assert [r.status_code for r in s.exchange("kept-1", request, response)] == [200, 200]
+    assert [r.status_code for r in s.exchange("kept-2", request, response)] == [200, 200]
+    rule = proxy.add("error:503", method="PUT", times=None)  # the store goes away before SIGTERM
+    assert s.stop() == 0
+    assert rule.hits >= 1 and served_keys(store) == []
+    (spilled,) = spill.iterdir()
+    assert "4 records spilled to" in caplog.text and "the next start writes them" in caplog.text
+    # the next start, with the store still refusing: not ready, the spill file stays
+    store.delete("logsink/alive.json")  # the first sink's heartbeat
+    s2 = Sink(store, wait_ready=False, spill_dir=spill)
+    time.sleep(1.0)
+    assert s2.http.get(s2.url + "/readyz", timeout=5).status_code == 503 and spilled.exists()
+    proxy.clear()  # back: the spill file is written first, and that makes the sink ready
+    wait_for(lambda: s2.http.get(s2.url + "/readyz", timeout=5).status_code == 200)
+    assert not spilled.exists()
+    assert [(r["request_id"], r["id"]) for r in read_served(store)] == [
+        ("kept-1", "9000"),
+        ("kept-1", "9001"),
+        ("kept-2", "9000"),
+        ("kept-2", "9001"),
+    ]
+    assert not store.exists("logsink/alive.json")  # the replayed batch was its first write
+    assert s2.stop() == 0
+
+
+def test_a_replay_cut_off_after_its_write_writes_the_same_object_again(tmp_path):
+    """The spill file names its batch's key: writing it twice gives one batch, not two."""
+    from hhpulse.watch.served import replay_spilled
+
+    store = LocalStore(tmp_path / "store")
+    writer = ServedLogWriter(store)
+    request, response = v1_pair(3)
+    from hhpulse.watch.served import records_from_v1
+
+    writer.add(records_from_v1(request, response, time=T0, model_version=None, request_id="r"))
+    spilled = writer.spill(tmp_path / "spill")
+    assert spilled.records == 3 and writer.pending == 0
+    copy = spilled.path.read_bytes()
+    (done,) = replay_spilled(store, tmp_path / "spill")
+    spilled.path.write_bytes(copy)  # as if the process died before removing the file
+    (again,) = replay_spilled(store, tmp_path / "spill")
+    assert done.key == again.key == spilled.key and served_keys(store) == [spilled.key]
+    assert [r["id"] for r in read_served(store)] == ["9000", "9001", "9002"]
+    (tmp_path / "spill" / "2026-03-01_09-00000000000000000000000000000000.jsonl.gz").write_bytes(b"junk")
+    assert replay_spilled(store, tmp_path / "spill") == []  # a damaged file is set aside, not written
+    assert [p.name.endswith(".bad") for p in (tmp_path / "spill").iterdir()] == [True]
 
 
 BAD = [
@@ -248,6 +363,11 @@ BAD = [
     ("not json", None, b"{oops", "not JSON"),
     ("not a request", None, b'{"rows": []}', "no 'instances' or 'inputs'"),
     ("a list", None, b"[1, 2]", "must be a JSON object"),
+    ("NaN", None, b'{"instances": [{"responsibility": "x", "w": NaN}]}', "NaN is not a JSON number"),
+    ("Infinity", None, b'{"instances": [1], "x": -Infinity}', "-Infinity is not a JSON number"),
+    ("overflow", None, b'{"instances": [1e999]}', "too large to be a finite double"),
+    ("nested", None, b"[" * 20_000 + b"]" * 20_000, "deeper than 32 levels"),
+    ("nested 33", None, b'{"instances": ' + b"[" * 32 + b"]" * 32 + b"}", "deeper than 32 levels"),
 ]
 
 
@@ -261,6 +381,49 @@ def test_bad_events_are_400_with_the_reason(store, case, change, raw, message):
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]
     assert s.exchange("ok", *v1_pair(1))[1].json()["status"] == "paired"  # and it keeps serving
+    s.stop()
+
+
+def test_nan_probabilities_are_400_and_never_reach_the_log(store):
+    """A response whose probabilities hold NaN would make every later cohort mix and PSI NaN."""
+    s = Sink(store)
+    request, response = v1_pair(1)
+    raw = json.dumps(response).replace("0.5", "NaN").encode()
+    assert s.post("n", REQUEST, request).status_code == 200
+    r = s.post("n", RESPONSE, None, raw=raw)
+    assert r.status_code == 400 and "NaN is not a JSON number" in r.json()["error"]
+    s.stop()
+    assert list(read_served(store)) == []
+
+
+def test_a_negative_content_length_is_400_at_once_and_a_deep_body_leaves_the_connection_usable(store):
+    import http.client
+    import socket
+
+    s = Sink(store)
+    request, response = v1_pair(1)
+    head = agent_headers("neg", REQUEST, time=T0)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+        lines = ["POST / HTTP/1.1", "Host: x", "Content-Length: -1", *(f"{k}: {v}" for k, v in head.items())]
+        start = time.monotonic()
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while chunk := sock.recv(65536):  # the answer, then the server closes the connection
+            answer += chunk
+        answer = answer.decode()
+        assert time.monotonic() - start < 2  # not the 60 s read timeout
+    assert answer.startswith("HTTP/1.1 400") and "is negative" in answer
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    deep = b"[" * 40_000 + b"]" * 40_000
+    conn.request("POST", "/", body=deep, headers=agent_headers("deep", REQUEST, time=T0))
+    first = conn.getresponse()
+    assert first.status == 400 and "deeper than" in json.loads(first.read())["error"]
+    sock_before = conn.sock
+    conn.request("POST", "/", body=json.dumps(request), headers=agent_headers("ok", REQUEST, time=T0))
+    second = conn.getresponse()
+    assert second.status == 200 and json.loads(second.read())["status"] == "waiting"
+    assert conn.sock is sock_before  # the same keep-alive connection
+    conn.close()
     s.stop()
 
 
@@ -300,6 +463,7 @@ def test_core_bounds_and_clock(store):
     sink = LogSink(
         ServedLogWriter(store, max_records=10), max_pending=5, pair_timeout=10, clock=lambda: now[0]
     )
+    assert sink.try_store() and sink.ready  # a heartbeat: the store takes writes
     from hhpulse.watch.logsink import parse_event
 
     request, response = v1_pair(1)
@@ -405,6 +569,23 @@ def test_the_cli_runs_without_pyarrow_as_in_the_serving_image():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "CloudEvents" in p.stdout or "logsink" in p.stdout
+
+
+def test_a_stored_batch_with_a_nan_probability_is_set_aside_by_readers(store):
+    """A batch written before NaN was refused: the monitor's reader leaves it out, named, so
+    the mix and PSI stay numbers."""
+    import gzip
+
+    from hhpulse.watch.served import encode_batch, records_from_v1, served_key
+
+    request, response = v1_pair(1)
+    good = records_from_v1(request, response, time=T0, model_version=None, request_id="ok")
+    store.put_bytes(served_key(T0), encode_batch([json.dumps(good[0]).encode() + b"\n"]))
+    poisoned = json.dumps({**good[0], "request_id": "nan"}).replace("0.5", "NaN").encode() + b"\n"
+    store.put_bytes(served_key(T0), gzip.compress(poisoned))
+    bad: list[str] = []
+    assert [r["request_id"] for r in read_served(store, errors="skip", bad=bad)] == ["ok"]
+    assert len(bad) == 1 and "must be a finite number, got nan" in bad[0]
 
 
 # -- who may write: only the InferenceService the sink serves -------------------------------------

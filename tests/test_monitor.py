@@ -138,13 +138,57 @@ def test_live_demand_by_hand():
     #  high|medium: by p_high, A .6 and G .15 vs B .2 -> 1/2; by p_medium, B .5 vs A .3, G .45 -> 1: 0.75
     #  high|low:    by p_high, A .6, G .15 vs C .1 -> 1;     by p_low, C .6 vs A .1, G .4 -> 1:      1
     #  medium|low:  B vs C both ways -> 1
-    assert live["auc"] == pytest.approx((0.75 + 1 + 1) / 3)
+    assert live["auc_pooled"] == pytest.approx((0.75 + 1 + 1) / 3)
     assert (live["first"], live["last"]) == ("2026-03-01T10:00:00.000Z", "2026-03-01T13:00:00.000Z")
-    assert live["by_version"]["v1"]["n"] == 3 and live["by_version"]["v2"] == {
+    # per version: v1 served A G (high) and B (medium); v2 served C alone (low), one cohort, no AUC.
+    # v1 on high|medium, both ways: by p_high A .6/.9 and G .15/.6 vs B .2/.7 -> 1/2; by p_medium
+    # B .5/.7 vs A .3/.9 and G .45/.6 -> 1/2. The stratified headline is v1's alone (v2 left out)
+    assert live["by_version"]["v1"]["n"] == 3 and live["by_version"]["v1"]["auc"] == pytest.approx(0.5)
+    assert live["by_version"]["v2"] == {
         "n": 1,
         "auc": None,
         "accuracy": 1.0,
+        "first": "2026-03-01T13:00:00.000Z",
+        "last": "2026-03-01T13:00:00.000Z",
+        "labels": {"low": 1},
     }
+    assert (
+        live["auc"] == pytest.approx(0.5)
+        and live["auc_rows"] == 3
+        and live["stratified_by"] == "model_version"
+    )
+    assert any("1 rows of versions whose AUC is undefined" in n for n in live["notes"])
+    # 2026-03-01 is a Sunday: its week starts on Monday 2026-02-23
+    assert live["by_week"] == [
+        {"week": "2026-02-23", "n": 4, "auc": pytest.approx(0.5), "versions": {"v1": 3, "v2": 1}}
+    ]
+
+
+def test_the_stratified_live_auc_is_the_row_weighted_mean_of_the_versions_and_the_oracle_is_stratified_alike():
+    """Two versions, each ranking its own rows perfectly, on two different probability scales:
+    pooled, the rows of one rank against the rows of the other and the AUC drops; stratified it is 1."""
+    hist = hand_history()
+    log = [
+        rec("A", (0.9, 0.05, 0.05), version="v1"),
+        rec("C", (0.8, 0.1, 0.1), version="v1"),  # C is low
+        rec("G", (0.2, 0.4, 0.4), version="v2", t="2026-03-09T10:00:00Z"),
+        rec("B", (0.1, 0.5, 0.4), version="v2", t="2026-03-09T11:00:00Z"),
+    ]
+    live = live_demand(log, resolved_demand(hist))
+    v1, v2 = live["by_version"]["v1"], live["by_version"]["v2"]
+    # v1: A high vs C low: p_high .9/.95 > .8/.9, p_low .05/.95 < .1/.9 -> 1. v2: G high vs B medium:
+    # p_high .2/.6 > .1/.6, p_medium .5/.6 > .4/.6 -> 1
+    assert v1["auc"] == v2["auc"] == 1.0 and live["auc"] == 1.0
+    assert live["auc_pooled"] < 1.0  # C (low, from v1) outranks G and B on p_high
+    assert [w["week"] for w in live["by_week"]] == ["2026-02-23", "2026-03-09"]
+    assert [w["versions"] for w in live["by_week"]] == [{"v1": 2}, {"v2": 2}]
+    oracle = {"A": (0.7, 0.2, 0.1), "C": (0.1, 0.2, 0.7), "G": (0.3, 0.6, 0.1), "B": (0.4, 0.5, 0.1)}
+    live = live_demand(log, resolved_demand(hist), oracle=oracle.get)
+    # the oracle: v1's rows 1 (A above C both ways); v2's rows: G high vs B medium, p_high .3/.9 <
+    # .4/.9 and p_medium .6/.9 > .5/.9 -> 0 both ways -> 0; stratified (2 x 1 + 2 x 0) / 4
+    assert live["by_version"]["v1"]["oracle_auc"] == 1.0 and live["by_version"]["v2"]["oracle_auc"] == 0.0
+    assert live["oracle_auc"] == pytest.approx(0.5) and live["ratio_to_oracle"] == pytest.approx(2.0)
+    assert live["oracle_rows"] == 4 and [w["oracle_auc"] for w in live["by_week"]] == [1.0, 0.0]
 
 
 def test_volume_mix_and_input_by_hand():
@@ -189,15 +233,21 @@ def test_volume_mix_and_input_by_hand():
 
 def test_flags_follow_the_thresholds():
     log, ref, res = hand_log(), hand_reference(), resolved_demand(hand_history())
-    rep = window_report(log, ref, res, Thresholds(min_records=8, min_live=4), "total")
+    rep = window_report(log, ref, res, Thresholds(min_records=8, min_live=3), "total")
     names = {f["name"]: f for f in rep["flags"]}
     assert set(names) == {"demand_cohort_mix", "input_length", "unseen_terms", "live_demand_auc"}
-    assert names["live_demand_auc"]["value"] == pytest.approx(0.99 - 11 / 12, abs=1e-4)
+    # the champion (v1)'s own live AUC (0.5 on its 3 resolved rows) against its held-out 0.99
+    assert names["live_demand_auc"]["value"] == pytest.approx(0.99 - 0.5, abs=1e-4)
+    assert "the champion's live AUC 0.500 on 3" in names["live_demand_auc"]["detail"]
     assert names["demand_cohort_mix"]["value"] == pytest.approx(0.2725, abs=1e-4)
-    rep = window_report(log, ref, res, Thresholds(min_records=8, min_live=4, cohort_psi=0.28), "total")
+    rep = window_report(log, ref, res, Thresholds(min_records=8, min_live=3, cohort_psi=0.28), "total")
     assert "demand_cohort_mix" not in {f["name"] for f in rep["flags"]}
-    # too few records or resolved predictions: nothing judged
-    assert window_report(log, ref, res, Thresholds(min_records=9, min_live=5), "total")["flags"] == []
+    # too few records or resolved predictions of the champion: nothing judged
+    assert window_report(log, ref, res, Thresholds(min_records=9, min_live=4), "total")["flags"] == []
+    # another version's rows say nothing about the champion
+    other = Reference(**{**hand_reference().__dict__, "version": "v3"})
+    rep = window_report(log, other, res, Thresholds(min_records=8, min_live=1), "total")
+    assert "live_demand_auc" not in {f["name"] for f in rep["flags"]}
 
 
 def test_run_monitor_windows_state_and_outputs(tmp_path, demo_store):
@@ -347,3 +397,55 @@ def test_the_reference_auc_is_the_served_one_the_run_summary_gives():
         "calibration": {"demand": {"test": {"after": {"roc_auc_ovo": 0.356}}}},
     }
     assert held_out_auc(metrics) == {"salary": 0.359, "demand": 0.356}
+
+
+def test_served_outcomes_are_a_versions_first_served_rows_that_resolved():
+    from hhpulse.watch.monitor import served_outcomes
+
+    out = served_outcomes(hand_log(), resolved_demand(hand_history()), "v1")
+    p = out.predictions["demand"]
+    # v1 served A (first at 10:00; the later call is not its row), G, B resolved; D unresolved; F unknown
+    assert out.version == "v1" and p.ids == ["A", "G", "B"] and p.labels == ["high", "high", "medium"]
+    assert p.classes == ["high", "medium", "low"] and p.proba.tolist()[0] == [0.6, 0.3, 0.1]
+    assert out.instances["demand"][0] == {"responsibility": "писать код"}  # the inputs, without the id
+    assert (out.first, out.last) == ("2026-03-01T10:00:00.000Z", "2026-03-01T12:00:00.000Z")
+    assert served_outcomes(hand_log(), resolved_demand(hand_history()), "v2").predictions["demand"].ids == [
+        "C"
+    ]
+    none = served_outcomes(hand_log(), resolved_demand(hand_history()), "v9")
+    assert none.rows("demand") == 0 and none.predictions["demand"].proba.shape == (0, 3)
+
+
+def test_each_versions_offline_figure_at_publication_stands_beside_its_live_one(tmp_path):
+    from hhpulse.watch.monitor import offline_figures, with_offline
+
+    store = LocalStore(tmp_path)
+    metrics = {
+        "demand": {"winner": "d", "candidates": {"d": {"metrics": {"test": {"roc_auc_ovo": 0.9}}}}},
+        "test_intervals": {
+            "demand": {"value": 0.9, "low": 0.8, "high": 0.97, "rows": 40, "confidence": 0.95}
+        },
+        "dataset": {"demand_proxy": False},
+        "boundaries": {
+            "demand": {"method": "time per cohort (the settled window does not hold every cohort yet)"}
+        },
+    }
+    store.put_json("models/hhpulse/v1/metrics.json", metrics)
+    live = live_demand(hand_log(), resolved_demand(hand_history()))
+    off = offline_figures(store, live["by_version"])
+    assert set(off) == {"v1"}  # v2 is not in the registry
+    with_offline(live, off)
+    v1 = live["by_version"]["v1"]
+    assert v1["offline_auc"] == 0.9 and v1["offline_interval"]["low"] == 0.8
+    assert v1["gap"] == pytest.approx(0.5 - 0.9) and "settled window" in v1["young_history"]
+    assert "offline_auc" not in live["by_version"]["v2"]
+    page = monitor_html(
+        {
+            "until": "u",
+            "flags": [],
+            "champion": None,
+            "since_last_run": window_report([], None, None, Thresholds(), "since_last_run"),
+            "total": {**window_report(hand_log(), None, None, Thresholds(), "total"), "live_demand": live},
+        }
+    )
+    assert "0.900 [0.800, 0.970] <b>young history</b>" in page and "week of" in page

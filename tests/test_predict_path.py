@@ -4,7 +4,8 @@
 call (one pass over the fields, coefficients kept C-contiguous, no per-call conversions).
 :func:`reference_predict` is the straightforward path it must agree with to the printed 6
 decimals: a dense TF-IDF row per field (sublinear tf, idf, L2 per field block), scipy's
-``X @ coef.T`` or XGBoost's ``inplace_predict`` on a float32 CSR, softmax, then the
+``X @ coef.T``, or for XGBoost its dense input and XGBoost's own ``inplace_predict`` (the bundle
+walks the trees with :class:`hhpulse.model.train.FastTrees`), softmax, then the
 calibrator's ``softmax(log(clip(p)) / T + b)``. Both winners' kinds are checked, each with a
 calibrator that moves the probabilities, on a fixed set of instances one at a time and as a batch.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -46,9 +48,13 @@ FIXED = [
 @pytest.fixture(scope="module")
 def fixed_instances(demo_store):
     """The fixed texts above, and 40 vacancies of the demo market with all their fields."""
+    from hhpulse.model.dataset import instances, structured_columns
+
     history = load_history(demo_store).sort_values("id").head(40)
-    records = history[["responsibility", "name", "requirement"]].to_dict("records")
-    return FIXED + [{k: (v if isinstance(v, str) else None) for k, v in r.items()} for r in records]
+    rows = pd.concat(
+        [history[["responsibility", "name", "requirement"]], structured_columns(history, "demand")], axis=1
+    )
+    return FIXED + instances(rows)
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))
@@ -103,9 +109,9 @@ def reference_predict(bundle, instances) -> list[dict]:
     out: list[dict] = [{} for _ in rows]
     for task in TASKS:
         model = bundle.models[task]
-        if model.config.kind == "xgboost":
-            p = np.asarray(model.model.inplace_predict(sp.csr_matrix(X, dtype=np.float32)), dtype=np.float64)
-            p = p.reshape(len(rows), -1)
+        if model.config.kind == "xgboost":  # XGBoost's own predictor on the dense input
+            D = model.dense.transform(X, rows)
+            p = np.asarray(model.model.inplace_predict(D), dtype=np.float64).reshape(len(rows), -1)
         else:
             p = _softmax(np.asarray(X @ model.model["coef"].T) + model.model["intercept"])
         cal = bundle.calibrators[task]

@@ -174,3 +174,32 @@ def test_cli_dry_run_lists_and_changes_nothing_then_prunes(store, four_runs):
     assert list_runs(store) == [ids[3]]
     p = _cli("--store", location, "--raw-older-than", "0")
     assert p.returncode == 2 and "at least 1 day" in p.stderr
+
+
+def test_prune_vacuums_the_history_table(tmp_path):
+    """The same prune vacuums the history: files no version younger than the retention uses go
+    (a failed fold's file, old enough); files a younger version uses stay (time travel)."""
+    import os
+    import time
+
+    from hhpulse.data.history_store import TABLE_KEY, open_snapshot, read_history
+
+    store = LocalStore(tmp_path)
+    _runs(store, 3)
+    fold_run(store)
+    orphan = f"{TABLE_KEY}/open/000009-0badf00d.parquet"  # what a fold killed before its commit left
+    store.put_bytes(orphan, b"never committed")
+    old = time.time() - 40 * 86400
+    os.utime(store.root / orphan, (old, old))
+    young = f"{TABLE_KEY}/open/000010-0badcafe.parquet"  # an in-flight fold's: too young to go
+    store.put_bytes(young, b"being committed")
+    before = read_history(store)
+    plan = plan_prune(store, 30, now=NOW)
+    assert plan.history is not None and plan.history.files == [orphan]
+    assert any(line.startswith("history: would remove 1 file(s)") for line in plan.lines(dry_run=True))
+    prune(store, plan)
+    assert not store.exists(orphan) and store.exists(young)
+    assert all(store.exists(f"{TABLE_KEY}/{f.path}") for f in open_snapshot(store).files)
+    assert read_history(store).equals(before)
+    p = _cli("--store", str(tmp_path), "--raw-older-than", "30", "--history-retention-days", "0.5")
+    assert p.returncode == 2 and "at least 1 day" in p.stderr

@@ -47,3 +47,27 @@ def test_tolerates_nulls_and_names_bad_fields():
     with pytest.raises(RecordError, match="id: missing"):
         parse_item({"name": "x"})
     assert parse_datetime("2024-01-02T03:04:05Z") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def test_structured_fields_of_a_search_item_and_of_an_export_that_kept_only_names():
+    item = {
+        "id": "1",
+        "experience": {"id": "between3And6", "name": "От 3 до 6 лет"},
+        "schedule": {"id": None, "name": "Удаленная работа"},  # the shared dump keeps only names
+        "employment": {"id": None, "name": "full"},  # ... or the id in the name
+        "professional_roles": [{"id": "96", "name": "Программист"}, {"id": None, "name": "Аналитик"}],
+        "has_test": True,
+        "response_letter_required": False,
+        "key_skills": [{"name": "SQL"}, {"name": "Python"}],
+    }
+    rec = parse_item(item)
+    assert (rec.experience, rec.schedule, rec.employment) == ("between3And6", "remote", "full")
+    assert rec.professional_roles == ("96", "Аналитик")
+    assert (rec.has_test, rec.response_letter_required, rec.key_skills_count) == (True, False, 2.0)
+    bare = parse_item({"id": "2"})
+    assert (bare.has_test, bare.key_skills_count, bare.experience) == (None, None, None)
+    assert parse_item({"id": "3", "schedule": {"name": "hybrid"}}).schedule == "hybrid"  # a newer value stays
+    for bad, field in (({"has_test": "yes"}, "has_test"), ({"key_skills": "SQL"}, "key_skills")):
+        with pytest.raises(RecordError) as err:
+            parse_item({"id": "4", **bad})
+        assert err.value.field == field

@@ -121,6 +121,32 @@ def test_the_published_calibrator_is_fitted_out_of_fold_and_its_prior_chosen_by_
     # the mix moved up to 0.4 and stayed: the newest slice's prior wins the backtest over the window's
     assert bt["window"]["mix_error"] > bt["newest"]["mix_error"]
     assert rep["prior_rule"] != "window"
+    # ECE and mix error per week of publication of the out-of-fold rows (here all in one week)
+    assert [w["week"] for w in rep["weeks"]] == ["2025-12-29"]  # 2026-01-01 is a Thursday
+    assert rep["weeks"][0]["rows"] == len(td.part("val")) + len(td.part("test"))
+    assert rep["weeks"][0]["ece"] == pytest.approx(rep["slices"]["val"]["after"]["ece"], abs=0.2)
+
+
+def test_the_class_balanced_prior_is_a_rule_of_the_backtest():
+    """ "none": the model's own probabilities, the class-balanced prior its balanced class weights
+    give it; when its mix is the mix that comes, it wins the backtest."""
+    from hhpulse.model.features import TextVectorizer
+    from hhpulse.model.refit import rule_calibrator
+
+    p = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    cal = rule_calibrator("none", [(["lo", "hi", "lo"], p)], ["lo", "hi", "lo"], ["lo", "hi"])
+    assert cal.method == "none" and cal.identity and cal.apply(p) is p
+    assert cal.priors == pytest.approx({"lo": 0.5, "hi": 0.5}) and cal.fitted_on["prior_rule"] == "none"
+    # balanced classes in every slice: nothing to correct, so the uncalibrated model is as good as any
+    td = _drifting_task({"train": 0.5, "val": 0.5, "test": 0.5}, seed=3)
+    fcfg = FeatureConfig(fields=("responsibility",), min_df=1)
+    vec = TextVectorizer(fcfg).fit(td.frame)
+    cfg = CandidateConfig("lr", "salary", "logreg", {"C": 1.0, "class_weight": "balanced"})
+    _, rep = published_calibrator(cfg, vec, td, fcfg, rounds=None, device="cpu")
+    bt = rep["backtest"]["rules"]
+    assert "none" in bt and list(PRIOR_RULES)[0] == "none"
+    score = {r: max(m["ece"], m["mix_error"]) for r, m in bt.items()}
+    assert score[rep["prior_rule"]] == min(score.values())
 
 
 # -- the refit bundle -----------------------------------------------------------------------
@@ -243,6 +269,52 @@ def test_the_gate_scores_the_held_out_bundle_and_the_refit_is_published_after_it
     )
     assert pub.training_overlap(test_ids)[0] == len(set(test_ids))
     assert isinstance(TextVectorizer.load(tmp_path / "published" / "vectorizer"), TextVectorizer)
+
+    # the next gate weighs what the champion served: its served log's rows whose demand outcome
+    # the dataset holds, less the rows either model was fitted on (here the held-out fit is the
+    # champion, fitted on train and validation, as the new challenger is)
+    from hhpulse.data.store import LocalStore
+    from hhpulse.flows.pipeline_steps import publish_gated
+    from hhpulse.model.evaluate import classification_metrics
+    from hhpulse.watch.served import ServedLogWriter, make_record
+
+    publish_gated(store, "", str(tmp_path / "heldout"))
+    demand = ds.tasks["demand"].frame
+    inst = [
+        {"responsibility": r, "id": str(i)}
+        for i, r in zip(demand["id"], demand["responsibility"], strict=True)
+    ]
+    served = held.predict(inst)
+    with ServedLogWriter(LocalStore(store)) as w:
+        w.add(
+            [
+                make_record(
+                    time="2026-03-01T10:00:00Z",
+                    model_version=held.version,
+                    request_id="r",
+                    instance=i,
+                    prediction=p,
+                )
+                for i, p in zip(inst, served, strict=True)
+            ]
+        )
+    ds.summary["demand_proxy"] = False  # the labels stand in for resolved outcomes
+    again = build_and_gate(
+        store, "", ds, str(feats), ev["results"], paths, str(tmp_path / "heldout2"), 0.0, "roc_auc_ovo"
+    )
+    fresh = demand["part"].isin(["test", "pending"]).to_numpy()
+    live = again["live"]["demand"]
+    assert live["rows"] == fresh.sum() >= 100 and live["left_out"] == (~fresh).sum()
+    classes = held.cohorts["demand"]
+    proba = np.array([[p["demand"]["probabilities"][c] for c in classes] for p in served])[fresh]
+    assert live["champion"] == pytest.approx(
+        classification_metrics(demand["label"][fresh].tolist(), proba, classes)["roc_auc_ovo"], abs=1e-6
+    )
+    assert again["young"]["champion_labels"] == 0  # the champion learned demand from the age proxy
+    stored = LocalStore(store).get_json(f"gates/{again['version']}.json")
+    assert stored["live"] == again["live"] and any(
+        line.startswith("demand live:") for line in stored["lines"]
+    )
 
 
 def test_a_dataset_without_old_enough_rows_leaves_the_published_fit_uncalibrated():

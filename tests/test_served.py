@@ -210,3 +210,108 @@ def test_read_served_windows_and_bad_batches(store):
     store.put_bytes(bad_key, b"plain text")
     with pytest.raises(ServedLogError, match="not a gzipped"):
         read_batch(store, bad_key)
+
+
+# -- the buffered mode: add(write=False) never waits on the store, a timer writes ---------------
+
+
+class GatedStore(LocalStore):
+    """A folder store whose batch writes wait for ``gate`` and, while ``refuse`` is set, fail."""
+
+    def __init__(self, root) -> None:
+        import threading
+
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.refuse = False
+        self.tries = 0
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if key.startswith("served/"):
+            self.tries += 1
+            self.entered.set()
+            assert self.gate.wait(30)
+            if self.refuse:
+                raise StoreError("the store refuses writes")
+        super().put_bytes(key, data)
+
+
+def batch_ids(writer) -> list[list[str]]:
+    """Each batch the writer wrote, as its request ids, in the order written."""
+    return [[r["request_id"] for r in read_batch(writer.store, b.key)] for b in writer.written]
+
+
+def test_buffered_add_never_writes_holds_four_batches_and_refuses_the_fifth_whole(tmp_path):
+    from hhpulse.watch.served import BUFFER_BATCHES
+
+    store = GatedStore(tmp_path / "s")
+    w = ServedLogWriter(store, max_records=3, max_seconds=3600, clock=Clock())
+    for i in range(3 * BUFFER_BATCHES - 1):
+        assert w.add([rec(i)], write=False) == []
+    assert w.full and store.tries == 0 and w.pending == 11  # full batches wait for the timer
+    with pytest.raises(ServedLogFull, match="until the store takes the batches waiting"):
+        w.add([rec(90), rec(91)], write=False)  # 13 > 4 batches: nothing of this call is kept
+    w.add([rec(11)], write=False)
+    assert w.pending == 12
+    with pytest.raises(ServedLogFull):
+        w.add([rec(12)], write=False)
+    assert w.flush_due() is not None  # the timer: every whole batch, one batch a write
+    assert [len(b) for b in batch_ids(w)] == [3, 3, 3, 3] and w.pending == 0
+    assert sorted(r["request_id"] for r in read_served(store)) == sorted(f"r{i}" for i in range(12))
+    # into an empty buffer one call larger than that is taken whole, and written in batches
+    assert w.add([rec(i) for i in range(20, 34)], write=False) == [] and w.pending == 14
+    assert w.close() is not None
+    assert [len(b) for b in batch_ids(w)][4:] == [3, 3, 3, 3, 2]
+
+
+def test_a_refused_batch_goes_back_in_front_of_what_came_while_it_was_written(tmp_path):
+    import threading
+
+    store = GatedStore(tmp_path / "s")
+    w = ServedLogWriter(store, max_records=3, max_seconds=3600, clock=Clock())
+    for i in range(4):
+        w.add([rec(i)], write=False)
+    store.gate.clear()
+    store.refuse = True
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            w.flush()
+        except StoreError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=flush)
+    t.start()
+    assert store.entered.wait(10)  # r0..r2 are being written
+    assert w.pending == 4  # the batch in flight counts as pending
+    w.add([rec(4)], write=False)  # a handler is not held up by the write
+    w.add([rec(5)], write=False)
+    store.gate.set()
+    t.join(10)
+    assert len(errors) == 1 and store.list("served/") == []
+    assert w.pending == 6  # nothing lost
+    store.refuse = False
+    w.close()
+    # the refused batch first, then in order what came after it
+    assert batch_ids(w) == [["r0", "r1", "r2"], ["r3", "r4", "r5"]]
+
+
+def test_spill_writes_the_whole_buffer_to_one_file_and_empties_it(tmp_path):
+    from hhpulse.watch.served import replay_spilled, spill_key
+
+    store = GatedStore(tmp_path / "s")
+    w = ServedLogWriter(store, max_records=2, max_seconds=3600, clock=Clock())
+    assert w.spill(tmp_path / "spill") is None  # nothing buffered: no file
+    for i in range(5):
+        w.add([rec(i)], write=False)
+    got = w.spill(tmp_path / "spill")
+    assert got is not None and got.records == 5 and w.pending == 0 and store.tries == 0
+    assert spill_key(got.path.name) == got.key and key_hour(got.key) == datetime(
+        2026, 3, 1, 9, tzinfo=timezone.utc
+    )
+    (done,) = replay_spilled(store, tmp_path / "spill")
+    assert done.key == got.key and done.records == 5 and not got.path.exists()
+    assert [r["request_id"] for r in read_served(store)] == [f"r{i}" for i in range(5)]

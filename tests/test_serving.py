@@ -227,7 +227,14 @@ BAD = [
     ("text too long", {"instances": ["x" * 301]}, None, 400, "over the limit of 300"),
     ("too many", {"instances": ["a"] * 51}, None, 400, "over the limit of 50"),
     ("body too large", {"instances": ["a" * 250] * 100}, None, 413, "over the limit of 20000"),
-    ("no content type", b'{"instances": ["a"]}', {}, 415, "Content-Type is missing"),
+    # JSON without a Content-Type is taken (test_serving_clients.py); anything else is not
+    (
+        "no content type, not json",
+        b"instances=a",
+        {},
+        400,
+        "not valid JSON (and it came without a Content-Type)",
+    ),
     ("wrong content type", b'{"instances": ["a"]}', {"Content-Type": "text/plain"}, 415, "text/plain"),
 ]
 
@@ -382,7 +389,12 @@ def test_workers_each_get_the_guard_and_the_model(bundle_dir):
     try:
         wait_ready(proc, url, timeout=90)
         for _ in range(6):  # connections land on either worker
-            r = requests.post(f"{url}/v1/models/hhpulse:predict", data=b'{"instances": ["x"]}', timeout=10)
+            r = requests.post(
+                f"{url}/v1/models/hhpulse:predict",
+                data=b'{"instances": ["x"]}',
+                headers={"Content-Type": "text/plain"},
+                timeout=10,
+            )
             assert r.status_code == 415, r.text
             body = json.dumps({"instances": ["Доставка"]}, ensure_ascii=False).encode()
             r = requests.post(f"{url}/v1/models/hhpulse:predict", data=body, headers=JSON, timeout=10)

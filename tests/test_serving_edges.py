@@ -97,7 +97,7 @@ def test_a_client_error_is_one_warning_line_with_status_and_reason_and_no_traceb
         assert r.status_code == status, r.text
         if status == 405:  # the allowed method, as HTTP says
             assert r.headers["Allow"] == "POST" and r.json()["error"].endswith("POST a JSON body")
-    r = requests.post(v1, data=b'{"instances": ["a"]}', timeout=10)  # no Content-Type
+    r = requests.post(v1, data=b'{"instances": ["a"]}', headers={"Content-Type": "text/plain"}, timeout=10)
     assert r.status_code == 415
     time.sleep(0.5)
     new = server_log(proc).splitlines()[before:]
@@ -110,6 +110,53 @@ def test_a_client_error_is_one_warning_line_with_status_and_reason_and_no_traceb
         assert line["method"] == method and where.endswith(line["path"]), line
         assert reason in line["error"], line
     assert refused[-1]["status"] == 415 and "Content-Type" in refused[-1]["error"]
+
+
+HOSTILE_JSON = [
+    ("nested arrays", b"[" * 9000 + b"]" * 9000, "json_too_deep", "deeper than 32 levels"),
+    ("nested objects", b'{"a":' * 3000 + b"1" + b"}" * 3000, "json_too_deep", "deeper than 32 levels"),
+    ("33 levels", b'{"instances": ' + b"[" * 32 + b"]" * 32 + b"}", "json_too_deep", "deeper than 32"),
+    ("NaN", b'{"instances": [{"responsibility": "x", "w": NaN}]}', "not_finite", "NaN is not a JSON number"),
+    ("Infinity", b'{"instances": ["x"], "w": Infinity}', "not_finite", "Infinity is not a JSON number"),
+    ("overflow", b'{"instances": ["x"], "w": 1e999}', "not_finite", "too large to be a finite double"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "reason", "message"), HOSTILE_JSON, ids=[h[0] for h in HOSTILE_JSON]
+)
+def test_hostile_json_is_a_400_and_the_keep_alive_connection_goes_on(
+    server_proc, case, body, reason, message
+):
+    """Unbounded, nested JSON makes Python's parser recurse until a RecursionError (a 500 with a
+    traceback, and a reset keep-alive connection that fails the client's next, good request)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    proc, url = server_proc
+    before = len(server_log(proc).splitlines())
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    conn.request(
+        "POST", "/v1/models/hhpulse:predict", body=body, headers={"Content-Type": "application/json"}
+    )
+    bad = conn.getresponse()
+    assert bad.status == 400, bad.read()
+    assert message in json.loads(bad.read())["error"]
+    sock = conn.sock
+    good = json.dumps({"instances": ["Разработка сервисов на Python"]}).encode()
+    conn.request(
+        "POST", "/v1/models/hhpulse:predict", body=good, headers={"Content-Type": "application/json"}
+    )
+    ok = conn.getresponse()
+    assert ok.status == 200 and json.loads(ok.read())["predictions"]
+    assert conn.sock is sock  # the same connection: not reset
+    conn.close()
+    time.sleep(0.3)
+    new = server_log(proc).splitlines()[before:]
+    assert not [x for x in new if "Traceback" in x or "RecursionError" in x], "\n".join(new)
+    metrics = requests.get(f"{url}/metrics", timeout=10).text
+    assert f'hhpulse_rejected_requests_total{{reason="{reason}"}}' in metrics
 
 
 def test_a_served_request_stays_one_info_line(server_proc):

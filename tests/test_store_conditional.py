@@ -60,8 +60,7 @@ def test_delete_if(store):
     _, tag = store.get_versioned("lease.json")
     store.delete_if("lease.json", if_match=tag)
     assert not store.exists("lease.json")
-    with pytest.raises(PreconditionFailed):
-        store.delete_if("lease.json", if_match=tag)
+    store.delete_if("lease.json", if_match=tag)  # gone already: what it asked for (a retried delete)
 
 
 def test_update_json_create_change_noop_and_refuse(store):
@@ -207,3 +206,58 @@ def test_s3_condition_errors_map_to_precondition_failed(s3_bucket, status, code,
     exc = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
     err = store._conditional_error(exc, "k.json", condition)
     assert type(err).__name__ == expected and "k.json" in str(err)
+
+
+# -- lost replies, through the fault-injecting proxy in front of moto ---------------------------------
+@pytest.fixture
+def proxied(s3_env, s3_bucket):
+    from faultproxy import FaultProxy
+
+    with FaultProxy(s3_env) as proxy:
+        yield open_store(f"s3://{s3_bucket}/p", endpoint_url=proxy.url), proxy
+
+
+def test_a_conditional_write_whose_reply_was_lost_is_not_taken_as_lost(proxied):
+    """S3 applies the write, the reply is lost, botocore retries, and the retry's condition fails
+    against that very write (412): the store reads what is there, finds what it wrote, and says so."""
+    store, proxy = proxied
+    rule = proxy.add("drop_reply", method="PUT", header="If-None-Match")
+    tag = store.put_if("state/x.json", b"mine", if_none_match=True)
+    assert rule.hits == 1 and [e[2].split(" ")[0] for e in proxy.log if e[0] == "PUT"] == [
+        "drop_reply",
+        "412",
+    ]
+    assert store.get_versioned("state/x.json") == (b"mine", tag)
+    rule = proxy.add("drop_reply", method="PUT", header="If-Match")
+    tag2 = store.put_if("state/x.json", b"second", if_match=tag)
+    assert rule.hits == 1 and store.get_versioned("state/x.json") == (b"second", tag2)
+    # a real conflict is still one: another writer's content is there
+    store.put_bytes("state/x.json", b"theirs")
+    with pytest.raises(PreconditionFailed):
+        store.put_if("state/x.json", b"third", if_match=tag2)
+    with pytest.raises(PreconditionFailed):
+        store.put_if("state/x.json", b"fourth", if_none_match=True)
+    assert store.get_bytes("state/x.json") == b"theirs"
+
+
+def test_a_conditional_delete_whose_reply_was_lost_succeeded(proxied):
+    store, proxy = proxied
+    tag = store.put_if("lease.json", b"held", if_none_match=True)
+    rule = proxy.add("drop_reply", method="DELETE")
+    store.delete_if("lease.json", if_match=tag)
+    assert rule.hits == 1 and not store.exists("lease.json")
+
+
+def test_update_json_with_lost_replies_and_5xx_applies_each_update_once(proxied):
+    store, proxy = proxied
+    for i in range(6):
+        if i % 2 == 0:  # this update's write is applied and its reply lost
+            proxy.add("drop_reply", method="PUT", path=r"counter\.json$")
+        if i == 3:
+            proxy.add("error:503", method="PUT", path=r"counter\.json$", times=2)
+            proxy.add("error:500", method="GET", path=r"counter\.json$")
+        update_json(store, "counter.json", _increment)
+    state = store.get_json("counter.json")
+    assert state["n"] == 6 and len(state["by"]) == 6  # not one applied twice
+    outcomes = [e[2].split(" ")[0] for e in proxy.log if e[0] == "PUT"]
+    assert outcomes.count("drop_reply") == 3 and outcomes.count("412") == 3 and outcomes.count("error") == 2

@@ -107,8 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     mod = _load(args._module)
     if mod is None:
         parser.error(f"command {args.command!r} is not available in this build")
+    from hhpulse.data.store import StoreError  # stdlib only: cheap to import
+
     try:
         return int(mod.run(args) or 0)
+    except StoreError as exc:  # a store a command cannot use (a file, a missing bucket): one line
+        print(f"hhpulse {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hhpulse: interrupted", file=sys.stderr)
         return 130

@@ -36,9 +36,15 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
-{{/* Return the pipeline steps' ServiceAccount name. */}}
+{{/* Return the pipeline runs' ServiceAccount name: pipeline.runServiceAccount (e.g. Kubeflow's
+     default-editor), or the chart's own, bound to the least-privilege Role in role.yaml. */}}
 {{- define "hhpulse.serviceAccountName" -}}
-{{- printf "%s-pipeline" (include "hhpulse.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- if .Values.pipeline.runServiceAccount }}{{ .Values.pipeline.runServiceAccount }}{{ else }}{{ printf "%s-pipeline" (include "hhpulse.fullname" .) | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end }}
+
+{{/* Return the setup Job's ServiceAccount name (it calls the KFP API, never the Kubernetes API). */}}
+{{- define "hhpulse.setupServiceAccountName" -}}
+{{- printf "%s-setup" (include "hhpulse.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* Return the predictor's ServiceAccount name. */}}
@@ -51,15 +57,35 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.store.createSecret }}{{ printf "%s-s3" (include "hhpulse.fullname" .) }}{{ else }}{{ required "store.existingSecret is required (a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)" .Values.store.existingSecret }}{{ end }}
 {{- end }}
 
-{{/* Return an image reference. */}}
+{{/* Return an image reference: [registry/]name:tag (no registry: the local name, as `make images` tags it). */}}
 {{- define "hhpulse.image" -}}
 {{- $tag := default .root.Chart.AppVersion .tag }}
+{{- if .root.Values.image.registry }}
 {{- printf "%s/%s:%s" (.root.Values.image.registry | trimSuffix "/") .name $tag }}
+{{- else }}
+{{- printf "%s:%s" .name $tag }}
+{{- end }}
 {{- end }}
 
-{{/* Return the S3 endpoint without its scheme (KServe's s3-endpoint annotation). */}}
+{{/* Return the pods' imagePullSecrets, when image.pullSecrets names any. */}}
+{{- define "hhpulse.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Return the S3 endpoint without its scheme (KServe's s3-endpoint annotation: every KServe
+     release reads a bare host, with s3-usehttps saying the scheme). */}}
 {{- define "hhpulse.s3Host" -}}
 {{- .Values.store.endpoint | trimPrefix "http://" | trimPrefix "https://" }}
+{{- end }}
+
+{{/* Return KServe's s3-usehttps for the endpoint's scheme: "1" for https://, else "0". */}}
+{{- define "hhpulse.s3UseHttps" -}}
+{{- ternary "1" "0" (hasPrefix "https://" .Values.store.endpoint) }}
 {{- end }}
 
 {{/* Return the restricted pod security context. */}}

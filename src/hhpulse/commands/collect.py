@@ -143,11 +143,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"hhpulse collect: {exc}", file=sys.stderr)
             return 1
     if not args.no_history:
-        from hhpulse.data.history_store import HistoryError, fold_run
+        from hhpulse.data.history_store import BackfillRefused, ConcurrentFoldError, HistoryError, fold_run
 
         try:
             print(fold_run(store, result.run_id).summary_line())
         except HistoryError as exc:
             print(f"hhpulse collect: the run is stored, but history was not updated: {exc}", file=sys.stderr)
-            return 1
+            # a broken history is a bad shape (exit 2); a run too old to fold, or lost races, exit 1
+            return 1 if isinstance(exc, (BackfillRefused, ConcurrentFoldError)) else 2
     return status

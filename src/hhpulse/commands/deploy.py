@@ -8,6 +8,7 @@ moves back to the previous version, whose files the registry keeps) and redeploy
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from hhpulse import __version__
@@ -34,8 +35,15 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="hhpulse", help="InferenceService name [%(default)s]")
     p.add_argument(
         "--image",
-        default=f"ghcr.io/hhpulse/hhpulse-serving:{__version__}",
-        help="predictor image [%(default)s]",
+        default=f"hhpulse-serving:{__version__}",
+        help="predictor image, with its registry (as `make push` named it) [%(default)s]",
+    )
+    p.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Secret for pulling the predictor image, repeatable [none]",
     )
     p.add_argument(
         "--service-account",
@@ -43,6 +51,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="predictor ServiceAccount, with the S3 credentials for the storage initializer [%(default)s]",
     )
     p.add_argument("--model-name", default="hhpulse", help="model name in URLs [%(default)s]")
+    p.add_argument("--min-replicas", type=int, default=1, help="[%(default)s]")
+    p.add_argument("--max-replicas", type=int, default=3, help="[%(default)s]")
+    p.add_argument(
+        "--resources",
+        default=None,
+        metavar="JSON",
+        help='predictor resources, e.g. \'{"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {...}}\' '
+        "[500m/1Gi requested, 2/2Gi limit]",
+    )
     p.add_argument(
         "--canary-traffic-percent",
         type=int,
@@ -55,6 +72,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="URL of hhpulse logsink: the InferenceService gets KServe's logger (mode all) [none]",
     )
     p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve gRPC (the Open Inference Protocol) on this container port, named h2c [HTTP only]",
+    )
+    p.add_argument(
         "--timeout", type=float, default=600, help="seconds to wait for Ready (--apply) [%(default)s]"
     )
 
@@ -62,6 +85,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hhpulse.data.store import open_store
     from hhpulse.flows.deploy import (
+        DEFAULT_RESOURCES,
         DeployError,
         DeployValues,
         deploy,
@@ -77,6 +101,24 @@ def run(args: argparse.Namespace) -> int:
         version_prefix,
     )
 
+    try:  # the values first: a bad one must not leave a rollback behind
+        values = DeployValues(
+            name=args.name,
+            namespace=args.namespace,
+            image=args.image,
+            service_account=args.service_account,
+            model_name=args.model_name,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            resources=json.loads(args.resources) if args.resources else DEFAULT_RESOURCES,
+            image_pull_secrets=tuple(args.image_pull_secret),
+            canary_traffic_percent=args.canary_traffic_percent,
+            logger_url=args.logger_url,
+            grpc_port=args.grpc_port,
+        )
+    except ValueError as exc:  # a bad --resources JSON is a ValueError too
+        print(f"hhpulse deploy: {exc}", file=sys.stderr)
+        return 2
     store = open_store(args.store, endpoint_url=args.s3_endpoint)
     try:
         if args.rollback:
@@ -86,16 +128,7 @@ def run(args: argparse.Namespace) -> int:
             version = require_version(store, args.version)
         else:
             version = require_champion(store).version
-        values = DeployValues(
-            name=args.name,
-            namespace=args.namespace,
-            image=args.image,
-            service_account=args.service_account,
-            model_name=args.model_name,
-            canary_traffic_percent=args.canary_traffic_percent,
-            logger_url=args.logger_url,
-        )
-    except (RegistryError, ValueError) as exc:
+    except RegistryError as exc:
         print(f"hhpulse deploy: {exc}", file=sys.stderr)
         return 2
     uri = store.uri(version_prefix(version))

@@ -12,6 +12,7 @@ from hhpulse.watch.logsink import (
 )
 from hhpulse.watch.served import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, DEFAULT_MAX_SECONDS
 
+DEFAULT_SPILL_DIR = ".hhpulse/logsink-spill"
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - in its pod the sink must be reachable from the agents
 ENV_INFERENCE_SERVICE = "HHPULSE_LOGSINK_INFERENCESERVICE"
 ENV_NAMESPACE = "HHPULSE_LOGSINK_NAMESPACE"
@@ -35,7 +36,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "An HTTP service for KServe's inference logger (spec.predictor.logger, mode all): it pairs each "
         "request and response CloudEvent by id and writes the predictions, in batches, to "
         "served/<date>/<hour>-<uuid>.jsonl.gz in the store. 400 for a bad event, 403 for an event from "
-        "another InferenceService than --inference-service/--namespace, 503 when full."
+        "another InferenceService than --inference-service/--namespace, 503 when full or while the store "
+        "refuses writes; ready once the store has taken a write."
     )
     p.add_argument(
         "--store", default=None, help="DIR or s3://bucket/prefix [$HHPULSE_STORE or .hhpulse/store]"
@@ -108,6 +110,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=3.0,
         help="after SIGTERM, keep taking events this long before the last batch [%(default)s]",
     )
+    p.add_argument(
+        "--spill-dir",
+        default=DEFAULT_SPILL_DIR,
+        help="a local folder (the pod's emptyDir) for the records the store refuses at shutdown; "
+        "the next start writes them first [%(default)s]",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
@@ -130,13 +138,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.metrics_port is not None and args.metrics_port == args.port:
         args._parser.error(f"--metrics-port must differ from --port ({args.port}): it serves metrics alone")
+    store = open_store(args.store)  # a bad location is one line and exit 2 (hhpulse.cli)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("hhpulse")
     root.handlers[:] = [handler]
     root.setLevel(args.log_level.upper())
     root.propagate = False
-    store = open_store(args.store)
     sink = make_sink(
         store,
         batch_records=args.batch_records,
@@ -145,8 +153,11 @@ def run(args: argparse.Namespace) -> int:
         max_pending=args.max_pending,
         max_pending_bytes=args.max_pending_bytes,
         pair_timeout=args.pair_timeout,
+        spill_dir=args.spill_dir,
     )
-    logging.getLogger("hhpulse.watch.logsink").info("writing the served log to %s", store.uri("served/"))
+    logging.getLogger("hhpulse.watch.logsink").info(
+        "writing the served log to %s (spill folder %s)", store.uri("served/"), args.spill_dir
+    )
     return run_server(
         sink,
         host=args.host,

@@ -137,7 +137,8 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
         else:
             print(
                 f"  live demand: {live['n']} of {live['served_ids']} served vacancies resolved; ROC AUC (OvO) "
-                f"{_f(live['auc'])}, accuracy {_f(live['accuracy'])}"
+                f"{_f(live['auc'])} (version-stratified; pooled {_f(live.get('auc_pooled'))}), accuracy "
+                f"{_f(live['accuracy'])}"
                 + (
                     f", served {live['first']} .. {live['last']}; labels {live['labels']}"
                     if live["n"]

@@ -49,7 +49,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--no-gate",
         dest="gate",
         action="store_false",
-        help="skip the daily gate (a challenger trained every day, judged by the old and the new rule)",
+        help="skip the daily gate (a challenger trained every day, judged by the margin, bootstrap and live rules)",
     )
     p.add_argument(
         "--gate-candidates",
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if args.live_retrain_every < 1:
         print("hhpulse replay: --live-retrain-every >= 1", file=sys.stderr)
         return 2
-    # the gate first: the live check serves the champion the gate's new rule leaves each day
+    # the gate first: the live check serves the champion the gate's live rule leaves each day
     hooks: list = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
     if args.live:
         hooks.append(LiveHook(retrain_every=args.live_retrain_every))
@@ -250,44 +250,73 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
         print_gate(report["gate"])
     live = report.get("live")
     if live:
-        dem = live.get("demand") or {}
-        held = (report.get("demand") or {}).get("test_auc")
-        print(
-            f"\nlive: {live['served']} new vacancies predicted over {live['days']} runs by the champion of the "
-            f"day ({live['champion']}), logged to served/"
-        )
-        print(
-            f"  demand: {dem.get('n', 0)} resolved since: ROC AUC (OvO) {_auc(dem.get('auc'))}, accuracy "
-            f"{_auc(dem.get('accuracy'))}, served {dem.get('first') or '-'} .. {dem.get('last') or '-'}; "
-            f"held-out test ROC AUC {_auc(held)}"
-        )
-        stand = live.get("stand_in")
-        if stand:
-            print(
-                f"  stand-in: {stand['trained']} bundles trained (linear candidates), "
-                f"{stand['demand_proxy_days']} on the demand age proxy; the last one's held-out demand "
-                f"test ROC AUC {_auc(stand['last_test_auc'])}"
-            )
-            for f in stand.get("failed", []):
-                print(
-                    f"  stand-in training failed after run {f['run_id']} (the previous one served on): {f['error']}"
-                )
+        print_live(live, (report.get("demand") or {}).get("test_auc"))
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
     print(f"\n{closing_line(report)}")
 
 
+def _ci(iv: dict | None) -> str:  # type: ignore[type-arg]
+    return "" if not iv else f" [{100 * iv['confidence']:.0f}% CI {iv['low']:.3f}, {iv['high']:.3f}]"
+
+
+def print_live(live: dict, held: float | None) -> None:  # type: ignore[type-arg]
+    """The live check: the version-stratified live demand figure, per version and per week, and
+    each champion's offline figure at publication beside its live one."""
+    dem = live.get("demand") or {}
+    print(
+        f"\nlive: {live['served']} new vacancies predicted over {live['days']} runs by the champion of the "
+        f"day ({live['champion']}), logged to served/"
+    )
+    oracle = ""
+    if dem.get("oracle_auc") is not None:
+        ratio = dem.get("ratio_to_oracle")
+        oracle = f"; the oracle on the same rows {_auc(dem['oracle_auc'])} ({'n/a' if ratio is None else f'{ratio:.3f}'}x)"
+    print(
+        f"  demand: {dem.get('n', 0)} resolved since: ROC AUC (OvO) {_auc(dem.get('auc'))} version-stratified "
+        f"(pooled over versions {_auc(dem.get('auc_pooled'))}){oracle}; accuracy {_auc(dem.get('accuracy'))}, "
+        f"served {dem.get('first') or '-'} .. {dem.get('last') or '-'}; held-out test ROC AUC {_auc(held)}"
+    )
+    for c in live.get("champions") or []:
+        young = " YOUNG HISTORY" if c.get("young_history") else ""
+        within = "" if c["within"] is None else (" within 0.05" if c["within"] else " OFF by more than 0.05")
+        print(
+            f"    {c['version']}: offline {_auc(c['offline_auc'])}{_ci(c.get('offline_interval'))}{young}; live "
+            f"{_auc(c['live_auc'])} on {c['live_n']} (oracle {_auc(c.get('oracle_auc'))}){within}"
+        )
+    for w in dem.get("by_week") or []:
+        print(
+            f"    week of {w['week']}: {w['n']} resolved, ROC AUC {_auc(w.get('auc'))} (oracle {_auc(w.get('oracle_auc'))})"
+        )
+    stand = live.get("stand_in")
+    if stand:
+        print(
+            f"  stand-in: {stand['trained']} bundles trained (linear candidates), "
+            f"{stand['demand_proxy_days']} on the demand age proxy; the last one's held-out demand "
+            f"test ROC AUC {_auc(stand['last_test_auc'])}"
+        )
+        for f in stand.get("failed", []):
+            print(
+                f"  stand-in training failed after run {f['run_id']} (the previous one served on): {f['error']}"
+            )
+
+
 def print_gate(g: dict) -> None:  # type: ignore[type-arg]
-    """The daily gate: replacements and served AUC per rule, and the goal."""
+    """The daily gate: replacements, served AUC and live AUC per rule, and the goals."""
     days = g.get("days_with_a_challenger", 0)
     print(
-        f"\ngate, applied after each run ({days} runs had a challenger; candidates: {', '.join(g['candidates'])}):"
+        f"\ngate, applied after each run ({days} runs had a challenger; candidates: {', '.join(g['candidates'])}; "
+        f"a winning challenger serves as {g.get('published', 'the held-out fit')}):"
     )
-    for rule in ("old_rule", "new_rule"):
+    for rule, n in g["replacements"].items():
         auc = g["served_auc"][rule]
+        lv = (g.get("live") or {}).get(rule) or {}
+        ratio = lv.get("ratio_to_oracle")
+        mark = " (the pipeline's gate, served by the live check)" if rule == g.get("gate_rule") else ""
         print(
-            f"  {rule.replace('_', ' ')}: {g['replacements'][rule]} replacements; served ROC AUC (OvO), mean over "
-            f"the days: salary {_auc(auc.get('salary'))}, demand {_auc(auc.get('demand'))}"
+            f"  {rule}{mark}: {n} replacements; served ROC AUC (OvO), mean over the days: salary "
+            f"{_auc(auc.get('salary'))}, demand {_auc(auc.get('demand'))}; live demand {_auc(lv.get('auc'))} "
+            f"version-stratified on {lv.get('n', 0)} ({'n/a' if ratio is None else f'{ratio:.3f}'}x the oracle)"
         )
         print(f"    {g['rules'][rule]}")
     measured = ", ".join(f"{t} {n}" for t, n in g.get("days_measured", {}).items())
@@ -295,19 +324,20 @@ def print_gate(g: dict) -> None:  # type: ignore[type-arg]
         f"  served AUC: each day's champion on that day's newest labelled rows it was not fitted on (days: {measured})"
     )
     goal = g["goal"]
-    old, new = g["replacements"]["old_rule"], g["replacements"]["new_rule"]
     if goal["fewer_replacements"] is None:
-        print("  the two rules cannot be compared here: the old rule replaced no champion")
+        print("  goal not judged: the margin rule replaced no champion")
     else:
-        auc_ok = "; ".join(
-            f"{t}: {'no lower' if ok else 'LOWER' if ok is False else 'not measured'}"
+        auc_ok = ", ".join(
+            f"{t} {'no lower' if ok else 'LOWER' if ok is False else 'not measured'}"
             for t, ok in goal["served_auc_no_lower"].items()
         )
         print(
-            f"  the new rule should replace the champion less than a third as often as the old one "
-            f"(here: {new} vs {old} times) and serve no lower ROC AUC ({auc_ok}): "
-            f"{'met' if goal['met'] else 'NOT met'}"
+            f"  goal ({goal['replacements']}, served AUC {goal['served_auc']}): "
+            f"{'met' if goal['met'] else 'NOT met'} (fewer replacements: {'yes' if goal['fewer_replacements'] else 'no'}; {auc_ok})"
         )
+    for key, text in (("live_ratio_met", "live_ratio"), ("champions_met", "champions")):
+        ok = goal.get(key)
+        print(f"  goal ({goal[text]}): {'not judged' if ok is None else 'met' if ok else 'NOT met'}")
 
 
 def closing_line(report: dict) -> str:  # type: ignore[type-arg]
@@ -316,27 +346,28 @@ def closing_line(report: dict) -> str:  # type: ignore[type-arg]
     g = report.get("gate")
     if g:
         goal = g["goal"]
-        old, new = g["replacements"]["old_rule"], g["replacements"]["new_rule"]
+        rule = g.get("gate_rule") or "live"
+        old, new = g["replacements"].get("margin", 0), g["replacements"].get(rule, 0)
         if goal["fewer_replacements"] is None:
             return (
-                f"In short: in these {runs} runs the old rule never replaced the champion, so the two gates "
+                f"In short: in these {runs} runs the margin rule never replaced the champion, so the gates "
                 "cannot be told apart here; replay more days (--days 45) to compare them."
             )
         if goal["met"]:
             return (
-                f"In short: the gate `hhpulse run` uses replaced the champion {new} times where the old rule "
-                f"did {old}, and served no lower ROC AUC: it is the better gate here, nothing to change."
+                f"In short: the gate `hhpulse run` uses ({rule}) replaced the champion {new} times where the "
+                f"margin rule did {old}, and served no lower ROC AUC: it is the better gate here, nothing to change."
             )
         lower = [t for t, ok in goal["served_auc_no_lower"].items() if ok is False]
         if not goal["fewer_replacements"]:
             return (
-                f"In short: the gate `hhpulse run` uses replaced the champion {new} times and the old rule "
-                f"{old}: not a third as often on this market; to replace less often, raise "
+                f"In short: the gate `hhpulse run` uses ({rule}) replaced the champion {new} times and the "
+                f"margin rule {old}: not a third as often on this market; to replace less often, raise "
                 "`hhpulse run --margin`."
             )
         return (
-            f"In short: the gate `hhpulse run` uses replaced the champion less often ({new} vs {old} times) "
-            f"but served a lower {' and '.join(lower)} ROC AUC: it kept champions too long here; lower "
+            f"In short: the gate `hhpulse run` uses ({rule}) replaced the champion less often ({new} vs {old} "
+            f"times) but served a lower {' and '.join(lower)} ROC AUC: it kept champions too long here; lower "
             "`hhpulse run --margin`, or replay more days before trusting it."
         )
     demand = report.get("demand") or {}

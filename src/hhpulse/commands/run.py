@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import os
 
-    from pipelines.local import PipelineFailed, run_local
+    from pipelines.local import PipelineFailed, RunStopped, run_local
 
     from hhpulse.hh.client import CONTACT_ENV
     from hhpulse.model.registry import champion
@@ -124,15 +124,32 @@ def run(args: argparse.Namespace) -> int:
             print(f"  outcome:  {store.uri(exc.result['outcome'])}", file=sys.stderr)
         print(f"  log:      {exc.result['log']}", file=sys.stderr)
         return 1
+    except RunStopped as exc:
+        print(f"\nhhpulse run: {exc}", file=sys.stderr)
+        if exc.result.get("outcome"):
+            print(f"  outcome:  {store.uri(exc.result['outcome'])}", file=sys.stderr)
+        print(f"  log:      {exc.result['log']}", file=sys.stderr)
+        return 128 + exc.signum
     after = champion(store)
     print(f"\npipeline finished in {result['seconds']:.0f}s")
-    _summary(store, before, after, args.window_days)
+    _summary(store, before, after, args.window_days, own=result)
     if result.get("report"):
         print(f"  report:       {result['report']}   (open it in a browser)")
     print(f"  log:          {result['log']}")
     if after is not None:
         _next_steps(args.store, store.uri())
     return 0
+
+
+def _own_verdict(store, gate):  # type: ignore[no-untyped-def]
+    """This run's gate verdict: ``gates/<its version>.json`` (the gate's own metadata when the
+    file cannot be read), or None when its gate did not run."""
+    if not gate or not gate.get("version"):
+        return None
+    try:
+        return store.get_json(f"gates/{gate['version']}.json")
+    except Exception:  # the summary must never hide a successful run
+        return dict(gate)
 
 
 def cli_command() -> str:
@@ -189,29 +206,31 @@ DATA_TAGS = {
 }
 
 
-def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignore[no-untyped-def]
+def _summary(store, before, after, window_days: int = 0, own=None) -> None:  # type: ignore[no-untyped-def]
+    """The closing summary, of this run only: ``own`` is what its own steps returned
+    (``raw_run``, ``gate``, ``published``; see :func:`pipelines.local.run_local`), never the
+    store's newest raw run or gate file, which another run may have written meanwhile."""
     from hhpulse.data.collect import store_data_kind
-    from hhpulse.data.history_store import STATE_KEY, describe_window, load_state, window_summary
-    from hhpulse.data.runs import latest_run
+    from hhpulse.data.history_store import TABLE_KEY, describe_window, load_state, window_summary
     from hhpulse.words import plural
 
     kind = store_data_kind(store)
     if kind:
         print(f"  data:         {DATA_TAGS.get(kind, kind)}")
-    last = latest_run(store)  # by collected_at: ids of runs started in the same second do not sort
+    own = own or {}
+    last = own.get("raw_run")
     if last:
         print(f"  raw run:      {store.uri(f'raw/{last}/')}")
         print(f"  validation:   {store.uri(f'raw/{last}/validation.md')}")
-    state, _ = load_state(store)
+    state, version = load_state(store)
     if state:
         counts = state["counts"]
         print(
-            f"  history:      {store.uri(STATE_KEY)} ({plural(counts['vacancies'], 'vacancy', 'vacancies')}, "
-            f"{counts['open']} open, {plural(len(state['runs']), 'run')} folded)"
+            f"  history:      {store.uri(TABLE_KEY)} ({plural(counts['vacancies'], 'vacancy', 'vacancies')}, "
+            f"{counts['open']} open, {plural(len(state['runs']), 'run')} folded; Delta table version {version})"
         )
         print(f"  trained on:   {describe_window(window_summary(store, window_days or None))}")
-    gates = sorted(k for k in store.list("gates/") if k.endswith(".json"))
-    verdict = store.get_json(gates[-1]) if gates else None
+    verdict = _own_verdict(store, own.get("gate"))
     if verdict:
         lines = verdict.get("lines") or [verdict["reason"]]
         head = (
@@ -223,21 +242,32 @@ def _summary(store, before, after, window_days: int = 0) -> None:  # type: ignor
             print(head)
             for line in lines:
                 print(f"                {line}")
-    if after is None:
+    mine = verdict["version"] if verdict and own.get("published") else None  # this run published it
+    compared = (verdict.get("champion_version") or None) if verdict else (before.version if before else None)
+    now = after.version if after is not None else None
+    meanwhile = f" (the champion is now {now}: another run promoted it meanwhile)"
+    if mine is not None:
+        if compared is None:
+            line = f"{mine} (first model: no champion to compare with)"
+        else:
+            line = f"{mine} replaced {compared}"
+        print(f"  champion:     {line}" + (meanwhile if now != mine else ""))
+    elif verdict is not None and compared is not None:
+        line = f"{compared} kept: the new challenger did not beat it"
+        print(f"  champion:     {line}" + (meanwhile if now != compared else ""))
+    elif after is None:
         print("  no champion was published")
-    elif before is None:
-        print(f"  champion:     {after.version} (first model: no champion to compare with)")
-    elif before.version == after.version:
-        print(f"  champion:     {after.version} kept: the new challenger did not beat it")
     else:
-        print(f"  champion:     {after.version} replaced {before.version}")
-    if after is not None:
-        print(f"  model:        {after.uri}")
-        print(f"  model card:   {after.uri}/model_card.md")
-        print(f"  metrics:      {after.uri}/metrics.json")
+        print(f"  champion:     {now} (this run published none)")
+    shown = mine or now
+    if shown is not None:
+        uri = store.uri(f"models/hhpulse/{shown}")
+        print(f"  model:        {uri}")
+        print(f"  model card:   {uri}/model_card.md")
+        print(f"  metrics:      {uri}/metrics.json")
         from hhpulse.flows.deploy import manifest_key
 
-        manifest = manifest_key(after.version)
+        manifest = manifest_key(shown)
         if store.exists(manifest):
             print(f"  manifest:     {store.uri(manifest)} (rendered, not applied: no cluster)")
     import contextlib

@@ -13,7 +13,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cron",
         default="0 0 3 * * *",
-        help="KFP cron: 6 fields, SECONDS first, in UTC [%(default)s = 03:00 UTC daily]",
+        help="KFP cron: 6 fields, SECONDS first, in the scheduler's time zone (KFP's CRON_SCHEDULE_TIMEZONE, "
+        "UTC unless changed) [%(default)s = 03:00 UTC daily]",
     )
     p.add_argument(
         "--schedule-name", default="hhpulse-retrain-schedule", help="recurring run name [%(default)s]"
@@ -21,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.kfp_api import CronError, KfpApiError, validate_cron
+    from pipelines.kfp_api import CronError, KfpApiError, ParameterError, validate_cron
 
     try:
         validate_cron(args.cron)  # fail before uploading anything
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         rid, replaced = api.schedule(
             args.schedule_name, args.cron, pid, vid, eid, params, service_account=args.service_account
         )
-    except CronError as exc:
+    except (CronError, ParameterError) as exc:
         print(f"hhpulse schedule: {exc}", file=sys.stderr)
         return 2
     except (KfpApiError, ValueError, OSError) as exc:
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     what = f"replaced {len(replaced)} earlier schedule(s)" if replaced else "new schedule"
     print(
-        f"recurring run {rid} ({args.schedule_name}) on '{args.cron}' UTC, max 1 concurrent, no catch-up; {what}"
+        f"recurring run {rid} ({args.schedule_name}) on '{args.cron}' (the scheduler's time zone, UTC by "
+        f"default), max 1 concurrent, no catch-up; {what}"
     )
     return 0

@@ -38,7 +38,16 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="model name in URLs [%(default)s]",
     )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes [%(default)s]")
-    p.add_argument("--enable-grpc", action="store_true", help="also serve gRPC (off by default)")
+    p.add_argument(
+        "--enable-grpc",
+        "--enable_grpc",
+        dest="enable_grpc",
+        action="store_true",
+        help="also serve gRPC (off by default)",
+    )
+    p.add_argument(
+        "--grpc-port", "--grpc_port", dest="grpc_port", type=int, default=8081, help="gRPC port [%(default)s]"
+    )
     p.add_argument(
         "--no-served-log",
         dest="served_log",
@@ -72,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_dir is not None:
         return _serve(args, args.model_dir, "--model-dir")
     from hhpulse.data.store import StoreError, open_store
+    from hhpulse.model.bundle import BundleError
     from hhpulse.model.registry import RegistryError, fetch_champion
 
     with _scratch("hhpulse-champion-") as scratch:
@@ -82,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 from hhpulse.serving.served_log import ServedRecorder
 
                 recorder = ServedRecorder(args.store)
-        except (RegistryError, StoreError) as exc:
+        except (RegistryError, StoreError, BundleError) as exc:  # a champion that does not check, too
             print(f"hhpulse serve: {exc}", file=sys.stderr)
             return 2
         return _serve(args, model_dir, "--store", recorder)
@@ -101,6 +111,7 @@ def _serve(args: argparse.Namespace, model_dir: str, model_flag: str, served_log
         workers=args.workers,
         input_metrics=args.input_metrics,
         enable_grpc=args.enable_grpc,
+        grpc_port=args.grpc_port,
         prog="hhpulse serve",
         model_flag=model_flag,
         announce=True,

@@ -45,6 +45,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="also write the held-out fit's bundle (the one the figures measure) to DIR",
     )
     add_window_arg(p)
+    p.add_argument(
+        "--as-of",
+        type=int,
+        default=None,
+        metavar="VERSION",
+        help="train on the history as it was at this version of its table (time travel; a model card "
+        "names the version it was trained on: the same version and --window-days give the same "
+        "training set) [the latest]",
+    )
 
 
 def add_window_arg(p: argparse.ArgumentParser) -> None:
@@ -148,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.window_days < 0:
             raise ValueError(f"--window-days must be >= 0, got {args.window_days}")
-        data = load_data(args.data, rates=args.rates, window_days=args.window_days or None)
+        if args.as_of is not None and args.as_of < 0:
+            raise ValueError(f"--as-of must be a table version (>= 0), got {args.as_of}")
+        data = load_data(
+            args.data, rates=args.rates, window_days=args.window_days or None, version=args.as_of
+        )
         if data.summary():
             print(f"hhpulse train: {data.summary()}", file=sys.stderr)
         report = train_from_history(

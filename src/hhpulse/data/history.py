@@ -1,8 +1,8 @@
 """The vacancy history: one row per vacancy ever seen, from every raw run.
 
 :func:`build_history` is the pure reference fold over all runs; the store keeps the history
-folded run by run (:mod:`hhpulse.data.history_store`: :func:`fold_run`, :func:`read_history`,
-:func:`rebuild`, :func:`verify`), which gives exactly the same rows.
+folded run by run in a Delta Lake table (:mod:`hhpulse.data.history_store`: :func:`fold_run`,
+:func:`read_history`, :func:`rebuild`, :func:`verify`), which gives exactly the same rows.
 
 A history row holds the latest sighting's fields (all of
 :data:`hhpulse.hh.records.RECORD_COLUMNS`) plus ``first_seen``, ``last_seen``,
@@ -61,7 +61,6 @@ from hhpulse.hh.records import RECORD_COLUMNS, RecordError, parse_datetime, pars
 
 log = logging.getLogger(__name__)
 
-HISTORY_KEY = "history/vacancies.parquet"  # the history of earlier versions, rebuilt every run
 TIME_COLUMNS = (
     "published_at",
     "created_at",
@@ -91,6 +90,11 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "last_run_id",
     "currency_rates_run_id",
 )
+# the stored history keeps three more columns per row, what the fold needs to continue a row
+# without reading earlier runs (see hhpulse.data.history_store): the earliest
+# initial_created_at of any sighting, the first archived sighting, the latest open one
+FOLD_COLUMNS = ("_ica_min", "_archived_at", "_open_until")
+STORED_COLUMNS: tuple[str, ...] = (*HISTORY_COLUMNS, *FOLD_COLUMNS)
 
 
 @dataclass
@@ -149,6 +153,12 @@ def canonical(df: pd.DataFrame, columns: Sequence[str] = HISTORY_COLUMNS) -> pd.
             s = s.astype(object)
             df[c] = s.where(s.notna(), None)
     return df
+
+
+def midpoint(after: pd.Series, by: pd.Series) -> pd.Series:
+    """The middle of each interval, to the microsecond (a timestamp's precision in the stored
+    Delta table): halves the worst error of either bound."""
+    return (after + (by - after) / 2).dt.floor("us")
 
 
 def record_rows(
@@ -236,13 +246,13 @@ def build_history(runs: Sequence[RawRun]) -> pd.DataFrame:
     closed_by = pd.to_datetime(closed_by, utc=True)
     hist["closed_after"] = hist["last_seen"].where(closed_by.notna())
     hist["closed_by"] = closed_by
-    hist["closed_at"] = hist["last_seen"] + (closed_by - hist["last_seen"]) / 2
+    hist["closed_at"] = midpoint(hist["last_seen"], closed_by)
     hist["closed_reason"] = pd.Series("absent_from_complete_run", index=hist.index).where(closed_by.notna())
     arch = hist.index.isin(archived_at.index)
     arch_by = pd.to_datetime(archived_at.reindex(hist.index), utc=True)
     arch_after = pd.to_datetime(open_until.reindex(hist.index), utc=True)
     arch_after = arch_after.where(arch_after < arch_by)  # open sightings after the archived one: no bound
-    arch_at = (arch_after + (arch_by - arch_after) / 2).fillna(arch_by)
+    arch_at = midpoint(arch_after, arch_by).fillna(arch_by)
     hist["closed_at"] = hist["closed_at"].where(~arch, arch_at)
     hist["closed_reason"] = hist["closed_reason"].where(~arch, "archived")
     hist["closed_after"] = hist["closed_after"].where(~arch, arch_after)

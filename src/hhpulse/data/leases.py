@@ -12,6 +12,12 @@ A claim is a small JSON object at a key that means "this is taken"::
   :func:`release` removes it; both only if it is still the caller's (``If-Match``): a lease that
   expired and was taken over is never overwritten by its old holder.
 
+A reply lost after S3 applied the write (the retry then fails its condition) does not lose the
+claim: the store's conditional writes read what is there before deciding a write lost, and a
+claim is its holder's alone (the random ``holder`` token), so a claim, a completion or a release
+whose reply was lost still counts (:mod:`hhpulse.data.store`; tests/test_concurrent_runs.py puts
+the fault-injecting proxy in front of moto).
+
 The demo source claims its simulated day this way (``claims/demo-day/<day>.json``), so two
 demo runs started at once on one store never collect the same day.
 """

@@ -1,4 +1,4 @@
-"""Retention of raw runs: ``hhpulse store prune --raw-older-than DAYS``.
+"""Retention: ``hhpulse store prune --raw-older-than DAYS``, of raw runs and of the history's files.
 
 Raw runs (``raw/<run_id>/``, with their ``quarantine/<run_id>/``) are the immutable record that
 the history is folded from. A normal run never reads a run again once it is folded, but
@@ -17,8 +17,16 @@ newer than DAYS                        never
 =====================================  ===============================================================
 
 A run's age is its ``collected_at`` (an unfinished run's: the start time in its id) against now.
-Without a history (``history/state.json``, see :mod:`hhpulse.data.history_store`), no finished run
-is pruned.
+Without a history (the Delta table ``history/vacancies/``, see :mod:`hhpulse.data.history_store`),
+no finished run is pruned.
+
+The same prune vacuums the history table (``--history-retention-days``, 30 by default): it
+removes the data files that no version of the table younger than that uses (the open files
+earlier folds replaced, settled files rewritten when vacancies came back, the files of folds
+that failed before their commit) and old id indexes. Time travel (``hhpulse train --as-of``,
+``hhpulse history --restore``) reaches back exactly that far. Once the Delta table holds every
+run the old layout held (``history/state.json``, ``open/``, ``settled/``, ``index/``), those
+old files go too.
 
 ``retention.json`` (updated with a conditional write) lists every pruned finished run: id,
 ``collected_at``, bytes, whether it was a complete demo run and its day (the demo source counts
@@ -42,9 +50,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from hhpulse.data.history_store import history_runs
+from hhpulse.data import history_legacy
+from hhpulse.data.history_store import (
+    RETENTION_DAYS,
+    HistoryError,
+    VacuumPlan,
+    history_runs,
+    open_snapshot,
+    plan_vacuum,
+    vacuum,
+)
 from hhpulse.data.runs import RETENTION_KEY, list_runs, pruned_runs
-from hhpulse.data.store import Store, update_json
+from hhpulse.data.store import KeyNotFound, Store, update_json
 from hhpulse.hh.records import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -80,6 +97,10 @@ class RunPlan:
 class PrunePlan:
     cutoff: datetime
     runs: list[RunPlan] = field(default_factory=list)
+    history: VacuumPlan | None = None  # the history table's vacuum (None: no table)
+    legacy: list[str] = field(default_factory=list)  # the old layout's files, replaced by the table
+    legacy_bytes: int = 0
+    legacy_kept: str | None = None  # why the old layout's files stay
 
     @property
     def removed(self) -> list[RunPlan]:
@@ -107,6 +128,19 @@ class PrunePlan:
             f"older than {format_datetime(self.cutoff)}; kept {len(self.kept)} "
             f"({len(kept_old)} of them older, listed above)"
         )
+        if self.history is not None:
+            h = self.history
+            out.append(
+                f"history: {verb} {len(h.files)} file(s), {human_bytes(h.bytes)}, that no version of the "
+                f"last {h.retention_days:g} days uses (time travel reaches back {h.retention_days:g} days)"
+            )
+        if self.legacy:
+            out.append(
+                f"history: {verb} the old layout's {len(self.legacy)} file(s), {human_bytes(self.legacy_bytes)} "
+                "(history/state.json, open/, settled/, index/): the Delta table holds every run they held"
+            )
+        elif self.legacy_kept:
+            out.append(f"history: kept the old layout's files: {self.legacy_kept}")
         return out
 
 
@@ -132,11 +166,18 @@ def _run_time(run_id: str, meta: dict[str, Any] | None) -> datetime | None:
 
 
 def plan_prune(
-    store: Store, older_than_days: float, *, force_rebuild_gap: bool = False, now: datetime | None = None
+    store: Store,
+    older_than_days: float,
+    *,
+    force_rebuild_gap: bool = False,
+    now: datetime | None = None,
+    history_retention_days: float = RETENTION_DAYS,
 ) -> PrunePlan:
     """Decide, run by run, what a prune removes (nothing is changed)."""
     if older_than_days < 1:
         raise PruneError(f"--raw-older-than must be at least 1 day, got {older_than_days:g}")
+    if history_retention_days < 1:
+        raise PruneError(f"--history-retention-days must be at least 1 day, got {history_retention_days:g}")
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
     cutoff = now - timedelta(days=older_than_days)
     keys: dict[str, list[str]] = defaultdict(list)
@@ -168,7 +209,43 @@ def plan_prune(
         old = remove or when is None or when < cutoff
         size = sum(store.size(k) for k in keys[run_id]) if old else 0
         plan.runs.append(RunPlan(run_id, when, size, sorted(keys[run_id]), remove, reason, meta))
+    _plan_history(store, plan, history_retention_days)
     return plan
+
+
+def _plan_history(store: Store, plan: PrunePlan, retention_days: float) -> None:
+    try:
+        plan.history = plan_vacuum(store, retention_days)
+        snap = open_snapshot(store)
+    except HistoryError as exc:
+        raise PruneError(f"the history cannot be vacuumed: {exc}") from None
+    legacy = history_legacy.keys(store)
+    if not legacy:
+        return
+    if snap is None:
+        plan.legacy_kept = (
+            "the history is still in the old layout (the next fold moves it onto the Delta table)"
+        )
+        return
+    try:
+        old = history_legacy.load_state(store)
+    except history_legacy.LegacyError:
+        old = None  # unreadable: nothing in it can be read again
+    missing = sorted({r["run_id"] for r in (old or {}).get("runs", [])} - {r["run_id"] for r in snap.runs})
+    if missing:
+        plan.legacy_kept = (
+            f"the Delta table lacks {len(missing)} run(s) they hold (e.g. {', '.join(missing[:3])})"
+        )
+        return
+    plan.legacy = legacy
+    plan.legacy_bytes = sum(_size(store, k) for k in legacy)
+
+
+def _size(store: Store, key: str) -> int:
+    try:
+        return store.size(key)
+    except KeyNotFound:
+        return 0
 
 
 def _record(run: RunPlan) -> dict[str, Any]:
@@ -208,4 +285,13 @@ def prune(store: Store, plan: PrunePlan, *, progress: bool = False) -> PrunePlan
         for key in sorted(run.keys, key=lambda k: k != meta_key):  # meta.json first
             store.delete(key)
         log.info("removed raw run %s (%s)", run.run_id, human_bytes(run.bytes))
+    if plan.history is not None:
+        try:
+            done = vacuum(store, plan.history.retention_days)
+        except HistoryError as exc:
+            raise PruneError(f"the history cannot be vacuumed: {exc}") from None
+        if done is not None:
+            plan.history = done
+    for key in sorted(plan.legacy, key=lambda k: k != history_legacy.STATE_KEY):  # the state first
+        store.delete(key)
     return plan

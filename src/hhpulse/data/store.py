@@ -27,6 +27,12 @@ pointer, ``store.json``, the demo-day claims, history's state) from losing an up
 * :func:`update_json` is the read-modify-write loop over them: read, apply a function, write
   conditionally, and on a conflict retry from the new state; after ``retries`` conflicts it
   raises :class:`ConcurrentUpdateError` naming the key.
+* A reply can be lost after S3 applied a write (a timeout after the commit): the client retries
+  on its own, and the retry's condition fails against the write it just made (412). So a failed
+  condition is never taken as a lost race on its own: ``put_if`` reads what is there first, and
+  when that is exactly what it wrote, the write succeeded (what a conditional write writes is
+  unique: a claim carries its holder's random token, a state its own time). ``delete_if`` whose
+  object is gone succeeded too.
 """
 
 from __future__ import annotations
@@ -326,16 +332,22 @@ class LocalStore(Store):
         return self.root / _check_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        atomic_write_bytes(self._path(key), data)
+        path = self._path(key)
+        try:
+            atomic_write_bytes(path, data)
+        except (NotADirectoryError, FileExistsError, PermissionError) as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
             return path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a file where a folder should be
             raise KeyNotFound(f"{path} does not exist") from None
         except IsADirectoryError:
             raise KeyNotFound(f"{path} is a folder, not an object") from None
+        except PermissionError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -403,23 +415,29 @@ class LocalStore(Store):
     ) -> str:
         _check_condition(if_match, if_none_match)
         path = self._path(key)
+        mine = content_version(data)
         with self._locked(path):
             current = self._current_version(path)
+            if current == mine and (if_none_match or current != if_match):
+                return mine  # already there, exactly as this write would leave it (see the module doc)
             if if_none_match and current is not None:
                 raise PreconditionFailed(f"{path} already exists (If-None-Match)")
             if if_match is not None and current != if_match:
                 what = "no longer exists" if current is None else "was changed by another writer"
                 raise PreconditionFailed(f"{path} {what} since it was read (If-Match {if_match})")
             atomic_write_bytes(path, data)
-        return content_version(data)
+        return mine
 
     def delete_if(self, key: str, *, if_match: str) -> None:
         path = self._path(key)
         with self._locked(path):
             current = self._current_version(path)
+            if current is None:
+                return  # gone already: what this delete asked for
             if current != if_match:
-                what = "no longer exists" if current is None else "was changed by another writer"
-                raise PreconditionFailed(f"{path} {what} since it was read (If-Match {if_match})")
+                raise PreconditionFailed(
+                    f"{path} was changed by another writer since it was read (If-Match {if_match})"
+                )
             path.unlink()
 
 
@@ -484,18 +502,44 @@ class S3Store(Store):
         self.endpoint_url = (
             endpoint_url or os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
         )
+        self.path_style = path_style
+        self.region = (
+            region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        self._session: Any = None
         if client is None:
             cfg = Config(
                 s3={"addressing_style": "path" if path_style else "auto"},
                 retries={"max_attempts": 5, "mode": "standard"},
             )
-            region = (
-                region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            )
             # a fresh session: the default one caches credentials resolved earlier in the process
-            session = boto3.session.Session()
-            client = session.client("s3", endpoint_url=self.endpoint_url, region_name=region, config=cfg)
+            self._session = boto3.session.Session()
+            client = self._session.client(
+                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=cfg
+            )
         self._s3 = client
+
+    def storage_options(self) -> dict[str, str]:
+        """The same bucket for object_store-based clients (delta-rs, Polars, DuckDB): endpoint, region,
+        addressing, the credentials boto3 resolved (environment, profile or instance role), and
+        conditional puts with ``If-None-Match``/ETags, which make Delta commits safe on S3 and MinIO.
+        Held in memory only; never logged."""
+        opts = {
+            "AWS_REGION": self.region,
+            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false" if self.path_style else "true",
+            "conditional_put": "etag",
+        }
+        if self.endpoint_url:
+            opts["AWS_ENDPOINT_URL"] = self.endpoint_url
+            if self.endpoint_url.startswith("http://"):
+                opts["AWS_ALLOW_HTTP"] = "true"
+        creds = self._session.get_credentials() if self._session is not None else None
+        if creds is not None:
+            frozen = creds.get_frozen_credentials()
+            opts["AWS_ACCESS_KEY_ID"], opts["AWS_SECRET_ACCESS_KEY"] = frozen.access_key, frozen.secret_key
+            if frozen.token:
+                opts["AWS_SESSION_TOKEN"] = frozen.token
+        return opts
 
     def _key(self, key: str) -> str:
         key = _check_key(key)
@@ -597,14 +641,37 @@ class S3Store(Store):
             resp = self._s3.put_object(Bucket=self.location.bucket, Key=self._key(key), Body=data, **cond)
         except Exception as exc:
             name = f"If-Match {if_match}" if if_match is not None else "If-None-Match *"
-            raise self._conditional_error(exc, key, name) from exc
+            err = self._conditional_error(exc, key, name)
+            if isinstance(err, PreconditionFailed):
+                # botocore retries a write whose reply was lost, and the retry's condition fails
+                # against that very write: read what is there before deciding this write lost
+                tag = self._written(key, data)
+                if tag is not None:
+                    log.info(
+                        "%s: the write was applied (its reply was lost, the retry said %s)",
+                        self.uri(key),
+                        _client_error_code(exc),
+                    )
+                    return tag
+            raise err from exc
         return str(resp["ETag"])
+
+    def _written(self, key: str, data: bytes) -> str | None:
+        """The object's version tag when it holds exactly ``data``, else None."""
+        try:
+            current, tag = self.get_versioned(key)
+        except KeyNotFound:
+            return None
+        return tag if current == data else None
 
     def delete_if(self, key: str, *, if_match: str) -> None:
         try:
             self._s3.delete_object(Bucket=self.location.bucket, Key=self._key(key), IfMatch=if_match)
         except Exception as exc:
-            raise self._conditional_error(exc, key, f"If-Match {if_match}") from exc
+            err = self._conditional_error(exc, key, f"If-Match {if_match}")
+            if isinstance(err, PreconditionFailed) and not self.exists(key):
+                return  # gone: the delete was applied (a lost reply, then a retry) or another run removed it
+            raise err from exc
 
 
 CONDITION_FAILED_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
@@ -629,4 +696,21 @@ def open_store(location: str | os.PathLike[str] | None = None, *, endpoint_url: 
         loc = loc[len("file://") :]
     if "://" in loc:
         raise StoreError(f"unsupported store location {loc!r}: use a folder path or s3://bucket/prefix")
+    check_folder(loc)
     return LocalStore(loc)
+
+
+def check_folder(location: str | os.PathLike[str]) -> Path:
+    """A folder store's path, when it can be one: the folder itself or, when it does not exist
+    yet, its nearest existing parent must be a folder. Else :class:`StoreError` in one line
+    (a file given as the store, or a path through a file)."""
+    path = Path(location).expanduser().absolute()
+    for at in (path, *path.parents):
+        if at.is_dir():
+            return path
+        if at.exists() or at.is_symlink():
+            what = "is a file" if at == path else f"goes through {at}, which is a file"
+            raise StoreError(
+                f"store {location} {what}, not a folder: give a store folder or s3://bucket/prefix"
+            )
+    return path

@@ -1,10 +1,11 @@
 """Deploying a published model as a KServe InferenceService.
 
-:func:`render_inferenceservice` is the one place that builds the InferenceService; the
-Helm chart's template renders the same object from the same values (a test compares
-them). :func:`deploy` creates or patches it through the kubernetes client, waits for
-``Ready`` with a timeout, and on failure rolls back to the previous model version.
-:func:`render_to_store` is the local mode: it writes the manifest into the store instead.
+:func:`render_inferenceservice` is the one place that builds the InferenceService, and the
+pipeline's deploy step (or ``hhpulse deploy``) is its one owner: the Helm chart renders none,
+it passes its ``serving`` values to the pipeline as parameters instead, so an upgrade never
+fights a run over the object. :func:`deploy` creates or patches it through the kubernetes
+client, waits for ``Ready`` with a timeout, and on failure rolls back to the previous model
+version. :func:`render_to_store` is the local mode: it writes the manifest into the store instead.
 
 The kubernetes client is imported inside the functions: the core never needs it to import.
 """
@@ -20,12 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hhpulse import __version__
+
 if TYPE_CHECKING:
     from hhpulse.data.store import Store
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+# KServe's deployment mode without Knative: a Deployment, a Service and an HPA. KServe >= 0.16
+# calls it Standard (RawDeployment, its old name, is deprecated and read as Standard).
+DEPLOYMENT_MODE = "Standard"
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+# the predictor pod's own security context: with it, KServe's injected storage initializer (which
+# sets none of its own) runs as non-root with the runtime's seccomp profile too
+POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 # The one canary rule: the CLI's help, the pipeline parameter and the deploy step say exactly this
 # (a test holds them to it), and DeployValues/render_inferenceservice implement it.
@@ -45,52 +58,87 @@ PROMETHEUS_ANNOTATIONS = {
 }
 
 
+HTTP_PORT = 8080  # the predictor's HTTP port (v1, v2, /metrics)
+
+
 class DeployError(RuntimeError):
     """The InferenceService did not become ready (and was rolled back where possible)."""
 
 
 @dataclass(frozen=True)
 class DeployValues:
-    """The serving values shared with the Helm chart's ``serving`` section."""
+    """The serving values: the Helm chart's ``serving`` section, passed to the pipeline as parameters."""
 
     name: str = "hhpulse"
     namespace: str = "hhpulse"
-    image: str = "ghcr.io/hhpulse/hhpulse-serving:0.1.0"
+    image: str = f"hhpulse-serving:{__version__}"  # as `make images` tags it; a cluster names its registry
     service_account: str = "hhpulse-predictor"
     model_name: str = "hhpulse"
     min_replicas: int = 1
     max_replicas: int = 3
-    cpu_request: str = "500m"
-    memory_request: str = "1Gi"
-    cpu_limit: str = "2"
-    memory_limit: str = "2Gi"
+    resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: json.loads(json.dumps(DEFAULT_RESOURCES))
+    )
+    image_pull_secrets: tuple[str, ...] = ()
     canary_traffic_percent: int | None = None  # see CANARY_RULE; None: no canary, as 0
     labels: dict[str, str] = field(default_factory=dict)
     logger_url: str | None = None  # KServe's logger (mode all) posts every request/response here
+    grpc_port: int | None = (
+        None  # also serve gRPC (the Open Inference Protocol) on this port; None: HTTP only
+    )
 
     def __post_init__(self) -> None:
+        if self.grpc_port is not None and not (1 <= self.grpc_port <= 65535 and self.grpc_port != HTTP_PORT):
+            raise ValueError(f"grpc_port must be a port 1-65535 other than {HTTP_PORT}, got {self.grpc_port}")
         if self.logger_url is not None and not self.logger_url.startswith(("http://", "https://")):
             raise ValueError(f"logger_url must be an http(s):// URL (the log sink), got {self.logger_url!r}")
         if self.canary_traffic_percent is not None and not 0 <= self.canary_traffic_percent <= 100:
             raise ValueError(
                 f"canary_traffic_percent must be 0-100 ({CANARY_RULE}), got {self.canary_traffic_percent}"
             )
+        if self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
+            raise ValueError(
+                f"replicas: need 0 <= min_replicas <= max_replicas and max_replicas >= 1, "
+                f"got {self.min_replicas} and {self.max_replicas}"
+            )
+        res = self.resources
+        if not isinstance(res, dict) or set(res) - {"requests", "limits"}:
+            raise ValueError(f'resources must be {{"requests": {{...}}, "limits": {{...}}}}, got {res!r}')
+        for part, quantities in res.items():
+            if not isinstance(quantities, dict) or not all(
+                isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in quantities.items()
+            ):
+                raise ValueError(
+                    f"resources.{part} must map resource names to quantities, got {quantities!r}"
+                )
 
     @property
     def canary(self) -> int | None:
         """The canary share (1-99), or None when the new version takes all the traffic."""
         pct = self.canary_traffic_percent
         return pct if pct is not None and 0 < pct < 100 else None
-        if self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
-            raise ValueError("replicas: need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
 
 
 def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: str) -> dict[str, Any]:
-    """The InferenceService for ``version`` (a concrete ``models/hhpulse/<version>`` URI)."""
+    """The InferenceService for ``version`` (a concrete ``models/hhpulse/<version>`` URI).
+
+    With ``values.grpc_port`` the container also serves gRPC, on a second port named ``h2c``
+    as KServe documents; in RawDeployment KServe's Service then has both (HTTP on port 80,
+    gRPC on ``grpc_port``), and names the ports after the container's: both are named.
+    """
+    ports: list[dict[str, Any]] = [{"containerPort": HTTP_PORT, "protocol": "TCP"}]
+    grpc_args: list[str] = []
+    if values.grpc_port is not None:
+        ports = [
+            {"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "h2c", "containerPort": values.grpc_port, "protocol": "TCP"},
+        ]
+        grpc_args = ["--enable_grpc", "true", "--grpc_port", str(values.grpc_port)]
     predictor: dict[str, Any] = {
         "serviceAccountName": values.service_account,
         "minReplicas": values.min_replicas,
         "maxReplicas": values.max_replicas,
+        "securityContext": json.loads(json.dumps(POD_SECURITY_CONTEXT)),
         "containers": [
             {
                 "name": "kserve-container",
@@ -101,19 +149,17 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
                     "--model_dir",
                     "/mnt/models",
                     "--http_port",
-                    "8080",
+                    str(HTTP_PORT),
+                    *grpc_args,
                 ],
                 "env": [{"name": "STORAGE_URI", "value": storage_uri}],
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "ports": ports,
                 "readinessProbe": {
-                    "httpGet": {"path": "/v2/health/ready", "port": 8080},
+                    "httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT},
                     "initialDelaySeconds": 5,
                     "periodSeconds": 10,
                 },
-                "resources": {
-                    "requests": {"cpu": values.cpu_request, "memory": values.memory_request},
-                    "limits": {"cpu": values.cpu_limit, "memory": values.memory_limit},
-                },
+                "resources": {k: {r: str(q) for r, q in v.items()} for k, v in values.resources.items()},
                 "securityContext": {
                     "runAsNonRoot": True,
                     "allowPrivilegeEscalation": False,
@@ -124,6 +170,8 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
             }
         ],
     }
+    if values.image_pull_secrets:
+        predictor["imagePullSecrets"] = [{"name": n} for n in values.image_pull_secrets]
     if values.canary is not None:
         predictor["canaryTrafficPercent"] = values.canary
     if values.logger_url:
@@ -142,7 +190,7 @@ def render_inferenceservice(values: DeployValues, *, version: str, storage_uri: 
             },
             "annotations": {
                 "hhpulse.io/model-version": version,
-                "serving.kserve.io/deploymentMode": "RawDeployment",
+                "serving.kserve.io/deploymentMode": DEPLOYMENT_MODE,
                 **PROMETHEUS_ANNOTATIONS,
             },
         },
@@ -260,10 +308,10 @@ def _apply(api: Any, values: DeployValues, body: dict[str, Any]) -> str:
             raise DeployError(_api_error("create", values, exc2)) from exc2
         return "created"
     patch = {**body, "spec": {"predictor": dict(body["spec"]["predictor"])}}
-    # a merge patch keeps what it does not mention: promote a canary, or turn the logger off,
-    # by deleting the field (null)
-    patch["spec"]["predictor"].setdefault("canaryTrafficPercent", None)
-    patch["spec"]["predictor"].setdefault("logger", None)
+    # a merge patch keeps what it does not mention: promote a canary, turn the logger off, or drop
+    # the pull secrets by deleting the field (null); lists (containers) are replaced whole
+    for optional in ("canaryTrafficPercent", "logger", "imagePullSecrets"):
+        patch["spec"]["predictor"].setdefault(optional, None)
     try:
         api.patch_namespaced_custom_object(GROUP, VERSION, values.namespace, PLURAL, values.name, patch)
     except ApiException as exc:

@@ -71,20 +71,43 @@ def record_outcome(
     st = open_store(store, endpoint_url=s3_endpoint or None)
     now = datetime.now(timezone.utc)
     ok = str(state).upper() in ("SUCCEEDED", "SUCCESS")
-    doc = {
-        "state": state,
-        "succeeded": ok,
-        "run_id": _resolved(run_id),
-        "pipeline_job": job,
-        "failed_step": None if ok else task,
-        "reason": None if ok else (message or f"error code {code}"),
-        "recorded_at": now.isoformat(timespec="seconds"),
-        "host": os.environ.get("HOSTNAME", ""),
-    }
+    doc = outcome_doc(
+        state,
+        run_id=run_id,
+        job=job,
+        failed_step=None if ok else task,
+        reason=None if ok else (message or f"error code {code}"),
+        when=now,
+    )
     key = outcome_folder(run_id, job, now) + "outcome.json"
     st.put_json(key, doc)
     log.info("run outcome %s -> %s", state, st.uri(key))
     return key
+
+
+def outcome_doc(
+    state: str,
+    *,
+    run_id: str | None,
+    job: str | None,
+    failed_step: str | None,
+    reason: str | None,
+    when: datetime,
+    host: str | None = None,
+) -> dict[str, Any]:
+    """The outcome record's fields (one home for its format): ``state``, ``succeeded``,
+    ``run_id``, ``pipeline_job``, ``failed_step``, ``reason``, ``recorded_at``, ``host``."""
+    ok = str(state).upper() in ("SUCCEEDED", "SUCCESS")
+    return {
+        "state": state,
+        "succeeded": ok,
+        "run_id": _resolved(run_id),
+        "pipeline_job": job,
+        "failed_step": None if ok else failed_step,
+        "reason": None if ok else reason,
+        "recorded_at": when.isoformat(timespec="seconds"),
+        "host": os.environ.get("HOSTNAME", "") if host is None else host,
+    }
 
 
 def complete_outcome(store: Store, key: str, **fields: Any) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from hhpulse.flows.workflow import (
     bundle_from_results,
     judge,
     metrics_document,
+    served_evidence,
     test_predictions,
 )
-from hhpulse.model.dataset import Dataset, label_lines, label_sources
+from hhpulse.model.dataset import Dataset, instances, label_lines, label_sources
 from hhpulse.model.evaluate import bundle_caveats, data_profile, drift_report
 from hhpulse.model.features import TextVectorizer
 from hhpulse.model.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -72,7 +73,7 @@ def evaluate_all(
         win = mine[res.winner]
         winners[task] = win
         test = res.candidates[res.winner]["metrics"].get("test", {})
-        proba = win.predict_proba(fs.X["test"])
+        proba = win.predict_proba(fs.X["test"], fs.part_rows("test"))
         curves[task] = {
             "classes": fs.classes,
             "confusion_matrix": test.get("confusion_matrix", []),
@@ -82,8 +83,8 @@ def evaluate_all(
     calibrators, calibration = calibrate_winners(dataset, vec, winners)
     terms_md = ""
     if "salary" in winners:
-        test_rows = dataset.tasks["salary"].part("test")[["responsibility", "name", "requirement"]]
-        terms = top_terms(vec, winners["salary"], calibrators["salary"], test_rows.to_dict("records"))
+        test_rows = instances(dataset.tasks["salary"].part("test"))  # texts and structured fields
+        terms = top_terms(vec, winners["salary"], calibrators["salary"], test_rows)
         terms_md = top_terms_markdown(terms, "salary")
     drift = None
     st = open_store(store, endpoint_url=s3_endpoint or None)
@@ -227,8 +228,22 @@ def build_and_gate(
     with tempfile.TemporaryDirectory() as tmp:
         champ = load_champion(st, tmp) if champion(st) is not None else None
         champ_version = champ.version if champ is not None else None
+        # the live evidence: the challenger against what the champion served, on its resolved rows
+        live = (
+            served_evidence(
+                challenger, champion_outcomes(st, champ.version, dataset), primary, champion=champ
+            )
+            if champ is not None
+            else None
+        )
         judged = judge(
-            challenger_preds, champ, dataset, primary=primary, margin=margin, ece_margin=ece_margin
+            challenger_preds,
+            champ,
+            dataset,
+            primary=primary,
+            margin=margin,
+            ece_margin=ece_margin,
+            live=live,
         )
     verdict, challenger_metrics, champion_metrics = (
         judged.verdict,
@@ -264,6 +279,8 @@ def build_and_gate(
         "challenger_ece": {t: m.get("ece") for t, m in challenger_metrics.items()},
         "champion_ece": {t: m.get("ece") for t, m in (champion_metrics or {}).items()},
         "tasks": verdict.get("tasks", {}),
+        "live": verdict.get("live", {}),
+        "young": verdict.get("young", {}),
         "primary": primary,
         "winners": {t: r["winner"] for t, r in results.items()},
         "labels": label_sources(dataset.summary),
@@ -277,8 +294,46 @@ def build_and_gate(
 
         (Path(path) / REPORT_NAME).write_text(with_gate(report_html, out), encoding="utf-8")
         write_manifest(Path(path), challenger.version)  # the report is part of the verified bundle
-    st.put_json(f"gates/{challenger.version}.json", out)  # the verdict, for people and `hhpulse run`
+    write_gate_record(st, challenger.version, out)
     return out
+
+
+def write_gate_record(st: Any, version: str, verdict: dict[str, Any]) -> str:
+    """``gates/<version>.json``, the verdict (for people, the publish step and ``hhpulse run``),
+    created once: ``If-None-Match: *``, so no other run's verdict can replace it. The same
+    verdict found there is this step's own write (a retry); another is refused."""
+    from hhpulse.data.store import json_bytes
+    from hhpulse.model.registry import AlreadyExists, create_or_match
+
+    key = f"gates/{version}.json"
+    try:
+        create_or_match(st, key, json_bytes(verdict))
+    except AlreadyExists:
+        raise AlreadyExists(
+            f"{st.uri(key)} already holds another gate verdict for {version}: a verdict is never "
+            "replaced; build the bundle again to get a new version"
+        ) from None
+    return key
+
+
+def champion_outcomes(st: Any, version: str, dataset: Dataset) -> Any:
+    """What the champion ``version`` served (the store's served log) whose demand outcome the
+    dataset has resolved since (its demand rows, every part; none on the age proxy), as
+    :class:`hhpulse.model.gate.ServedOutcomes` for the gate's live evidence."""
+    import pandas as pd
+
+    from hhpulse.watch.monitor import served_outcomes
+    from hhpulse.watch.served import read_served
+
+    if dataset.summary.get("demand_proxy") or "demand" not in dataset.tasks:
+        return None
+    rows = dataset.tasks["demand"].frame
+    resolved = pd.DataFrame({"id": rows["id"].astype(str), "demand_cohort": rows["label"].astype(str)})
+    bad: list[str] = []
+    outcomes = served_outcomes(read_served(st, errors="skip", bad=bad), resolved, version)
+    if bad:
+        log.warning("gate: %d unreadable served batches left out of the live evidence", len(bad))
+    return outcomes
 
 
 def refit_published(

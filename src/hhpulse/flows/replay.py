@@ -108,6 +108,27 @@ class DayHook(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
 
+def served_instances(day: ReplayDay) -> list[dict[str, Any]]:
+    """The day's newly opened vacancies as a predictor is sent them (with their ids): what the
+    champion serving that day predicts. A vacancy without any text is never sent."""
+    hist = day.history()
+    rows = hist[hist["id"].astype(str).isin(day.new_ids)]
+    keep = []
+    for r in rows[["id", "responsibility", "name", "requirement"]].to_dict("records"):
+        inst = {k: v for k, v in r.items() if k != "id" and isinstance(v, str) and v.strip()}
+        if inst:
+            keep.append({"responsibility": "", **inst, "id": str(r["id"])})
+    return keep
+
+
+def oracle_of(market: Market | None, config: LabelConfig) -> Callable[[str], tuple[float, ...] | None] | None:
+    """The demo market's own cohort probabilities of a vacancy id (None for a real store)."""
+    if market is None:
+        return None
+    edges = (config.demand_high_days, config.demand_low_days)
+    return lambda vid: market.cohort_probabilities(str(vid), edges)
+
+
 def _day(
     store: Store,
     index: int,
@@ -119,12 +140,12 @@ def _day(
 ) -> ReplayDay:
     cache: dict[str, pd.DataFrame] = {}
 
-    def history() -> pd.DataFrame:
+    def history() -> pd.DataFrame:  # the version this day's fold made, whatever folds later
         if "h" not in cache:
-            cache["h"] = read_history(store, window_days=settings.window_days)
+            cache["h"] = read_history(store, window_days=settings.window_days, version=fold.version)
         return cache["h"]
 
-    state_runs = {r["run_id"]: r for r in _folded(store)}
+    state_runs = {r["run_id"]: r for r in _folded(store, fold.version)}
     return ReplayDay(
         index=index,
         day=day,
@@ -132,7 +153,7 @@ def _day(
         collected_at=pd.Timestamp(state_runs[run_id]["collected_at"]),
         store=store,
         history=history,
-        rates=history_rates(store),
+        rates=history_rates(store, version=fold.version),
         new_ids=fold.new_ids,
         market=market,
         settings=settings,
@@ -140,10 +161,10 @@ def _day(
     )
 
 
-def _folded(store: Store) -> list[dict[str, Any]]:
+def _folded(store: Store, version: int | None = None) -> list[dict[str, Any]]:
     from hhpulse.data.history_store import folded_runs
 
-    return folded_runs(store)
+    return folded_runs(store, version=version)
 
 
 def _call_hooks(hooks: Sequence[DayHook], day: ReplayDay, timings: dict[str, float]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +19,15 @@ import pandas as pd
 
 from hhpulse.config import LabelConfig, load_candidates
 from hhpulse.data.store import Store
-from hhpulse.flows.replay import ReplayDay
+from hhpulse.flows.replay import ReplayDay, oracle_of, served_instances
 from hhpulse.flows.workflow import metrics_document, train_from_history
 from hhpulse.model.bundle import load_bundle
+from hhpulse.model.dataset import young_history
 from hhpulse.watch.monitor import held_out_auc, live_by_champion, live_demand, resolved_demand
 from hhpulse.watch.served import ServedLogWriter, format_time, make_record, read_served
 
 if TYPE_CHECKING:
+    from hhpulse.hh.market import Market
     from hhpulse.model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,55 @@ log = logging.getLogger(__name__)
 def metrics_document_of(report: Any) -> dict[str, Any]:
     """The ``metrics.json`` shape of a :class:`~hhpulse.flows.workflow.TrainingReport`'s results."""
     return metrics_document(report.results)
+
+
+GOAL_LIVE_RATIO = 0.97  # the version-stratified live demand AUC >= 0.97 x the oracle's on the same rows
+GOAL_CHAMPION_GAP = 0.05  # each champion's live AUC within 0.05 of its offline figure at publication ...
+GOAL_CHAMPION_ROWS = 300  # ... once it has this many resolved served rows
+
+
+def offline_figure(bundle: ModelBundle) -> dict[str, Any]:
+    """A bundle's offline demand figure at publication: the held-out test AUC, its bootstrap
+    interval, and why it comes from a young history (None when it does not)."""
+    m = bundle.metadata.get("metrics") or {}
+    return {
+        "offline_auc": held_out_auc(m).get("demand"),
+        "offline_interval": (m.get("test_intervals") or {}).get("demand"),
+        "young_history": young_history(m.get("dataset") or {}, m.get("boundaries") or {}),
+    }
+
+
+def champions_offline_live(
+    live: Mapping[str, Any], offline: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per served version, its offline figure at publication beside its live one (the live
+    demand AUC on the rows it served, resolved since), the gap, and whether it is within
+    :data:`GOAL_CHAMPION_GAP` (judged from :data:`GOAL_CHAMPION_ROWS` resolved rows on)."""
+    out = []
+    for version, got in (live.get("by_version") or {}).items():
+        off = dict(
+            offline.get(version) or {"offline_auc": None, "offline_interval": None, "young_history": None}
+        )
+        gap = (
+            got["auc"] - off["offline_auc"]
+            if got.get("auc") is not None and off.get("offline_auc") is not None
+            else None
+        )
+        judged = got.get("n", 0) >= GOAL_CHAMPION_ROWS and gap is not None
+        out.append(
+            {
+                "version": version,
+                **off,
+                "live_n": got.get("n", 0),
+                "live_auc": got.get("auc"),
+                "oracle_auc": got.get("oracle_auc"),
+                "first": got.get("first"),
+                "last": got.get("last"),
+                "gap": gap,
+                "within": (abs(gap) <= GOAL_CHAMPION_GAP) if judged else None,  # type: ignore[arg-type]
+            }
+        )
+    return out
 
 
 class LiveHook:
@@ -70,10 +121,13 @@ class LiveHook:
         self.stand_in = False
         self.trained: list[dict[str, Any]] = []
         self.failed: list[dict[str, Any]] = []  # stand-in trainings that failed (the last bundle served on)
+        self.offline: dict[str, dict[str, Any]] = {}  # each served version's offline figure at publication
+        self._market: Market | None = None
 
     def on_day(self, day: ReplayDay) -> None:
         self._store, self._history = day.store, day.history
         self._labels = day.settings.label_config
+        self._market = day.market
         if self._writer is None:
             self._writer = ServedLogWriter(day.store, max_records=10_000, max_seconds=1e9)
         served = 0
@@ -87,18 +141,14 @@ class LiveHook:
                 "model_version": self._serving.version if self._serving is not None and served else None,
             }
         )
+        if self._serving is not None and served and self._serving.version not in self.offline:
+            self.offline[self._serving.version] = offline_figure(self._serving)
         # a gate hook that ran decides, even when it has no champion yet (None): no stand-in then
         self._serving = day.shared["champion"] if "champion" in day.shared else self._stand_in(day)
 
     def _predict(self, day: ReplayDay) -> int:
         assert self._serving is not None and self._writer is not None
-        hist = day.history()
-        rows = hist[hist["id"].astype(str).isin(day.new_ids)]
-        keep = []
-        for r in rows[["id", "responsibility", "name", "requirement"]].to_dict("records"):
-            inst = {k: v for k, v in r.items() if k != "id" and isinstance(v, str) and v.strip()}
-            if inst:  # a vacancy without any text is never sent to a predictor
-                keep.append({"responsibility": "", **inst, "id": str(r["id"])})
+        keep = served_instances(day)
         if not keep:
             return 0
         preds = self._serving.predict(keep)
@@ -178,7 +228,9 @@ class LiveHook:
         if self._store is not None and self._history is not None:
             records = list(read_served(self._store))
             resolved = resolved_demand(self._history(), self._labels)
-            out["demand"] = live_demand(records, resolved)
+            labels = self._labels or LabelConfig()
+            out["demand"] = live_demand(records, resolved, oracle=oracle_of(self._market, labels))
+            out["champions"] = champions_offline_live(out["demand"], self.offline)
             proxy = {t["version"] for t in self.trained if t["demand_proxy"]}
             out["demand_by_champion"] = live_by_champion(records, resolved, proxy)
         self._tmp.cleanup()

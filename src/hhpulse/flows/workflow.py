@@ -21,9 +21,26 @@ from hhpulse.config import CandidateConfig, FeatureConfig, LabelConfig, SplitCon
 from hhpulse.data.store import open_store
 from hhpulse.data.validate import ValidationReport
 from hhpulse.model.bundle import ModelBundle, build_bundle, git_commit
-from hhpulse.model.dataset import Dataset, build_dataset
+from hhpulse.model.dataset import (
+    Dataset,
+    build_dataset,
+    instances,
+    resolved_labels,
+    young_history,
+    young_level,
+)
 from hhpulse.model.evaluate import classification_metrics, data_profile, score
-from hhpulse.model.gate import PairedInterval, TaskPredictions, fitted_mask, interval, paired_evidence
+from hhpulse.model.gate import (
+    LIVE_MIN_ROWS,
+    PairedInterval,
+    ServedOutcomes,
+    TaskPredictions,
+    fitted_mask,
+    interval,
+    live_evidence,
+    metric_interval,
+    paired_evidence,
+)
 from hhpulse.model.train import (
     DEFAULT_PRIMARY,
     DEFAULT_SELECTION,
@@ -58,18 +75,22 @@ class LoadedData:
         return f"{r.total} rows read, {left}; {len(self.history)} vacancies"
 
 
-def load_data(spec: str, *, rates: str | None = None, window_days: int | None = None) -> LoadedData:
+def load_data(
+    spec: str, *, rates: str | None = None, window_days: int | None = None, version: int | None = None
+) -> LoadedData:
     """Read ``--data``: a store location, or a file of API items (``-`` for stdin).
 
     A store (folder or ``s3://``) gives its folded history: the open vacancies plus those
-    closed in the ``window_days`` before its newest run (None: all of it). A file (JSON
+    closed in the ``window_days`` before its newest run (None: all of it), all read from one
+    version of the history table (``version``: an earlier one, time travel; the window then
+    ends at that version's newest run, so the same version and window give the same rows). A file (JSON
     lines of API items, optionally gzipped) is imported as a one-run history in memory,
     with currency rates from ``rates`` (a saved ``GET /dictionaries``) when given; its rows
     go through the data contract, and rows that break it (or lines that are not items at
     all) are left out and counted, never a crash.
     """
     from hhpulse.data.history import build_history, load_raw_runs
-    from hhpulse.data.history_store import folded_runs, rates_by_run, read_history, window_summary
+    from hhpulse.data.history_store import rates_by_run, read_window
 
     path = Path(spec)
     if spec != "-" and (spec.startswith("s3://") or path.is_dir()):
@@ -78,15 +99,16 @@ def load_data(spec: str, *, rates: str | None = None, window_days: int | None = 
                 "--rates applies to a file of items; a store keeps each run's own currency rates"
             )
         store = open_store(spec)
-        hist = read_history(store, window_days=window_days)
+        read = read_window(store, window_days, version=version)
+        hist, runs = read.history, read.runs
         used = set(hist["last_run_id"].dropna())
-        runs = {r["run_id"]: r for r in folded_runs(store)}
         synthetic = any(
             runs[r].get("synthetic") if r in runs else store.get_json(f"raw/{r}/meta.json").get("synthetic")
             for r in used
         )
-        window = {**window_summary(store, window_days), "vacancies": len(hist)}
-        return LoadedData(hist, rates_by_run(store), synthetic, window=window)
+        return LoadedData(hist, read.rates, synthetic, window=read.window)
+    if version is not None:
+        raise ValueError("--as-of reads a version of a store's history table; --data is a file")
     if spec != "-" and not path.is_file():
         raise FileNotFoundError(f"--data {spec!r} is neither a store folder, an s3:// URL, nor a file")
     from hhpulse.data.collect import collect
@@ -146,6 +168,7 @@ def bundle_from_results(
     from hhpulse.model.calibration import calibrate_winners
 
     calibrators, calibration = calibrate_winners(dataset, vectorizer, winners)
+    intervals = test_intervals(dataset, vectorizer, winners)
     train_frames = {t: td.part("train") for t, td in dataset.tasks.items()}
     profile = data_profile(train_frames, vectorizer.common_terms("responsibility", 300))
     card = {
@@ -166,6 +189,10 @@ def bundle_from_results(
             "dataset": dataset.summary,
             "boundaries": {t: td.boundaries for t, td in dataset.tasks.items()},
             "calibration": calibration,
+            "test_intervals": intervals,
+            "young_history": young_history(
+                dataset.summary, {t: td.boundaries for t, td in dataset.tasks.items()}
+            ),
         },
         card=card,
         profile=profile,
@@ -173,6 +200,19 @@ def bundle_from_results(
         training_ids=fitted_ids(dataset),
         calibrators=calibrators,
     )
+
+
+def test_intervals(dataset: Dataset, vectorizer: Any, winners: Mapping[str, Any]) -> dict[str, Any]:
+    """Per task, the winner's test ROC AUC (OvO) with its stratified bootstrap interval: how far
+    the offline figure can be trusted (a young history's test set is small and easy)."""
+    out: dict[str, Any] = {}
+    for task, model in winners.items():
+        rows = dataset.tasks[task].part("test")
+        if rows.empty:
+            continue
+        proba = model.predict_proba(vectorizer.transform(rows[["responsibility", "name", "requirement"]]))
+        out[task] = metric_interval(rows["label"].astype(str).tolist(), proba, dataset.tasks[task].classes)
+    return out
 
 
 def fitted_ids(dataset: Dataset) -> dict[str, set[str]]:
@@ -388,7 +428,7 @@ def test_predictions(
         rows = td.frame if part is None else td.part(part)
         if rows.empty:
             continue
-        proba = bundle.predict_proba(rows[["responsibility", "name", "requirement"]].to_dict("records"))[task]
+        proba = bundle.predict_proba(instances(rows))[task]
         classes = bundle.cohorts[task]
         labels = rows["label"].astype(str).tolist()
         if set(labels) - set(classes):
@@ -418,6 +458,62 @@ class GateResult:
     champion_metrics: dict[str, Any] | None
 
 
+GATE_RULES = ("margin", "bootstrap", "live")
+DEFAULT_RULE = "live"
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    """How the gate's ``live`` rule weighs what the champion served and how young it is.
+
+    * ``min_rows``: resolved served rows of the champion (the challenger was not fitted on)
+      below which the live evidence is not weighed;
+    * ``young_tie``: what a tie does when the champion was published on a young history
+      (:func:`hhpulse.model.dataset.young_history`): ``"challenger"`` (the fresher model takes
+      over unless it is worse on the point estimates), ``"mature"`` (only a challenger trained
+      on a history that is not young takes over on a tie) or ``"champion"`` (a tie keeps it).
+    """
+
+    min_rows: int = LIVE_MIN_ROWS
+    young_tie: str = "challenger"
+    # on a tie, a challenger that learned from at least this many times the champion's resolved
+    # demand labels takes over (None: never on that ground)
+    refresh_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.young_tie not in ("challenger", "mature", "champion"):
+            raise ValueError(f"young_tie must be challenger, mature or champion, got {self.young_tie!r}")
+
+
+def served_evidence(
+    challenger: ModelBundle,
+    outcomes: ServedOutcomes | None,
+    primary: str = DEFAULT_PRIMARY,
+    *,
+    champion: ModelBundle | None = None,
+    min_rows: int = LIVE_MIN_ROWS,
+) -> dict[str, PairedInterval | str]:
+    """The live evidence (:func:`hhpulse.model.gate.live_evidence`): the challenger on the inputs
+    the champion served whose outcome has resolved, against what the champion served, on the
+    rows neither was fitted on (``champion``: its bundle, whose training ids count too)."""
+    if outcomes is None or not any(outcomes.rows(t) for t in outcomes.predictions):
+        return {"demand": "no resolved served rows of the champion"}
+    proba, fitted = {}, {}
+    for task, preds in outcomes.predictions.items():
+        if not preds.ids:
+            continue
+        got = challenger.predict_proba(outcomes.instances[task])[task]
+        cols = [
+            challenger.cohorts[task].index(c) if c in challenger.cohorts[task] else None
+            for c in preds.classes
+        ]
+        proba[task] = np.column_stack([got[:, j] if j is not None else np.zeros(len(got)) for j in cols])
+        mine = fitted_mask(challenger.path, preds.ids, task)
+        theirs = fitted_mask(champion.path, preds.ids, task) if champion is not None else None
+        fitted[task] = mine if theirs is None else theirs if mine is None else mine | theirs
+    return live_evidence(outcomes, proba, fitted, primary, min_rows=min_rows)
+
+
 def judge(
     challenger: Mapping[str, TaskPredictions],
     champion: ModelBundle | None,
@@ -426,12 +522,22 @@ def judge(
     primary: str = DEFAULT_PRIMARY,
     margin: float = 0.0,
     ece_margin: float | None = None,
-    paired: bool = True,
+    rule: str = DEFAULT_RULE,
+    live: Mapping[str, PairedInterval | str] | None = None,
+    live_rule: LiveRule | None = None,
 ) -> GateResult:
     """The gate on one new test set: the challenger's held-out predictions on it against the
-    champion's. With ``paired`` (the gate's rule), :func:`hhpulse.model.gate.paired_evidence` on
-    the rows the champion was not fitted on decides; without it, the older rule of the mean
-    point change (kept to measure the two against each other in ``hhpulse replay``)."""
+    champion's. ``rule`` (:data:`GATE_RULES`):
+
+    * ``live`` (the gate's rule): the paired bootstrap on the test rows the champion was not
+      fitted on, and the **live evidence** ``live`` (:func:`served_evidence`: the challenger
+      against what the champion served, on its resolved served rows), and the champion's age:
+      one published on a young history is not protected by a tie (see :func:`compare`);
+    * ``bootstrap``: the paired bootstrap alone;
+    * ``margin``: the older rule, the mean point change (kept to measure the rules against each
+      other in ``hhpulse replay``)."""
+    if rule not in GATE_RULES:
+        raise ValueError(f"unknown gate rule {rule!r}; known: {', '.join(GATE_RULES)}")
     ece_margin = DEFAULT_ECE_MARGIN if ece_margin is None else ece_margin
     mine = predictions_metrics(challenger)
     if champion is None:
@@ -439,17 +545,37 @@ def judge(
     champ_preds = test_predictions(champion, dataset, "test")
     theirs = predictions_metrics(champ_preds)
     evidence = None
-    if paired:
+    if rule != "margin":
         fitted = {t: fitted_mask(champion.path, p.ids, t) for t, p in champ_preds.items()}
         evidence = paired_evidence(challenger, champ_preds, fitted, primary)
+    age = None
+    was = champion_measured(champion.metadata.get("metrics", {}), primary)
+    if rule == "live":
+        meta = champion.metadata.get("metrics", {})
+        bounds = {t: td.boundaries for t, td in dataset.tasks.items()}
+        age = {
+            "champion": young_history(meta.get("dataset") or {}, meta.get("boundaries") or {}),
+            "challenger": young_history(dataset.summary, bounds),
+            "champion_labels": resolved_labels(meta.get("dataset") or {}),
+            "challenger_labels": resolved_labels(dataset.summary),
+        }
+        if age["champion"] and young_level(dataset.summary, bounds) <= young_level(
+            meta.get("dataset") or {}, meta.get("boundaries") or {}
+        ):
+            # a demand figure measured on a young history protects nothing: a demand task the new
+            # test rows cannot compare is left out, not a block, against a challenger no younger
+            was["demand"] = False
     verdict = gate_verdict(
         mine,
         theirs,
         primary,
         margin,
         ece_margin,
-        champion_was_measured=champion_measured(champion.metadata.get("metrics", {}), primary),
+        champion_was_measured=was,
         evidence=evidence,
+        live=(live or {}) if rule == "live" else None,
+        young=age,
+        live_rule=live_rule,
     )
     return GateResult(verdict, mine, theirs)
 
@@ -490,6 +616,9 @@ def compare(
     champion_was_measured: Mapping[str, bool] | None = None,
     checks: Sequence[GateCheck] = (),
     evidence: Mapping[str, PairedInterval | str] | None = None,
+    live: Mapping[str, PairedInterval | str] | None = None,
+    young: Mapping[str, Any] | None = None,
+    live_rule: LiveRule | None = None,
 ) -> dict[str, Any]:
     """Does the challenger win? Both models' test metrics come from the same new test set.
 
@@ -516,6 +645,20 @@ def compare(
 
     The challenger wins when no task blocks and the mean change of the primary metric over
     the compared tasks beats ``margin``. Without a champion, the challenger wins.
+
+    With ``live`` as well (the ``live`` rule: per task, :func:`served_evidence`, the challenger
+    against what the champion actually served, on its resolved served rows), the test rows'
+    verdict is weighed with what the champion's service showed:
+
+    * a challenger clearly worse on the champion's live rows (the interval's upper bound below
+      zero) does not replace it, whatever the test rows say;
+    * a champion whose live figure falls below the challenger's on the same resolved rows (the
+      lower bound of the live difference above ``margin``, on at least ``live_rule.min_rows``
+      rows) is replaced, unless a task blocks or the test rows show the challenger clearly worse;
+    * a champion published on a young history (``young["champion"]``, see
+      :func:`hhpulse.model.dataset.young_history`) is not protected by a wide interval: on a tie
+      (no task clearly worse, the mean point change and the live point change not negative) the
+      challenger, trained on newer data, takes over (``live_rule.young_tie``).
     """
     if champion is None:
         return {"challenger_wins": True, "reason": "no champion yet", "deltas": {}}
@@ -565,7 +708,7 @@ def compare(
             _with_evidence(tv, task, evidence.get(task), was.get(task, False), deltas)
         tasks[task] = tv
     if evidence is not None:
-        return _evidence_verdict(tasks, deltas, primary, margin)
+        return _evidence_verdict(tasks, deltas, primary, margin, live, young, live_rule or LiveRule())
     blocking = sorted(t for t, v in tasks.items() if v["status"] == "blocks")
     per_task = "; ".join(f"{t} {v['status']}: {v['reason']}" for t, v in sorted(tasks.items()))
     if blocking:
@@ -618,10 +761,16 @@ def _with_evidence(
 
 
 def _evidence_verdict(
-    tasks: dict[str, dict[str, Any]], deltas: dict[str, float], primary: str, margin: float
+    tasks: dict[str, dict[str, Any]],
+    deltas: dict[str, float],
+    primary: str,
+    margin: float,
+    live: Mapping[str, PairedInterval | str] | None = None,
+    young: Mapping[str, Any] | None = None,
+    live_rule: LiveRule | None = None,
 ) -> dict[str, Any]:
-    """The verdict of :func:`compare` from the tasks' intervals; ``lines`` holds the headline
-    and one short line per task."""
+    """The verdict of :func:`compare` from the tasks' intervals (and, with ``live``, the live
+    evidence and the champion's age); ``lines`` holds the headline and one short line per task."""
     samples = {t: v.pop("_samples") for t, v in tasks.items() if "_samples" in v}
     lines = [f"{t}: {v['status']}, {v['reason']}" for t, v in sorted(tasks.items())]
     out: dict[str, Any] = {"deltas": deltas, "tasks": tasks, "rule": "paired bootstrap"}
@@ -645,10 +794,77 @@ def _evidence_verdict(
             head = f"challenger wins: {span}, lower bound above the margin {margin:g}"
         else:
             head = f"champion stays: {span} does not clear the margin {margin:g} (a tie keeps the champion)"
+    if live is not None:
+        mean = out.get("mean_delta")
+        head = _live_head(
+            head, blocking, worse, mean, tasks, live, young or {}, live_rule or LiveRule(), margin
+        )
+        out["rule"] = "paired bootstrap and live evidence"
+        out["live"] = {
+            t: v.to_dict() if isinstance(v, PairedInterval) else {"none": v} for t, v in live.items()
+        }
+        out["young"] = dict(young or {})
+        lines += [
+            f"{t} live: " + (v.line() if isinstance(v, PairedInterval) else f"not weighed ({v})")
+            for t, v in sorted(live.items())
+        ]
+        if (young or {}).get("champion"):
+            lines.append(f"the champion was published on a young history: {young['champion']}")  # type: ignore[index]
     out["challenger_wins"] = head.startswith("challenger wins")
     out["reason"] = head
     out["lines"] = [head, *lines]
     return out
+
+
+def _live_head(
+    head: str,
+    blocking: Sequence[str],
+    worse: Sequence[str],
+    mean: float | None,
+    tasks: Mapping[str, Mapping[str, Any]],
+    live: Mapping[str, PairedInterval | str],
+    young: Mapping[str, Any],
+    rule: LiveRule,
+    margin: float,
+) -> str:
+    """The ``live`` rule's headline, from the test rows' headline ``head`` (see :func:`compare`)."""
+    weighed = {t: v for t, v in live.items() if isinstance(v, PairedInterval) and v.rows >= rule.min_rows}
+    floor = min(0.0, margin)
+    if blocking or worse:
+        return head
+    live_worse = sorted(t for t, v in weighed.items() if v.high < floor)
+    if live_worse:
+        return f"champion stays: clearly worse on what the champion served ({', '.join(live_worse)} live)"
+    if head.startswith("challenger wins"):
+        return head
+    better = sorted(t for t, v in weighed.items() if v.low > margin)
+    if better:
+        v = weighed[better[0]]
+        return (
+            f"challenger wins on live evidence: on {v.rows} resolved rows {better[0]} served by the champion, "
+            f"{v.metric} {v.champion:.4f} served against {v.challenger:.4f} for the challenger, "
+            f"{v.delta:+.4f} [{v.confidence:.0%} CI {v.low:+.4f}, {v.high:+.4f}]"
+        )
+    compared = [t for t, v in tasks.items() if v.get("status") == "compared"]
+    tie = bool(compared) and mean is not None and mean >= 0 and all(v.delta >= 0 for v in weighed.values())
+    champ_young, chal_young = young.get("champion"), young.get("challenger")
+    if (
+        tie
+        and champ_young
+        and (rule.young_tie == "challenger" or (rule.young_tie == "mature" and not chal_young))
+    ):
+        return (
+            f"challenger wins: the champion was published on a young history ({champ_young}), so a tie "
+            f"(mean point change {mean:+.4f}, not negative) goes to the challenger trained on newer data"
+        )
+    had, has = young.get("champion_labels"), young.get("challenger_labels")
+    if tie and rule.refresh_ratio is not None and had is not None and has and has >= rule.refresh_ratio * had:
+        more = f"{has / had:.1f}x the champion's {had}" if had else "the champion none (the age proxy)"
+        return (
+            f"challenger wins: it learned from {has} resolved demand labels, {more}, so a tie "
+            f"(mean point change {mean:+.4f}, not negative) goes to it"
+        )
+    return head
 
 
 DEFAULT_ECE_MARGIN = 0.02
@@ -694,6 +910,9 @@ def gate_verdict(
     *,
     champion_was_measured: Mapping[str, bool] | None = None,
     evidence: Mapping[str, PairedInterval | str] | None = None,
+    live: Mapping[str, PairedInterval | str] | None = None,
+    young: Mapping[str, Any] | None = None,
+    live_rule: LiveRule | None = None,
 ) -> dict[str, Any]:
     """:func:`compare` on the primary metric (per-task statuses; with ``evidence``, the paired
     bootstrap decides), then :func:`calibration_gate`: a challenger that ranks better but whose
@@ -707,6 +926,9 @@ def gate_verdict(
             margin,
             champion_was_measured=champion_was_measured,
             evidence=evidence,
+            live=live,
+            young=young,
+            live_rule=live_rule,
         )
     )
     cal = calibration_gate(challenger, champion, ece_margin)

@@ -10,6 +10,13 @@ This is where the original prototype's parsing bugs are fixed:
 Parsing is tolerant of missing or null nested objects (older dumps, third-party
 exports); type errors in fields we rely on raise :class:`RecordError` with the
 field name, so validation can quarantine the row with an exact reason.
+
+The structured fields the models read (see :mod:`hhpulse.model.inputs`) are parsed here
+too: ``experience``, ``schedule`` and ``employment`` as their dictionary ids (hh.ru's
+``/dictionaries``), also when a third-party export kept only the id or the Russian name in
+``name`` (:func:`dictionary_id`); ``has_test`` and ``response_letter_required`` (every search
+item has them); ``key_skills_count`` (only ``/vacancies/{id}`` objects carry ``key_skills``;
+None elsewhere).
 """
 
 from __future__ import annotations
@@ -21,6 +28,32 @@ from typing import Any
 
 # Known hh.ru currency codes (RUR is the API's code for the rouble).
 KNOWN_CURRENCIES = frozenset({"RUR", "USD", "EUR", "KZT", "BYR", "UZS", "KGS", "AZN", "GEL", "UAH"})
+
+# hh.ru's /dictionaries: id -> Russian name, for the fields kept as ids (GET /dictionaries,
+# 2020-06 and 2024-12 give the same entries)
+DICTIONARIES: dict[str, dict[str, str]] = {
+    "experience": {
+        "noExperience": "Нет опыта",
+        "between1And3": "От 1 года до 3 лет",
+        "between3And6": "От 3 до 6 лет",
+        "moreThan6": "Более 6 лет",
+    },
+    "schedule": {
+        "fullDay": "Полный день",
+        "shift": "Сменный график",
+        "flexible": "Гибкий график",
+        "remote": "Удаленная работа",
+        "flyInFlyOut": "Вахтовый метод",
+    },
+    "employment": {
+        "full": "Полная занятость",
+        "part": "Частичная занятость",
+        "project": "Проектная работа",
+        "volunteer": "Волонтерство",
+        "probation": "Стажировка",
+    },
+}
+_BY_NAME = {k: {n.casefold(): i for i, n in d.items()} for k, d in DICTIONARIES.items()}
 
 
 class RecordError(ValueError):
@@ -94,6 +127,42 @@ def _num(value: Any, field_name: str) -> float | None:
     raise RecordError(field_name, f"expected a number, got {type(value).__name__}")
 
 
+def _bool(value: Any, field_name: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise RecordError(field_name, f"expected a boolean, got {type(value).__name__}")
+
+
+def dictionary_id(kind: str, value: Any) -> str | None:
+    """The dictionary id of an ``experience``/``schedule``/``employment`` object (or of a
+    plain string): its ``id``; else its ``name`` when that is an id or a known Russian name
+    (third-party exports keep only ``name``); else the name as it is (an entry of a newer
+    dictionary stays its own value). None when absent."""
+    if isinstance(value, Mapping):
+        vid = _str(value.get("id"), f"{kind}.id")
+        if vid:
+            return vid
+        value = value.get("name")
+    text = _str(value, f"{kind}.name")
+    if not text or not text.strip():
+        return None
+    text = text.strip()
+    if text in DICTIONARIES[kind]:
+        return text
+    return _BY_NAME[kind].get(text.casefold(), text)
+
+
+def role_keys(roles: Iterable[Any]) -> tuple[str, ...]:
+    """Each professional role's id, or its name where an export kept no id (the shared dump)."""
+    out = []
+    for r in roles:
+        if isinstance(r, Mapping):
+            key = r.get("id") if r.get("id") is not None else r.get("name")
+            if key is not None and str(key).strip():
+                out.append(str(key).strip())
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class VacancyRecord:
     """One vacancy as seen in one collection run (flat, typed, UTC timestamps)."""
@@ -119,6 +188,9 @@ class VacancyRecord:
     employment: str | None
     professional_roles: tuple[str, ...] = field(default_factory=tuple)
     collected_at: datetime | None = None
+    has_test: bool | None = None
+    response_letter_required: bool | None = None
+    key_skills_count: float | None = None  # float: a nullable number survives parquet unchanged
 
     def to_row(self) -> dict[str, Any]:
         """A flat dict for DataFrames; roles are joined with ``|``."""
@@ -155,6 +227,9 @@ def parse_item(item: Mapping[str, Any], collected_at: datetime | str | None = No
     if not isinstance(roles, list):
         raise RecordError("professional_roles", "expected a list")
     currency = _str(salary.get("currency"), "salary.currency")
+    skills = item.get("key_skills")
+    if skills is not None and not isinstance(skills, list):
+        raise RecordError("key_skills", "expected a list")
     return VacancyRecord(
         id=vid,
         name=_str(item.get("name"), "name"),
@@ -172,13 +247,14 @@ def parse_item(item: Mapping[str, Any], collected_at: datetime | str | None = No
         created_at=parse_datetime(item.get("created_at"), "created_at"),
         initial_created_at=parse_datetime(item.get("initial_created_at"), "initial_created_at"),
         archived=archived,
-        experience=_str(_obj(item, "experience").get("id"), "experience.id"),
-        schedule=_str(_obj(item, "schedule").get("id"), "schedule.id"),
-        employment=_str(_obj(item, "employment").get("id"), "employment.id"),
-        professional_roles=tuple(
-            str(r.get("id")) for r in roles if isinstance(r, Mapping) and r.get("id") is not None
-        ),
+        experience=dictionary_id("experience", _obj(item, "experience")),
+        schedule=dictionary_id("schedule", _obj(item, "schedule")),
+        employment=dictionary_id("employment", _obj(item, "employment")),
+        professional_roles=role_keys(roles),
         collected_at=parse_datetime(item.get("collected_at") or collected_at, "collected_at"),
+        has_test=_bool(item.get("has_test"), "has_test"),
+        response_letter_required=_bool(item.get("response_letter_required"), "response_letter_required"),
+        key_skills_count=None if skills is None else float(len(skills)),
     )
 
 

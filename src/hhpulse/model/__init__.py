@@ -8,3 +8,14 @@ published fit) and ``registry`` (publish, the champion pointer).
 
 May import: :mod:`hhpulse.data`, :mod:`hhpulse.hh` and :mod:`hhpulse.config`.
 """
+
+import os
+
+# OpenMP threads (XGBoost's, and scikit-learn's: one libgomp per process) spin while they wait
+# for work, by default. On cores shared with other processes (a busy node, kfp.local's
+# parallel steps, the 2-core machine of docs/benchmarks.md) the spinning threads take the
+# cores from the ones with work: 50 XGBoost rounds on 1,600 dense rows took 35-37 s on 2
+# threads against 2.3 s with passive waiting (load average 14). libgomp reads the policy once,
+# when it loads (the first import of scikit-learn or xgboost), so it is set here, before the
+# model stage imports either; a value set in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

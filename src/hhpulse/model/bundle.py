@@ -7,7 +7,8 @@ Layout (see docs/ARCHITECTURE.md)::
     cohorts.json       {"salary": [...], "demand": [...]}
     label_config.json  label thresholds, tax factor, currency rates
     vectorizer/        vectorizer.json + idf.npz
-    salary/, demand/   model.ubj (XGBoost) or linear.npz, plus model.json and
+    salary/, demand/   model.ubj (XGBoost) with dense.json + dense.npz (its dense input, see
+                       hhpulse.model.features.DenseInput), or linear.npz; plus model.json and
                        calibration.json (the calibrator, see hhpulse.model.calibration)
     metrics.json       every candidate's validation and test metrics, and the winners
     profile.json       a small data profile for drift checks against later data
@@ -41,7 +42,7 @@ from hhpulse.model.dataset import label_lines
 from hhpulse.model.evaluate import bundle_caveats, dominant_prediction, served_auc, served_counts
 from hhpulse.model.explain import explain
 from hhpulse.model.features import TermStats, TextVectorizer
-from hhpulse.model.inputs import to_instance
+from hhpulse.model.inputs import STRUCTURED_NAMES, to_instance
 from hhpulse.model.report import selection_text
 from hhpulse.model.train import TrainedCandidate, load_candidate
 
@@ -151,8 +152,18 @@ def library_versions() -> dict[str, str]:
 
 
 def new_version(now: datetime | None = None) -> str:
+    """A model version: ``v<UTC date>-<time>-<6 random hex digits>``, e.g. ``v20261207-114103-3fa9c1``.
+
+    The time sorts versions; the random part keeps two trainings started in the same second
+    (a scheduled run and a manual one) from naming two different bundles alike (one in 16.7
+    million for two versions of one second; the registry refuses a second bundle under a taken
+    version anyway, see :func:`hhpulse.model.registry.publish`). Lower-case letters, digits
+    and dashes only: the version is a store key's segment and a Kubernetes label value.
+    """
+    import secrets
+
     now = now or datetime.now(timezone.utc)
-    return now.strftime("v%Y%m%d-%H%M%S")
+    return f"{now:v%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def build_bundle(
@@ -194,14 +205,18 @@ def build_bundle(
         info = {
             "format": FORMAT,
             "version": version,
-            "inputs": {"required": ["responsibility"], "optional": ["name", "requirement"]},
+            "inputs": {
+                "required": ["responsibility"],
+                "optional": ["name", "requirement"],
+                "structured": list(STRUCTURED_NAMES),
+            },
             "tasks": {t: {"winner": models[t].config.name, "kind": models[t].config.kind} for t in TASKS},
             "hhpulse_version": __version__,
         }
         _json(tmp / "bundle.json", info)
         _json(tmp / "cohorts.json", {t: list(cohorts[t]) for t in TASKS})
         _json(tmp / "label_config.json", dict(label_config))
-        _json(tmp / "metrics.json", dict(metrics))
+        _json(tmp / "metrics.json", {**_history_version(card), **metrics})
         _json(tmp / "profile.json", dict(profile or {}))
         if training_ids is not None:
             write_training_ids(tmp, training_ids)
@@ -229,12 +244,30 @@ def _fmt(v: Any) -> str:
 
 
 def _window_lines(summary: Mapping[str, Any]) -> list[str]:
-    """The training window of the history (absent for a file's data)."""
+    """The training window of the history (absent for a file's data), and the version of the
+    history table it was read from: the training set can be read again from it."""
     if "history_window" not in summary:
         return []
     from hhpulse.data.history_store import describe_window
 
-    return [f"- history window: {describe_window(summary['history_window'])}"]
+    window = summary["history_window"]
+    lines = [f"- history window: {describe_window(window)}"]
+    if window.get("version") is not None:
+        days = window.get("window_days") or 0
+        lines.append(
+            f"- history version: {window['version']} of {window.get('table', 'the history table')} "
+            f"(the same training set: `hhpulse train --data STORE --as-of {window['version']} "
+            f"--window-days {days}`)"
+        )
+    return lines
+
+
+def _history_version(card: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics.json's ``history``: the history table and version the model was trained on."""
+    window = (card.get("summary") or {}).get("history_window") or {}
+    if window.get("version") is None:
+        return {}
+    return {"history": {"table": window.get("table"), "version": window["version"]}}
 
 
 def model_card(
@@ -302,6 +335,17 @@ def model_card(
         )
         if task in caveats and not caveats[task]["reliable"]:
             lines.append(f"  - **UNRELIABLE:** {'; '.join(caveats[task]['caveats'])}")
+        iv = (metrics.get("test_intervals") or {}).get(task)
+        if iv:
+            lines.append(
+                f"  - test figure's {100 * iv['confidence']:.0f}% interval (stratified bootstrap, {iv['rows']} test rows): "
+                f"{_fmt(iv['low'])} .. {_fmt(iv['high'])}"
+            )
+        if task == "demand" and metrics.get("young_history"):
+            lines.append(
+                f"  - **Young history:** {metrics['young_history']}. The test figure is not a forecast of "
+                "the live one; the monitor's live figure is"
+            )
         line = baseline_line(m)
         if line:
             lines.append(f"  - {line}")
@@ -402,6 +446,14 @@ def fits_lines(card: Mapping[str, Any]) -> list[str]:
                 f"log loss {_fmt(m.get('log_loss'))}"
                 for rule, m in bt["rules"].items()
             ]
+        if c.get("weeks"):
+            lines.append(
+                f"  - {task} calibrated, per week of publication of the out-of-fold rows (top-label ECE, largest mix error, rows):"
+            )
+            lines += [
+                f"    - {w['week']}: ECE {_fmt(w.get('ece'))}, mix error {_fmt(w.get('mix_error'))}, {w['rows']} rows"
+                for w in c["weeks"]
+            ]
     return lines
 
 
@@ -497,7 +549,7 @@ class ModelBundle:
         if not rows:
             return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
         X = self.vectorizer.transform(rows, stats=stats)
-        raw = {t: self.models[t].predict_proba(X) for t in TASKS}
+        raw = {t: self.models[t].predict_proba(X, rows) for t in TASKS}
         return {t: self.calibrators[t].apply(p) for t, p in raw.items()} if calibrated else raw
 
     def explain(self, instances: Sequence[Any], top: int = 10) -> list[dict[str, Any]]:

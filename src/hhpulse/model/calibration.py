@@ -330,6 +330,7 @@ def calibrate_winners(
     ``dataset`` is a :class:`hhpulse.model.dataset.Dataset`, ``winners`` maps task -> a trained
     model with ``predict_proba(X)`` over ``vectorizer.transform`` features.
     """
+    from hhpulse.model.dataset import instance_frame
     from hhpulse.model.evaluate import classification_metrics
 
     fields = ["responsibility", "name", "requirement"]
@@ -338,7 +339,7 @@ def calibrate_winners(
     for task, model in winners.items():
         td = dataset.tasks[task]
         val, test = td.part("val"), td.part("test")
-        pv = model.predict_proba(vectorizer.transform(val[fields].to_dict("records")))
+        pv = model.predict_proba(vectorizer.transform(val[fields].to_dict("records")), instance_frame(val))
         published = val["published_at"].dropna()
         cal = fit_calibrator(
             val["label"].tolist(),
@@ -358,7 +359,9 @@ def calibrate_winners(
             "fitted_on": cal.fitted_on,
         }
         if len(test):
-            pt = model.predict_proba(vectorizer.transform(test[fields].to_dict("records")))
+            pt = model.predict_proba(
+                vectorizer.transform(test[fields].to_dict("records")), instance_frame(test)
+            )
             labels = test["label"].tolist()
             entry["test"] = {
                 "before": summary(classification_metrics(labels, pt, td.classes)),
@@ -372,6 +375,7 @@ def bundle_calibration(bundle: Any, dataset: Any, part: str | None = None) -> di
     """A loaded bundle's calibration on a dataset's rows (``part=None``: all of them), in the
     shape of :func:`calibrate_winners`' report: the raw model ("before") against the bundle's
     calibrated probabilities ("after")."""
+    from hhpulse.model.dataset import instances
     from hhpulse.model.evaluate import classification_metrics
 
     out: dict[str, Any] = {}
@@ -379,7 +383,7 @@ def bundle_calibration(bundle: Any, dataset: Any, part: str | None = None) -> di
         rows = td.frame if part is None else td.part(part)
         if rows.empty or task not in bundle.calibrators:
             continue
-        inst = rows[["responsibility", "name", "requirement"]].to_dict("records")
+        inst = instances(rows)
         raw = bundle.predict_proba(inst, calibrated=False)[task]
         cal = bundle.calibrators[task]
         labels = rows["label"].tolist()

@@ -18,9 +18,14 @@ every cohort the labels hold; the split then takes each cohort's newest rows (an
 so in the method, the boundaries and a WARNING). A cohort missing from a test set is
 recorded in ``boundaries["missing_test_cohorts"]`` and logged, never silent.
 
+Each task's rows also carry the vacancy's structured fields (:func:`structured_columns`),
+those the task's models may read (:func:`hhpulse.model.inputs.task_fields`): the salary
+rows never carry ``salary_stated``.
+
 On disk (:meth:`Dataset.save`) a dataset is a folder: ``<task>.parquet`` per task
-(columns :data:`TASK_COLUMNS`) and ``dataset.json`` (classes, split boundaries, the label
-summary), written last, so a folder without it is an unfinished write.
+(columns :data:`TASK_COLUMNS`, and the structured fields) and ``dataset.json`` (classes,
+split boundaries, the label summary), written last, so a folder without it is an unfinished
+write.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import pandas as pd
 
 from hhpulse.config import LabelConfig, SplitConfig
 from hhpulse.data.store import atomic_write_bytes
+from hhpulse.model.inputs import INPUT_FIELDS, STRUCTURED_FIELDS, STRUCTURED_NAMES, task_fields
 from hhpulse.model.labels import build_labels
 
 TASKS = ("salary", "demand")
@@ -191,6 +197,101 @@ def _per_cohort(
     return train, val, test
 
 
+def _column(history: pd.DataFrame, name: str) -> pd.Series:
+    return (
+        history[name]
+        if name in history
+        else pd.Series([None] * len(history), index=history.index, dtype=object)
+    )
+
+
+def structured_columns(history: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The structured fields of history rows that ``task``'s models may read, named as in an
+    instance (:data:`hhpulse.model.inputs.STRUCTURED_FIELDS`): ``area`` is the area's name,
+    ``employer`` its id (its name where a dump kept no id), ``professional_roles`` the ids
+    joined by ``|`` (None when there is none); None where missing (a history folded before a
+    field was parsed has it missing)."""
+    employer = _column(history, "employer_id")
+    employer = employer.where(employer.notna(), _column(history, "employer_name"))
+    roles = _column(history, "professional_roles")
+    salary_stated = _column(history, "salary_from").notna() | _column(history, "salary_to").notna()
+    every = {
+        "experience": _column(history, "experience"),
+        "schedule": _column(history, "schedule"),
+        "employment": _column(history, "employment"),
+        "area": _column(history, "area_name"),
+        "employer": employer,
+        "professional_roles": roles.where(roles.astype(str).str.len() > 0, None),
+        "key_skills_count": _column(history, "key_skills_count"),
+        "has_test": _column(history, "has_test"),
+        "response_letter_required": _column(history, "response_letter_required"),
+        "salary_stated": salary_stated,
+    }
+    return structured_dtypes(
+        pd.DataFrame({f.name: every[f.name] for f in task_fields(task)}, index=history.index)
+    )
+
+
+def structured_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The structured columns' dtypes, the same built or read back from parquet: flags
+    nullable ``boolean``, counts ``float64``, the rest Python objects with None."""
+    kinds = {f.name: f.kind for f in STRUCTURED_FIELDS}
+    out = frame.copy()
+    for c in out.columns:
+        if c not in kinds:
+            continue
+        s = out[c]
+        if kinds[c] == "flag":
+            out[c] = s.astype(object).where(s.notna(), None).astype("boolean")
+        elif kinds[c] == "count":
+            out[c] = pd.to_numeric(s, errors="coerce").astype("float64")
+        else:
+            s = s.astype(object)
+            out[c] = s.where(s.notna(), None)
+    return out
+
+
+def instance_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """The columns of dataset rows that a model reads: the text fields and the structured
+    fields the rows carry (one instance's fields per row, as :meth:`Instance.as_dict` gives)."""
+    return rows[[c for c in (*INPUT_FIELDS, *STRUCTURED_NAMES) if c in rows]].reset_index(drop=True)
+
+
+def instances(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Dataset rows as instances (dicts) for :meth:`hhpulse.model.bundle.ModelBundle.predict_proba`."""
+    frame = instance_frame(rows)
+    return [
+        {
+            k: (None if _absent(v) else (v.split("|") if k == "professional_roles" else v))
+            for k, v in r.items()
+        }
+        for r in frame.to_dict("records")
+    ]
+
+
+def _absent(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
+def time_order(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's rank in time (0: oldest): by first sighting (``first_seen``, else
+    ``collected_at``), then ``published_at``, then id; rows without a time sort first."""
+    n = len(frame)
+    first = pd.to_datetime(frame["first_seen"] if "first_seen" in frame else frame["collected_at"], utc=True)
+    keys = pd.DataFrame(
+        {
+            "c": first.to_numpy(),
+            "p": pd.to_datetime(frame["published_at"], utc=True).to_numpy(),
+            "id": frame["id"].astype(str).to_numpy(),
+            "i": np.arange(n),
+        }
+    )
+    order = keys.sort_values(["c", "p", "id", "i"], kind="stable", na_position="first")["i"].to_numpy()
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
 def cohort_mix(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, dict[str, int]]:
     """{part: {cohort: rows}} for every part present (zeros included, so a gap shows)."""
     out = {}
@@ -254,7 +355,7 @@ class Dataset:
             missing = sorted(set(TASK_COLUMNS) - set(frame.columns))
             if missing:
                 raise DatasetError(f"{folder}/{t}.parquet: missing columns {missing}")
-            tasks[t] = TaskData(t, list(m["classes"]), frame, m["boundaries"])
+            tasks[t] = TaskData(t, list(m["classes"]), structured_dtypes(frame), m["boundaries"])
         return cls(tasks, meta["summary"])
 
 
@@ -323,6 +424,43 @@ def label_lines(summary: Mapping[str, Any]) -> dict[str, list[str]]:
     return {"salary": salary, "demand": demand}
 
 
+def young_level(summary: Mapping[str, Any], boundaries: Mapping[str, Any]) -> int:
+    """How young a dataset's history is for demand: 2 on the age proxy, 1 while the settled
+    window lacks a cohort (:func:`young_history`), 0 once it does not."""
+    if summary.get("demand_proxy"):
+        return 2
+    return 1 if young_history(summary, boundaries) else 0
+
+
+def resolved_labels(summary: Mapping[str, Any]) -> int:
+    """How many demand labels a dataset learned from (0 on the age proxy, whose labels are not
+    outcomes): the gate's measure of how much history a model has seen."""
+    if summary.get("demand_proxy"):
+        return 0
+    return int(sum((summary.get("demand_counts") or {}).values()))
+
+
+def young_history(summary: Mapping[str, Any], boundaries: Mapping[str, Any]) -> str | None:
+    """Why a dataset's demand figures come from a **young history**, or None when they do not:
+    demand on the age proxy, or a settled window (vacancies that opened ``low_days``+ days
+    before the last run) that did not hold every cohort, so each cohort's newest rows were its
+    test set. Such a test set holds the fast closes and the censored lows, the easy rows; its
+    AUC overstates what the model does on every vacancy it serves (the replay measured held-out
+    figures of 0.85 and more against live ones near 0.65). ``summary``/``boundaries``: a
+    dataset's (or a bundle's ``metrics.json`` ``dataset``/``boundaries``)."""
+    if summary.get("demand_proxy"):
+        return "demand on the age proxy (too few resolved closes)"
+    b = boundaries.get("demand") or {}
+    if str(b.get("method") or "").startswith("time per cohort"):
+        return (
+            "the settled window did not hold every demand cohort: each cohort's newest rows were its "
+            "test set (the fast closes and the censored lows), which overstates the figure"
+        )
+    if b.get("missing_cohorts"):
+        return f"the demand labels held no {', '.join(b['missing_cohorts'])}"
+    return None
+
+
 def build_dataset(
     history: pd.DataFrame,
     rates_by_run: Mapping[str, Mapping[str, float]],
@@ -374,6 +512,7 @@ def build_dataset(
         out["part"] = part
         out["collected_at"] = rows["collected_at"]
         out["published_at"] = rows["published_at"]
+        out = pd.concat([out, structured_columns(rows, task)], axis=1)
         if "first_seen" in rows:
             out["first_seen"] = rows["first_seen"]
         if task == "salary":

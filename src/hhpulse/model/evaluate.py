@@ -88,6 +88,38 @@ def classification_metrics(
     return out
 
 
+def stratified_auc(
+    y_true: Sequence[str],
+    proba: np.ndarray,
+    classes: Sequence[str],
+    groups: Sequence[str],
+    metric: str = "roc_auc_ovo",
+) -> dict[str, Any]:
+    """``metric`` within each group of rows (e.g. the model version that served them), and their
+    mean weighted by each group's rows: the **stratified** figure. A ranking metric pooled over
+    groups scored by different models (each with its own probability scale) or over periods whose
+    label mix moves ranks rows against each other that no model ever compared; within a group it
+    does not. Groups whose metric is undefined (one cohort) are left out of the mean and counted
+    in ``rows_left_out``. Returns ``{"value", "rows", "rows_left_out", "groups": {g: {"n", "value"}}}``."""
+    y = [str(v) for v in y_true]
+    proba = np.asarray(proba, dtype=np.float64)
+    g = [str(v) for v in groups]
+    out: dict[str, Any] = {"value": None, "rows": 0, "rows_left_out": 0, "groups": {}}
+    total = weighted = 0.0
+    for name in sorted(set(g)):
+        sel = [i for i, x in enumerate(g) if x == name]
+        v = classification_metrics([y[i] for i in sel], proba[sel], classes).get(metric)
+        out["groups"][name] = {"n": len(sel), "value": v}
+        if v is None:
+            out["rows_left_out"] += len(sel)
+            continue
+        total += len(sel)
+        weighted += len(sel) * float(v)
+    out["rows"] = int(total)
+    out["value"] = weighted / total if total else None
+    return out
+
+
 def reliability_table(yi: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
     """Confidence of the top class vs. its accuracy, in equal-width bins."""
     conf = proba.max(axis=1)

@@ -4,7 +4,13 @@ For each instance and task, :func:`explain` returns the predicted cohort, its pr
 its logit, and the terms of the text that push toward that cohort and away from it:
 
 * the linear winner (logistic regression): exactly ``coefficient x TF-IDF value`` per term;
-* XGBoost: its own TreeSHAP contributions (``pred_contribs=True``).
+* XGBoost on its dense input (:class:`hhpulse.model.features.DenseInput`): its own TreeSHAP
+  contributions (``pred_contribs=True``) summed per **input**: a linear score (``text``, a
+  text field, ``categories``), a structured field, or a text field's length. Such an entry
+  has ``field`` ``score``, ``structured`` or ``length``, ``token`` the input's name and
+  ``term`` what the input held (``experience=between3And6``, ``employer: 12 training rows``);
+  the inputs the instance lacks are in ``rest``;
+* XGBoost on the TF-IDF matrix (bundles trained before the dense input): TreeSHAP per term.
 
 Contributions are on the scale of the probabilities the bundle serves: the calibrated
 logit ``z_c / T + b_c`` (see :mod:`hhpulse.model.calibration`), so for every task
@@ -113,12 +119,73 @@ def explain(bundle: Any, instances: Sequence[Any], top: int = DEFAULT_TOP) -> li
 _BATCH = 32
 
 
+def dense_contributions(
+    model: Any, calibrator: Any, X: sp.csr_matrix, rows: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """TreeSHAP of an XGBoost model on its dense input, summed per input, on the calibrated
+    scale: ``(C, bias, D, inputs)`` with ``C[i, c, j]`` row ``i``'s contribution of input
+    ``inputs[j]`` to cohort ``c``'s calibrated logit, ``bias`` the rest of that logit and ``D``
+    the dense rows."""
+    import xgboost as xgb
+
+    D = model.dense.transform(X, rows)
+    t = float(calibrator.temperature)
+    raw = model.model.predict(xgb.DMatrix(D, nthread=1), pred_contribs=True)
+    raw = np.asarray(raw, dtype=np.float64).reshape(D.shape[0], len(model.classes), D.shape[1] + 1)
+    names = list(dict.fromkeys(model.dense.inputs()))
+    where = np.array([names.index(i) for i in model.dense.inputs()])
+    C = np.zeros((D.shape[0], len(model.classes), len(names)))
+    for j in range(len(names)):
+        C[:, :, j] = raw[:, :, :-1][:, :, where == j].sum(axis=2)
+    return C / t, raw[:, :, -1] / t + np.asarray(calibrator.bias, dtype=np.float64), D, names
+
+
+def _dense_terms(
+    model: Any, D: np.ndarray, names: list[str], row: Mapping[str, Any]
+) -> tuple[list[int], list[str], list[str]]:
+    """Per input present in the row (a column not NaN): its index, its kind and what it held."""
+    from hhpulse.model.features import CATEGORIES
+
+    dense = model.dense
+    inputs = dense.inputs()
+    present, kinds, terms = [], [], []
+    for j, name in enumerate(names):
+        cols = [c for c, i in enumerate(inputs) if i == name]
+        if np.isnan(D[cols]).all():
+            continue
+        present.append(j)
+        if name in dense.scores:
+            kinds.append("score")
+            if name == CATEGORIES:
+                terms.append(", ".join(sorted(dense._tokens([row], 1)[0])) or name)
+            else:
+                fields = [f for f in dense.groups[name] if str(row.get(f) or "").strip()]
+                terms.append(f"{name}: linear score of {' + '.join(fields)}")
+        elif name in dense.layout:
+            kinds.append("length")
+            terms.append(f"{name}: {int(D[cols[0]])} tokens")
+        else:
+            kinds.append("structured")
+            value = row.get(name)
+            if name in ("area", "employer"):
+                terms.append(f"{name}={value} ({int(D[cols[0]])} training rows)")
+            elif isinstance(value, (list, tuple)):
+                terms.append(f"{name}={'|'.join(map(str, value))}")
+            else:
+                terms.append(f"{name}={value}")
+    return present, kinds, terms
+
+
 def _explain_batch(bundle: Any, rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
     X = sp.csr_matrix(bundle.vectorizer.transform(rows))
     names = feature_terms(bundle.vectorizer)
     out: list[dict[str, Any]] = [{} for _ in rows]
     for task, model in bundle.models.items():
         cal = bundle.calibrators[task]
+        if model.config.kind == "xgboost" and model.dense is not None:
+            C, bias, D, inputs = dense_contributions(model, cal, X, rows)
+            _explain_dense(out, bundle.cohorts[task], task, model, C, bias, D, inputs, rows, top)
+            continue
         if model.config.kind == "xgboost":
             C, bias = xgb_contributions(model, cal, X)
             logits = C.sum(axis=2) + bias
@@ -162,6 +229,56 @@ def _explain_batch(bundle: Any, rows: list[dict[str, Any]], top: int) -> list[di
     return out
 
 
+def _explain_dense(
+    out: list[dict[str, Any]],
+    cohorts: Sequence[str],
+    task: str,
+    model: Any,
+    C: np.ndarray,
+    bias: np.ndarray,
+    D: np.ndarray,
+    inputs: list[str],
+    rows: list[dict[str, Any]],
+    top: int,
+) -> None:
+    logits = C.sum(axis=2) + bias
+    z = logits - logits.max(axis=1, keepdims=True)
+    proba = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    for i, row in enumerate(rows):
+        c = int(np.argmax(proba[i]))
+        present, kinds, terms = _dense_terms(model, D[i], inputs, row)
+        vals = C[i, c, present] if present else np.zeros(0)
+        total = float(C[i, c].sum())
+        up, down = np.flatnonzero(vals > 0), np.flatnonzero(vals < 0)
+        up = up[np.argsort(-vals[up], kind="stable")][:top]
+        down = down[np.argsort(vals[down], kind="stable")][:top]
+        rest = total - float(vals[up].sum()) - float(vals[down].sum())
+
+        listed = [
+            [
+                {
+                    "term": terms[j],
+                    "token": inputs[present[j]],
+                    "field": kinds[j],
+                    "contribution": round(float(vals[j]), 6),
+                }
+                for j in sel
+            ]
+            for sel in (up, down)
+        ]
+        out[i][task] = {
+            "cohort": cohorts[c],
+            "probability": round(float(proba[i, c]), 6),
+            "logit": round(float(logits[i, c]), 6),
+            "logits": {k: round(float(v), 6) for k, v in zip(cohorts, logits[i], strict=True)},
+            "bias": round(float(bias[i, c]), 6),
+            "toward": listed[0],
+            "away": listed[1],
+            "rest": round(rest, 6),
+            "method": "XGBoost TreeSHAP (pred_contribs) per input of its dense input",
+        }
+
+
 def top_terms_by_cohort(
     bundle: Any, instances: Sequence[Any], task: str = "salary", n: int = 15, batch: int = 32
 ) -> dict[str, dict[str, list[tuple[str, str, float]]]]:
@@ -179,6 +296,8 @@ def top_terms(
     """:func:`top_terms_by_cohort` for a model and calibrator outside a bundle (the pipeline)."""
     rows = [to_instance(i).as_dict() for i in instances]
     cohorts = list(model.classes)
+    if model.config.kind == "xgboost" and model.dense is not None:
+        return _top_inputs(vectorizer, model, cal, rows, n, batch)
     total = np.zeros((len(cohorts), vectorizer.n_features))
     for start in range(0, len(rows), batch):
         X = vectorizer.transform(rows[start : start + batch])
@@ -198,13 +317,35 @@ def top_terms(
     return out
 
 
+def _top_inputs(
+    vectorizer: Any, model: Any, cal: Any, rows: list[dict[str, Any]], n: int, batch: int
+) -> dict[str, dict[str, list[tuple[str, str, float]]]]:
+    """:func:`top_terms` of an XGBoost model on its dense input: per input, not per term."""
+    total, inputs = None, []
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        C, _, _, inputs = dense_contributions(model, cal, vectorizer.transform(part), part)
+        total = C.sum(axis=0) if total is None else total + C.sum(axis=0)
+    if total is None:
+        return {c: {"toward": [], "away": []} for c in model.classes}
+    mean = total / max(1, len(rows))
+    out = {}
+    for c, cohort in enumerate(model.classes):
+        order = np.argsort(-mean[c], kind="stable")
+        out[cohort] = {
+            "toward": [("input", inputs[j], float(mean[c, j])) for j in order[:n] if mean[c, j] > 0],
+            "away": [("input", inputs[j], float(mean[c, j])) for j in order[::-1][:n] if mean[c, j] < 0],
+        }
+    return out
+
+
 def top_terms_markdown(terms: Mapping[str, Mapping[str, list[tuple[str, str, float]]]], task: str) -> str:
     """A Markdown artifact for the Kubeflow UI: one table per cohort."""
     lines = [
         f"# Strongest terms per {task} cohort",
         "",
         "Mean contribution to the cohort's calibrated logit over the test rows "
-        "(coefficient x TF-IDF for a linear model, TreeSHAP for XGBoost).",
+        "(coefficient x TF-IDF for a linear model; TreeSHAP for XGBoost, per input of its dense input).",
         "",
     ]
     for cohort, d in terms.items():

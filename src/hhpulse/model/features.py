@@ -12,6 +12,7 @@ field's block, so a model trained on all fields still answers on responsibility 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ def ngrams(tokens: Sequence[str], n_max: int) -> list[str]:
 
 
 def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
     return str(value)
 
@@ -168,6 +169,13 @@ class TextVectorizer:
     def n_features(self) -> int:
         return sum(len(v.vocabulary) for v in self._fields.values())
 
+    def layout(self) -> dict[str, list[int]]:
+        """Each field's columns in :meth:`transform`'s matrix: ``{field: [start, stop)}``."""
+        return {
+            f: [int(off), int(off) + len(v.vocabulary)]
+            for (f, v), off in zip(self._fields.items(), self._offsets, strict=True)
+        }
+
     def feature_names(self) -> list[str]:
         names: list[str] = []
         for f, v in self._fields.items():
@@ -245,3 +253,527 @@ class TextVectorizer:
                     )
                 vec._fields[f] = _FieldTfidf(vocab, weights, config.ngram_max, config.sublinear_tf)
         return vec._prepared()
+
+
+# -- the trees' dense input ----------------------------------------------------------------------
+DENSE_FORMAT = "hhpulse-dense/1"
+CATEGORIES = "categories"  # the linear model over the categorical structured fields' values
+TEXT = "text"  # the linear model over every text field
+DEFAULT_SCORES = (TEXT, CATEGORIES)
+EXPERIENCE_ORDER = {"noExperience": 0.0, "between1And3": 1.0, "between3And6": 2.0, "moreThan6": 3.0}
+ONE_HOT = ("schedule", "employment")  # few levels: one column per level seen in training
+FREQUENCY = ("area", "employer")  # many levels: how many training rows share the value (0: unseen)
+MIN_CATEGORY_ROWS = 2  # a category value enters the categorical linear model from this many rows
+
+
+def _values(rows: pd.DataFrame | Sequence[Mapping[str, Any]] | None, name: str, n: int) -> list[Any]:
+    """One column of ``rows`` (a frame or dicts) as Python values; None where missing."""
+    if rows is None:
+        return [None] * n
+    if isinstance(rows, pd.DataFrame):
+        if name not in rows:
+            return [None] * n
+        return [None if _missing(v) else v for v in rows[name].tolist()]
+    return [r.get(name) for r in rows]
+
+
+def _missing(v: Any) -> bool:
+    if v is None or v is pd.NA:
+        return True
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _key(v: Any) -> str | None:
+    """A category value as a key: stripped and case-folded; None when blank or missing."""
+    if _missing(v):
+        return None
+    text = str(v).strip().casefold()
+    return text or None
+
+
+def _roles(v: Any) -> list[str]:
+    """Professional roles: a ``|``-joined string (a dataset's rows) or a list (an instance)."""
+    if _missing(v):
+        return []
+    items = v.split("|") if isinstance(v, str) else list(v)
+    return [k for r in items if (k := _key(r))]
+
+
+def _flag(v: Any) -> float:
+    return np.nan if _missing(v) else float(bool(v))
+
+
+def _count(v: Any) -> float:
+    return np.nan if _missing(v) else float(v)
+
+
+class DenseInput:
+    """The input of a task's XGBoost candidate: a few dozen dense columns, in two groups.
+
+    * **Linear scores**: logistic regressions (balanced class weights), each giving one
+      probability per cohort: ``text``, over every text field's TF-IDF (trained on the rows
+      and their responsibility-only copies, as the linear candidates are, so that it scores
+      either input well), or one per text field (``scores`` names them); and ``categories``,
+      over the values of the categorical structured fields (experience, schedule, employment,
+      area, employer, professional roles; a value seen in fewer than
+      :data:`MIN_CATEGORY_ROWS` training rows has no weight, exactly like an unseen one). For
+      the training rows these are **time-ordered out-of-fold** scores (:meth:`fit`); for every
+      other row, the scores of the models fitted on every training row. An input without a
+      known term (or a row without any categorical value) scores NaN: missing, which the trees
+      have a branch for.
+    * **Structured fields** (:func:`hhpulse.model.inputs.task_fields` of the task: never one
+      that states the salary for the salary task): experience as its order (no experience 0 ..
+      over 6 years 3), schedule and employment one-hot over the levels seen in training,
+      area and employer as how many training rows share them (0 for an unseen one: an unseen
+      employer looks like a rare one, never like a known one), the number of professional
+      roles, the key skills count, has test, response letter required (and, for demand only,
+      salary stated), and each text field's length in tokens. Missing is NaN.
+
+    Saved as ``dense.json`` (columns, vocabularies, levels, frequencies) and ``dense.npz``
+    (coefficients), never pickle; a loaded one transforms exactly as the fitted one.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        classes: Sequence[str],
+        layout: Mapping[str, Sequence[int]],
+        n_features: int,
+        scores: Sequence[str] = DEFAULT_SCORES,
+    ) -> None:
+        from hhpulse.model.inputs import task_fields
+
+        self.task = task
+        self.classes = list(classes)
+        self.layout = {f: (int(a), int(b)) for f, (a, b) in layout.items()}  # TF-IDF columns per text field
+        self.n_features = int(n_features)
+        unknown = [s for s in scores if s not in (TEXT, CATEGORIES, *self.layout)]
+        if unknown or len(set(scores)) != len(scores) or not scores:
+            raise ValueError(
+                f"scores must be distinct names among {[TEXT, CATEGORIES, *self.layout]}, got {list(scores)}"
+            )
+        self.scores = tuple(scores)
+        # the text fields each text score reads ("text": all of them)
+        self.groups = {s: (list(self.layout) if s == TEXT else [s]) for s in self.scores if s != CATEGORIES}
+        self.structured = tuple(f.name for f in task_fields(task))
+        self.categorical = tuple(f.name for f in task_fields(task) if f.kind in ("category", "categories"))
+        k = len(self.classes)
+        self.W = np.zeros((self.n_features, len(self.groups) * k))  # every text score's coefficients
+        self.b = np.zeros(len(self.groups) * k)
+        self.vocab: dict[str, int] = {}  # "field=value" -> row of cat_W
+        self.cat_W = np.zeros((0, k))
+        self.cat_b = np.zeros(k)
+        self.levels: dict[str, list[str]] = {f: [] for f in ONE_HOT if f in self.structured}
+        self.frequency: dict[str, dict[str, int]] = {f: {} for f in FREQUENCY if f in self.structured}
+        self.columns = self._columns()
+        self._cat_rows: tuple[list[list[float]], list[float]] | None = None  # cat_W, cat_b as lists (one row)
+
+    # -- layout ----------------------------------------------------------------------------
+    def _columns(self) -> list[str]:
+        cols = [f"score:{s}:{c}" for s in self.scores for c in self.classes]
+        for f in self.structured:
+            if f in ONE_HOT:
+                cols += [f"{f}={v}" for v in self.levels[f]]
+            elif f in FREQUENCY:
+                cols.append(f"{f}:rows")
+            elif f == "professional_roles":
+                cols.append("professional_roles:count")
+            else:
+                cols.append(f)
+        return cols + [f"{f}:tokens" for f in self.layout]
+
+    def inputs(self) -> list[str]:
+        """The input each column is computed from: a score's name (``text``, a text field,
+        ``categories``), a structured field, or a text field (its length)."""
+        return [
+            c.split(":", 2)[1] if c.startswith("score:") else c.split(":", 1)[0].split("=", 1)[0]
+            for c in self.columns
+        ]
+
+    def _group_columns(self, group: str) -> np.ndarray:
+        return np.concatenate([np.arange(*self.layout[f]) for f in self.groups[group]])
+
+    # -- fitting ---------------------------------------------------------------------------
+    def _tokens(self, rows: Any, n: int) -> list[list[str]]:
+        """Each row's categorical values as ``field=value`` tokens."""
+        out: list[list[str]] = [[] for _ in range(n)]
+        for f in self.categorical:
+            for i, v in enumerate(_values(rows, f, n)):
+                if f == "professional_roles":
+                    out[i].extend(f"{f}={r}" for r in _roles(v))
+                elif (key := _key(v)) is not None:
+                    out[i].append(f"{f}={key}")
+        return out
+
+    def _onehot(self, tokens: list[list[str]]) -> sp.csr_matrix:
+        indptr, cols = [0], []
+        for toks in tokens:
+            cols.extend(sorted({j for t in toks if (j := self.vocab.get(t)) is not None}))
+            indptr.append(len(cols))
+        return sp.csr_matrix(
+            (np.ones(len(cols)), np.array(cols, dtype=np.int32), np.array(indptr, dtype=np.int64)),
+            shape=(len(tokens), len(self.vocab)),
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        task: str,
+        classes: Sequence[str],
+        X: sp.csr_matrix,
+        rows: pd.DataFrame,
+        y: Sequence[str],
+        layout: Mapping[str, Sequence[int]],
+        *,
+        X_alone: sp.csr_matrix | None = None,
+        order: Sequence[Any] | None = None,
+        scores: Sequence[str] = DEFAULT_SCORES,
+        folds: int = 4,
+        C: float = 1.0,
+        seed: int = 42,
+    ) -> tuple[DenseInput, np.ndarray, np.ndarray | None]:
+        """Fit on the training rows; return it, the training rows' dense input (their scores
+        **time-ordered out of fold**) and, with ``X_alone`` (the same rows with the
+        responsibility alone: the field-dropout copies), the copies' dense input (every
+        structured field missing), else None.
+
+        The rows are ordered by ``order`` (oldest first; None: as given) and cut into ``folds``
+        consecutive blocks. Each block but the oldest is scored by the linear models fitted
+        on every older block, as the final models will score rows newer than their training
+        rows; the oldest block, which has no older rows, by the models fitted on the blocks
+        after it. A row's own label never reaches its scores (nor its copy's). The text scores
+        train on the rows and their copies, when given.
+        """
+        n = X.shape[0]
+        if len(rows) != n or len(y) != n or (X_alone is not None and X_alone.shape != X.shape):
+            raise ValueError(f"DenseInput.fit: {n} matrix rows, {len(rows)} rows, {len(y)} labels")
+        dense = cls(task, classes, layout, X.shape[1], scores)
+        idx = {c: i for i, c in enumerate(dense.classes)}
+        yi = np.array([idx[str(v)] for v in y])
+        # the structured part needs no labels: frequencies and levels from every training row
+        for f in dense.frequency:
+            counts = Counter(k for v in _values(rows, f, n) if (k := _key(v)) is not None)
+            dense.frequency[f] = dict(sorted(counts.items()))
+        for f in dense.levels:
+            dense.levels[f] = sorted({k for v in _values(rows, f, n) if (k := _key(v)) is not None})
+        tokens = dense._tokens(rows, n)
+        seen = Counter(t for toks in tokens for t in set(toks))
+        dense.vocab = {
+            t: i for i, t in enumerate(sorted(t for t, c in seen.items() if c >= MIN_CATEGORY_ROWS))
+        }
+        dense.columns = dense._columns()
+        X = sp.csr_matrix(X)
+        alone = None if X_alone is None else sp.csr_matrix(X_alone)
+        # (matrix of the rows, matrix of their copies or None) per score, in column order
+        inputs = [
+            (X[:, dense._group_columns(s)], None if alone is None else alone[:, dense._group_columns(s)])
+            if s != CATEGORIES
+            else (dense._onehot(tokens), None)
+            for s in dense.scores
+        ]
+        ordered = np.arange(n) if order is None else np.lexsort((np.arange(n), np.asarray(order)))
+        cuts = np.array_split(ordered, max(2, min(folds, n // 2)))  # at least two blocks
+        k = len(dense.classes)
+        oof = np.full((n, len(inputs) * k), np.nan)
+        oof_alone = np.full((n, len(inputs) * k), np.nan)
+        for j, cut in enumerate(cuts):
+            before = np.concatenate(cuts[:j]) if j else np.concatenate(cuts[1:])
+            for s, (M, A) in enumerate(inputs):
+                model = _fit_linear(*_stacked(M, A, yi, before), k, C, seed)
+                oof[cut, s * k : (s + 1) * k] = _scores(model, M[cut])
+                if A is not None:
+                    oof_alone[cut, s * k : (s + 1) * k] = _scores(model, A[cut])
+        # the final linear models, on every training row
+        text_index = 0
+        for s, (M, A) in enumerate(inputs):
+            coef, intercept = _fit_linear(*_stacked(M, A, yi, np.arange(n)), k, C, seed)
+            if dense.scores[s] == CATEGORIES:
+                dense.cat_W, dense.cat_b = coef.T.copy(), intercept
+                continue
+            block = slice(text_index * k, (text_index + 1) * k)
+            dense.W[dense._group_columns(dense.scores[s]), block] = coef.T
+            dense.b[block] = intercept
+            text_index += 1
+        n_scores = len(inputs) * k
+        D = dense.transform(X, rows)
+        D[:, :n_scores] = np.where(np.isnan(D[:, :n_scores]), np.nan, oof)
+        if alone is None:
+            return dense, D, None
+        from hhpulse.model.inputs import INPUT_FIELDS
+
+        only = pd.DataFrame(
+            {f: _values(rows, f, n) if f == "responsibility" else [None] * n for f in INPUT_FIELDS}
+        )
+        D_alone = dense.transform(alone, only)
+        D_alone[:, :n_scores] = np.where(np.isnan(D_alone[:, :n_scores]), np.nan, oof_alone)
+        return dense, D, D_alone
+
+    # -- transforming -----------------------------------------------------------------------
+    def transform(
+        self, X: sp.csr_matrix, rows: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None
+    ) -> np.ndarray:
+        """The dense input (float32, rows x :attr:`columns`) of ``X`` (the vectorizer's matrix of
+        the same rows) and ``rows`` (their structured fields and texts; None: all missing)."""
+        n, k = X.shape[0], len(self.classes)
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"DenseInput: {X.shape[1]} TF-IDF columns, fitted on {self.n_features}")
+        X = X if sp.isspmatrix_csr(X) else sp.csr_matrix(X)
+        if n == 1:
+            row = rows.iloc[0].to_dict() if isinstance(rows, pd.DataFrame) else (rows[0] if rows else {})
+            return self._one(X, row)
+        out = np.full((n, len(self.columns)), np.nan, dtype=np.float64)
+        z = np.asarray(X @ self.W) + self.b
+        text_index = 0
+        for s, name in enumerate(self.scores):
+            cols = slice(s * k, (s + 1) * k)
+            if name == CATEGORIES:
+                tokens = self._tokens(rows, n)
+                has = np.array([bool(toks) for toks in tokens], dtype=bool)
+                if has.any():
+                    hits = [[j for t in toks if (j := self.vocab.get(t)) is not None] for toks in tokens]
+                    zc = (
+                        np.array([self.cat_W[h].sum(axis=0) if h else np.zeros(k) for h in hits]) + self.cat_b
+                    )
+                    out[has, cols] = _softmax(zc[has])
+                continue
+            known = np.zeros(n, dtype=bool)
+            for f in self.groups[name]:
+                known |= _row_has(X, *self.layout[f])
+            out[known, cols] = _softmax(z[known, text_index * k : (text_index + 1) * k])
+            text_index += 1
+        col = len(self.scores) * k
+        for f in self.structured:
+            vals = _values(rows, f, n)
+            if f in ONE_HOT:
+                levels = self.levels[f]
+                for i, v in enumerate(vals):
+                    key = _key(v)
+                    if key is not None:
+                        out[i, col : col + len(levels)] = [float(key == lv) for lv in levels]
+                col += len(levels)
+                continue
+            if f in FREQUENCY:
+                freq = self.frequency[f]
+                out[:, col] = [np.nan if (key := _key(v)) is None else freq.get(key, 0) for v in vals]
+            elif f == "experience":
+                out[:, col] = [np.nan if _missing(v) else EXPERIENCE_ORDER.get(str(v), np.nan) for v in vals]
+            elif f == "professional_roles":
+                out[:, col] = [float(len(r)) if (r := _roles(v)) else np.nan for v in vals]
+            elif f == "key_skills_count":
+                out[:, col] = [_count(v) for v in vals]
+            else:
+                out[:, col] = [_flag(v) for v in vals]
+            col += 1
+        for f in self.layout:  # in tokens: the same whatever the markup, spacing and punctuation
+            out[:, col] = [float(len(t)) if (t := analyze(_text(v))) else np.nan for v in _values(rows, f, n)]
+            col += 1
+        return out.astype(np.float32)
+
+    def _one(self, X: sp.csr_matrix, row: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`transform` of one row (the predictor's call), the same values in plain Python
+        and two numpy calls: a row's few terms and fields make numpy's per-call cost the most
+        of the work (0.75 ms against ~0.05 ms, profiled)."""
+        k, nan = len(self.classes), math.nan
+        out: list[float] = []
+        indices = X.indices.tolist()
+        z = (X.data @ self.W[X.indices] + self.b).tolist() if indices else self.b.tolist()
+        text_index = 0
+        for name in self.scores:
+            if name == CATEGORIES:
+                if self._cat_rows is None:
+                    self._cat_rows = (self.cat_W.tolist(), self.cat_b.tolist())
+                rows_w, zc = self._cat_rows
+                any_value = False
+                for f in self.categorical:
+                    v = row.get(f)
+                    for value in _roles(v) if f == "professional_roles" else [_key(v)]:
+                        if value is None:
+                            continue
+                        any_value = True
+                        j = self.vocab.get(f"{f}={value}")
+                        if j is not None:
+                            zc = [a + b for a, b in zip(zc, rows_w[j], strict=True)]
+                out += _softmax_list(zc) if any_value else [nan] * k
+                continue
+            spans = [self.layout[f] for f in self.groups[name]]
+            known = any(a <= j < e for j in indices for a, e in spans)
+            out += _softmax_list(z[text_index * k : (text_index + 1) * k]) if known else [nan] * k
+            text_index += 1
+        for f in self.structured:
+            v = row.get(f)
+            if f in ONE_HOT:
+                key = _key(v)
+                out += (
+                    [nan] * len(self.levels[f])
+                    if key is None
+                    else [float(key == lv) for lv in self.levels[f]]
+                )
+            elif f in FREQUENCY:
+                key = _key(v)
+                out.append(nan if key is None else float(self.frequency[f].get(key, 0)))
+            elif f == "experience":
+                out.append(nan if _missing(v) else EXPERIENCE_ORDER.get(str(v), nan))
+            elif f == "professional_roles":
+                roles = _roles(v)
+                out.append(float(len(roles)) if roles else nan)
+            elif f == "key_skills_count":
+                out.append(_count(v))
+            else:
+                out.append(_flag(v))
+        for f in self.layout:
+            tokens = analyze(_text(row.get(f)))
+            out.append(float(len(tokens)) if tokens else nan)
+        return np.array([out], dtype=np.float32)
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write ``dense.json`` and ``dense.npz`` (no pickle)."""
+        folder = Path(folder)
+        meta = {
+            "format": DENSE_FORMAT,
+            "task": self.task,
+            "classes": self.classes,
+            "layout": [[f, a, e] for f, (a, e) in self.layout.items()],  # a list: the order counts
+            "n_features": self.n_features,
+            "scores": list(self.scores),
+            "structured": list(self.structured),
+            "vocab": self.vocab,
+            "levels": self.levels,
+            "frequency": self.frequency,
+            "columns": self.columns,
+        }
+        atomic_write_bytes(
+            folder / "dense.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()
+        )
+        import io
+
+        buf = io.BytesIO()
+        k = len(self.classes)
+        # each text score's coefficients, for its own fields' columns only (W is zero elsewhere)
+        blocks = {
+            f"W_{i}": self.W[self._group_columns(g), i * k : (i + 1) * k] for i, g in enumerate(self.groups)
+        }
+        np.savez(buf, b=self.b, cat_W=self.cat_W, cat_b=self.cat_b, **blocks)
+        atomic_write_bytes(folder / "dense.npz", buf.getvalue())
+        return [folder / "dense.json", folder / "dense.npz"]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DenseInput:
+        """Read ``dense.json`` and ``dense.npz`` (``allow_pickle=False``) and check they agree."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "dense.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise VectorizerError(f"{folder}/dense.json: {exc}") from exc
+        if meta.get("format") != DENSE_FORMAT:
+            raise VectorizerError(
+                f"{folder}/dense.json: unknown format {meta.get('format')!r}, expected {DENSE_FORMAT}"
+            )
+        try:
+            layout = {str(f): (int(a), int(e)) for f, a, e in meta["layout"]}
+            dense = cls(meta["task"], meta["classes"], layout, meta["n_features"], meta["scores"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VectorizerError(f"{folder}/dense.json: {exc}") from exc
+        if list(dense.structured) != list(meta["structured"]):
+            raise VectorizerError(
+                f"{folder}/dense.json: fitted on the structured fields {meta['structured']}, this code "
+                f"reads {list(dense.structured)} for {dense.task}; retrain"
+            )
+        dense.vocab = {str(t): int(i) for t, i in meta["vocab"].items()}
+        dense.levels = {f: [str(v) for v in meta["levels"][f]] for f in dense.levels}
+        dense.frequency = {
+            f: {str(v): int(c) for v, c in meta["frequency"][f].items()} for f in dense.frequency
+        }
+        k = len(dense.classes)
+        try:
+            with np.load(folder / "dense.npz", allow_pickle=False) as z:
+                dense.b = np.asarray(z["b"], dtype=np.float64)
+                dense.cat_W = np.asarray(z["cat_W"], dtype=np.float64)
+                dense.cat_b = np.asarray(z["cat_b"], dtype=np.float64)
+                for i, g in enumerate(dense.groups):
+                    dense.W[dense._group_columns(g), i * k : (i + 1) * k] = np.asarray(
+                        z[f"W_{i}"], dtype=np.float64
+                    )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise VectorizerError(f"{folder}/dense.npz: {exc}") from exc
+        dense.columns = dense._columns()
+        if (
+            dense.columns != meta["columns"]
+            or dense.cat_W.shape != (len(dense.vocab), k)
+            or dense.b.shape != (len(dense.groups) * k,)
+        ):
+            raise VectorizerError(f"{folder}: dense.json and dense.npz disagree")
+        return dense
+
+
+def _stacked(
+    M: sp.csr_matrix, A: sp.csr_matrix | None, y: np.ndarray, rows: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The rows ``rows`` of ``M``, then (when given) the same rows of ``A``: their copies."""
+    if A is None:
+        return M[rows], y[rows]
+    return sp.csr_matrix(sp.vstack([M[rows], A[rows]])), np.concatenate([y[rows], y[rows]])
+
+
+def one_blas_thread() -> Any:
+    """A context in which BLAS (numpy's and scipy's OpenBLAS) runs on one thread: for the
+    logistic regressions on sparse TF-IDF, whose dense products (rows x cohorts) are too small
+    to share. OpenBLAS threads spin while they wait; on cores shared with other processes
+    they took the cores from the work: a responsibility-block fit (6,455 rows) took 20 s with
+    2 threads and 2.3 s with one (2-core machine, load average 15). Enter it after scikit-learn
+    is imported: threadpoolctl limits the libraries loaded by then (scipy loads its own
+    OpenBLAS)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
+def _row_has(X: sp.csr_matrix, start: int, stop: int) -> np.ndarray:
+    """Which rows of ``X`` have a non-zero in columns [start, stop)."""
+    if X.shape[0] == 1:
+        return np.array([bool(((X.indices >= start) & (X.indices < stop)).any())])
+    return np.diff(X[:, start:stop].indptr) > 0
+
+
+def _softmax_list(z: Sequence[float]) -> list[float]:
+    top = max(z)
+    e = [math.exp(v - top) for v in z]
+    total = sum(e)
+    return [v / total for v in e]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _fit_linear(
+    M: sp.csr_matrix, y: np.ndarray, k: int, C: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(coef k x d, intercept k) of a multinomial logistic regression on the rows of ``M`` that
+    have a non-zero; a cohort absent from them gets a very low intercept. Too few rows (or one
+    cohort): zeros and the log of the cohort shares (a prior, not a model)."""
+    keep = np.diff(M.indptr) > 0
+    coef, intercept = np.zeros((k, M.shape[1])), np.full(k, -30.0)
+    present = np.unique(y[keep])
+    if keep.sum() < 2 * k or len(present) < 2:
+        shares = np.bincount(y, minlength=k) + 1.0
+        return coef, np.log(shares / shares.sum())
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, max_iter=200, tol=1e-3, class_weight="balanced", random_state=seed)
+    with one_blas_thread():
+        clf.fit(M[keep], y[keep])
+    if len(clf.classes_) == 2:
+        coef[clf.classes_[1]], intercept[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
+        intercept[clf.classes_[0]] = 0.0
+    else:
+        for row, c in enumerate(clf.classes_):
+            coef[c], intercept[c] = clf.coef_[row], clf.intercept_[row]
+    return coef, intercept
+
+
+def _scores(model: tuple[np.ndarray, np.ndarray], M: sp.csr_matrix) -> np.ndarray:
+    coef, intercept = model
+    return _softmax(np.asarray(M @ coef.T) + intercept)

@@ -202,6 +202,39 @@ def paired_bootstrap(
     )
 
 
+def metric_interval(
+    labels: Sequence[str],
+    proba: np.ndarray,
+    classes: Sequence[str],
+    metric: str = "roc_auc_ovo",
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any] | None:
+    """One model's ``metric`` on its rows with the stratified bootstrap's percentile interval
+    (the same resamples as :func:`paired_bootstrap`); None when the metric is undefined there."""
+    classes = list(classes)
+    idx = {c: i for i, c in enumerate(classes)}
+    yi = np.array([idx[str(v)] for v in labels], dtype=np.int64)
+    p = np.asarray(proba, dtype=np.float64)
+    try:
+        point = float(metric_samples(metric, yi, p, np.ones((1, len(yi))))[0])
+        low, high = interval(
+            metric_samples(metric, yi, p, stratified_counts(yi, resamples, seed)), confidence
+        )
+    except GateEvidenceError:
+        return None
+    return {
+        "value": round(point, 6),
+        "low": round(low, 6),
+        "high": round(high, 6),
+        "rows": len(yi),
+        "confidence": confidence,
+        "resamples": resamples,
+    }
+
+
 def interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     """The two-sided percentile interval of ``samples`` at ``confidence``."""
     tail = (1 - confidence) / 2 * 100
@@ -275,6 +308,75 @@ def paired_evidence(
                 mine.proba[keep],
                 theirs.proba[keep],
                 mine.classes,
+                metric,
+                resamples=resamples,
+                confidence=confidence,
+                seed=seed,
+                left_out=int((~keep).sum()),
+            )
+        except GateEvidenceError as exc:
+            out[task] = str(exc)
+    return out
+
+
+# -- live evidence: the outcomes of what the champion actually served -------------------------
+LIVE_MIN_ROWS = 100  # resolved served rows below which the live evidence is not weighed
+
+
+@dataclass
+class ServedOutcomes:
+    """What one champion version served whose outcome has since resolved: per task, the
+    probabilities it served (as logged) with the resolved labels, and the inputs it was given
+    (rows follow ``predictions[task].ids``)."""
+
+    version: str
+    predictions: dict[str, TaskPredictions]
+    instances: dict[str, list[dict[str, Any]]]
+    first: str | None = None  # the served time of the oldest and the newest row
+    last: str | None = None
+
+    def rows(self, task: str) -> int:
+        p = self.predictions.get(task)
+        return 0 if p is None else len(p.ids)
+
+
+def live_evidence(
+    outcomes: ServedOutcomes,
+    challenger_proba: Mapping[str, np.ndarray],
+    fitted: Mapping[str, np.ndarray | None],
+    metric: str,
+    *,
+    min_rows: int = LIVE_MIN_ROWS,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, PairedInterval | str]:
+    """Per task, the paired bootstrap of the challenger against what the champion served, on
+    the champion's resolved served rows that were not fitted on (``fitted``: per task, the rows
+    the challenger, or either model, was fitted on; a champion serves what is new after its
+    publication, so its own fit rarely holds them), or why there is none. ``challenger_proba``:
+    the challenger's probabilities on ``outcomes.instances`` (columns follow the served classes)."""
+    out: dict[str, PairedInterval | str] = {}
+    for task, served in outcomes.predictions.items():
+        mine = challenger_proba.get(task)
+        if mine is None:
+            out[task] = "the challenger has no predictions for it"
+            continue
+        mask = fitted.get(task)
+        keep = np.ones(len(served.ids), dtype=bool) if mask is None else ~np.asarray(mask, dtype=bool)
+        if int(keep.sum()) < min_rows:
+            out[task] = (
+                f"{int(keep.sum())} resolved served rows of {outcomes.version} not fitted on "
+                f"(fewer than {min_rows})"
+            )
+            continue
+        labels = [lab for lab, k in zip(served.labels, keep, strict=True) if k]
+        try:
+            out[task] = paired_bootstrap(
+                labels,
+                np.asarray(mine)[keep],
+                served.proba[keep],
+                served.classes,
                 metric,
                 resamples=resamples,
                 confidence=confidence,

@@ -46,11 +46,11 @@ import scipy.sparse as sp
 
 from hhpulse.config import TASKS, CandidateConfig, FeatureConfig
 from hhpulse.model.calibration import Calibrator, fit_calibrator, softmax, summary
-from hhpulse.model.dataset import Dataset, TaskData
+from hhpulse.model.dataset import Dataset, TaskData, instance_frame, time_order
 from hhpulse.model.evaluate import classification_metrics, data_profile
 from hhpulse.model.features import TextVectorizer
 from hhpulse.model.report import REPORT_NAME
-from hhpulse.model.train import TrainedCandidate, fit_candidate, only_responsibility
+from hhpulse.model.train import TrainedCandidate, dense_input, fit_candidate, only_responsibility
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ FIELDS = ["responsibility", "name", "requirement"]
 # How the published calibrator's prior (the cohort mix it assumes) is set; chosen per task by
 # a backtest on earlier slices (see published_calibrator)
 PRIOR_RULES = {
+    "none": "no calibration: the model's own probabilities, with the class-balanced prior its "
+    "balanced class weights give it",
     "model": "no bias: the temperature alone, so the prior stays the model's own (balanced class "
     "weights: near-uniform)",
     "slices": "biases fitted by log loss on every calibration slice (their pooled mix)",
@@ -109,7 +111,24 @@ def fit_rows(
     rounds: int | None,
     device: str = "auto",
 ) -> TrainedCandidate:
-    """Fit ``config`` on ``rows`` as they are (no held-out rows; XGBoost trains ``rounds``)."""
+    """Fit ``config`` on ``rows`` as they are (no held-out rows; XGBoost trains ``rounds``, on
+    its dense input built from these rows, as :func:`hhpulse.model.train.fit_on` builds it)."""
+    if config.kind == "xgboost" and dense_input(config):
+        copies = config.field_dropout and fcfg.field_dropout and len(fcfg.fields) > 1
+        return fit_candidate(
+            config,
+            vec.transform(rows),
+            rows["label"].tolist(),
+            None,
+            None,
+            classes,
+            device=device,
+            rounds=rounds,
+            rows=instance_frame(rows).assign(_order=time_order(rows)),
+            layout=vec.layout(),
+            X_alone=vec.transform(only_responsibility(rows)) if copies else None,
+            copies=copies,
+        )
     X, y = _matrix(vec, rows, config, fcfg)
     return fit_candidate(config, X, y, None, None, classes, device=device, rounds=rounds)
 
@@ -156,6 +175,10 @@ def rule_calibrator(
     labels = [str(v) for y, _ in slices for v in y]
     proba = np.vstack([p for _, p in slices])
     info = {"rows": len(labels), "prior_rule": rule}
+    if rule == "none":
+        cal = Calibrator(list(classes), "none", fitted_on=info)
+        cal.priors = {c: float(v) for c, v in zip(classes, proba.mean(axis=0), strict=True)}
+        return cal
     if rule == "model":
         return fit_calibrator(labels, proba, classes, method="temperature", fitted_on=info)
     cal = fit_calibrator(labels, proba, classes, method="bias_temperature", fitted_on=info)
@@ -197,7 +220,8 @@ def published_calibrator(
         if rows.empty or before["label"].nunique() < 2:
             continue
         model = fit_rows(config, vec, before, classes, fcfg, rounds=rounds, device=device)
-        slices.append((name, rows, model.predict_proba(vec.transform(rows[FIELDS].to_dict("records")))))
+        X = vec.transform(rows[FIELDS].to_dict("records"))
+        slices.append((name, rows, model.predict_proba(X, instance_frame(rows))))
     report: dict[str, Any] = {
         "fitted_on": "time-ordered out-of-fold predictions: "
         + ", ".join(f"{n} ({len(r)} rows) by a fit on every older row" for n, r, _ in slices),
@@ -230,13 +254,23 @@ def published_calibrator(
             "chosen_by": "the smallest max(top-label ECE, largest cohort-mix error) on the later slice",
             "rules": backtest,
         }
-    final = rule_calibrator(rule, pairs, everything, classes)
+    fitted = {r: rule_calibrator(r, pairs, everything, classes) for r in PRIOR_RULES}
+    final = fitted[rule]
     newest = pairs[-1][0]
     report.update(
         method=final.method,
         temperature=final.temperature,
         bias=dict(zip(classes, final.bias, strict=True)),
         prior_rule=rule,
+        # every rule's calibrator fitted on the same slices: what the backtest chose among
+        candidates={
+            r: {
+                "method": c.method,
+                "temperature": c.temperature,
+                "bias": dict(zip(classes, c.bias, strict=True)),
+            }
+            for r, c in fitted.items()
+        },
         priors=final.priors,
         slices={n: {"before": summary(classification_metrics(r["label"], p, classes))} for n, r, p in slices},
         mixes={
@@ -246,10 +280,44 @@ def published_calibrator(
     )
     for n, r, p in slices:
         report["slices"][n]["after"] = summary(classification_metrics(r["label"], final.apply(p), classes))
+    report["weeks"] = weekly_calibration(
+        pd.concat([r for _, r, _ in slices]), np.vstack([final.apply(p) for _, _, p in slices]), classes
+    )
     log.info(
         "%s: published calibrator %s, prior rule %s (backtest %s)", td.task, final.method, rule, backtest
     )
     return final, report
+
+
+def weekly_calibration(rows: pd.DataFrame, proba: np.ndarray, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Top-label ECE and the largest cohort-mix error of ``proba`` (rows follow ``rows``) per week
+    of publication (the Monday, UTC; rows without a date apart, as ``unknown``), oldest first."""
+    when = pd.to_datetime(rows["published_at"], utc=True, errors="coerce") if "published_at" in rows else None
+    weeks = (
+        np.array(["unknown"] * len(rows), dtype=object)
+        if when is None
+        else np.array(
+            [
+                "unknown" if pd.isna(t) else (t - pd.Timedelta(days=t.weekday())).date().isoformat()
+                for t in when
+            ],
+            dtype=object,
+        )
+    )
+    labels = rows["label"].astype(str).to_numpy()
+    out = []
+    for w in sorted(set(weeks), key=lambda x: (x != "unknown", x)):
+        m = weeks == w
+        got = classification_metrics(labels[m].tolist(), proba[m], classes)
+        out.append(
+            {
+                "week": w,
+                "rows": int(m.sum()),
+                "ece": got.get("ece"),
+                "mix_error": (got.get("mix") or {}).get("max_abs_error"),
+            }
+        )
+    return out
 
 
 def _dates(rows: pd.DataFrame, col: str = "published_at") -> list[str | None]:

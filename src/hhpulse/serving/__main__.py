@@ -34,18 +34,26 @@ class BoundModelServer(kserve.ModelServer):
     it creates inside :meth:`start`; :meth:`setup_event_loop` is the last call there before
     the server binds (single process: uvicorn's startup; ``--workers N``: the parent's
     ``bind_socket``), so the host is set there. gRPC (``--enable_grpc``) still listens on
-    ``[::]``: kserve gives it no address to change.
+    ``[::]``: kserve gives it no address to change. It takes messages of at most
+    ``max_message_bytes`` (the request guard's body limit; kserve's own default is far
+    larger): a larger one is refused with ``RESOURCE_EXHAUSTED`` before it is decoded.
     """
 
-    def __init__(self, host: str, **kwargs: object) -> None:
+    def __init__(self, host: str, *, max_message_bytes: int | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.host = host
+        self.max_message_bytes = max_message_bytes
 
     def setup_event_loop(self) -> None:
         rest = self._rest_server or getattr(self._rest_multiprocess_server, "_rest_server", None)
         if rest is None:  # kserve moved its REST server: fail rather than bind 0.0.0.0 unasked
             raise RuntimeError("kserve.ModelServer created no REST server to bind; is kserve 0.21 installed?")
         rest.config.host = self.host
+        grpc = self._grpc_server
+        if grpc is not None and self.max_message_bytes is not None:
+            # read by GRPCServer.start when the server starts, which it has not yet (a copy:
+            # kserve passes vars() of its parsed arguments)
+            grpc._kwargs = {**grpc._kwargs, "grpc_max_receive_message_length": self.max_message_bytes}
         super().setup_event_loop()
 
 
@@ -91,6 +99,7 @@ def serve(
     install_guard(limits, describe=model.describe)
     server = BoundModelServer(
         host,
+        max_message_bytes=limits.max_body_bytes,
         http_port=http_port,
         grpc_port=model_server.args.grpc_port if grpc_port is None else grpc_port,
         workers=workers,

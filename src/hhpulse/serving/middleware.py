@@ -1,8 +1,16 @@
 """An ASGI middleware in front of kserve's app: body limits, Content-Type, JSON, and access logs.
 
-kserve 0.21 answers 500 to some bodies without ``Content-Type: application/json``; this
-middleware answers 415 with a message first. It also rejects bodies over the size
-limit (413) and invalid JSON (400) before they reach the model, and counts rejections by
+kserve 0.21 answers 500 to some bodies with a Content-Type other than JSON; this middleware
+answers 415 with a message first. A body without a Content-Type is taken when it parses as
+JSON (and passed on as ``application/json``, which kserve needs). A body in the binary tensor
+extension (``Inference-Header-Content-Length``: a JSON header, then raw tensors) is checked
+whole by :func:`hhpulse.serving.inputs.binary_request` (each declared size against the bytes,
+each tensor against its shape) and passed on as ``application/octet-stream``, which kserve
+decodes. It also rejects bodies over the size limit (413), and bodies (or binary requests' JSON
+headers) that are not strict JSON or nest arrays and objects deeper than
+:data:`hhpulse.model.inputs.MAX_JSON_DEPTH` (400: ``invalid_json``, ``not_finite``,
+``json_too_deep``; Python's parser would otherwise recurse until a RecursionError, a 500 and a
+reset connection) before they reach the model, and counts rejections by
 reason. A 413 is answered at once and the rest of the body is then read and dropped (a
 lingering close, as nginx and Go's net/http do) for at most :data:`DRAIN_MAX_BYTES` and
 :data:`DRAIN_SECONDS` before the connection closes: closing a socket with unread data sends
@@ -27,12 +35,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hhpulse.serving.inputs import Limits, RequestError
+from hhpulse.model.inputs import JSONRefused, loads_strict
+from hhpulse.serving.inputs import BINARY_HEADER, Limits, RequestError, binary_request
 from hhpulse.serving.metrics import REJECTED
 
 log = logging.getLogger("hhpulse.serving.access")
 
 JSON_TYPES = ("application/json", "application/cloudevents+json")
+# with Inference-Header-Content-Length (the binary tensor extension) the body is not JSON:
+# tritonclient sends it as application/octet-stream, or with no Content-Type
+BINARY_TYPES = ("application/octet-stream", "application/json")
 
 
 # GET /v2/models/<name>, /v2/models/<name>/versions/<version> and /v1/models/<name>: the model's metadata
@@ -154,10 +166,19 @@ class GuardMiddleware:
     async def _infer(self, scope: dict, receive: Any, send: Any, seen: dict[str, Any]) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in JSON_TYPES:
-            why = "missing" if not ctype else f"{ctype!r}"
+        binary = headers.get(BINARY_HEADER)
+        path = scope.get("path", "")
+        if binary is not None and not path.endswith("/infer"):
             return await self._reject(
-                send, 415, "bad_content_type", f"Content-Type is {why}: send the body as application/json"
+                send,
+                400,
+                "bad_binary_header",
+                f"Inference-Header-Content-Length (the binary tensor extension) is for v2 infer, not {path}",
+            )
+        if ctype and ctype not in JSON_TYPES and not (binary is not None and ctype in BINARY_TYPES):
+            accepted = "application/json" + (", or application/octet-stream" if binary is not None else "")
+            return await self._reject(
+                send, 415, "bad_content_type", f"Content-Type is {ctype!r}: send the body as {accepted}"
             )
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
@@ -188,10 +209,26 @@ class GuardMiddleware:
                 )
             chunks.append(chunk)
         body = b"".join(chunks)
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return await self._reject(send, 400, "invalid_json", f"the body is not valid JSON: {exc}")
+        if binary is not None:
+            # the JSON header and the raw tensors after it, checked whole before kserve decodes them
+            try:
+                parsed = binary_request(body, binary, self.limits)
+            except RequestError as exc:
+                return await self._reject(send, exc.status, exc.reason, str(exc))
+            forward = b"application/octet-stream"  # kserve takes raw bytes, not JSON, for these
+        else:
+            try:  # strict JSON, nested at most MAX_JSON_DEPTH deep: a 400, and the connection goes on
+                parsed = loads_strict(body)
+            except JSONRefused as exc:
+                message = str(exc)
+                if exc.reason == "invalid_json" and not ctype:
+                    message = message.replace(
+                        "not valid JSON", "not valid JSON (and it came without a Content-Type)", 1
+                    )
+                return await self._reject(send, 400, exc.reason, message)
+            # a body without a Content-Type that parses as JSON is taken as JSON (kserve would
+            # not read it as such)
+            forward = ctype.encode() if ctype else b"application/json"
         seen["instances"] = _count(parsed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request body: %s", body[:2000].decode("utf-8", "replace"))
@@ -204,6 +241,9 @@ class GuardMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        if forward != ctype.encode():
+            kept = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+            scope = {**scope, "headers": [*kept, (b"content-type", forward)]}
         await self.app(scope, replay, send)
 
     async def _metadata(self, scope: dict, receive: Any, send: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import kserve
 import numpy as np
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
 from hhpulse.config import TASKS
 from hhpulse.model.bundle import BundleError, ModelBundle, load_bundle
@@ -24,9 +24,12 @@ from hhpulse.serving.inputs import (
     Limits,
     RequestError,
     Tensor,
+    check_shape,
+    decode_raw,
     parse_v1,
     parse_v2,
     request_id,
+    requested_outputs,
     v1_predictions,
 )
 from hhpulse.serving.logs import configure_logging
@@ -37,6 +40,7 @@ from hhpulse.serving.served_log import ServedRecorder, instance_ids
 log = logging.getLogger("hhpulse.serving")
 
 DEFAULT_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts storageUri
+OUTPUTS = tuple(f"{t}_{kind}" for t in TASKS for kind in ("cohort", "probabilities"))
 
 
 def reject(exc: RequestError) -> InvalidInput:
@@ -115,14 +119,24 @@ class VacancyModel(kserve.Model):
         return self.ready
 
     # -- metadata ---------------------------------------------------------------------------
+    # kserve builds both metadata answers from get_input_types/get_output_types: gRPC's
+    # TensorMetadata takes only name, datatype and shape (another key is an INTERNAL error), and
+    # HTTP's response model drops the rest, so what else a tensor says (whether an input is
+    # optional, the cohorts of an output) is added to the HTTP answer by ``describe``.
     def get_input_types(self) -> list[dict[str, Any]]:
+        return [_tensor_metadata(i) for i in self.input_types()]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [_tensor_metadata(o) for o in self.output_types()]
+
+    def input_types(self) -> list[dict[str, Any]]:
         return [
             {"name": "responsibility", "datatype": "BYTES", "shape": [-1], "optional": False},
             {"name": "name", "datatype": "BYTES", "shape": [-1], "optional": True},
             {"name": "requirement", "datatype": "BYTES", "shape": [-1], "optional": True},
         ]
 
-    def get_output_types(self) -> list[dict[str, Any]]:
+    def output_types(self) -> list[dict[str, Any]]:
         cohorts = self.bundle.cohorts if self.bundle else {t: [] for t in TASKS}
         out = []
         for t in TASKS:
@@ -148,8 +162,8 @@ class VacancyModel(kserve.Model):
         if metadata.get("name") != self.name or self.bundle is None:
             return metadata
         metadata["reliability"] = bundle_caveats(self.bundle.metadata.get("metrics") or {})
-        inputs = {i["name"]: i for i in self.get_input_types()}
-        outputs = {o["name"]: o for o in self.get_output_types()}
+        inputs = {i["name"]: i for i in self.input_types()}
+        outputs = {o["name"]: o for o in self.output_types()}
         for tensor in metadata.get("inputs") or []:
             if tensor.get("name") in inputs:
                 tensor["parameters"] = {"optional": inputs[tensor["name"]]["optional"]}
@@ -167,13 +181,20 @@ class VacancyModel(kserve.Model):
     def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
         try:
             if isinstance(payload, InferRequest):
-                tensors = [
-                    Tensor(i.name, i.datatype, list(i.shape), list(_values(i.data))) for i in payload.inputs
-                ]
+                tensors = [_tensor(i) for i in payload.inputs]
+                grpc = bool(payload.from_grpc)
+                outputs, _ = requested_outputs(
+                    [(o.name, o.parameters) for o in payload.request_outputs or []],
+                    None if grpc else payload.parameters,  # gRPC: raw inputs get raw outputs
+                    OUTPUTS,
+                )
                 return {
                     "protocol": "v2",
                     "id": request_id(payload.id),
                     "instances": parse_v2(tensors, self.limits, self._fields()),
+                    "outputs": outputs,
+                    "grpc_raw": grpc and payload.use_binary_outputs,
+                    "grpc": grpc,
                 }
             if isinstance(payload, (bytes, bytearray)):
                 raise RequestError(
@@ -215,25 +236,51 @@ class VacancyModel(kserve.Model):
             return v1_predictions(preds)
         assert self.bundle is not None
         n = len(preds)
-        outputs = []
+        outputs = {}
         for t in TASKS:
             cohorts = self.bundle.cohorts[t]
-            param = {"cohorts": cohorts_parameter(cohorts)}
+            param = cohorts_parameter(cohorts)  # a dict each: kserve adds binary_data_size to it
             labels = [p[t]["cohort"] for p in preds]
-            outputs.append(InferOutput(f"{t}_cohort", [n], "BYTES", labels, parameters=param))
+            outputs[f"{t}_cohort"] = InferOutput(
+                f"{t}_cohort", [n], "BYTES", labels, parameters={"cohorts": param}
+            )
             # FP64 of v1's 6-decimal values: the JSON shows 0.123457, not float32's 0.12345699965953827
             probs = [p[t]["probabilities"][c] for p in preds for c in cohorts]
-            outputs.append(
-                InferOutput(f"{t}_probabilities", [n, len(cohorts)], "FP64", probs, parameters=param)
+            outputs[f"{t}_probabilities"] = InferOutput(
+                f"{t}_probabilities", [n, len(cohorts)], "FP64", probs, parameters={"cohorts": param}
             )
+        wanted = result["outputs"]  # [(name, binary)], in the order asked for
         return InferResponse(
             response_id=result["id"],
             model_name=self.name,
             model_version=self.bundle.version,
-            infer_outputs=outputs,
+            infer_outputs=[outputs[name] for name, _ in wanted],
             # also here for clients of earlier releases (``hhpulse request`` reads it)
             parameters={"model_version": self.bundle.version},
+            # HTTP: each output as JSON data or as raw bytes after the JSON (the binary
+            # extension); gRPC: raw_output_contents when the request came in raw_input_contents
+            use_binary_outputs=result["grpc_raw"],
+            requested_outputs=None
+            if result["grpc"]
+            else [RequestedOutput(name, {"binary_data": binary}) for name, binary in wanted],
         )
+
+
+def _tensor_metadata(tensor: dict[str, Any]) -> dict[str, Any]:
+    return {k: tensor[k] for k in ("name", "datatype", "shape")}
+
+
+def _tensor(tensor: InferInput) -> Tensor:
+    """One v2 input as parsed by kserve: JSON ``data`` (HTTP), ``contents`` (gRPC), or gRPC's
+    ``raw_input_contents``, which kserve keeps undecoded on the input (it has no public
+    accessor; its ``as_numpy`` would fail with a 500 on a malformed tensor)."""
+    shape = list(tensor.shape)
+    raw = getattr(tensor, "_raw_data", None)
+    if raw is not None:
+        data = decode_raw(tensor.name, tensor.datatype, check_shape(tensor.name, shape), raw)
+    else:
+        data = _values(tensor.data)
+    return Tensor(tensor.name, tensor.datatype, shape, data)
 
 
 def _values(data: Any) -> list[Any]:

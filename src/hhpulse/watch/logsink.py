@@ -30,9 +30,12 @@ What happens to each event (:meth:`LogSink.accept`):
 * not a CloudEvent of those two types, a body that is not JSON, not an inference request or
   answer, a duplicate id, or a pair that does not fit together: :class:`BadEvent` (HTTP 400
   with the reason; the pair's first half is dropped with it, and counted);
+* a body that is not strict JSON (``NaN``, ``Infinity``) or nests deeper than
+  :data:`hhpulse.model.inputs.MAX_JSON_DEPTH`: :class:`BadEvent` (400) too;
 * no room (``max_pending`` halves waiting for their partner, ``max_pending_bytes`` of their
-  bodies, or the writer's buffer full while the store refuses writes): :class:`SinkFull`
-  (HTTP 503 with Retry-After). NOTE: KServe 0.21's agent does not resend a refused event
+  bodies, or the writer's buffer full while the store refuses writes), or a store that does
+  not take writes (not yet, or not any more) for an event that starts a new exchange:
+  :class:`SinkFull` (HTTP 503 with Retry-After). NOTE: KServe 0.21's agent does not resend a refused event
   (the context it sends with sets no retry policy, and cloudevents sdk-go retries only when
   one is set; the agent logs "Sent with status code 503"), so a
   503 is visible in the agent's log and in the sink's ``refused`` counter, not silent;
@@ -42,9 +45,13 @@ What happens to each event (:meth:`LogSink.accept`):
 
 Batches go out through one :class:`~hhpulse.watch.served.ServedLogWriter`: on size (records,
 bytes), on time (:meth:`LogSink.flush_due`, called on a timer) and on :meth:`LogSink.close`
-(SIGTERM). On close, halves still waiting for their partner are dropped and counted (they
-cannot be logged without it); a crash (SIGKILL, OOM) loses the writer's unflushed buffer, at
-most one batch (``max_records`` records or ``max_seconds`` of traffic).
+(SIGTERM). A batch the store refuses stays buffered and is retried with backoff; what the
+store still refuses on close goes to a spill file in ``spill_dir`` (the pod's emptyDir), which
+the next start writes before anything else. On close, halves still waiting for their partner
+are dropped and counted (they cannot be logged without it); a crash (SIGKILL, OOM) loses the
+writer's unflushed buffer: what came since the last batch (``max_records`` records or
+``max_seconds`` of traffic), or up to :data:`hhpulse.watch.served.BUFFER_BATCHES` batches
+while the store refuses writes.
 
 Who may write (:class:`Origin`): a sink configured with the InferenceService it serves refuses,
 with :class:`Forbidden` (HTTP 403, counted by reason, never written), an event whose
@@ -57,25 +64,33 @@ Pure core: no HTTP server, no kserve import; :mod:`hhpulse.watch.logsink_http` s
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import math
+import os
+import socket
 import threading
 import time as _time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from hhpulse.config import TASKS, TEXT_FIELDS
-from hhpulse.data.store import Store, StoreError
+from hhpulse.data.store import Store, StoreError, json_bytes
+from hhpulse.model.inputs import JSONRefused, loads_strict
 from hhpulse.watch.served import (
     ServedLogError,
     ServedLogFull,
     ServedLogWriter,
+    SpillResult,
     parse_time,
     records_from_v1,
+    replay_spilled,
+    spilled,
 )
 
 log = logging.getLogger("hhpulse.watch.logsink")
@@ -97,7 +112,17 @@ class BadEvent(ValueError):
 
 
 class SinkFull(RuntimeError):
-    """No room for the event now (HTTP 503): the buffers are full."""
+    """No room for the event now (HTTP 503): the buffers are full, or the store does not take
+    writes. ``retry_after``: the seconds to wait before sending it again."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+HEARTBEAT_KEY = "logsink/alive.json"  # the write that proves the store takes them (when nothing else is due)
+RETRY_BASE_S = 0.5  # the first retry of a refused write; doubled after each refusal
+RETRY_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -158,10 +183,12 @@ def parse_event(
         raise BadEvent(f"ce-time {stamp!r} is not an RFC 3339 timestamp") from None
     if len(body) > max_bytes:
         raise BadEvent(f"the event body is {len(body)} bytes, over the limit of {max_bytes}")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadEvent(f"the event body is not JSON ({ctype or 'no Content-Type'}): {exc}") from None
+    try:  # strict: no NaN or Infinity (a probability of NaN would poison every later PSI), bounded depth
+        doc = loads_strict(body)
+    except JSONRefused as exc:
+        if exc.reason == "invalid_json":
+            raise BadEvent(f"the event body is not JSON ({ctype or 'no Content-Type'}): {exc}") from None
+        raise BadEvent(f"the event body is refused: {exc}") from None
     kind = "request" if etype == REQUEST else "response"
     if not isinstance(doc, Mapping):
         raise BadEvent(f"the {kind} body must be a JSON object, got {type(doc).__name__}")
@@ -281,6 +308,16 @@ class LogSink:
         max_pending_bytes: bytes of their bodies, at most.
         pair_timeout: seconds a half waits for its partner before :meth:`expire` drops it.
         clock: monotonic seconds (tests pass their own).
+        spill_dir: a local folder (the pod's emptyDir) for what the store would not take on
+            :meth:`close`; :meth:`tick` writes what is there first, once the store takes writes.
+
+    The store's health decides what the sink takes. It is ready (:attr:`ready`) only once the
+    store took a write: the spilled batches of an earlier process, else a heartbeat
+    (``logsink/alive.json``). While the store refuses writes, the batch is kept and retried
+    by :meth:`tick` with a doubling backoff (0.5 s up to 30 s), and an event that starts a new
+    exchange gets :class:`SinkFull` (503 with Retry-After): a 2xx is never sent for an event
+    that would only be dropped. The second half of an exchange whose first half was taken is
+    still taken while the buffer has room (it would otherwise make the first half useless).
 
     Thread-safe: the HTTP server calls :meth:`accept` from its handler threads and
     :meth:`tick` from a timer thread.
@@ -294,6 +331,7 @@ class LogSink:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         pair_timeout: float = DEFAULT_PAIR_TIMEOUT,
         clock: Callable[[], float] = _time.monotonic,
+        spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if max_pending < 1 or max_pending_bytes < 1 or pair_timeout <= 0:
             raise ValueError("max_pending, max_pending_bytes and pair_timeout must be positive")
@@ -307,6 +345,14 @@ class LogSink:
         self._lock = threading.Lock()
         # events by outcome: paired, waiting, bad, refused; records written; halves dropped unpaired
         self.counts: Counter[str] = Counter()
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        # the store's health: None until it took a write, True while it does, False once refused
+        self.store_ok: bool | None = None
+        self._retry_at = 0.0
+        self._backoff = RETRY_BASE_S
+        self._health = threading.Lock()
+        self.wake = threading.Event()  # set when a batch is due now: the timer thread runs tick() at once
+        writer.on_write = self._written
 
     @property
     def pending(self) -> int:
@@ -316,12 +362,73 @@ class LogSink:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
+    # -- the store's health ---------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether the store has taken a write and takes them still."""
+        return self.store_ok is True
+
+    def retry_after(self) -> int:
+        """Seconds until the next try of the store (at least 1), for Retry-After."""
+        return max(1, math.ceil(self._retry_at - self.clock()))
+
+    def _written(self, error: StoreError | None) -> None:
+        """A write's result (the writer calls it after each try)."""
+        with self._health:
+            was = self.store_ok
+            if error is None:
+                self.store_ok, self._backoff, self._retry_at = True, RETRY_BASE_S, 0.0
+                if was is False:
+                    log.info("the store takes writes again: events are taken again")
+                return
+            self.store_ok = False
+            self._retry_at = self.clock() + self._backoff
+            log.error(
+                "the store refused a write (%s); %d records kept, retried in %.1fs; new events get 503",
+                error,
+                self.writer.pending,
+                self._backoff,
+            )
+            self._backoff = min(RETRY_MAX_S, self._backoff * 2)
+
+    def try_store(self) -> bool:
+        """One try of the store, when the backoff allows: the spill files first, then the
+        buffered batch, else a heartbeat. Whether the store took it (see :attr:`ready`)."""
+        if self.store_ok is not True and self.clock() < self._retry_at:
+            return False
+        replay = self.spill_dir is not None and bool(spilled(self.spill_dir))
+        if not replay and self.writer.pending:
+            try:
+                self.writer.flush()  # the writer reports the result through _written
+            except StoreError:
+                return False
+            return True
+        try:
+            if replay:
+                for done in replay_spilled(self.writer.store, self.spill_dir):
+                    log.info("wrote %d spilled records of an earlier process to %s", done.records, done.key)
+            else:
+                self.writer.store.put_bytes(HEARTBEAT_KEY, json_bytes(_heartbeat()))
+        except StoreError as exc:
+            self._written(exc)
+            return False
+        self._written(None)
+        return True
+
     def accept(self, event: Event) -> str:
         """Take one event: ``"waiting"`` (its partner has not come yet) or ``"paired"`` (its
         records are in the writer). Raises :class:`BadEvent` or :class:`SinkFull`."""
         with self._lock:
             other = self._pending.get(event.id)
             if other is None:
+                if not self.ready:
+                    self.counts["refused"] += 1
+                    what = "has not taken a write yet" if self.store_ok is None else "refuses writes"
+                    raise SinkFull(
+                        f"the store {what}: this event would not be written; send it again later",
+                        self.retry_after(),
+                    )
                 return self._wait(event)
             if other[0].type == event.type:
                 self.counts["bad"] += 1
@@ -331,7 +438,7 @@ class LogSink:
         request, response = (event, other[0]) if event.is_request else (other[0], event)
         try:
             records = records_of(request, response)
-            self.writer.add(records)
+            self.writer.add(records, write=False)  # a handler never waits on the store: tick writes
         except BadEvent:
             self.counts["bad"] += 1
             self.counts["unpaired_" + ("response" if event.is_request else "request")] += 1
@@ -344,9 +451,13 @@ class LogSink:
                 self._pending[other[0].id] = other
                 self._pending_bytes += other[0].size
             self.counts["refused"] += 1
-            raise SinkFull(f"the served log buffer is full and the store refuses writes: {exc}") from exc
+            self.wake.set()
+            why = "the store refuses writes" if self.store_ok is False else "a batch is being written"
+            raise SinkFull(f"the served log buffer is full ({why}): {exc}", self.retry_after()) from exc
         self.counts["paired"] += 2
         self.counts["records"] += len(records)
+        if self.writer.full:
+            self.wake.set()  # a whole batch: the timer thread writes it now
         return "paired"
 
     def _wait(self, event: Event) -> str:
@@ -404,17 +515,23 @@ class LogSink:
         return self.writer.flush_due()
 
     def tick(self) -> None:
-        """The timer's work: expire old halves, write a due batch (a store error is logged; the
-        records stay buffered and the next tick or a full buffer's 503 says so)."""
+        """The timer's work: expire old halves; while the store takes writes, write a due batch;
+        until it does (at the start, or after a refusal), try it again when the backoff
+        allows (:meth:`try_store`). A refused batch stays buffered."""
         self.expire()
-        try:
+        if self.store_ok is not True:
+            self.try_store()
+            return
+        with contextlib.suppress(StoreError):  # _written logged it; the records stay buffered
             self.flush_due()
-        except StoreError as exc:
-            log.error("cannot write the served log batch (kept, retried): %s", exc)
 
-    def close(self) -> str | None:
-        """Shut down: write what is buffered (a store error propagates: the caller says what
-        was lost) and drop, counted and logged, the halves still waiting for their partner."""
+    def close(self) -> str | SpillResult | None:
+        """Shut down: write what is buffered and drop, counted and logged, the halves still
+        waiting for their partner. When the store refuses the last batch (or has been refusing
+        writes: then it is not tried again) and there is a ``spill_dir``, the records go to a
+        spill file there, which the next start writes first; returns the key written, the
+        :class:`~hhpulse.watch.served.SpillResult`, or None. Without a spill dir a store error
+        propagates (the caller says what was lost)."""
         with self._lock:
             dropped: Counter[str] = Counter()
             ids = list(self._pending)
@@ -423,7 +540,22 @@ class LogSink:
             self._pending.clear()
             self._pending_bytes = 0
         self._report_unpaired(dropped, ids, "the sink is shutting down before their partner came")
-        return self.writer.close()
+        if self.spill_dir is None:
+            return self.writer.close()
+        if self.store_ok is not False:
+            try:
+                return self.writer.close()
+            except StoreError as exc:
+                log.error("the store refused the last batch: %s", exc)
+        return self.writer.spill(self.spill_dir)
+
+
+def _heartbeat() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def make_sink(
@@ -435,13 +567,18 @@ def make_sink(
     max_pending: int = DEFAULT_MAX_PENDING,
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     pair_timeout: float = DEFAULT_PAIR_TIMEOUT,
+    spill_dir: str | os.PathLike[str] | None = None,
 ) -> LogSink:
-    """A sink writing to ``store`` with this batch policy."""
+    """A sink writing to ``store`` with this batch policy (and spilling to ``spill_dir``)."""
     writer = ServedLogWriter(
         store, max_records=batch_records, max_bytes=batch_bytes, max_seconds=batch_seconds
     )
     return LogSink(
-        writer, max_pending=max_pending, max_pending_bytes=max_pending_bytes, pair_timeout=pair_timeout
+        writer,
+        max_pending=max_pending,
+        max_pending_bytes=max_pending_bytes,
+        pair_timeout=pair_timeout,
+        spill_dir=spill_dir,
     )
 
 

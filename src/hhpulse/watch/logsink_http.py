@@ -7,17 +7,24 @@ Routes:
   another InferenceService than the sink's (:class:`hhpulse.watch.logsink.Origin`); 503 with
   ``Retry-After`` when the sink is full or shutting down;
 * ``GET /healthz``: 200 while the process serves (liveness);
-* ``GET /readyz``: 200 while it takes events, 503 once SIGTERM came (readiness);
+* ``GET /readyz``: 200 once the store has taken a write (the spilled batches of an earlier
+  process, or a heartbeat) and while it takes them; 503 before, while the store refuses
+  writes, and once SIGTERM came (readiness);
 * ``GET /metrics``: Prometheus text: events by outcome, records written, batches, unpaired
   halves dropped, halves waiting, the writer's buffer and the events refused as foreign.
 
 With ``metrics_port``, a second listener serves ``GET /metrics`` and nothing else (a POST is
 405), so that a NetworkPolicy can open it to Prometheus without opening the event port.
 
+A request is refused at once, before its body is read, when its ``Content-Length`` is
+missing or not a number (411), negative or over ``max_event_bytes`` (400); the connection is
+then closed, as its body cannot be skipped.
+
 On SIGTERM (or SIGINT) the server stops being ready, keeps taking events for ``drain``
 seconds (the partners of requests in flight, while the endpoints controller removes the pod
-from the Service), stops, and closes the sink (writes the last batch; see
-:meth:`hhpulse.watch.logsink.LogSink.close`). One JSON log line says what was written and dropped.
+from the Service), stops, and closes the sink (writes the last batch, or spills it to a
+local file when the store refuses it; see :meth:`hhpulse.watch.logsink.LogSink.close`). One
+JSON log line says what was written, spilled and dropped.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any
 
 from hhpulse.data.store import StoreError
 from hhpulse.watch.logsink import BadEvent, Forbidden, LogSink, Origin, SinkFull, parse_event
+from hhpulse.watch.served import SpillResult
 
 log = logging.getLogger("hhpulse.watch.logsink")
 
@@ -64,6 +72,9 @@ def metrics_text(sink: LogSink) -> str:
         "# HELP hhpulse_logsink_buffered_records Records buffered, not yet written",
         "# TYPE hhpulse_logsink_buffered_records gauge",
         f"hhpulse_logsink_buffered_records {sink.writer.pending}",
+        "# HELP hhpulse_logsink_store_ready 1 while the store takes writes, 0 before its first and after a refusal",
+        "# TYPE hhpulse_logsink_store_ready gauge",
+        f"hhpulse_logsink_store_ready {int(sink.ready)}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -123,7 +134,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # one line per refusal below; accepted events are counted, not logged
 
-    def _answer(self, status: int, doc: dict[str, Any] | str, content_type: str = "application/json") -> None:
+    def _answer(
+        self,
+        status: int,
+        doc: dict[str, Any] | str,
+        content_type: str = "application/json",
+        retry_after: int | None = None,
+    ) -> None:
         # compact, as the predictor's (kserve's) answers: one error-body style for every hhpulse server
         text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")) if isinstance(doc, dict) else doc
         body = text.encode()
@@ -131,7 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if status == 503:
-            self.send_header("Retry-After", RETRY_AFTER)
+            self.send_header("Retry-After", str(retry_after or RETRY_AFTER))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -140,8 +159,18 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._answer(200, {"status": "ok"})
         elif path == "/readyz":
-            ok = self.server.ready
-            self._answer(200 if ok else 503, {"status": "ready" if ok else "draining"})
+            sink = self.server.sink
+            ok = self.server.ready and sink.ready
+            status = (
+                "ready"
+                if ok
+                else "draining"
+                if not self.server.ready
+                else "the store has not taken a write yet"
+                if sink.store_ok is None
+                else "the store refuses writes"
+            )
+            self._answer(200 if ok else 503, {"status": status}, retry_after=sink.retry_after())
         elif path == "/metrics":
             self._metrics()
         else:
@@ -159,6 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._answer(411, {"error": "Content-Length is required"})
             return
+        if length < 0:
+            self.close_connection = True  # no body can be read: this connection cannot go on
+            self._refuse(400, f"Content-Length {length} is negative")
+            return
         if length > self.server.max_event_bytes:
             self.close_connection = True  # the body is not read: this connection cannot go on
             self._refuse(
@@ -166,6 +199,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         body = self.rfile.read(length)
+        if len(body) < length:  # the client hung up (or timed out) midway: nobody to answer
+            self.close_connection = True
+            return
         try:
             self.server.origin.check(headers)
         except Forbidden as exc:
@@ -181,18 +217,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(400, str(exc))
             return
         except SinkFull as exc:
-            self._refuse(503, str(exc))
+            self._refuse(503, str(exc), retry_after=exc.retry_after)
             return
         finally:
             self.server.end()
         self._answer(200, {"status": status})
 
-    def _refuse(self, status: int, reason: str) -> None:
+    def _refuse(self, status: int, reason: str, retry_after: int | None = None) -> None:
         level = logging.ERROR if status >= 500 else logging.WARNING
         message = f"refused an event ({status}): {reason}"
         # the JSON formatter writes the fields in place of the message: the reason goes in them
         log.log(level, message, extra={"fields": {"message": message, "status": status}})
-        self._answer(status, {"error": reason})
+        self._answer(status, {"error": reason}, retry_after=retry_after)
 
 
 class _MetricsHandler(_Handler):
@@ -228,9 +264,9 @@ def run_server(
     origin: Origin | None = None,
     metrics_port: int | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set); 0 when the last batch was written,
-    1 when the store refused it (the log line says how many records were lost). ``origin``:
-    the InferenceService whose events are taken (default: any); ``metrics_port``: also serve
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set); 0 when the last batch was written or
+    spilled, 1 when it was lost (the log line says how many records). ``origin``: the
+    InferenceService whose events are taken (default: any); ``metrics_port``: also serve
     ``GET /metrics`` alone on this port."""
     origin = origin or Origin()
     server = SinkServer((host, port), sink, max_event_bytes=max_event_bytes, origin=origin)
@@ -245,8 +281,13 @@ def run_server(
             signal.signal(sig, lambda *_: stop.set())
 
     def timer() -> None:
-        while not stop.wait(TICK_SECONDS):
+        """Every store write of the sink happens here, never in a handler thread: at once the
+        spilled batches of an earlier process (or a heartbeat), then every TICK_SECONDS, and
+        at once when a batch is full (``sink.wake``)."""
+        while not stop.is_set():
             sink.tick()
+            sink.wake.wait(TICK_SECONDS)
+            sink.wake.clear()
 
     threads = [
         threading.Thread(target=server.serve_forever, daemon=True),
@@ -266,6 +307,7 @@ def run_server(
     if ready is not None:
         ready.set()
     stop.wait()
+    sink.wake.set()  # let the timer thread see the stop
     server.ready = False
     log.info("stopping: not ready; taking the last events for %.1fs", drain)
     threading.Event().wait(drain)
@@ -279,15 +321,23 @@ def run_server(
         metrics.server_close()
     waiting = sink.pending
     try:
-        key = sink.close()
-    except StoreError as exc:
+        last = sink.close()
+    except (StoreError, OSError) as exc:
         log.error("the last batch was not written (%d records lost): %s", sink.writer.pending, exc)
         return 1
+    if isinstance(last, SpillResult):
+        log.warning(
+            "the store refused the last batch: %d records spilled to %s; the next start writes "
+            "them to %s first",
+            last.records,
+            last.path,
+            last.key,
+        )
     log.info(
         "stopped: %d records in %d batches, last %s; %d events waited unpaired and were dropped",
         sink.counts["records"],
         len(sink.writer.written),
-        key or "(nothing left to write)",
+        (last.path if isinstance(last, SpillResult) else last) or "(nothing left to write)",
         waiting,
     )
     return 0

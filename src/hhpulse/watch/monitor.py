@@ -20,7 +20,11 @@ each window, against the champion (cohorts in the labels' order; n/a for an empt
   the history (:func:`hhpulse.model.labels.resolve_demand`: closed, or open for 20+ days), scored
   against those labels (ROC AUC OvO, accuracy, counts, the served date range), each vacancy
   once, by its first served prediction. A demand prediction made today settles two or
-  three weeks later: this closes the loop.
+  three weeks later: this closes the loop. The headline AUC is **version-stratified** (each
+  model version scored on the rows it served, the mean weighted by rows); the pooled figure,
+  every version's rows ranked together, is kept as ``auc_pooled``; ``by_version`` and
+  ``by_week`` (per week of serving) give the parts. The live flag compares the champion's own
+  live AUC with its own held-out one.
 
 The training rows of the reference are the history rows whose ids are in the champion's
 ``training_ids.npz`` (all history rows for a bundle without one, said in ``reference.rows_from``).
@@ -56,6 +60,7 @@ from hhpulse.words import plural
 
 if TYPE_CHECKING:
     from hhpulse.model.bundle import ModelBundle
+    from hhpulse.model.gate import ServedOutcomes
 
 log = logging.getLogger(__name__)
 
@@ -280,20 +285,25 @@ def live_demand(
     records: Iterable[Mapping[str, Any]],
     resolved: pd.DataFrame,
     classes: Sequence[str] = DEMAND_COHORTS,
+    *,
+    oracle: Callable[[str], Sequence[float] | None] | None = None,
 ) -> dict[str, Any]:
     """The served demand predictions whose vacancy has a resolved label, scored against it.
 
-    Each vacancy counts once, by its first served prediction (the earliest ``time``).
+    Each vacancy counts once, by its first served prediction (the earliest ``time``). The
+    headline ``auc`` is **version-stratified**: the ROC AUC (OvO) of each model version on the
+    rows it served, averaged with each version's row count as its weight
+    (:func:`hhpulse.model.evaluate.stratified_auc`). ``auc_pooled`` ranks every row against every
+    other, whatever version scored it: it mixes probability scales of different models and the
+    label mix of different weeks, and reads lower than any one version does. ``by_version`` gives
+    each version's own figure, ``by_week`` the stratified figure per week of serving (by the
+    Monday of the served time, UTC). ``oracle`` (id -> the best achievable probabilities, e.g.
+    the demo market's own; None when unknown) adds ``oracle_auc``, stratified the same way on
+    the same rows, and ``ratio_to_oracle``.
     """
-    from hhpulse.model.evaluate import classification_metrics
+    from hhpulse.model.evaluate import classification_metrics, stratified_auc
 
-    first: dict[str, Mapping[str, Any]] = {}
-    for r in records:
-        vid = r.get("id")
-        if vid is None:
-            continue
-        if vid not in first or r["time"] < first[vid]["time"]:
-            first[vid] = r
+    first = first_served(records)
     labels = dict(zip(resolved["id"], resolved["demand_cohort"], strict=True))
     sources = dict(zip(resolved["id"], resolved["demand_source"], strict=True))
     hits = sorted((r["time"], vid) for vid, r in first.items() if vid in labels)
@@ -304,29 +314,154 @@ def live_demand(
         "first": hits[0][0] if hits else None,
         "last": hits[-1][0] if hits else None,
         "auc": None,
+        "stratified_by": "model_version",
+        "auc_pooled": None,
         "accuracy": None,
         "labels": {},
         "label_sources": {},
         "by_version": {},
+        "by_week": [],
     }
     if not hits:
         return out
+    classes = list(classes)
     y = [labels[vid] for _, vid in hits]
     proba = np.array(
         [[first[vid]["demand"]["probabilities"].get(c, 0.0) for c in classes] for _, vid in hits]
     )
-    m = classification_metrics(y, proba, list(classes))
-    out.update(auc=m["roc_auc_ovo"], accuracy=m["accuracy"], notes=m.get("notes", []))
+    versions = [str(first[vid]["model_version"]) for _, vid in hits]
+    times = [t for t, _ in hits]
+    weeks = [_week_of(t) for t in times]
+    m = classification_metrics(y, proba, classes)
+    strat = stratified_auc(y, proba, classes, versions)
+    out.update(
+        auc=strat["value"],
+        auc_rows=strat["rows"],
+        auc_pooled=m["roc_auc_ovo"],
+        accuracy=m["accuracy"],
+        notes=m.get("notes", []),
+    )
+    if strat["rows_left_out"]:
+        out["notes"].append(
+            f"{strat['rows_left_out']} rows of versions whose AUC is undefined (one cohort) are left out of "
+            "the version-stratified AUC"
+        )
     out["labels"] = {c: y.count(c) for c in classes if c in y}
     srcs = [sources[vid] for _, vid in hits]
     out["label_sources"] = {s: srcs.count(s) for s in sorted(set(srcs))}
-    versions = [first[vid]["model_version"] for _, vid in hits]
-    for v in sorted(set(versions)):
+    for v, g in strat["groups"].items():
         sel = [i for i, x in enumerate(versions) if x == v]
         ys = [y[i] for i in sel]
-        mv = classification_metrics(ys, proba[sel], list(classes))
-        out["by_version"][v] = {"n": len(sel), "auc": mv["roc_auc_ovo"], "accuracy": mv["accuracy"]}
+        out["by_version"][v] = {
+            "n": g["n"],
+            "auc": g["value"],
+            "accuracy": classification_metrics(ys, proba[sel], classes)["accuracy"],
+            "first": times[sel[0]],
+            "last": times[sel[-1]],
+            "labels": {c: ys.count(c) for c in classes if c in ys},
+        }
+    for w in sorted(set(weeks)):
+        sel = [i for i, x in enumerate(weeks) if x == w]
+        ws = stratified_auc([y[i] for i in sel], proba[sel], classes, [versions[i] for i in sel])
+        out["by_week"].append(
+            {
+                "week": w,
+                "n": len(sel),
+                "auc": ws["value"],
+                "versions": {v: g["n"] for v, g in ws["groups"].items()},
+            }
+        )
+    if oracle is not None:
+        _with_oracle(out, oracle, [vid for _, vid in hits], y, proba, versions, weeks, classes)
     return out
+
+
+def _week_of(time: str) -> str:
+    """The Monday (UTC) of the week of a served record's time, as YYYY-MM-DD."""
+    day = parse_time(time).astimezone(timezone.utc).date()
+    return (day - timedelta(days=day.weekday())).isoformat()
+
+
+def _with_oracle(
+    out: dict[str, Any],
+    oracle: Callable[[str], Sequence[float] | None],
+    ids: Sequence[str],
+    y: Sequence[str],
+    proba: np.ndarray,
+    versions: Sequence[str],
+    weeks: Sequence[str],
+    classes: Sequence[str],
+) -> None:
+    """The oracle's AUC on the same rows, stratified the same way (by version, and per week);
+    rows the oracle does not know are left out of both sides of ``ratio_to_oracle``."""
+    from hhpulse.model.evaluate import classification_metrics, stratified_auc
+
+    known = [(i, oracle(v)) for i, v in enumerate(ids)]
+    keep = [i for i, p in known if p is not None]
+    if not keep:
+        out["oracle_auc"] = None
+        return
+    op = np.array([known[i][1] for i in keep], dtype=np.float64)
+    ys, vs = [y[i] for i in keep], [versions[i] for i in keep]
+    strat = stratified_auc(ys, op, classes, vs)
+    mine = stratified_auc(ys, proba[keep], classes, vs)
+    out["oracle_auc"] = strat["value"]
+    out["oracle_auc_pooled"] = classification_metrics(ys, op, classes)["roc_auc_ovo"]
+    out["oracle_rows"] = len(keep)
+    out["ratio_to_oracle"] = (
+        mine["value"] / strat["value"] if mine["value"] is not None and strat["value"] else None
+    )
+    for v, g in strat["groups"].items():
+        out["by_version"][v]["oracle_auc"] = g["value"]
+    pos = {i: k for k, i in enumerate(keep)}
+    for wk in out["by_week"]:
+        sel = [pos[i] for i, x in enumerate(weeks) if x == wk["week"] and i in pos]
+        if sel:
+            wk["oracle_auc"] = stratified_auc([ys[i] for i in sel], op[sel], classes, [vs[i] for i in sel])[
+                "value"
+            ]
+
+
+def first_served(records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Each vacancy id's first served record (the earliest ``time``): the one that is scored."""
+    first: dict[str, Mapping[str, Any]] = {}
+    for r in records:
+        vid = r.get("id")
+        if vid is not None and (vid not in first or r["time"] < first[vid]["time"]):
+            first[vid] = r
+    return first
+
+
+def served_outcomes(
+    records: Iterable[Mapping[str, Any]],
+    resolved: pd.DataFrame,
+    version: str,
+    classes: Sequence[str] = DEMAND_COHORTS,
+) -> ServedOutcomes:
+    """The demand outcomes of what ``version`` served (its rows of :func:`live_demand`: each
+    vacancy by its first served prediction, resolved since), for the gate's live evidence
+    (:func:`hhpulse.model.gate.live_evidence`): the logged probabilities, labels and inputs."""
+    from hhpulse.model.gate import ServedOutcomes, TaskPredictions
+
+    labels = dict(zip(resolved["id"].astype(str), resolved["demand_cohort"].astype(str), strict=True))
+    rows = sorted(
+        (r["time"], vid, r)
+        for vid, r in first_served(records).items()
+        if r["model_version"] == version and vid in labels
+    )
+    classes = list(classes)
+    proba = np.array(
+        [[r["demand"]["probabilities"].get(c, 0.0) for c in classes] for _, _, r in rows], dtype=np.float64
+    ).reshape(len(rows), len(classes))
+    preds = TaskPredictions([vid for _, vid, _ in rows], [labels[vid] for _, vid, _ in rows], proba, classes)
+    instances = [{k: v for k, v in r["instance"].items() if k != "id"} for _, _, r in rows]
+    return ServedOutcomes(
+        version,
+        {"demand": preds},
+        {"demand": instances},
+        rows[0][0] if rows else None,
+        rows[-1][0] if rows else None,
+    )
 
 
 def champion_kind(record: Mapping[str, Any], proxy_versions: set[str]) -> str:
@@ -351,6 +486,36 @@ def live_by_champion(
         live = live_demand(recs, resolved)
         out[kind] = {k: live[k] for k in ("n", "auc", "accuracy", "first", "last", "labels")}
     return out
+
+
+def offline_figures(store: Store, versions: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each published version's offline demand figure at publication, from its bundle's
+    ``metrics.json`` in the registry: the held-out test AUC, its interval, and why it comes from
+    a young history (None when it does not); versions the registry lacks are left out."""
+    from hhpulse.model.dataset import young_history
+    from hhpulse.model.registry import PREFIX
+
+    out = {}
+    for v in versions:
+        try:
+            m = store.get_json(f"{PREFIX}/{v}/metrics.json")
+        except KeyNotFound:
+            continue
+        out[v] = {
+            "offline_auc": held_out_auc(m).get("demand"),
+            "offline_interval": (m.get("test_intervals") or {}).get("demand"),
+            "young_history": young_history(m.get("dataset") or {}, m.get("boundaries") or {}),
+        }
+    return out
+
+
+def with_offline(live: dict[str, Any] | None, offline: Mapping[str, Mapping[str, Any]]) -> None:
+    """Put each version's offline figure at publication beside its live one (``by_version``)."""
+    for v, got in ((live or {}).get("by_version") or {}).items():
+        if v in offline:
+            got.update(offline[v])
+            if got.get("auc") is not None and got.get("offline_auc") is not None:
+                got["gap"] = got["auc"] - got["offline_auc"]
 
 
 def window_report(
@@ -409,10 +574,14 @@ def flags_of(
                     f"unknown-token share {inp['unseen_share']:.3f} vs {inp['unseen_reference']:.3f} in training",
                 )
             )
-    live = rep.get("live_demand") or {}
+    # the champion's own live figure against its own held-out one: other versions' rows say
+    # nothing about it (and pooled with them, nothing about any model)
+    own = (
+        ((rep.get("live_demand") or {}).get("by_version") or {}).get(reference.version) if reference else None
+    )
     base = reference.test_auc.get("demand") if reference else None
-    if live.get("auc") is not None and base is not None and live["n"] >= th.min_live:
-        drop = base - live["auc"]
+    if own and own.get("auc") is not None and base is not None and own["n"] >= th.min_live:
+        drop = base - own["auc"]
         if drop >= th.auc_drop:
             flags.append(
                 _flag(
@@ -420,7 +589,7 @@ def flags_of(
                     "live_demand_auc",
                     drop,
                     th.auc_drop,
-                    f"live AUC {live['auc']:.3f} on {live['n']} vs held-out test {base:.3f}",
+                    f"the champion's live AUC {own['auc']:.3f} on {own['n']} vs its held-out test {base:.3f}",
                 )
             )
     return flags
@@ -436,9 +605,9 @@ def load_monitor_history(store: Store) -> pd.DataFrame | None:
     window, not the store's age. A served prediction whose vacancy settled before the window
     is not scored."""
     from hhpulse.config import DEFAULT_WINDOW_DAYS
-    from hhpulse.data.history_store import load_state, read_history
+    from hhpulse.data.history_store import history_exists, read_history
 
-    if load_state(store)[0] is None and not store.exists("history/vacancies.parquet"):
+    if not history_exists(store):
         return None
     try:
         return read_history(store, window_days=DEFAULT_WINDOW_DAYS)
@@ -524,6 +693,9 @@ def run_monitor(
         "since_last_run": window_report(recent, reference, resolved, th, "since_last_run"),
         "total": window_report(records, reference, resolved, th, "total"),
     }
+    live = report["total"]["live_demand"]
+    if live and live["by_version"]:
+        with_offline(live, offline_figures(store, live["by_version"]))
     report["flags"] = report["since_last_run"]["flags"] + report["total"]["flags"]
     report["drift"] = bool(report["flags"])
     if save:
@@ -562,9 +734,17 @@ def metrics_of(report: Mapping[str, Any]) -> dict[str, float]:
         live = rep.get("live_demand") or {}
         if live:
             out[f"{w}.live_demand.n"] = live["n"]
-            for k in ("auc", "accuracy"):
+            # auc: version-stratified (the headline); auc_pooled: every version's rows ranked together
+            for k in ("auc", "auc_pooled", "accuracy"):
                 if live.get(k) is not None:
                     out[f"{w}.live_demand.{k}"] = live[k]
+            champ = (report.get("champion") or {}).get("version")
+            own = (live.get("by_version") or {}).get(champ) if champ else None
+            if own and own.get("auc") is not None:
+                out[f"{w}.live_demand.champion_auc"] = own["auc"]
+            weeks = [wk for wk in live.get("by_week") or [] if wk.get("auc") is not None]
+            if weeks:
+                out[f"{w}.live_demand.last_week_auc"] = weeks[-1]["auc"]
     out["flags"] = len(report["flags"])
     return {k: round(float(v), 4) for k, v in out.items() if v is not None and not math.isnan(float(v))}
 
@@ -629,7 +809,11 @@ def monitor_html(report: Mapping[str, Any] | None) -> str:
         "live demand: resolved / served ids",
         lambda r: f"{(r['live_demand'] or {}).get('n', 0)} / {(r['live_demand'] or {}).get('served_ids', 0)}",
     )
-    row("live demand ROC AUC (OvO)", lambda r: (r["live_demand"] or {}).get("auc"))
+    row("live demand ROC AUC (OvO), version-stratified", lambda r: (r["live_demand"] or {}).get("auc"))
+    row(
+        "live demand ROC AUC (OvO), pooled over versions",
+        lambda r: (r["live_demand"] or {}).get("auc_pooled"),
+    )
     row("live demand accuracy", lambda r: (r["live_demand"] or {}).get("accuracy"))
     row(
         "live demand served",
@@ -642,7 +826,47 @@ def monitor_html(report: Mapping[str, Any] | None) -> str:
     out.append(
         f"<p>The champion's held-out demand test ROC AUC (OvO), after calibration: {_f(test_auc)}.</p>"
     )
+    out += live_tables_html(report["total"].get("live_demand"))
     return "\n".join(out)
+
+
+def live_tables_html(live: Mapping[str, Any] | None) -> list[str]:
+    """The live demand figure per model version and per week of serving (HTML), under the
+    headline: the version-stratified AUC is the n-weighted mean of the version rows."""
+    if not live or not live.get("n"):
+        return []
+    out = [
+        "<p>Live demand ROC AUC (OvO) per model version (each on the rows it served; the headline is "
+        "their mean weighted by rows; the pooled figure ranks rows of different models against each "
+        "other and reads lower than any one of them):</p>",
+        "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>version</th>"
+        "<th>resolved rows</th><th>ROC AUC</th><th>accuracy</th><th>served</th>"
+        "<th>offline test AUC at publication</th></tr>",
+    ]
+    for v, m in (live.get("by_version") or {}).items():
+        iv = m.get("offline_interval")
+        ci = f" [{_f(iv['low'])}, {_f(iv['high'])}]" if iv else ""
+        young = " <b>young history</b>" if m.get("young_history") else ""
+        out.append(
+            f"<tr><td>{_f(v)}</td><td>{_f(m['n'])}</td><td>{_f(m.get('auc'))}</td><td>{_f(m.get('accuracy'))}</td>"
+            f"<td>{_f(m.get('first') or '-')} .. {_f(m.get('last') or '-')}</td>"
+            f"<td>{_f(m.get('offline_auc'))}{ci}{young}</td></tr>"
+        )
+    out.append("</table>")
+    weeks = live.get("by_week") or []
+    if weeks:
+        out += [
+            "<p>Live demand ROC AUC (OvO) per week of serving (version-stratified within the week):</p>",
+            "<table border='1' cellpadding='4' style='border-collapse:collapse'><tr><th>week of</th>"
+            "<th>resolved rows</th><th>ROC AUC</th><th>versions (rows)</th></tr>",
+        ]
+        for wk in weeks:
+            vs = ", ".join(f"{v} {n}" for v, n in wk["versions"].items())
+            out.append(
+                f"<tr><td>{_f(wk['week'])}</td><td>{_f(wk['n'])}</td><td>{_f(wk.get('auc'))}</td><td>{_f(vs)}</td></tr>"
+            )
+        out.append("</table>")
+    return out
 
 
 def summary_lines(report: Mapping[str, Any] | None) -> list[str]:
@@ -654,7 +878,7 @@ def summary_lines(report: Mapping[str, Any] | None) -> list[str]:
     flags = report["flags"]
     lines = [
         f"served:       {plural(new['volume']['records'], 'prediction')} since the last run, "
-        f"{tot['volume']['records']} in total; live demand ROC AUC {_f(live.get('auc'))} on "
+        f"{tot['volume']['records']} in total; live demand ROC AUC {_f(live.get('auc'))} (version-stratified) on "
         f"{live.get('n', 0)} resolved; " + (f"DRIFT flagged ({len(flags)}):" if flags else "no drift flagged")
     ]
     for f in flags:

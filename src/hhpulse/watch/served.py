@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import os
 import re
 import threading
 import time as _time
@@ -41,6 +43,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from hhpulse.config import TASKS, TEXT_FIELDS
@@ -54,6 +57,7 @@ INSTANCE_KEYS = (*TEXT_FIELDS, "id")
 DEFAULT_MAX_RECORDS = 5000
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # of encoded (uncompressed) JSON lines
 DEFAULT_MAX_SECONDS = 60.0
+BUFFER_BATCHES = 4  # batches an add(write=False) buffer holds while the store writes (or refuses)
 
 _KEY_RE = re.compile(r"^served/(\d{4}-\d{2}-\d{2})/(\d{2})-([0-9a-f]{32})\.jsonl\.gz$")
 _FRACTION_RE = re.compile(r"\.(\d+)")
@@ -152,6 +156,8 @@ def _task_answer(value: Any, where: str) -> dict[str, Any]:
     for c, p in probs.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)):
             raise ServedLogError(f"{where}.probabilities[{c!r}]: must be a number, got {type(p).__name__}")
+        if not math.isfinite(p):  # NaN or infinity would make every later mix and PSI NaN
+            raise ServedLogError(f"{where}.probabilities[{c!r}]: must be a finite number, got {p}")
         out[str(c)] = float(p)
     if cohort not in out:
         raise ServedLogError(f"{where}: cohort {cohort!r} is not among its probabilities {sorted(out)}")
@@ -284,8 +290,10 @@ class ServedLogWriter:
         clock: seconds, monotonic (``time.monotonic`` by default; tests pass their own).
 
     The buffer never holds more than ``max_records`` records and ``max_bytes`` bytes, except
-    that one :meth:`add` of more than that is taken whole and written at once. The writer is
-    thread-safe.
+    that one :meth:`add` of more than that is taken whole and written at once. With
+    ``add(..., write=False)`` (a caller whose timer writes, while :meth:`add` must never wait
+    on the store) it holds up to :data:`BUFFER_BATCHES` batches, and :meth:`flush` writes the
+    oldest batch's worth at a time. The writer is thread-safe.
     """
 
     def __init__(
@@ -305,56 +313,87 @@ class ServedLogWriter:
         self.max_seconds = max_seconds
         self.clock = clock
         self._lines: list[bytes] = []
-        self._first_time: str | None = None
+        self._times: list[str] = []  # each line's record time (a batch's key is its first's)
         self._size = 0
         self._since: float | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the buffer
+        self._flush_lock = threading.RLock()  # one store write at a time; taken before _lock
+        self._inflight = 0  # records of the batch being written
         self.written: list[FlushResult] = []  # every batch this writer wrote, in order
+        # called after every store write it tries: None when it was written, else the error
+        self.on_write: Callable[[StoreError | None], None] | None = None
 
     @property
     def pending(self) -> int:
-        """Records buffered and not yet written."""
-        return len(self._lines)
+        """Records buffered and not yet written (the batch being written included)."""
+        return len(self._lines) + self._inflight
 
     @property
     def pending_bytes(self) -> int:
         return self._size
 
-    def _fits(self, n: int, size: int) -> bool:
-        return len(self._lines) + n <= self.max_records and self._size + size <= self.max_bytes
+    def _fits(self, n: int, size: int, batches: int = 1) -> bool:
+        return (
+            len(self._lines) + n <= batches * self.max_records
+            and self._size + size <= batches * self.max_bytes
+        )
 
-    def add(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    def _append(self, lines: list[bytes], time: str) -> None:
+        if not self._lines:
+            self._since = self.clock()
+        self._lines += lines
+        self._times += [time] * len(lines)
+        self._size += sum(map(len, lines))
+
+    def add(self, records: Sequence[Mapping[str, Any]], *, write: bool = True) -> list[str]:
         """Buffer ``records`` (validated first; a bad one rejects the whole call with
         :class:`ServedLogError`) and write whatever batches are due. Returns the keys written.
 
         Raises :class:`ServedLogFull` when the records do not fit and the store refuses the
         batch that would make room: nothing of this call is kept, nothing earlier is lost.
+
+        ``write=False`` only buffers, never calling the store (an HTTP handler that must not
+        wait on it; a timer writes, see :attr:`full`), up to :data:`BUFFER_BATCHES` batches:
+        records that do not fit then raise :class:`ServedLogFull` at once (into an empty
+        buffer, one call larger than that is taken whole).
         """
         checked = [check_record(r, f"records[{i}]") for i, r in enumerate(records)]
         if not checked:
             return []
         lines = [encode_record(r) for r in checked]
         size = sum(map(len, lines))
+        time = checked[0]["time"]
         written: list[str] = []
-        with self._lock:
+        if not write:
+            with self._lock:
+                if not self._fits(len(lines), size, BUFFER_BATCHES) and self._lines:
+                    raise ServedLogFull(
+                        f"the served log buffer is full ({self.pending} records, {self.pending_bytes} "
+                        "bytes) until the store takes the batches waiting"
+                    )
+                self._append(lines, time)
+            return written
+        with self._flush_lock, self._lock:
             if not self._fits(len(lines), size) and self._lines:
                 written += self._flush_or_full()
             if not self._fits(len(lines), size):  # one call larger than a batch: write it whole
                 try:
-                    written.append(self._write(lines, checked[0]["time"]).key)
+                    written.append(self._write(lines, time).key)
                 except StoreError as exc:
                     raise ServedLogFull(
                         f"{len(lines)} records are more than one batch holds and the store refused "
                         f"them: {exc}"
                     ) from exc
                 return written
-            if not self._lines:
-                self._first_time, self._since = checked[0]["time"], self.clock()
-            self._lines += lines
-            self._size += size
-            if len(self._lines) >= self.max_records or self._size >= self.max_bytes or self._is_due():
+            self._append(lines, time)
+            if self.full or self._is_due():
                 written += self._flush_quietly()
         return written
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer holds a whole batch (``max_records`` or ``max_bytes``)."""
+        return len(self._lines) >= self.max_records or self._size >= self.max_bytes
 
     def _flush_or_full(self) -> list[str]:
         try:
@@ -379,38 +418,160 @@ class ServedLogWriter:
         return self._since is not None and self.clock() - self._since >= self.max_seconds
 
     def flush_due(self) -> str | None:
-        """Write the buffer if its oldest record has waited ``max_seconds``; the key or None."""
-        with self._lock:
-            return self.flush() if self._is_due() else None
+        """Write the buffer's whole batches, and the rest too once its oldest record has waited
+        ``max_seconds``; the last key written, or None."""
+        last = None
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    due = self.full or self._is_due()
+                if not due:
+                    return last
+                key = self.flush()
+                if key is None:
+                    return last
+                last = key
 
     def _write(self, lines: list[bytes], first_time: str) -> FlushResult:
         data = encode_batch(lines)
         key = served_key(first_time)
-        self.store.put_bytes(key, data)  # atomic; a new uuid key, so never an overwrite
+        try:
+            self.store.put_bytes(key, data)  # atomic; a new uuid key, so never an overwrite
+        except StoreError as exc:
+            if self.on_write is not None:
+                self.on_write(exc)
+            raise
         result = FlushResult(key=key, records=len(lines), bytes=len(data))
         self.written.append(result)
+        if self.on_write is not None:
+            self.on_write(None)
         return result
 
+    def _take(self) -> int:
+        """How many lines from the front make the next batch: up to ``max_records`` records
+        and ``max_bytes`` bytes, at least one."""
+        n, size = 0, 0
+        for line in self._lines[: self.max_records]:
+            if n and size + len(line) > self.max_bytes:
+                break
+            n, size = n + 1, size + len(line)
+        return n
+
     def flush(self) -> str | None:
-        """Write the buffered records as one batch; its key, or None when there was nothing.
-        On a store error the records stay buffered and the error propagates."""
-        with self._lock:
-            if not self._lines:
-                return None
-            assert self._first_time is not None
-            result = self._write(self._lines, self._first_time)
-            self._lines, self._size, self._first_time, self._since = [], 0, None, None
+        """Write the oldest batch's worth of buffered records (all of them, unless the buffer
+        holds more than a batch); its key, or None when there was nothing. On a store error
+        the records stay buffered (ahead of any added meanwhile) and the error propagates.
+        While the batch is being written, :meth:`add` goes on buffering."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._lines:
+                    return None
+                n = self._take()
+                lines, times = self._lines[:n], self._times[:n]
+                size, since = sum(map(len, lines)), self._since
+                self._lines, self._times = self._lines[n:], self._times[n:]
+                self._size -= size
+                self._since = since if self._lines else None
+                self._inflight = n
+            try:
+                result = self._write(lines, times[0])
+            except BaseException:
+                with self._lock:  # back in front, in order: nothing is lost
+                    self._lines, self._times = lines + self._lines, times + self._times
+                    self._size += size
+                    self._since = since if self._since is None else min(since or 0.0, self._since)
+                raise
+            finally:
+                self._inflight = 0
             return result.key
 
     def close(self) -> str | None:
-        """Flush what is left (a sink calls this on SIGTERM)."""
-        return self.flush()
+        """Flush what is left (a sink calls this on SIGTERM); the last key written, or None."""
+        key = None
+        with self._flush_lock:
+            while self._lines:
+                key = self.flush()
+        return key
 
     def __enter__(self) -> ServedLogWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.flush()
+        self.close()
+
+    def spill(self, folder: str | os.PathLike[str]) -> SpillResult | None:
+        """Write the buffered records to a local file in ``folder`` instead of the store (the
+        store refuses writes and the process is ending): one batch, named after the store key
+        it will get, written atomically (fsynced, renamed into place). The buffer is emptied.
+        :func:`replay_spilled` writes it to the store later. None when nothing was buffered."""
+        from hhpulse.data.store import atomic_write_bytes
+
+        with self._flush_lock, self._lock:
+            if not self._lines:
+                return None
+            key = served_key(self._times[0])
+            path = Path(folder) / spill_name(key)
+            atomic_write_bytes(path, encode_batch(self._lines))
+            result = SpillResult(path=path, key=key, records=len(self._lines))
+            self._lines, self._times, self._size, self._since = [], [], 0, None
+            return result
+
+
+# -- spill files: a batch kept on local disk until the store takes it --------------------------
+
+SPILL_SUFFIX = ".jsonl.gz"
+
+
+@dataclass(frozen=True)
+class SpillResult:
+    path: Path
+    key: str
+    records: int
+
+
+def spill_name(key: str) -> str:
+    """The spill file's name for the batch key ``served/<date>/<HH>-<uuid>.jsonl.gz``:
+    ``<date>_<HH>-<uuid>.jsonl.gz`` (the key is recovered from it: :func:`spill_key`)."""
+    m = _KEY_RE.match(key)
+    if not m:
+        raise ServedLogError(f"{key!r} is not a served-log batch key")
+    return f"{m.group(1)}_{m.group(2)}-{m.group(3)}{SPILL_SUFFIX}"
+
+
+def spill_key(name: str) -> str | None:
+    """The batch key a spill file will be written to, or None for a file of another name."""
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})_(\d{2})-([0-9a-f]{32})\.jsonl\.gz", name)
+    return f"{SERVED_PREFIX}{m.group(1)}/{m.group(2)}-{m.group(3)}{SUFFIX}" if m else None
+
+
+def spilled(folder: str | os.PathLike[str]) -> list[Path]:
+    """The spill files waiting in ``folder``, oldest batch first."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and spill_key(p.name) is not None)
+
+
+def replay_spilled(store: Store, folder: str | os.PathLike[str]) -> list[FlushResult]:
+    """Write every spill file in ``folder`` to the store, each under the key it was named for
+    (so a replay cut off after the write and before the file's removal writes the same
+    object again, never a second copy), and remove it. A store error propagates; the files
+    not yet written stay for the next try. A file that is not a readable batch is renamed
+    ``*.bad`` and left (never written, never removed)."""
+    done = []
+    for path in spilled(folder):
+        key = spill_key(path.name)
+        assert key is not None
+        data = path.read_bytes()
+        try:
+            count = gzip.decompress(data).count(b"\n")
+        except (OSError, EOFError):
+            path.rename(path.with_name(path.name + ".bad"))
+            continue
+        store.put_bytes(key, data)
+        path.unlink()
+        done.append(FlushResult(key=key, records=count, bytes=len(data)))
+    return done
 
 
 # -- reader ----------------------------------------------------------------------------------
