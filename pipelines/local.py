@@ -693,7 +693,7 @@ def run_local(
     from kfp import local
 
     from hhpulse.data.store import open_store
-    from hhpulse.flows.outcome import complete_outcome
+    from hhpulse.flows.outcome import complete_outcome, run_hex
     from pipelines.hhpulse_pipeline import ClusterOptions, build_pipeline
 
     store = str(Path(store).resolve()) if "://" not in store else store
@@ -769,7 +769,9 @@ def run_local(
         result["log"] = st.uri(record.folder + LOG_NAME)
         raise RunStopped(f"the run was {reason}; its steps were stopped", stopped, result)
     new = sorted(_outcomes(st) - before)
-    mine = [k for k in new if steps.job_id and k.rsplit("/", 2)[-2].endswith(f"-{steps.job_id}")]
+    # the exit handler's folder ends in the run id's eight hex digits (hhpulse.flows.outcome.run_hex)
+    tail = f"-{run_hex(steps.job_id)}" if steps.job_id else None
+    mine = [k for k in new if tail and k.rsplit("/", 2)[-2].endswith(tail)]
     outcome = mine[-1] if mine else None
     if outcome is None:  # no exit handler ran (kfp.local failed before it): the run's own record
         why = failed.error if failed else strip_ansi(str(error)) if error else "no outcome was recorded"

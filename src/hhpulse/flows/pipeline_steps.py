@@ -154,7 +154,8 @@ def report_header(st: Any, dataset: Dataset) -> dict[str, Any]:
         "source": describe_source(meta.get("source")),
         "collected": " .. ".join(dates) or None,
         "window": describe_window(window) if window else "every labelled row of the dataset",
-        "history_version": (window or {}).get("history_version"),
+        # the Delta table's version read (the old layout's generation for a store not yet moved)
+        "history_version": (window or {}).get("version", (window or {}).get("history_version")),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
