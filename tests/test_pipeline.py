@@ -490,7 +490,7 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert "DockerRunner" in log_text and "\x1b" not in log_text
     assert f"log:          {st.uri(outcomes[0].replace('outcome.json', 'pipeline.log'))}" in first.stdout
     assert "trained on:   the open vacancies plus those closed in the 180 days" in first.stdout
-    assert "1 run folded)" in first.stdout and "1 runs" not in first.stdout  # grammar
+    assert "1 run folded;" in first.stdout and "1 runs" not in first.stdout  # grammar
     assert re.search(r"^  data:\s+SYNTHETIC", first.stdout, re.M)  # the README promised the tag
     # kfp.local's workspace of each run goes when the run ends; its log and report are in the store
     assert not [p for p in (tmp_path / "kfp-local").glob("*") if p.is_dir()], list(
