@@ -8,6 +8,7 @@ PYTHON ?= python3## Python that creates the virtualenv
 VENV ?= .venv## Virtualenv folder
 STORE ?= .hhpulse/store## Artifact store of run/serve: a folder or s3://bucket/prefix
 SOURCE ?= demo## Where run collects: demo (hh.ru emulator), file:PATH (API dump), api (hh.ru)
+PORT ?= 8080## HTTP port of serve
 BENCH ?=## Benchmarks that bench runs, options after a name (e.g. BENCH="serving text", BENCH="scale --days 365"); all but scale by default
 IMAGE_REGISTRY ?=## Registry prefix of the images (e.g. ghcr.io/you)
 CONTAINER_TOOL ?= docker## docker or podman (docker is installed and started when absent; root)
@@ -38,10 +39,15 @@ help: ## Show this help
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Setup
+# setuptools says "Editable installation ... be careful with folders ... with the same name as
+# your package" on every editable install of a package-dir layout like this one (src/hhpulse,
+# components/, pipelines/): information, not a problem, that pip shows as a BuildBackendWarning
+QUIET_BUILD := PYTHONWARNINGS='ignore:Editable installation'
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
-	$(BIN)/pip install -q -e '.[cpu,pipeline,serve,dev]'
+	$(QUIET_BUILD) $(BIN)/pip install -q -e '.[cpu,pipeline,serve,dev]'
 	touch $(STAMP)
 
 .PHONY: install
@@ -53,18 +59,24 @@ run: install ## Run the whole pipeline locally with kfp.local (SOURCE=demo|file:
 	$(BIN)/hhpulse run --source '$(SOURCE)' --store '$(STORE)'
 
 .PHONY: serve
-serve: install ## Serve the local champion model on http://127.0.0.1:8080
-	$(BIN)/hhpulse serve --store '$(STORE)' --http-port 8080
+serve: install ## Serve the store's champion on http://127.0.0.1:PORT, logging each prediction to the store
+	$(BIN)/hhpulse serve --store '$(STORE)' --http-port '$(PORT)'
+
+.PHONY: monitor
+monitor: install ## What serve answered against the champion: volume, cohort mix, drift (looks only, changes nothing)
+	$(BIN)/hhpulse monitor --store '$(STORE)'
 
 .PHONY: test
 test: install ## Run the test suite
 	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest $(PYTEST_ARGS)
 
 ##@ Development
+# the version comes from the browser itself: Debian's /usr/bin/chromium wrapper script prints
+# "[: unexpected operator" in containers (its /etc/chromium.d/dev-shm test of findmnt's output)
 .PHONY: browser
 browser: ## Install headless Chromium (Debian/Ubuntu apt, root) for the report's screenshot test
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	@chromium --version
+	@if [ -x /usr/lib/chromium/chromium ]; then /usr/lib/chromium/chromium --version; else chromium --version; fi
 
 .PHONY: lint
 lint: install ## Lint with ruff, and check the import contracts (stages import one way, no cycles)
@@ -76,6 +88,10 @@ lint: install ## Lint with ruff, and check the import contracts (stages import o
 fmt: install ## Format and fix with ruff
 	$(BIN)/ruff format src tests components pipelines benchmarks
 	$(BIN)/ruff check --fix src tests components pipelines benchmarks
+
+.PHONY: newcomer
+newcomer: install ## A new user's session, scripted and checked: run twice, the real dump, serve, 30 requests, monitor (long)
+	$(BIN)/python tests/newcomer.py
 
 .PHONY: bench
 bench: install ## Run the benchmarks, with ratios against in-run baselines (real data from ../shared)
@@ -117,6 +133,11 @@ push: ## Push both images to IMAGE_REGISTRY
 	$(CONTAINER_TOOL) push $(PIPELINE_IMAGE)
 	$(CONTAINER_TOOL) push $(SERVING_IMAGE)
 
+##@ Clean up
 .PHONY: clean
-clean: ## Remove the virtualenv, caches and the local store
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hhpulse build dist src/*.egg-info
+clean: ## Remove the virtualenv, caches, build outputs and kfp.local's workspaces; keeps your stores in .hhpulse
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info .hhpulse/kfp-local $(STORAGE_VENV)
+
+.PHONY: clean-stores
+clean-stores: ## Remove .hhpulse with every local store in it (runs, history, models): your data, gone
+	rm -rf .hhpulse

@@ -24,7 +24,8 @@ def monitor_served(store: str, s3_endpoint: str, metrics: Output[Metrics], repor
     from hhpulse.data.store import open_store
     from hhpulse.watch.monitor import metrics_of, monitor_html, run_monitor
 
-    out = run_monitor(open_store(store, endpoint_url=s3_endpoint or None))
+    # the step advances the watermark: the next run's "since the last run" starts here
+    out = run_monitor(open_store(store, endpoint_url=s3_endpoint or None), save=True)
     for name, value in metrics_of(out).items():
         metrics.log_metric(name, value)
     with open(report.path, "w", encoding="utf-8") as fh:

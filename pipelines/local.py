@@ -678,6 +678,13 @@ def run_local(
     id), ``gate`` (its gate's verdict: version, challenger_wins, champion_version, ...),
     ``published`` (the URI it published, or None), ``report``.
 
+    kfp.local keeps every artifact of every task under its pipeline root. Without
+    ``pipeline_root``, each run gets a workspace of its own (``kfp-local/run-<time>/`` next to
+    the store) that is removed when the run's exit handler recorded its outcome, failed or not,
+    once its log and report are in the run's folder of the store. A run that ended before its
+    exit handler ran, or was stopped by a signal, keeps it for its artifacts. A
+    ``pipeline_root`` given is left as it is.
+
     A signal (SIGTERM, SIGHUP, Ctrl-C) stops the steps, removes the run's temp directory,
     writes the run's outcome (state ``TERMINATED``) and raises :class:`RunStopped`. Before it
     starts, the run records the killed runs of this host as ended (:func:`record_killed_runs`)
@@ -686,13 +693,17 @@ def run_local(
     from kfp import local
 
     from hhpulse.data.store import open_store
-    from hhpulse.flows.outcome import complete_outcome
+    from hhpulse.flows.outcome import complete_outcome, run_hex
     from pipelines.hhpulse_pipeline import ClusterOptions, build_pipeline
 
     store = str(Path(store).resolve()) if "://" not in store else store
-    root = pipeline_root or os.path.join(
+    base = pipeline_root or os.path.join(
         os.path.dirname(store) if "://" not in store else ".hhpulse", "kfp-local"
     )
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    # kfp.local's artifacts go to a workspace of this run's own, removed when it ends (the log
+    # and the report are copied into the store first); a --pipeline-root the user named stays
+    root = pipeline_root or os.path.join(base, f"run-{stamp}")
     os.makedirs(root, exist_ok=True)
     st = open_store(store, endpoint_url=params.get("s3_endpoint") or None)
     clean_stale_tmpdirs()
@@ -709,8 +720,7 @@ def run_local(
         "device": "auto",
     }
     args = {**defaults, **{k: v for k, v in params.items() if v is not None}, "store": store}
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    live = Path(root) / f"run-{stamp}.log"  # while it runs; moved into the run's folder at the end
+    live = Path(base) / f"run-{stamp}.log"  # while it runs; moved into the run's folder at the end
     before = _outcomes(st)
     task_log = TaskLog(live, names=display_names(pipeline), on_step=on_step, echo=echo)
     record = RunRecord(st, live).start()
@@ -759,7 +769,9 @@ def run_local(
         result["log"] = st.uri(record.folder + LOG_NAME)
         raise RunStopped(f"the run was {reason}; its steps were stopped", stopped, result)
     new = sorted(_outcomes(st) - before)
-    mine = [k for k in new if steps.job_id and k.rsplit("/", 2)[-2].endswith(f"-{steps.job_id}")]
+    # the exit handler's folder ends in the run id's eight hex digits (hhpulse.flows.outcome.run_hex)
+    tail = f"-{run_hex(steps.job_id)}" if steps.job_id else None
+    mine = [k for k in new if tail and k.rsplit("/", 2)[-2].endswith(tail)]
     outcome = mine[-1] if mine else None
     if outcome is None:  # no exit handler ran (kfp.local failed before it): the run's own record
         why = failed.error if failed else strip_ansi(str(error)) if error else "no outcome was recorded"
@@ -780,6 +792,8 @@ def run_local(
             st.put_bytes(report_key, report.read_bytes())
             fields["report"] = result["report"] = st.uri(report_key)
         complete_outcome(st, outcome, **fields)
+        if pipeline_root is None:  # the log and the report are in the store now
+            shutil.rmtree(root, ignore_errors=True)
     result["outcome"] = outcome
     if error is not None:
         if failed is not None:

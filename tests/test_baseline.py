@@ -179,7 +179,7 @@ def test_a_baseline_winner_goes_through_the_bundle_calibration_and_explain(basel
     assert (out / "salary" / "calibration.json").is_file()
     card = (out / "model_card.md").read_text()
     assert "baseline salary-baseline (TF-IDF + logistic regression" in card
-    assert "no candidate ranked at least as well on validation, so the baseline is the winner" in card
+    assert "no candidate had a selection score at least as high, so the baseline is the winner" in card
     texts = [
         {"responsibility": r, "name": n, "requirement": q}
         for r, n, q in hist[["responsibility", "name", "requirement"]].head(10).itertuples(index=False)

@@ -251,3 +251,43 @@ def test_collect_into_s3(s3_bucket):
     result = collect(make_source("demo", demo_size=20), store)
     assert store.exists(f"raw/{result.run_id}/meta.json")
     assert len(read_items(store, result.run_id)) == result.items > 0
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if k != "HHPULSE_CONTACT"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "hhpulse.cli", *args], capture_output=True, text=True, timeout=120, env=full
+    )
+
+
+def test_hh_ru_without_a_contact_is_refused_before_anything_starts(tmp_path):
+    """A run against hh.ru started without the contact its HH-User-Agent header needs."""
+    for command in ("collect", "run"):
+        p = _cli(command, "--source", "api", "--store", str(tmp_path / command))
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert "HH-User-Agent" in p.stderr and "--contact" in p.stderr and "HHPULSE_CONTACT" in p.stderr
+        assert "Traceback" not in p.stderr and not (tmp_path / command).exists()
+
+
+def test_a_run_that_collected_nothing_leaves_the_store_as_it_was(tmp_path):
+    """No network: retries, then a clear message, yet the store said `"data": "real"` and kept an
+    empty raw run. Now a failure before the first item writes nothing."""
+    from conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    store = tmp_path / "store"
+    p = _cli("collect", "--source", "api", "--api-url", dead, "--max-retries", "0", "--store", str(store))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert (
+        "nothing was collected" in p.stderr
+        and "store is unchanged" in p.stderr
+        and "Traceback" not in p.stderr
+    )
+    st = LocalStore(store)
+    assert not st.exists("store.json") and list_runs(st) == [] and not st.list("raw/")
+    # the same source that succeeds marks the store (real data) with its run
+    with Emulator(SMALL, day=60) as emu:
+        result = collect(_api(emu), st)
+    assert st.get_json("store.json")["data"] == "real" and list_runs(st) == [result.run_id]

@@ -110,3 +110,15 @@ def test_demo_runs_track_the_market(tmp_path):
     assert set(h.loc[h["closed_at"].isna(), "id"]) == open_day_61
     assert read_history(store).equals(h)
     assert not store.exists("history/vacancies.parquet")  # folded now: state, open and settled files
+
+
+def test_counts_of_runs_read_as_english():
+    """`1 runs folded`, `the 1 raw runs`."""
+    from hhpulse.data.history_store import VerifyResult, describe_window
+
+    one = VerifyResult(ok=True, stored_rows=5, rebuilt_rows=5, runs=1, differences=[])
+    assert "a rebuild from the one raw run (5 vacancies" in one.message()
+    bad = VerifyResult(ok=False, stored_rows=5, rebuilt_rows=4, runs=3, differences=["x"])
+    assert "a rebuild from the 3 raw runs:" in bad.message()
+    assert describe_window({"window_days": None, "runs_folded": 1}) == "all of history (1 run folded)"
+    assert describe_window({"window_days": None, "runs_folded": 2}) == "all of history (2 runs folded)"

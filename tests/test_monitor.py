@@ -266,19 +266,27 @@ def test_run_monitor_windows_state_and_outputs(tmp_path, demo_store):
     ids = hist["id"].astype(str).tolist()
     w.add([rec(ids[i], (0.5, 0.3, 0.2), t=f"2026-03-01T0{i}:00:00Z") for i in range(5)])
     w.flush()
-    first = run_monitor(store, now="2026-03-01T03:00:00Z", settle_seconds=0, bundle=bundle, history=hist)
+    look = run_monitor(store, now="2026-03-01T03:00:00Z", bundle=bundle, history=hist)
+    assert (
+        read_state(store) == {} and not store.list("monitor/") and "key" not in look
+    )  # looking is read-only
+    first = run_monitor(
+        store, now="2026-03-01T03:00:00Z", settle_seconds=0, bundle=bundle, history=hist, save=True
+    )
     assert (first["since"], first["until"]) == (None, "2026-03-01T03:00:00.000Z")
     assert first["total"]["volume"]["records"] == first["since_last_run"]["volume"]["records"] == 3
     state = read_state(store)
     assert state == {"until": "2026-03-01T03:00:00.000Z", "report": first["key"], "runs": 1}
     assert store.get_json(first["key"])["until"] == first["until"]
     assert first["champion"]["rows_from"] == "training ids" and 0 < first["champion"]["rows"] <= len(hist)
-    second = run_monitor(store, now="2026-03-01T10:00:00Z", settle_seconds=3600, bundle=bundle, history=hist)
+    second = run_monitor(
+        store, now="2026-03-01T10:00:00Z", settle_seconds=3600, bundle=bundle, history=hist, save=True
+    )
     assert second["since"] == "2026-03-01T03:00:00.000Z" and second["until"] == "2026-03-01T09:00:00.000Z"
     assert second["since_last_run"]["volume"]["records"] == 2 and second["total"]["volume"]["records"] == 5
     assert latest_report(store)["until"] == second["until"]
     # an older run finishing late never moves the watermark back
-    run_monitor(store, now="2026-03-01T04:00:00Z", settle_seconds=0, bundle=bundle, history=hist)
+    run_monitor(store, now="2026-03-01T04:00:00Z", settle_seconds=0, bundle=bundle, history=hist, save=True)
     assert read_state(store)["until"] == "2026-03-01T09:00:00.000Z" and read_state(store)["runs"] == 2
     m = metrics_of(second)
     assert m["total.records"] == 5 and m["since_last_run.records"] == 2 and "total.input.unseen_share" in m
@@ -306,12 +314,34 @@ def test_cli_monitor_json_and_bad_input(tmp_path, capsys):
     assert main(["monitor", "--store", str(tmp_path), "--now", "yesterday"]) == 2
     assert "not an ISO-8601" in capsys.readouterr().err
     assert main(["monitor", "--store", str(tmp_path), "--cohort-psi", "-1"]) == 2
+    # a plain look changes nothing in the store; --advance (the pipeline step's) saves and moves
     assert main(["monitor", "--store", str(tmp_path), "--now", "2026-03-03T00:00:00Z"]) == 0
     out = capsys.readouterr().out
-    assert (
-        "in total: 8 predictions in 5 requests, 7 with a vacancy id" in out
-        and "report: monitor/reports/" in out
-    )
+    assert "in total: 8 predictions in 5 requests, 7 with a vacancy id" in out
+    assert "looked only: nothing saved" in out and read_state(store) == {} and not store.list("monitor/")
+    assert main(["monitor", "--store", str(tmp_path), "--now", "2026-03-03T00:00:00Z", "--advance"]) == 0
+    out = capsys.readouterr().out
+    assert "report: monitor/reports/" in out and read_state(store)["runs"] == 1
+    # --advance leaves the newest 300 s to the next run (a sink may still hold them)
+    assert read_state(store)["until"] == "2026-03-02T23:55:00.000Z"
+
+
+def test_an_empty_window_says_n_a_and_cohorts_follow_the_labels_order(tmp_path, capsys):
+    """`salary mix served 100k_150k 0.00, ...` on 0 records, in alphabetical order, before."""
+    ref = hand_reference()
+    ref.cohorts = {"salary": ["low", "mid", "high"], "demand": ["high", "medium", "low"]}
+    ref.train_mix["demand"] = {"low": 0.25, "high": 0.5, "medium": 0.25}  # as metrics.json sorts it
+    empty = served_mix([], ref)
+    assert empty["demand"]["served_mean"] == {} and empty["demand"]["psi"] is None
+    assert list(empty["demand"]["train"]) == ["high", "medium", "low"]
+    assert list(served_mix(hand_log(), ref)["demand"]["served_mean"]) == ["high", "medium", "low"]
+    # no champion: the default labels' order, from what the log holds
+    assert list(served_mix(hand_log(), None)["demand"]["served_mean"]) == ["high", "medium", "low"]
+    LocalStore(tmp_path).put_json("x.json", {})  # a store without any served log
+    assert main(["monitor", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 predictions in 0 requests" in out and "no served predictions in the store" in out
+    assert "mix served n/a" in out and "0.00" not in out.split("in total:")[1]
 
 
 def test_live_accuracy_apart_by_the_kind_of_champion():
@@ -353,6 +383,20 @@ def test_live_hook_follows_a_gate_hook_that_has_no_champion_yet(tmp_path):
     summary = hook.summary()
     assert summary["served"] == 0 and summary["champion"] == "the gate hook's"
     assert summary["demand"]["n"] == 0 and LocalStore(tmp_path).list("served/") == []
+
+
+def test_the_reference_auc_is_the_served_one_the_run_summary_gives():
+    """The monitor printed the champion's raw-model AUC (0.359) where the summary said 0.356
+    after calibration: the live AUC scores calibrated probabilities, so its reference is too."""
+    from hhpulse.watch.monitor import held_out_auc
+
+    doc = {"winner": "w", "candidates": {"w": {"metrics": {"test": {"roc_auc_ovo": 0.359}}}}}
+    metrics = {
+        "salary": doc,
+        "demand": doc,
+        "calibration": {"demand": {"test": {"after": {"roc_auc_ovo": 0.356}}}},
+    }
+    assert held_out_auc(metrics) == {"salary": 0.359, "demand": 0.356}
 
 
 def test_served_outcomes_are_a_versions_first_served_rows_that_resolved():

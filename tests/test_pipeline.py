@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agreement import card_contradictions, card_facts, disagreements, report_facts, summary_facts
 from conftest import REPO
 from hhpulse.data.store import LocalStore
 from hhpulse.model.registry import champion
@@ -329,7 +330,9 @@ def test_every_run_gets_its_own_outcome_record(tmp_path):
     c = record_outcome(
         store, "", "SUCCEEDED", job, "exit-handler-1", None, None, run_id="{{$.pipeline_job_uuid}}"
     )
-    assert len({a, b, c}) == 3 and a.endswith("-11/outcome.json") and "{" not in c
+    assert len({a, b, c}) == 3 and a.endswith("-0000000b/outcome.json") and "{" not in c
+    # one run-id style everywhere: <UTC time>-<8 hex>, as raw runs have
+    assert all(re.fullmatch(r"runs/\d{8}T\d{6}Z-[0-9a-f]{8}/outcome.json", k) for k in (a, b, c)), (a, b, c)
     st = LocalStore(store)
     assert st.get_json(b)["succeeded"] is True and st.get_json(c)["run_id"] is None
     doc = complete_outcome(st, a, failed_step="build-dataset", reason="DatasetError: too few rows")
@@ -410,6 +413,10 @@ def _step_lines(stdout):
     return [m.groupdict() for m in map(_STEP_LINE.match, stdout.splitlines()) if m]
 
 
+def outcomes_now(st: LocalStore) -> list[str]:
+    return sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))
+
+
 @pytest.mark.slow
 def test_whole_pipeline_runs_locally_twice(tmp_path):
     cands = tmp_path / "c.json"
@@ -458,7 +465,7 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     steps = _step_lines(first.stdout)
     assert [s["name"] for s in steps][:2] == ["collect vacancies", "validate (data contract)"]
     assert {s["status"] for s in steps} == {"ok"} and steps[-1]["name"] == "record outcome"
-    assert len(first.stdout.splitlines()) < 45, first.stdout  # one line a step, then the summary
+    assert len(first.stdout.splitlines()) < 55, first.stdout  # one line a step, then the summary
     assert "executor_input" not in first.stdout and "Executing task" not in first.stdout
     assert "DockerRunner" not in first.stderr and "Warning" not in first.stderr
     assert "\x1b" not in first.stdout + first.stderr
@@ -483,6 +490,12 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert "DockerRunner" in log_text and "\x1b" not in log_text
     assert f"log:          {st.uri(outcomes[0].replace('outcome.json', 'pipeline.log'))}" in first.stdout
     assert "trained on:   the open vacancies plus those closed in the 180 days" in first.stdout
+    assert "1 run folded;" in first.stdout and "1 runs" not in first.stdout  # grammar
+    assert re.search(r"^  data:\s+SYNTHETIC", first.stdout, re.M)  # the README promised the tag
+    # kfp.local's workspace of each run goes when the run ends; its log and report are in the store
+    assert not [p for p in (tmp_path / "kfp-local").glob("*") if p.is_dir()], list(
+        (tmp_path / "kfp-local").iterdir()
+    )
     card = st.get_bytes(f"models/hhpulse/{v1}/model_card.md").decode()
     assert "- history window: the open vacancies plus those closed in the 180 days" in card
     # the report: in the run's folder and in the published bundle, named in the summary
@@ -491,6 +504,12 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     page = st.get_bytes(report).decode()
     assert page.startswith("<!DOCTYPE html>") and "<h2>Gate</h2>" in page and "<h2>Labels</h2>" in page
     assert st.get_bytes(f"models/hhpulse/{v1}/report.html").decode() == page
+    # the summary, the report and the model card agree on every figure, rule and tag they name
+    facts = {"summary": summary_facts(first.stdout), "report": report_facts(page), "card": card_facts(card)}
+    assert facts["summary"]["figure"] and facts["report"]["rule"] and facts["card"]["rule"], facts
+    assert facts["summary"]["tag"] == facts["report"]["tag"] == facts["card"]["tag"] == "SYNTHETIC"
+    assert disagreements(facts) == [] and card_contradictions(card) == []
+    assert f"model version {v1}" in " ".join(re.sub(r"<[^>]+>", " ", page[: page.index("<h2")]).split())
     # the closing lines' commands work as printed: their program exists
     serve = next(line for line in first.stdout.splitlines() if line.startswith("serve it:"))
     program = re.search(r"\(or: (.+?) serve --store", serve)[1].split(" -m ")[0]
@@ -525,6 +544,15 @@ def test_whole_pipeline_runs_locally_twice(tmp_path):
     assert judged["challenger_wins"] is True and judged["lines"][0].startswith("challenger wins: ")
     assert judged["intervals"]["salary"]["left_out"] > 0  # the rows the champion was fitted on
     assert champion(st).version == key.removeprefix("gates/").removesuffix(".json") != v1
+    # the champion's figures only on rows it never saw, beside the challenger's on the same rows
+    iv = judged["intervals"]["salary"]
+    assert "on the same test set" not in second.stdout
+    assert (
+        f"on the {iv['rows']} test rows champion {v1} never saw: challenger {iv['challenger']:.3f}, "
+        f"champion {iv['champion']:.3f}; the {iv['left_out']} rows it was fitted on left out"
+    ) in second.stdout
+    page2 = st.get_bytes(outcomes_now(st)[-1].replace("outcome.json", "report.html")).decode()
+    assert disagreements({"summary": summary_facts(second.stdout), "report": report_facts(page2)}) == []
     outcomes = sorted(k for k in st.list("runs/") if k.endswith("outcome.json"))
     assert len(outcomes) == 2  # one record per run, none overwritten
     assert all(st.get_json(k)["succeeded"] is True for k in outcomes)
@@ -602,3 +630,78 @@ def test_memory_follows_the_scale_benchmark(compiled):
     for name, ex in spec["deploymentSpec"]["executors"].items():
         res = ex["container"]["resources"]
         assert res["memoryLimit"] >= res["memoryRequest"], name
+
+
+def test_the_summary_shows_the_champion_only_on_rows_it_never_saw_and_says_what_not_to_rely_on(
+    tmp_path, capsys
+):
+    """The second demo run printed `champion ... on the same test set: 0.930` and `0.810 [blocks]`
+    (rows it was fitted on included) next to a gate line on 81 unseen rows; and on the real dump
+    nothing said that demand was at chance, nor that every prediction was `high`."""
+    from types import SimpleNamespace
+
+    from hhpulse.commands.run import _summary
+
+    st = LocalStore(tmp_path)
+    st.put_json("store.json", {"data": "real"})
+    interval = {
+        "metric": "roc_auc_ovo",
+        "rows": 81,
+        "left_out": 244,
+        "challenger": 0.8673,
+        "champion": 0.8583,
+    }
+    st.put_json(
+        "gates/v2.json",
+        {
+            "version": "v2",
+            "champion_version": "v1",
+            "reason": "champion stays: demand cannot be compared",
+            "lines": ["champion stays: demand cannot be compared"],
+            "winners": {"salary": "salary-logreg", "demand": "demand-logreg"},
+            "challenger_test": {"salary": 0.863, "demand": 0.506},
+            "champion_test": {"salary": 0.930, "demand": 0.810},  # on every test row: in-sample
+            "test_rows": {"salary": 325, "demand": 1383},
+            "tasks": {
+                "salary": {"status": "compared", "interval": interval},
+                "demand": {
+                    "status": "blocks",
+                    "reason": "roc_auc_ovo is undefined: one cohort in the test rows",
+                },
+            },
+            "caveats": {
+                "salary": {"reliable": True, "caveats": []},
+                "demand": {
+                    "reliable": False,
+                    "caveats": [
+                        "demand is no better than chance: test ROC AUC (OvO) 0.506 after calibration, where 0.5 is a coin toss",
+                        "'high' is the predicted demand cohort for 1383 of 1383 test rows (100.0%)",
+                    ],
+                },
+            },
+        },
+    )
+    one = SimpleNamespace(version="v1", uri=st.uri("models/hhpulse/v1"))
+    _summary(st, one, one)
+    out = capsys.readouterr().out
+    assert "0.930" not in out and "0.810" not in out and "on the same test set" not in out
+    assert (
+        "salary  challenger v2 (salary-logreg): test ROC AUC (OvO) 0.863 after calibration on 325 test rows"
+        in out
+    )
+    assert (
+        "on the 81 test rows champion v1 never saw: challenger 0.867, champion 0.858; the 244 rows it was fitted on left out"
+        in out
+    )
+    assert (
+        "champion v1: not compared on this test set (roc_auc_ovo is undefined: one cohort in the test rows)"
+        in out
+    )
+    assert (
+        "DO NOT RELY ON DEMAND: demand is no better than chance: test ROC AUC (OvO) 0.506 after calibration"
+        in out
+    )
+    assert (
+        "                'high' is the predicted demand cohort for 1383 of 1383 test rows (100.0%)\n" in out
+    )
+    assert "  data:         real hh.ru data" in out

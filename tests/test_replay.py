@@ -483,3 +483,35 @@ def test_replay_text_output_is_plain_and_its_progress_goes_to_stderr(tmp_path):
     for task in ("salary", "demand"):
         assert (p.stdout + p.stderr).count(f"{task}: winner") == 1
     assert "gate, applied" not in p.stdout
+    # 40 of 84 stderr lines were the same WARNINGs, once a day: each is said once now
+    warnings = [line for line in p.stderr.splitlines() if "WARNING" in line]
+    assert warnings and len(warnings) == len(set(warnings)), p.stderr
+    assert sum("DEMAND PROXY" in line for line in warnings) == 1
+    assert "repeats of the warnings above were left out" in p.stderr
+    assert "prototype" not in p.stdout + p.stderr  # plain words, no history of the project
+    assert p.stdout.rstrip().splitlines()[-1].startswith("In short: after 3 runs")
+
+
+def test_the_replay_ends_with_a_sentence_a_user_can_act_on():
+    """Not a goal's formula (`goal (live < 0.333 x margin ...): NOT met`): a sentence."""
+    from hhpulse.commands.replay import closing_line
+
+    def gate(old, new, fewer, auc_ok):
+        met = bool(fewer) and all(v is not False for v in auc_ok.values())
+        goal = {"fewer_replacements": fewer, "served_auc_no_lower": auc_ok, "met": met}
+        return {
+            "days": 20,
+            "gate": {
+                "replacements": {"margin": old, "bootstrap": 1, "live": new},
+                "gate_rule": "live",
+                "goal": goal,
+            },
+        }
+
+    assert "raise `hhpulse run --margin`" in closing_line(gate(5, 3, False, {"salary": True, "demand": True}))
+    assert "nothing to change" in closing_line(gate(9, 2, True, {"salary": True, "demand": True}))
+    lower = closing_line(gate(9, 2, True, {"salary": True, "demand": False}))
+    assert "lower demand ROC AUC" in lower and "lower `hhpulse run --margin`" in lower
+    assert "replay more days" in closing_line(gate(0, 0, None, {"salary": None, "demand": None}))
+    for line in (closing_line(gate(5, 3, False, {"salary": True, "demand": True})),):
+        assert line.startswith("In short: ") and "x margin" not in line

@@ -20,7 +20,8 @@ RAW_KEYS = re.compile(r"_psi\b|vocabulary_jaccard|new_top_terms|champion_version
 @pytest.fixture(scope="module")
 def page(demo_store, tmp_path_factory) -> str:
     """A report from a real tiny training run on the demo store, with drift and a gate verdict."""
-    from hhpulse.data.history_store import load_history, rates_by_run
+    from hhpulse.data.history_store import load_history, rates_by_run, window_summary
+    from hhpulse.flows.pipeline_steps import report_header
     from hhpulse.flows.workflow import judge, test_predictions, train_on_dataset
     from hhpulse.model.bundle import load_bundle
     from hhpulse.model.dataset import build_dataset, label_lines
@@ -36,17 +37,22 @@ def page(demo_store, tmp_path_factory) -> str:
     current = data_profile({t: td.part("train") for t, td in ds.tasks.items()}, ["python", "sql"])
     drift = drift_report(champ.metadata.get("profile", {}), current)
     drift["champion_version"] = champ.version
+    ds.summary["history_window"] = window_summary(demo_store, 180)  # as the dataset step records it
     html = comparison_html(
         {t: metrics[t] for t in ("salary", "demand")},
         drift,
         demand_proxy=bool(ds.summary.get("demand_proxy")),
         calibration=metrics["calibration"],
         label_lines=label_lines(ds.summary),
+        header=report_header(demo_store, ds),
+        summary=ds.summary,
     )
     verdict = judge(test_predictions(chal, ds), champ, ds).verdict
     doc = {
         "version": chal.version,
         "champion_version": champ.version,
+        "challenger_wins": verdict["challenger_wins"],
+        "reason": verdict["reason"],
         "lines": verdict["lines"],
         "margin": 0.0,
     }
@@ -115,6 +121,12 @@ def test_headless_chromium_renders_every_section_and_every_chart_with_a_size(pag
         assert any(h.startswith(section) for h in probe["headings"]), (section, probe["headings"])
     assert probe["images"] and all(w > 50 and h > 50 for _, w, h in probe["images"]), probe["images"]
     assert not RAW_KEYS.search(probe["text"])
+    # what a reader sees first: the header (version, SYNTHETIC, source) and the verdict, then the sections
+    text = probe["text"]
+    first = text.index(probe["headings"][1])  # the first section after the page's title
+    for seen in ("model version", "v-b", "SYNTHETIC", "data source", "Verdict: "):
+        assert seen in text[:first], (seen, text[:first])
+    assert "rows after calibration" in text  # the reliability bins, with their counts
     # the screenshot itself: a real PNG of the page's size
     shot = tmp_path / "report.png"
     (tmp_path / "report.html").write_text(page, encoding="utf-8")
@@ -174,7 +186,7 @@ def test_the_model_card_says_so_too():
 
 
 def test_the_served_probabilities_decide_not_the_raw_model():
-    from hhpulse.model.report import served_counts
+    from hhpulse.model.evaluate import served_counts
 
     res = {
         "winner": "w",
@@ -182,7 +194,201 @@ def test_the_served_probabilities_decide_not_the_raw_model():
             "w": {"metrics": {"test": {"confusion_matrix": [[5, 5], [5, 5]], "classes": ["a", "b"]}}}
         },
     }
-    assert served_counts("demand", res, None) == {"a": 10, "b": 10}
-    cal = {"demand": {"test": {"after": {"predicted": {"a": 0, "b": 20}}}}}
-    assert served_counts("demand", res, cal) == {"a": 0, "b": 20}
-    assert served_counts("demand", {}, None) == {}
+    assert served_counts(res, None) == {"a": 10, "b": 10}
+    cal = {"test": {"after": {"predicted": {"a": 0, "b": 20}}}}
+    assert served_counts(res, cal) == {"a": 0, "b": 20}
+    assert served_counts({}, None) == {}
+
+
+# -- what the report and the model card say agrees with their numbers ---------------------------
+
+
+def _task(winner_val, base_val, winner_score, base_score, winner_test=0.70, base_test=0.69, **extra):
+    """A task's metrics.json entry: the winner and the TF-IDF + LR baseline, as select_winner writes it."""
+
+    def cand(kind, val, score, test):
+        return {
+            "kind": kind,
+            "info": {"train_seconds": 1.0},
+            "selection_score": score,
+            "metrics": {
+                "val": {"roc_auc_ovo": val},
+                "val_resp": {"roc_auc_ovo": 2 * score - val},
+                "test": {"roc_auc_ovo": test, "confusion_matrix": [], "classes": []},
+            },
+        }
+
+    return {
+        "winner": "salary-logreg",
+        "primary": "roc_auc_ovo",
+        "baseline": "salary-baseline",
+        "selection": {
+            "rule": "both",
+            "score": "mean of the validation roc_auc_ovo with all fields and with responsibility alone",
+        },
+        "candidates": {
+            "salary-logreg": cand("logreg", winner_val, winner_score, winner_test),
+            "salary-baseline": cand("logreg", base_val, base_score, base_test),
+        },
+        **extra,
+    }
+
+
+def test_the_report_and_the_card_name_the_rule_that_decided_and_agree_with_their_numbers():
+    """On the real dump the baseline had the higher validation AUC (0.737 vs 0.733) and the
+    winner the higher selection score: the page said "by validation roc_auc_ovo" and the card
+    "validation 0.737 (winner 0.733) ... the winner ranks at least as well on validation"."""
+    from hhpulse.model.bundle import baseline_line, model_card
+    from hhpulse.model.train import TrainedCandidate
+
+    salary = _task(winner_val=0.733, base_val=0.737, winner_score=0.672, base_score=0.661)
+    page = comparison_html({"salary": salary}, None, demand_proxy=False)
+    rule = "the selection score, the mean of the validation roc_auc_ovo with all fields and with responsibility alone"
+    assert f"winner <code>salary-logreg</code> (by {rule})" in page
+    assert "(by validation roc_auc_ovo)" not in page
+    line = baseline_line(salary)
+    assert (
+        "selection score 0.661 (winner 0.672)" in line and "the winner has the higher selection score" in line
+    )
+    assert "at least as well on validation" not in line
+    models = {
+        t: TrainedCandidate(CandidateConfig(f"{t}-lr", t, "logreg"), ["a", "b"], None)
+        for t in ("salary", "demand")
+    }
+    card = model_card(
+        "v1", models, {"salary": ["a", "b"], "demand": ["a", "b"]}, {"salary": salary}, {"summary": {}}
+    )
+    assert f"chosen by {rule}" in card
+    # every "X (winner Y)" the card writes agrees with the words after it
+    for base, win, words in re.findall(
+        r"selection score ([\d.]+) \(winner ([\d.]+)\)[^;]*;[^;]*; ([^\n]+)", card
+    ):
+        assert ("higher" in words) == (float(win) > float(base)), (base, win, words)
+    # a tie goes to the other candidate, and the words say so; a baseline winner says why
+    tie = baseline_line(_task(0.70, 0.71, 0.66, 0.66))
+    assert "ties the baseline's selection score" in tie
+    base_wins = baseline_line({**_task(0.70, 0.71, 0.65, 0.66), "winner": "salary-baseline"})
+    assert "no candidate had a selection score at least as high" in base_wins
+
+
+def test_figures_name_whether_they_are_calibrated():
+    """The terminal printed 0.694 (after calibration) and the report 0.692 (the raw model) without
+    saying which: every figure now says which it is."""
+    from hhpulse.model.evaluate import served_auc
+
+    salary = _task(0.73, 0.72, 0.68, 0.66, winner_test=0.692)
+    cal = {
+        "salary": {
+            "method": "temperature",
+            "temperature": 1.1,
+            "test": {"before": {"roc_auc_ovo": 0.692}, "after": {"roc_auc_ovo": 0.694}},
+        }
+    }
+    assert served_auc(salary, cal["salary"]) == (0.694, "after calibration")
+    assert served_auc(salary, None) == (0.692, "uncalibrated")
+    page = comparison_html({"salary": salary}, None, demand_proxy=False, calibration=cal)
+    assert "test AUC ovo (uncalibrated)" in page
+    assert "test AUC ovo 0.694 after calibration (0.692 uncalibrated" in page
+
+
+def test_demand_at_chance_is_said_plainly_with_the_one_cohort_share():
+    from hhpulse.model.evaluate import bundle_caveats, task_caveats
+
+    demand = _task(0.51, 0.5, 0.505, 0.5, winner_test=0.507)
+    demand["winner"], demand["candidates"] = "demand-x", {"demand-x": demand["candidates"]["salary-logreg"]}
+    cal = {"test": {"after": {"roc_auc_ovo": 0.506, "predicted": {"high": 1383, "medium": 0, "low": 0}}}}
+    c = task_caveats("demand", demand, cal, {"demand_proxy": True})
+    assert c["reliable"] is False
+    assert (
+        c["caveats"][0]
+        == "demand is no better than chance: test ROC AUC (OvO) 0.506 after calibration, where 0.5 is a coin toss"
+    )
+    assert "'high' is the predicted demand cohort for 1383 of 1383 test rows (100.0%)" in c["caveats"]
+    assert any("age proxy" in x for x in c["caveats"])
+    fine = _task(0.8, 0.7, 0.78, 0.7, winner_test=0.79)
+    assert task_caveats("salary", fine, None, {})["reliable"] is True
+    caveats = bundle_caveats(
+        {"salary": fine, "demand": demand, "calibration": {"demand": cal}, "dataset": {}}
+    )
+    assert caveats["salary"]["reliable"] and not caveats["demand"]["reliable"]
+    page = comparison_html({"demand": demand}, None, demand_proxy=False, calibration={"demand": cal})
+    verdict = re.search(r"<p class='verdict'>.*?</p>", page, re.S)[0]
+    assert "Do not rely on demand: demand is no better than chance" in html_text(verdict)
+
+
+def html_text(fragment: str) -> str:
+    import html as html_lib
+
+    return " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+def test_the_page_opens_with_a_header_and_the_verdict(page):
+    """Before: no model version, source, date, window or SYNTHETIC tag anywhere, and the gate's
+    verdict at the very bottom."""
+    first_h2 = page.index("<h2")
+    top = html_text(page[:first_h2])
+    assert "model version v-b" in top  # with_gate filled it in
+    assert "SYNTHETIC" in top and "data source the demo hh.ru emulator" in top
+    for field in ("data dates", "training window", "history version", "report written"):
+        assert field in top, field
+    assert "Verdict:" in top and "Not judged yet" not in top
+    assert re.search(r"Verdict: (Published|Not published)", top), top
+    assert page.index("class='verdict'") < page.index("<h2")
+    assert "<h2>Gate</h2>" in page  # the details stay at the end
+
+
+def test_before_the_gate_the_page_says_it_is_not_judged_yet():
+    salary = _task(0.73, 0.72, 0.68, 0.66)
+    page = comparison_html({"salary": salary}, None, demand_proxy=False, header={"synthetic": False})
+    top = html_text(page[: page.index("<h2")])
+    assert "Verdict: Not judged yet" in top and "real data" in top and "SYNTHETIC" not in top
+    assert "model version not built yet" in top
+    done = with_gate(
+        page,
+        {
+            "version": "v9",
+            "champion_version": "v8",
+            "challenger_wins": False,
+            "reason": "champion stays: demand cannot be compared",
+            "lines": ["champion stays: demand cannot be compared"],
+        },
+    )
+    top = html_text(done[: done.index("<h2")])
+    assert "model version v9" in top
+    assert (
+        "Verdict: Not published: champion v8 stays and challenger v9 is set aside: champion stays: demand cannot be compared."
+        in top
+    )
+
+
+def test_reliability_diagrams_carry_their_bin_counts():
+    """The demand curve dived to 0 at one bin with no count to explain it."""
+    from hhpulse.model.report import calibration_html
+
+    before = [{"bin": [0.3, 0.4], "count": 500, "confidence": 0.35, "accuracy": 0.4}]
+    after = [
+        {"bin": [0.3, 0.4], "count": 498, "confidence": 0.36, "accuracy": 0.41},
+        {"bin": [0.9, 1.0], "count": 2, "confidence": 0.93, "accuracy": 0.0},
+    ]
+    out = calibration_html(
+        {
+            "demand": {
+                "method": "temperature",
+                "temperature": 1.0,
+                "test": {"before": {"reliability": before}, "after": {"reliability": after}},
+            }
+        }
+    )
+    assert ">2</text>" in out and ">498</text>" in out  # the after dots are labelled with their rows
+    row = re.search(r"<tr><td>0\.9 - 1\.0</td>(.*?)</tr>", out)[1]
+    assert html_text(row).split() == ["0", "-", "-", "2", "0.930", "0.000"]
+    assert "2 rows, confidence 0.93, accuracy 0.00" in out
+
+
+def test_a_share_of_one_cohort_needs_enough_rows_to_mean_something():
+    """`NOTE salary: 'ge_200k' is the predicted cohort for 2 of 2 rows (100.0%)`."""
+    from hhpulse.model.evaluate import DOMINANT_MIN_ROWS, dominant_prediction
+
+    assert dominant_prediction("salary", {"ge_200k": 2}) is None
+    assert dominant_prediction("salary", {"ge_200k": DOMINANT_MIN_ROWS - 1}) is None
+    assert dominant_prediction("salary", {"ge_200k": DOMINANT_MIN_ROWS}) is not None

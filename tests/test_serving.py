@@ -405,3 +405,102 @@ def test_workers_each_get_the_guard_and_the_model(bundle_dir):
     assert "Traceback" not in out, out
     assert '"event": "request"' in out and '"status": 415' in out, out  # each worker logs its requests
     assert "Доставка" in out  # debug logging shows the body
+
+
+def test_one_log_format_with_kserve_and_uvicorn_lines_as_json(server_proc):
+    """The serve log mixed hhpulse's JSON lines with kserve's and uvicorn's plain ones."""
+    proc, url = server_proc
+    requests.get(f"{url}/v1/models/hhpulse", timeout=5)
+    lines = [x for x in server_log(proc).splitlines() if x.strip()]
+    assert lines and all(x.startswith("{") for x in lines), [x for x in lines if not x.startswith("{")][:5]
+    docs = [json.loads(x) for x in lines]
+    loggers = {d["logger"] for d in docs}
+    assert any(n.startswith("kserve") for n in loggers) and any(n.startswith("uvicorn") for n in loggers), (
+        loggers
+    )
+    assert all({"time", "level", "logger"} <= set(d) for d in docs)
+
+
+def test_error_bodies_are_one_json_style(server):
+    """`{"error": "…"}` (hhpulse's guard) against `{"error":"…"}` (kserve's own errors)."""
+    ours = requests.post(f"{server}/v1/models/hhpulse:predict", data=b"{not json", headers=JSON, timeout=5)
+    theirs = requests.post(f"{server}/v1/models/nope:predict", json={"instances": ["x"]}, timeout=5)
+    assert ours.status_code == 400 and theirs.status_code == 404
+    for r in (ours, theirs):
+        assert r.text.startswith('{"error":"'), r.text
+
+
+def test_the_metadata_says_which_task_not_to_rely_on(server, bundle_dir):
+    """An HTTP client saw `{"demand": {"cohort": "high", ... 0.789}}` with no caveat anywhere."""
+    from hhpulse.model.evaluate import bundle_caveats
+
+    expected = bundle_caveats(load_bundle(bundle_dir).metadata["metrics"])
+    for path in ("/v1/models/hhpulse", "/v2/models/hhpulse"):
+        meta = requests.get(f"{server}{path}", timeout=5).json()
+        assert meta["reliability"] == expected, path
+    assert requests.get(f"{server}/v1/models/hhpulse", timeout=5).json()["ready"] is True
+    # the demo store's demand is learned from the age proxy: marked unreliable, with why
+    demand = expected["demand"]
+    assert demand["reliable"] is False and any("age proxy" in c for c in demand["caveats"])
+
+
+def test_serve_with_a_store_logs_its_predictions_for_monitor(bundle_dir, tmp_path):
+    """After ~400 predictions through `make serve STORE=...`, `hhpulse monitor` said `0 predictions`:
+    only KServe's logger and `hhpulse logsink` wrote the log. The local loop now writes it too."""
+    from hhpulse.data.store import LocalStore
+    from hhpulse.model.registry import publish
+    from hhpulse.watch.served import read_served
+
+    store = LocalStore(tmp_path / "store")
+    version = publish(store, bundle_dir).version
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hhpulse.cli",
+                "serve",
+                "--store",
+                str(store.root),
+                "--http-port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc.log_path = str(log)
+        wait_ready(proc, url, timeout=90)
+        for i in range(10):
+            body = {
+                "instances": [
+                    {"responsibility": "Разработка на Python", "id": f"v{i}"},
+                    "Доставка заказов",
+                    "Учёт",
+                ]
+            }
+            assert requests.post(f"{url}/v1/models/hhpulse:predict", json=body, timeout=10).status_code == 200
+        deadline = time.monotonic() + 20  # the served log is written within seconds, while serving
+        while time.monotonic() < deadline and len(list(read_served(store))) < 30:
+            time.sleep(0.5)
+        records = list(read_served(store))
+        assert len(records) == 30 and {r["model_version"] for r in records} == {version}
+        assert sum(r["id"] is not None for r in records) == 10
+        look = subprocess.run(
+            [sys.executable, "-m", "hhpulse.cli", "monitor", "--store", str(store.root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert look.returncode == 0, look.stderr
+        assert "in total: 30 predictions in 10 requests, 10 with a vacancy id" in look.stdout, look.stdout
+        r = requests.post(f"{url}/v1/models/hhpulse:predict", json={"instances": ["последний"]}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        out = stop_server(proc)
+    assert len(list(read_served(store))) == 31, out  # what was buffered is written on the way out
+    assert "logging every prediction to" in out

@@ -49,8 +49,22 @@ def add_source_args(
 
 
 def source_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from hhpulse.data.sources import make_source
+    """The source the arguments name; :class:`~hhpulse.data.sources.SourceError` before anything
+    starts when they cannot work (hh.ru's API without a contact for its HH-User-Agent header)."""
+    import os
 
+    from hhpulse.data.sources import SourceError, make_source
+    from hhpulse.hh.client import CONTACT_ENV
+
+    if (
+        args.source == "api"
+        and args.api_url == DEFAULT_API_URL
+        and not (args.contact or os.environ.get(CONTACT_ENV))
+    ):
+        raise SourceError(
+            "hh.ru asks every client for a contact in its HH-User-Agent header: pass --contact "
+            f"you@example.com or set {CONTACT_ENV}; nothing was started"
+        )
     return make_source(
         args.source,
         api_url=args.api_url,
@@ -86,7 +100,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhpulse.data.collect import collect
+    from hhpulse.data.collect import NothingCollected, collect
     from hhpulse.data.sources import SourceError
     from hhpulse.data.store import StoreError, open_store
 
@@ -97,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except (SourceError, StoreError) as exc:
         print(f"hhpulse collect: {exc}", file=sys.stderr)
         return 2
+    except NothingCollected as exc:
+        print(f"hhpulse collect: {exc}", file=sys.stderr)
+        return 1
     print(f"run {result.run_id}: {result.items} vacancies -> {store.uri(f'raw/{result.run_id}/')}")
     unreadable = result.meta["counts"].get("unreadable")
     if unreadable:

@@ -3,6 +3,8 @@
 Volume, the served cohort mix against the training mix, input drift (length PSI, unknown
 tokens) and live demand accuracy (served predictions whose vacancy has since resolved in the
 history). Flags a drift by the thresholds below; see :mod:`hhpulse.watch.monitor`.
+Looking is read-only: only ``--advance`` (what the pipeline's monitor step does) saves the
+report and moves the "since the last run" watermark.
 Exit status: 0, or 3 with ``--fail-on-drift`` when a drift is flagged; 2 on bad input.
 """
 
@@ -26,16 +28,19 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="the end of the windows as ISO-8601 (e.g. a replay's simulated time) [the clock]",
     )
     p.add_argument(
-        "--settle-seconds",
-        type=float,
-        default=DEFAULT_SETTLE_SECONDS,
-        help="leave the newest seconds to the next run: the sink may not have flushed them [%(default)s]",
+        "--advance",
+        action="store_true",
+        help="save the report and move the 'since the last run' watermark, as the pipeline's monitor "
+        "step does [look only: change nothing]",
     )
     p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="report without saving the report or moving the 'since the last run' watermark",
+        "--settle-seconds",
+        type=float,
+        default=None,
+        help="leave the newest seconds out: the sink may not have flushed them "
+        f"[{DEFAULT_SETTLE_SECONDS} with --advance, else 0]",
     )
+    p.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # the default now
     g = p.add_argument_group("thresholds (a drift is flagged at or above each)")
     for name, value in d.to_dict().items():
         g.add_argument(
@@ -66,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
         now = parse_time(args.now) if args.now else None
         store = open_store(args.store, endpoint_url=args.s3_endpoint or None)
         report = run_monitor(
-            store, now=now, settle_seconds=args.settle_seconds, thresholds=th, save=not args.dry_run
+            store,
+            now=now,
+            settle_seconds=args.settle_seconds,
+            thresholds=th,
+            save=args.advance and not args.dry_run,
         )
     except (ValueError, ServedLogError, StoreError) as exc:
         print(f"hhpulse monitor: {exc}", file=sys.stderr)
@@ -83,10 +92,17 @@ def _f(v: object) -> str:
 
 
 def print_report(report: dict) -> None:  # type: ignore[type-arg]
+    from hhpulse.words import plural
+
     champ = report.get("champion") or {}
     print(
         f"served log up to {report['until']} (the last run's watermark: {report.get('since') or 'none, first run'})"
     )
+    if report["total"]["volume"]["records"] == 0:
+        print(
+            "no served predictions in the store: `hhpulse serve --store` logs them there, and on a "
+            "cluster KServe's logger does, through `hhpulse logsink`"
+        )
     print(
         f"champion: {champ.get('version') or 'none'}; reference: {champ.get('rows', 0)} rows ({champ.get('rows_from', 'none')})"
     )
@@ -98,7 +114,8 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
         r = report[w]
         v = r["volume"]
         print(
-            f"\n{title}: {v['records']} predictions in {v['requests']} requests, {v['with_id']} with a vacancy id"
+            f"\n{title}: {plural(v['records'], 'prediction')} in {plural(v['requests'], 'request')}, "
+            f"{v['with_id']} with a vacancy id"
         )
         if v["records"]:
             top = sorted(v["model_versions"].items(), key=lambda kv: -kv[1])
@@ -129,7 +146,7 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
                 )
             )
     base = (champ.get("test_auc") or {}).get("demand")
-    print(f"\nthe champion's held-out demand test ROC AUC (OvO): {_f(base)}")
+    print(f"\nthe champion's held-out demand test ROC AUC (OvO), after calibration: {_f(base)}")
     if report["flags"]:
         print("DRIFT flagged:")
         for f in report["flags"]:
@@ -137,4 +154,6 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
     else:
         print("no drift flagged")
     if report.get("key"):
-        print(f"report: {report['key']}")
+        print(f"report: {report['key']} (the watermark moved to {report['until']})")
+    else:
+        print("looked only: nothing saved, the watermark stays (--advance saves and moves it)")

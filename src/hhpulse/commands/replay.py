@@ -82,6 +82,24 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Once(logging.Filter):
+    """Passes each warning once, by where it was logged (a line that fires once a simulated day
+    would fill the screen); counts the repeats it holds back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int]] = set()
+        self.repeats = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.pathname, record.lineno)
+        if key in self.seen:
+            self.repeats += 1
+            return False
+        self.seen.add(key)
+        return True
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -95,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         window_days=args.window_days or None,
     )
-    if not (args.show_logs or getattr(args, "verbose", False)):  # progress only; -v for the steps' logs
+    quiet = not (args.show_logs or getattr(args, "verbose", False))  # progress only; -v for the steps' logs
+    if quiet:
         logging.getLogger("hhpulse").setLevel(logging.WARNING)
 
     def say(msg: str) -> None:  # progress goes to stderr: stdout holds the report (or the JSON)
@@ -111,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     hooks: list = [GateHook(margin=args.margin, candidates=gate_cands, progress=say)] if args.gate else []
     if args.live:
         hooks.append(LiveHook(retrain_every=args.live_retrain_every))
+    once = Once() if quiet else None  # a warning that every simulated day repeats is said once
+    for handler in logging.getLogger().handlers if once else ():
+        handler.addFilter(once)
     start = time.perf_counter()
     try:
         if args.store:
@@ -149,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
         for hook in hooks:
             if hasattr(hook, "close"):  # the gate hook deletes its scratch bundles
                 hook.close()
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(once)
     report["seconds"] = round(time.perf_counter() - start, 2)
+    if once is not None and once.repeats:
+        say(f"{once.repeats} repeats of the warnings above were left out (-v shows every one)")
     if args.json:
         print(json.dumps(report, ensure_ascii=False, default=str))
     else:
@@ -227,6 +253,7 @@ def print_report(report: dict) -> None:  # type: ignore[type-arg]
         print_live(live, (report.get("demand") or {}).get("test_auc"))
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.get("seconds_by_step", {}).items())
     print(f"\ntime by step: {steps}")
+    print(f"\n{closing_line(report)}")
 
 
 def _ci(iv: dict | None) -> str:  # type: ignore[type-arg]
@@ -311,3 +338,46 @@ def print_gate(g: dict) -> None:  # type: ignore[type-arg]
     for key, text in (("live_ratio_met", "live_ratio"), ("champions_met", "champions")):
         ok = goal.get(key)
         print(f"  goal ({goal[text]}): {'not judged' if ok is None else 'met' if ok else 'NOT met'}")
+
+
+def closing_line(report: dict) -> str:  # type: ignore[type-arg]
+    """The replay's last line: what it found, in a sentence a user can act on."""
+    runs = report.get("days") or report.get("runs") or 0
+    g = report.get("gate")
+    if g:
+        goal = g["goal"]
+        rule = g.get("gate_rule") or "live"
+        old, new = g["replacements"].get("margin", 0), g["replacements"].get(rule, 0)
+        if goal["fewer_replacements"] is None:
+            return (
+                f"In short: in these {runs} runs the margin rule never replaced the champion, so the gates "
+                "cannot be told apart here; replay more days (--days 45) to compare them."
+            )
+        if goal["met"]:
+            return (
+                f"In short: the gate `hhpulse run` uses ({rule}) replaced the champion {new} times where the "
+                f"margin rule did {old}, and served no lower ROC AUC: it is the better gate here, nothing to change."
+            )
+        lower = [t for t, ok in goal["served_auc_no_lower"].items() if ok is False]
+        if not goal["fewer_replacements"]:
+            return (
+                f"In short: the gate `hhpulse run` uses ({rule}) replaced the champion {new} times and the "
+                f"margin rule {old}: not a third as often on this market; to replace less often, raise "
+                "`hhpulse run --margin`."
+            )
+        return (
+            f"In short: the gate `hhpulse run` uses ({rule}) replaced the champion less often ({new} vs {old} "
+            f"times) but served a lower {' and '.join(lower)} ROC AUC: it kept champions too long here; lower "
+            "`hhpulse run --margin`, or replay more days before trusting it."
+        )
+    demand = report.get("demand") or {}
+    if demand.get("proxy"):
+        return (
+            f"In short: after {runs} runs demand still learns from the age proxy (too few closes seen): "
+            "replay more days (--days) before reading its figures."
+        )
+    sal = _auc((report.get("salary") or {}).get("test_auc"))
+    return (
+        f"In short: after {runs} runs the held-out test ROC AUC is {sal} for salary and "
+        f"{_auc(demand.get('test_auc'))} for demand (0.5 is chance)."
+    )

@@ -40,7 +40,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", default=None, help="candidates YAML [the packaged defaults]")
     add_window_arg(p)
     p.add_argument(
-        "--pipeline-root", default=None, help="where kfp.local keeps artifacts [next to the store]"
+        "--pipeline-root",
+        default=None,
+        help="keep kfp.local's artifacts in this folder [a workspace per run next to the store, "
+        "removed when the run ends]",
     )
     p.add_argument(
         "-v",
@@ -66,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
     except (SourceError, StoreError, ConfigError) as exc:
         print(f"hhpulse run: {exc}", file=sys.stderr)
         return 2
+    import os
+
     from pipelines.local import PipelineFailed, RunStopped, run_local
 
+    from hhpulse.hh.client import CONTACT_ENV
     from hhpulse.model.registry import champion
 
     params = {
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         "source": f"file:{source.path.resolve()}" if isinstance(source, FileSource) else args.source,
         "queries": args.queries or [],
         "area": args.area or "",
-        "contact": args.contact or "hhpulse@example.com",
+        "contact": args.contact or os.environ.get(CONTACT_ENV) or "",  # "": the client's default
         "demo_size": args.demo_size,
         "allow_mixed_data": args.allow_mixed_data,
         "max_bad_fraction": args.max_bad_fraction,
@@ -175,26 +181,42 @@ def _next_steps(store_arg: str, store_uri: str) -> None:
     except OSError:
         make = False
     alt = f"{hh} serve --store {store_uri}"
+    watch = f"{hh} monitor --store {store_uri}"
+    store_var = "" if store_arg == ".hhpulse/store" else f" STORE={store_arg}"
     if make:
-        store_var = "" if store_arg == ".hhpulse/store" else f" STORE={store_arg}"
         print(f"\nserve it:  make serve{store_var}   (or: {alt})")
     else:
         print(f"\nserve it:  {alt}")
     print(
         f'then:      {hh} request --url http://127.0.0.1:8080 --text "Разработка backend-сервисов на Python"'
     )
+    watch = f"make monitor{store_var}   (or: {watch})" if make else watch
+    print(f"watch it:  {watch}")
+    print("           (what serve answered: serve logs every prediction to the store)")
     if hh.endswith("/hhpulse"):
         print(
             f"           (plain `hhpulse` works once the virtualenv is active: . {hh[: -len('hhpulse')]}activate)"
         )
 
 
+DATA_TAGS = {
+    "synthetic": "SYNTHETIC: the demo market (hhpulse's emulator), not hh.ru data",
+    "real": "real hh.ru data",
+    "mixed": "MIXED: SYNTHETIC demo data and real hh.ru data in one store (--allow-mixed-data)",
+}
+
+
 def _summary(store, before, after, window_days: int = 0, own=None) -> None:  # type: ignore[no-untyped-def]
     """The closing summary, of this run only: ``own`` is what its own steps returned
     (``raw_run``, ``gate``, ``published``; see :func:`pipelines.local.run_local`), never the
     store's newest raw run or gate file, which another run may have written meanwhile."""
+    from hhpulse.data.collect import store_data_kind
     from hhpulse.data.history_store import TABLE_KEY, describe_window, load_state, window_summary
+    from hhpulse.words import plural
 
+    kind = store_data_kind(store)
+    if kind:
+        print(f"  data:         {DATA_TAGS.get(kind, kind)}")
     own = own or {}
     last = own.get("raw_run")
     if last:
@@ -204,8 +226,8 @@ def _summary(store, before, after, window_days: int = 0, own=None) -> None:  # t
     if state:
         counts = state["counts"]
         print(
-            f"  history:      {store.uri(TABLE_KEY)} ({counts['vacancies']} vacancies, {counts['open']} open, "
-            f"{len(state['runs'])} runs folded; Delta table version {version})"
+            f"  history:      {store.uri(TABLE_KEY)} ({plural(counts['vacancies'], 'vacancy', 'vacancies')}, "
+            f"{counts['open']} open, {plural(len(state['runs']), 'run')} folded; Delta table version {version})"
         )
         print(f"  trained on:   {describe_window(window_summary(store, window_days or None))}")
     verdict = _own_verdict(store, own.get("gate"))
@@ -250,34 +272,60 @@ def _summary(store, before, after, window_days: int = 0, own=None) -> None:  # t
             print(f"  manifest:     {store.uri(manifest)} (rendered, not applied: no cluster)")
     import contextlib
 
+    from hhpulse.model.evaluate import served_auc
+
     def _auc(x) -> str:  # type: ignore[no-untyped-def]
         return "n/a" if x is None else f"{x:.3f}"
 
     def _figures() -> None:
-        """Each task's test figures, the challenger's as the challenger's and the champion's as the
-        champion's (both on this run's new test set), and where each task's labels came from."""
+        """Each task's test figure, the challenger's (after calibration: the probabilities it
+        serves) on this run's whole test set, and beside it both models on the rows the champion
+        was never fitted on (the gate's figures: the champion's on rows it saw would flatter it);
+        a task not to rely on, said plainly; and where each task's labels came from."""
         if verdict is None:  # no gate ran (e.g. the run failed before it): the champion's own figures
             if after is None:
                 return
             metrics = store.get_json(f"models/hhpulse/{after.version}/metrics.json")
             for task in ("salary", "demand"):
-                win = metrics[task]["winner"]
-                auc = metrics[task]["candidates"][win]["metrics"].get("test", {}).get("roc_auc_ovo")
+                auc, which = served_auc(metrics[task], (metrics.get("calibration") or {}).get(task))
                 print(
-                    f"  {task:<7} champion {after.version} ({win}), at publication: test ROC AUC (OvO) {_auc(auc)}"
+                    f"  {task:<7} champion {after.version} ({metrics[task]['winner']}), at publication: "
+                    f"test ROC AUC (OvO) {_auc(auc)} {which}"
                 )
             return
         champ = verdict.get("champion_version")
         tasks = verdict.get("tasks", {})
+        rows = verdict.get("test_rows") or {}
         for task in ("salary", "demand"):
             win = (verdict.get("winners") or {}).get(task, "?")
-            line = f"  {task:<7} challenger {verdict['version']} ({win}): test ROC AUC (OvO) {_auc(verdict['challenger_test'].get(task))}"
-            if champ:
-                line += f"; champion {champ} on the same test set: {_auc(verdict.get('champion_test', {}).get(task))}"
-                status = tasks.get(task, {}).get("status")
-                if status and status != "compared":
-                    line += f" [{status}]"
-            print(line)
+            n = f" on {plural(rows[task], 'test row')}" if rows.get(task) else ""
+            print(
+                f"  {task:<7} challenger {verdict['version']} ({win}): test ROC AUC (OvO) "
+                f"{_auc(verdict['challenger_test'].get(task))} after calibration{n}"
+            )
+            if not champ:
+                continue
+            tv = tasks.get(task, {})
+            iv = tv.get("interval")
+            if iv:
+                left = (
+                    f"; the {plural(iv['left_out'], 'row')} it was fitted on left out"
+                    if iv.get("left_out")
+                    else ""
+                )
+                print(
+                    f"  {'':<7} on the {plural(iv['rows'], 'test row')} champion {champ} never saw: "
+                    f"challenger {_auc(iv['challenger'])}, champion {_auc(iv['champion'])}{left}"
+                )
+            else:
+                why = tv.get("reason") or tv.get("status") or "not compared"
+                print(f"  {'':<7} champion {champ}: not compared on this test set ({why})")
+        for task, c in (verdict.get("caveats") or {}).items():
+            if not c.get("reliable", True):
+                first, *more = c["caveats"] or ["see the model card"]
+                print(f"  DO NOT RELY ON {task.upper()}: {first}")
+                for line in more:
+                    print(f"  {'':<14}{line}")
         head = "labels:"
         label_lines = verdict.get("label_lines") or {}
         for task in (t for t in ("salary", "demand") if t in label_lines):

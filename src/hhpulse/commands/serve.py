@@ -2,7 +2,9 @@
 
 It takes the same server options as ``python -m hhpulse.serving`` (one definition,
 :mod:`hhpulse.serving.options`), binds loopback unless ``--host`` says otherwise, and removes
-the champion's local copy however it ends: stopped, interrupted or failed.
+the champion's local copy however it ends: stopped, interrupted or failed. With ``--store`` it
+logs every prediction to that store's served log (``hhpulse monitor`` reads it), as KServe's
+logger and ``hhpulse logsink`` do on a cluster; ``--no-served-log`` turns that off.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grpc-port", "--grpc_port", dest="grpc_port", type=int, default=8081, help="gRPC port [%(default)s]"
     )
+    p.add_argument(
+        "--no-served-log",
+        dest="served_log",
+        action="store_false",
+        help="with --store: do not log the predictions to the store's served log "
+        "[logged, as a cluster's KServe logger and `hhpulse logsink` do, for `hhpulse monitor`]",
+    )
     add_server_options(p, host=LOOPBACK)
 
 
@@ -78,13 +87,18 @@ def run(args: argparse.Namespace) -> int:
     with _scratch("hhpulse-champion-") as scratch:
         try:
             model_dir = str(fetch_champion(open_store(args.store), scratch))
+            recorder = None
+            if args.served_log:
+                from hhpulse.serving.served_log import ServedRecorder
+
+                recorder = ServedRecorder(args.store)
         except (RegistryError, StoreError, BundleError) as exc:  # a champion that does not check, too
             print(f"hhpulse serve: {exc}", file=sys.stderr)
             return 2
-        return _serve(args, model_dir, "--store")
+        return _serve(args, model_dir, "--store", recorder)
 
 
-def _serve(args: argparse.Namespace, model_dir: str, model_flag: str) -> int:
+def _serve(args: argparse.Namespace, model_dir: str, model_flag: str, served_log: object = None) -> int:
     from hhpulse.serving.__main__ import serve
 
     return serve(
@@ -101,4 +115,5 @@ def _serve(args: argparse.Namespace, model_dir: str, model_flag: str) -> int:
         prog="hhpulse serve",
         model_flag=model_flag,
         announce=True,
+        served_log=served_log,  # type: ignore[arg-type]
     )

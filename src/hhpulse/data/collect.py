@@ -37,6 +37,11 @@ class MixedDataError(StoreError):
     """A run would put real data into a synthetic store, or the other way round."""
 
 
+class NothingCollected(RuntimeError):
+    """The source failed before it gave a single item: no raw run is written, and the store's
+    data kind is not recorded (a store is marked only by a run that collected something)."""
+
+
 def store_data_kind(store: Store) -> str | None:
     """``synthetic``, ``real`` or ``mixed`` (recorded in ``store.json``); None for an empty store.
 
@@ -134,7 +139,8 @@ def _collect(
 
     A captcha, exhausted retries or any other API error stops the run cleanly: what was
     collected so far is stored, ``meta.stop_reason`` says why, and ``meta.complete`` is
-    false. The caller decides how to exit (the CLI exits non-zero).
+    false. The caller decides how to exit (the CLI exits non-zero). When the error came before
+    any item, :class:`NothingCollected` is raised instead: no empty run, no ``store.json``.
     """
     started = datetime.now(timezone.utc).replace(microsecond=0)
     run_id = new_run_id(started)
@@ -169,6 +175,11 @@ def _collect(
     finally:
         bar.close()
 
+    if stop_reason is not None and not items:
+        raise NothingCollected(
+            f"nothing was collected from {source.kind}, so no run was stored and the store is unchanged: "
+            f"{stop_reason}"
+        )
     coverage = source.coverage()
     stats = source.stats()
     rejected = source.rejected()

@@ -79,6 +79,7 @@ from hhpulse.data.history import (
 from hhpulse.data.runs import list_runs, pruned_runs, quarantined_ids, rebuild_gap, run_order_key
 from hhpulse.data.store import KeyNotFound, LocalStore, Store, StoreError
 from hhpulse.hh.records import RECORD_COLUMNS, VacancyRecord, format_datetime, parse_datetime
+from hhpulse.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -1455,6 +1456,7 @@ def window_summary(
         "closed_since": None if cutoff is None else format_datetime(cutoff.to_pydatetime()),
         "until": runs[-1]["collected_at"] if runs else None,
         "runs_folded": len(runs),
+        "history_version": (state or {}).get("generation"),  # the folded history's version
     }
 
 
@@ -1464,7 +1466,8 @@ def describe_window(window: Mapping[str, Any] | None) -> str:
         return "all of history"
     at = f", table version {window['version']}" if window.get("version") is not None else ""
     if window.get("window_days") is None:
-        return f"all of history ({window.get('runs_folded', '?')} runs folded{at})"
+        n = window.get("runs_folded")
+        return f"all of history ({'?' if n is None else plural(n, 'run')} folded{at})"
     return (
         f"the open vacancies plus those closed in the {window['window_days']} days before "
         f"{window.get('until')} (closed since {window.get('closed_since')}{at})"
@@ -1516,6 +1519,10 @@ def versions(store: Store) -> list[dict[str, Any]]:
 
 
 # -- verify --------------------------------------------------------------------------------------
+def _raw_runs(n: int) -> str:
+    return "the one raw run" if n == 1 else f"the {n} raw runs"
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -1528,11 +1535,11 @@ class VerifyResult:
     def message(self) -> str:
         if self.ok:
             return (
-                f"history verified: the stored history equals a rebuild from the {self.runs} raw runs "
+                f"history verified: the stored history equals a rebuild from {_raw_runs(self.runs)} "
                 f"({self.stored_rows} vacancies, row for row and column for column) in {self.seconds:.0f}s"
             )
         lines = [
-            f"history DIFFERS from a rebuild from the {self.runs} raw runs: stored {self.stored_rows} "
+            f"history DIFFERS from a rebuild from {_raw_runs(self.runs)}: stored {self.stored_rows} "
             f"vacancies, rebuilt {self.rebuilt_rows}; first differences:",
             *(f"  {d}" for d in self.differences),
             f"run `{REBUILD_HINT}` to replace the stored history with the rebuild",

@@ -1,4 +1,4 @@
-"""How a pipeline run ended: ``runs/<UTC time>-<run id>/outcome.json``, one record per run.
+"""How a pipeline run ended: ``runs/<UTC time>-<8 hex>/outcome.json``, one record per run.
 
 The exit handler writes it (:func:`record_outcome`); a runner that knows more than KFP's final
 status (``hhpulse run`` knows the failed step and its error) completes it
@@ -8,8 +8,10 @@ handler does not import the model stack.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import secrets
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +29,25 @@ def _resolved(run_id: str | None) -> str | None:
     return run_id if run_id and not run_id.startswith("{{") else None
 
 
+def run_hex(run_id: str | None) -> str:
+    """Eight hex digits for a run's folder, the style of raw run ids (``...Z-582a7507``): a KFP
+    run's UUID gives its first eight, kfp.local's random decimal id its value in hex, anything
+    else a hash of it; no run id, eight random ones."""
+    ident = _resolved(run_id)
+    if ident is None:
+        return secrets.token_hex(4)
+    if ident.isdigit():
+        return f"{int(ident) % 16**8:08x}"
+    digits = ident.replace("-", "").lower()
+    if len(digits) >= 8 and all(c in "0123456789abcdef" for c in digits):
+        return digits[:8]
+    return hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
 def outcome_folder(run_id: str | None, job: str | None, when: datetime) -> str:
-    """``runs/<UTC time>-<run id>/``: one folder per pipeline run, listed in time order."""
-    ident = _resolved(run_id) or (job or "").rsplit("/", 1)[-1] or "run"
-    ident = "".join(c if c.isalnum() or c in "-_." else "-" for c in ident)
-    return f"runs/{when.strftime('%Y%m%dT%H%M%SZ')}-{ident}/"
+    """``runs/<UTC time>-<8 hex>/`` (:func:`run_hex`): one folder per pipeline run, listed in
+    time order; ``outcome.json`` inside keeps the full run id and job."""
+    return f"runs/{when.strftime('%Y%m%dT%H%M%SZ')}-{run_hex(run_id)}/"
 
 
 def record_outcome(

@@ -22,7 +22,7 @@ from hhpulse.flows.workflow import (
     test_predictions,
 )
 from hhpulse.model.dataset import Dataset, instances, label_lines, label_sources
-from hhpulse.model.evaluate import data_profile, drift_report
+from hhpulse.model.evaluate import bundle_caveats, data_profile, drift_report
 from hhpulse.model.features import TextVectorizer
 from hhpulse.model.gate import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from hhpulse.model.registry import champion, load_champion
@@ -104,6 +104,8 @@ def evaluate_all(
         calibration=calibration,
         label_lines=label_lines(dataset.summary),
         sections=[monitor_html(latest_report(st))],
+        header=report_header(st, dataset),
+        summary=dataset.summary,
     )
     return {
         "results": results,
@@ -112,6 +114,49 @@ def evaluate_all(
         "drift": drift,
         "calibration": calibration,
         "top_terms_md": terms_md,
+    }
+
+
+def describe_source(source: dict[str, Any] | None) -> str:
+    """A raw run's ``meta.json`` source in words, for the report's header."""
+    src = source or {}
+    kind = src.get("kind")
+    if kind == "demo":
+        return f"the demo hh.ru emulator (SYNTHETIC market, day {src.get('day')})"
+    if kind == "file":
+        return f"a dump of hh.ru API search items: {src.get('path')}"
+    if kind == "api":
+        queries = ", ".join(src.get("queries") or []) or "everything"
+        return f"the hh.ru API at {src.get('api_url')} (queries: {queries}; area {src.get('area') or 'any'})"
+    return str(kind or "n/a")
+
+
+def report_header(st: Any, dataset: Dataset) -> dict[str, Any]:
+    """The report's header (see :func:`hhpulse.model.report.header_html`): the newest run's
+    source, SYNTHETIC or real, the data's dates, the window and the history's version."""
+    from datetime import datetime, timezone
+
+    from hhpulse.data.history_store import describe_window
+
+    summary = dataset.summary
+    meta: dict[str, Any] = {}
+    for run in sorted(summary.get("runs") or [], reverse=True):
+        if st.exists(f"raw/{run}/meta.json"):
+            meta = st.get_json(f"raw/{run}/meta.json")
+            break
+    window = summary.get("history_window")
+    dates = [str(x) for x in summary.get("date_range") or [] if x]
+    return {
+        "synthetic": any(
+            st.exists(f"raw/{r}/meta.json") and bool(st.get_json(f"raw/{r}/meta.json").get("synthetic"))
+            for r in summary.get("runs") or []
+        ),
+        "source": describe_source(meta.get("source")),
+        "collected": " .. ".join(dates) or None,
+        "window": describe_window(window) if window else "every labelled row of the dataset",
+        # the Delta table's version read (the old layout's generation for a store not yet moved)
+        "history_version": (window or {}).get("version", (window or {}).get("history_version")),
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -241,6 +286,9 @@ def build_and_gate(
         "winners": {t: r["winner"] for t, r in results.items()},
         "labels": label_sources(dataset.summary),
         "label_lines": label_lines(dataset.summary),
+        "test_rows": {t: int(m.get("n") or 0) for t, m in challenger_metrics.items()},
+        "caveats": bundle_caveats(challenger.metadata.get("metrics") or {}),
+        "synthetic": synthetic,
     }
     if report_html is not None:
         from hhpulse.model.bundle import write_manifest

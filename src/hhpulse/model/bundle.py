@@ -39,11 +39,11 @@ from hhpulse.config import TASKS
 from hhpulse.data.store import default_mode
 from hhpulse.model.calibration import CalibrationError, Calibrator
 from hhpulse.model.dataset import label_lines
-from hhpulse.model.evaluate import dominant_prediction
+from hhpulse.model.evaluate import bundle_caveats, dominant_prediction, served_auc, served_counts
 from hhpulse.model.explain import explain
 from hhpulse.model.features import TermStats, TextVectorizer
 from hhpulse.model.inputs import STRUCTURED_NAMES, to_instance
-from hhpulse.model.report import served_counts
+from hhpulse.model.report import selection_text
 from hhpulse.model.train import TrainedCandidate, load_candidate
 
 FORMAT = "hhpulse-bundle/1"
@@ -291,6 +291,15 @@ def model_card(
         ]
     if card.get("synthetic"):
         lines += ["> Trained on the **SYNTHETIC** demo market (hhpulse's emulator), not on hh.ru data.", ""]
+    else:
+        lines += ["> Trained on **real** hh.ru data.", ""]
+    caveats = bundle_caveats({**metrics, "dataset": summary})
+    for task, c in caveats.items():
+        if not c["reliable"]:
+            lines += [
+                f"> **UNRELIABLE: do not rely on {task}.** " + "; ".join(c["caveats"]) + ".",
+                "",
+            ]
     lines += [
         "## Data",
         f"- runs: {', '.join(card.get('runs', [])) or 'n/a'}",
@@ -313,11 +322,19 @@ def model_card(
         m = metrics.get(task, {})
         win = m.get("winner")
         test = m.get("candidates", {}).get(win, {}).get("metrics", {})
-        lines.append(
-            f"- {task}: **{models[task].config.name}** ({models[task].config.kind}); test macro ROC AUC (OvO) "
-            f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
-            f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone"
+        cal = (metrics.get("calibration") or {}).get(task)
+        auc, which = served_auc(m, cal)
+        served = (
+            f"; {_fmt(auc)} {which} (the probabilities it serves)" if which == "after calibration" else ""
         )
+        lines.append(
+            f"- {task}: **{models[task].config.name}** ({models[task].config.kind}), chosen by "
+            f"{selection_text(m)}; test macro ROC AUC (OvO), uncalibrated: "
+            f"{_fmt(test.get('test', {}).get('roc_auc_ovo'))} with all fields, "
+            f"{_fmt(test.get('test_resp', {}).get('roc_auc_ovo'))} with responsibility alone{served}"
+        )
+        if task in caveats and not caveats[task]["reliable"]:
+            lines.append(f"  - **UNRELIABLE:** {'; '.join(caveats[task]['caveats'])}")
         iv = (metrics.get("test_intervals") or {}).get(task)
         if iv:
             lines.append(
@@ -333,7 +350,7 @@ def model_card(
         if line:
             lines.append(f"  - {line}")
         lines += candidate_table(m)
-        one = dominant_prediction(task, served_counts(task, m, metrics.get("calibration")))
+        one = dominant_prediction(task, served_counts(m, cal))
         if one:
             lines.append(f"  - **One cohort:** {one}")
     for task, c in (metrics.get("calibration") or {}).items():
@@ -441,24 +458,38 @@ def fits_lines(card: Mapping[str, Any]) -> list[str]:
 
 
 def baseline_line(task_metrics: Mapping[str, Any]) -> str | None:
-    """One sentence on the winner against the task's TF-IDF + logistic regression baseline, on
-    validation (where the winner is chosen) and test; None when the run trained no baseline."""
+    """One sentence on the winner against the task's TF-IDF + logistic regression baseline: by
+    the rule that decided (the selection score on validation), then on test; the words follow
+    the numbers beside them. None when the run trained no baseline."""
     base, win = task_metrics.get("baseline"), task_metrics.get("winner")
     cands = task_metrics.get("candidates", {})
     if not base or base not in cands:
         return None
     primary = task_metrics.get("primary", "roc_auc_ovo")
+    has_score = any(c.get("selection_score") is not None for c in cands.values())
+
+    def decided(name: str) -> float | None:
+        c = cands.get(name, {})
+        if has_score:
+            return c.get("selection_score")
+        return (c.get("metrics", {}).get("val") or {}).get(primary)
 
     def get(name: str, part: str) -> str:
         return _fmt(cands.get(name, {}).get("metrics", {}).get(part, {}).get(primary))
 
+    what = "selection score" if has_score else f"validation {primary}"
+    b, w = decided(base), decided(win)
     if win == base:
-        how = "no candidate ranked at least as well on validation, so the baseline is the winner"
-    else:
-        how = "the winner ranks at least as well on validation"
+        how = f"no candidate had a {what} at least as high, so the baseline is the winner"
+    elif b is None or (w is not None and w > b):
+        how = f"the winner has the higher {what}"
+    elif w == b:
+        how = f"the winner ties the baseline's {what}, and a tie goes to the other candidate"
+    else:  # cannot happen with select_winner's rule: say what the numbers say
+        how = f"the winner has the LOWER {what}: it was not chosen by this rule"
     return (
         f"baseline {base} (TF-IDF + logistic regression, no class weights, no field dropout): "
-        f"validation {primary} {get(base, 'val')} (winner {get(win, 'val')}), test {get(base, 'test')} "
+        f"{what} {_fmt(b)} (winner {_fmt(w)}); test {primary}, uncalibrated, {get(base, 'test')} "
         f"(winner {get(win, 'test')}); {how}"
     )
 

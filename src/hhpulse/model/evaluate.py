@@ -1,6 +1,6 @@
 """Metrics for the cohort classifiers, and drift between two data sets.
 
-``classification_metrics`` gives macro ROC AUC one-vs-one (the prototype's metric) and
+``classification_metrics`` gives macro ROC AUC one-vs-one (the primary metric) and
 one-vs-rest, macro-F1, accuracy, log loss, per-class precision and recall, the confusion
 matrix and a reliability (calibration) table. Classes missing from ``y_true`` do not
 crash anything: the AUCs are computed over the classes present, and the report says so.
@@ -199,13 +199,21 @@ def roc_curves(
 
 
 DOMINANT_SHARE = 0.95  # one cohort predicted for this share of the rows or more is said plainly
+DOMINANT_MIN_ROWS = 30  # ... on at least this many rows: on fewer, a share says little
+CHANCE_AUC = 0.55  # a test macro ROC AUC (OvO) below this is called no better than chance (0.5)
 
 
-def dominant_prediction(task: str, predicted: Mapping[str, int], share: float = DOMINANT_SHARE) -> str | None:
+def dominant_prediction(
+    task: str,
+    predicted: Mapping[str, int],
+    share: float = DOMINANT_SHARE,
+    min_rows: int = DOMINANT_MIN_ROWS,
+) -> str | None:
     """A plain sentence when one cohort is the prediction for almost every row (``predicted``:
-    rows per predicted cohort), else None: accuracy then only restates that cohort's share."""
+    rows per predicted cohort), else None: accuracy then only restates that cohort's share.
+    Fewer than ``min_rows`` rows say nothing either way (None)."""
     total = sum(predicted.values())
-    if not total:
+    if total < max(1, min_rows):
         return None
     top, n = max(predicted.items(), key=lambda kv: kv[1])
     if n / total < share:
@@ -215,6 +223,84 @@ def dominant_prediction(task: str, predicted: Mapping[str, int], share: float = 
         f"predictions barely separate the rows, so accuracy only restates the share of {top!r}; "
         "compare rows by their probabilities instead"
     )
+
+
+def served_counts(task_metrics: Mapping[str, Any], calibration: Mapping[str, Any] | None) -> dict[str, int]:
+    """Test rows per predicted cohort, of the probabilities served (after calibration) when
+    known (``calibration``: the task's entry of ``metrics.json``'s ``calibration``), else of
+    the winner's raw model (``task_metrics``: the task's entry of ``metrics.json``)."""
+    after = ((calibration or {}).get("test") or {}).get("after") or {}
+    if after.get("predicted"):
+        return dict(after["predicted"])
+    win = (task_metrics.get("candidates") or {}).get(task_metrics.get("winner")) or {}
+    test = (win.get("metrics") or {}).get("test") or {}
+    return predicted_counts(test.get("confusion_matrix") or [], test.get("classes") or [])
+
+
+def served_auc(
+    task_metrics: Mapping[str, Any], calibration: Mapping[str, Any] | None
+) -> tuple[float | None, str]:
+    """The winner's test ROC AUC (OvO) of the probabilities it serves, and which they are:
+    ``(auc, "after calibration")`` when the task has a calibrator, else ``(auc, "uncalibrated")``.
+    Calibration moves each cohort's scores by its own bias, so the two AUCs differ a little:
+    every place that prints one names which."""
+    after = ((calibration or {}).get("test") or {}).get("after") or {}
+    if after:
+        return _safe(after.get("roc_auc_ovo")), "after calibration"
+    win = (task_metrics.get("candidates") or {}).get(task_metrics.get("winner")) or {}
+    return _safe(((win.get("metrics") or {}).get("test") or {}).get("roc_auc_ovo")), "uncalibrated"
+
+
+def at_chance(auc: float | None) -> bool:
+    """Whether a macro ROC AUC is no better than chance (below :data:`CHANCE_AUC`)."""
+    return auc is not None and auc < CHANCE_AUC
+
+
+def task_caveats(
+    task: str,
+    task_metrics: Mapping[str, Any],
+    calibration: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Whether a task's predictions can be relied on, and why not, in plain sentences: the one
+    judgement that the run summary, the report, the model card and the predictor's metadata
+    all show. ``{"reliable": bool, "caveats": [sentence, ...]}``.
+
+    Unreliable: a served test ROC AUC below :data:`CHANCE_AUC` (no better than chance), or
+    demand learned from the age proxy. One cohort predicted for almost every test row
+    (:func:`dominant_prediction`) is a caveat of its own."""
+    caveats: list[str] = []
+    reliable = True
+    auc, which = served_auc(task_metrics, calibration)
+    if at_chance(auc):
+        reliable = False
+        caveats.append(
+            f"{task} is no better than chance: test ROC AUC (OvO) {auc:.3f} {which}, where 0.5 is a coin toss"
+        )
+    counts = served_counts(task_metrics, calibration)
+    total = sum(counts.values())
+    if dominant_prediction(task, counts) is not None:
+        top, n = max(counts.items(), key=lambda kv: kv[1])
+        caveats.append(
+            f"{top!r} is the predicted {task} cohort for {n} of {total} test rows ({100 * n / total:.1f}%)"
+        )
+    if task == "demand" and (summary or {}).get("demand_proxy"):
+        reliable = False
+        caveats.append(
+            "demand was learned from the age proxy (how long ago a vacancy was published), not from time-to-close"
+        )
+    return {"reliable": reliable, "caveats": caveats}
+
+
+def bundle_caveats(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """:func:`task_caveats` of every task in a bundle's ``metrics.json``."""
+    calibration = metrics.get("calibration") or {}
+    summary = metrics.get("dataset") or {}
+    return {
+        task: task_caveats(task, doc, calibration.get(task), summary)
+        for task, doc in metrics.items()
+        if isinstance(doc, Mapping) and "winner" in doc and "candidates" in doc
+    }
 
 
 def predicted_counts(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> dict[str, int]:

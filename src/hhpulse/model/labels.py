@@ -35,7 +35,7 @@ A demand label is used only once it is **resolved**, i.e. no later observation c
 * ``proxy_age``: when real labels cannot make a measurable task (fewer than
   ``min_closed`` resolved closes, as in a single imported dump, or resolved labels of
   fewer than two cohorts, as in the first days of a schedule, when only vacancies open
-  for 20+ days are resolved) the prototype's proxy is used instead: age at collection
+  for 20+ days are resolved) the age proxy is used instead: age at collection
   (``collected_at`` - ``published_at``). This is flagged loudly
   (``summary["demand_proxy"]`` with ``demand_proxy_reason``, a WARNING log line, and
   the model card), because it measures how long ago a vacancy was (re)published, not
@@ -291,8 +291,8 @@ def demand_labels(history: pd.DataFrame, config: LabelConfig) -> tuple[pd.DataFr
     proxy = proxy[list(out.columns)]
     proxy.attrs["proxy_reason"] = why
     log.warning(
-        "DEMAND PROXY: %s, so demand labels use age at collection (collected_at - published_at), "
-        "the prototype's proxy. It is not time-to-close.",
+        "DEMAND PROXY: %s, so demand labels use the age proxy: age at collection "
+        "(collected_at - published_at), not time-to-close.",
         why,
     )
     return proxy, True

@@ -1,18 +1,22 @@
 """The evaluation report (``report.html``): candidates, calibration, labels, drift and the gate.
 
-The same page is the Kubeflow UI's HTML artifact of the evaluate step, and (with the gate's
-verdict appended by :func:`gate_html`) ``report.html`` in the model bundle and in the run's
-folder. Its charts are inline SVG with axes and tick values, and one colour means one thing on
-the whole page (:data:`COLORS`).
+The page opens with a header (model version, data source, SYNTHETIC or real data, the data's
+dates, the training window, the history's version, when it was written) and the verdict in one
+paragraph: what was published and why, and which task not to rely on. The same page is the
+Kubeflow UI's HTML artifact of the evaluate step (written before the gate: its verdict says so),
+and, completed by :func:`with_gate` (the model version, the verdict, the gate's section),
+``report.html`` in the model bundle and in the run's folder. Its charts are inline SVG with axes
+and tick values, and one colour means one thing on the whole page (:data:`COLORS`).
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hhpulse.model.evaluate import dominant_prediction, predicted_counts
+from hhpulse.model.evaluate import dominant_prediction, served_auc, served_counts, task_caveats
 
 REPORT_NAME = "report.html"  # in the bundle and in the run's folder
 
@@ -40,7 +44,9 @@ DRIFT_NAMES = {
 _TABLE = "<table border='1' cellpadding='4' style='border-collapse:collapse'>"
 _STYLE = (
     "<style>body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
-    ".warn{color:#b00}.swatch{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;"
+    ".warn{color:#b00}.tag{display:inline-block;padding:2px 8px;border-radius:3px;font-weight:bold;"
+    "color:#fff;background:#b00}.tag.real{background:#2a7}.verdict{font-size:15px;border-left:4px solid #444;"
+    "padding:4px 10px}.swatch{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;"
     "vertical-align:middle}td,th{font-size:13px}</style>"
 )
 
@@ -111,8 +117,8 @@ def bars_svg(rows: Sequence[tuple[str, float | None, float | None]], lo: float =
 def reliability_svg(tables: Mapping[str, Sequence[Mapping[str, Any]]], size: int = 300) -> str:
     """A reliability diagram: accuracy against confidence of the top cohort, per bin, one
     polyline per table (``{"before": rows, "after": rows}``, drawn in the page's colours for
-    before and after calibration), dots sized by the bin's rows, the diagonal of perfect
-    calibration, and both axes from 0 to 1 with tick values."""
+    before and after calibration), dots sized by the bin's rows and the "after" dots labelled with
+    them, the diagonal of perfect calibration, and both axes from 0 to 1 with tick values."""
     left, top, bottom, right = 44, 12, 40, 130
     plot = size - top - bottom
     width = left + plot + right
@@ -154,13 +160,45 @@ def reliability_svg(tables: Mapping[str, Sequence[Mapping[str, Any]]], size: int
         for r, (x, y) in zip(rows, pts, strict=True):
             rad = 2 + 6 * (r["count"] / total) ** 0.5
             parts.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{rad:.1f}" fill="{color}" fill-opacity="0.6"/>'
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{rad:.1f}" fill="{color}" fill-opacity="0.6">'
+                f"<title>{html.escape(key)}: {r['count']} rows, confidence {r['confidence']:.2f}, "
+                f"accuracy {r['accuracy']:.2f}</title></circle>"
             )
+            if name == "after":  # the rows behind each point: a point on a handful of rows may swing far
+                parts.append(
+                    f'<text x="{x + rad + 2:.1f}" y="{y - 3:.1f}" font-size="9" fill="{color}">{r["count"]}</text>'
+                )
         parts.append(
             f'<text x="{left + plot + 8}" y="{top + 14 * i + 10}" fill="{color}">{html.escape(key)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def bins_html(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> str:
+    """The reliability diagram's points as a table: each confidence bin's rows, mean confidence
+    and accuracy, before and after calibration (a point on few rows can sit far from the rest)."""
+
+    def by_bin(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[float, float], Mapping[str, Any]]:
+        return {tuple(r["bin"]): r for r in rows if "bin" in r}
+
+    b, a = by_bin(before), by_bin(after)
+    out = [
+        "<p>Bins of the top cohort's confidence: rows, mean confidence and accuracy.</p>",
+        f"{_TABLE}<tr><th>confidence bin</th><th>rows before calibration</th><th>confidence</th>"
+        "<th>accuracy</th><th>rows after calibration</th><th>confidence</th><th>accuracy</th></tr>",
+    ]
+    for lo, hi in sorted(set(b) | set(a)):
+        cells = ""
+        for r in (b.get((lo, hi)), a.get((lo, hi))):
+            cells += (
+                f"<td>{r['count']}</td><td>{_f(r['confidence'])}</td><td>{_f(r['accuracy'])}</td>"
+                if r
+                else "<td>0</td><td>-</td><td>-</td>"
+            )
+        out.append(f"<tr><td>{lo:.1f} - {hi:.1f}</td>{cells}</tr>")
+    out.append("</table>")
+    return "\n".join(out)
 
 
 def calibration_html(calibration: Mapping[str, Mapping[str, Any]], where: str = "test split") -> str:
@@ -182,6 +220,7 @@ def calibration_html(calibration: Mapping[str, Mapping[str, Any]], where: str = 
                 {"before": before.get("reliability") or [], "after": after.get("reliability") or []}
             )
         )
+        out.append(bins_html(before.get("reliability") or [], after.get("reliability") or []))
         out.append(
             f"{_TABLE}<tr><th></th>"
             "<th>top-label ECE</th><th>Brier</th><th>log loss</th><th>mean confidence</th><th>accuracy</th>"
@@ -242,23 +281,101 @@ def labels_html(label_lines: Mapping[str, Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def served_counts(
-    task: str, res: Mapping[str, Any], calibration: Mapping[str, Mapping[str, Any]] | None
-) -> dict[str, int]:
-    """Test rows per predicted cohort, of the probabilities served (after calibration) when
-    known, else of the winner's raw model."""
-    after = (((calibration or {}).get(task) or {}).get("test") or {}).get("after") or {}
-    if after.get("predicted"):
-        return dict(after["predicted"])
-    win = (res.get("candidates") or {}).get(res.get("winner")) or {}
-    test = (win.get("metrics") or {}).get("test") or {}
-    return predicted_counts(test.get("confusion_matrix") or [], test.get("classes") or [])
-
-
 def _missing_figures(res: Mapping[str, Any]) -> list[str]:
     """Why the winner's test figures are n/a, from the metrics' notes."""
     test = res["candidates"][res["winner"]]["metrics"].get("test", {})
     return list(test.get("notes") or [])
+
+
+VERSION_MARK = ("<!--hhpulse:version-->", "<!--/hhpulse:version-->")
+VERDICT_MARK = ("<!--hhpulse:verdict-->", "<!--/hhpulse:verdict-->")
+NOT_BUILT = "not built yet (the gate step builds the challenger's bundle)"
+
+
+def selection_text(res: Mapping[str, Any]) -> str:
+    """The rule that picked a task's winner, as a reader names it: the selection score's rule
+    (``metrics.json``'s ``selection.score``), else (metrics from before the selection score)
+    the validation primary metric with all fields, which is what decided then."""
+    rule = (res.get("selection") or {}).get("score")
+    if rule:
+        return f"the selection score, the {rule}"
+    return f"the validation {res.get('primary', 'roc_auc_ovo')} with all fields"
+
+
+def _marked(mark: tuple[str, str], body: str) -> str:
+    return f"{mark[0]}{body}{mark[1]}"
+
+
+def _replace_marked(page: str, mark: tuple[str, str], body: str) -> str:
+    pattern = re.compile(re.escape(mark[0]) + ".*?" + re.escape(mark[1]), re.S)
+    return pattern.sub(lambda _: _marked(mark, body), page, count=1)
+
+
+def data_tag(synthetic: bool | None) -> str:
+    """The page's SYNTHETIC / real tag (the words the terminal summary uses too)."""
+    if synthetic is None:
+        return ""
+    if synthetic:
+        return "<span class='tag'>SYNTHETIC</span> the demo market (hhpulse's emulator), not hh.ru data"
+    return "<span class='tag real'>real data</span> from hh.ru"
+
+
+def header_html(header: Mapping[str, Any] | None) -> str:
+    """The page's header: what this report is about, in one table. ``header`` keys (each
+    optional): ``synthetic``, ``source``, ``collected`` (the data's dates), ``window``,
+    ``history_version``, ``written_at``; the model version is filled in by :func:`with_gate`."""
+    h = dict(header or {})
+    rows = [
+        ("model version", _marked(VERSION_MARK, html.escape(str(h.get("version") or NOT_BUILT)))),
+        ("data", data_tag(h.get("synthetic")) or "n/a"),
+        ("data source", html.escape(str(h.get("source") or "n/a"))),
+        ("data dates (published .. collected)", html.escape(str(h.get("collected") or "n/a"))),
+        ("training window", html.escape(str(h.get("window") or "n/a"))),
+    ]
+    if h.get("history_version") is not None:
+        rows.append(("history version", html.escape(str(h["history_version"]))))
+    rows.append(("report written", html.escape(str(h.get("written_at") or "n/a"))))
+    body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"{_TABLE}{body}</table>"
+
+
+def caveat_lines(
+    results: Mapping[str, Mapping[str, Any]],
+    calibration: Mapping[str, Mapping[str, Any]] | None,
+    summary: Mapping[str, Any] | None,
+) -> list[str]:
+    """One sentence per unreliable task (:func:`hhpulse.model.evaluate.task_caveats`)."""
+    out = []
+    for task, res in results.items():
+        c = task_caveats(task, res, (calibration or {}).get(task), summary)
+        if not c["reliable"]:
+            out.append(f"Do not rely on {task}: " + "; ".join(c["caveats"]) + ".")
+    return out
+
+
+def verdict_text(verdict: Mapping[str, Any] | None) -> str:
+    """The gate's verdict in one sentence: what is published and why (or why not)."""
+    if not verdict:
+        return (
+            "Not judged yet: this page is the evaluate step's, written before the gate; the gate's "
+            "verdict is in the report.html of the run's folder and of the published bundle."
+        )
+    version = verdict.get("version") or "?"
+    champ = verdict.get("champion_version") or ""
+    reason = str(verdict.get("reason") or "").rstrip(".")
+    if not champ:
+        return f"Published {version}: the first model, with no champion to compare it with."
+    if verdict.get("challenger_wins"):
+        return f"Published {version} in place of champion {champ}: {reason}."
+    return f"Not published: champion {champ} stays and challenger {version} is set aside: {reason}."
+
+
+def verdict_html(verdict: Mapping[str, Any] | None, caveats: Sequence[str]) -> str:
+    """The verdict paragraph at the top of the page: the gate's decision (marked, for
+    :func:`with_gate` to fill in) and the caveats."""
+    text = _marked(VERDICT_MARK, html.escape(verdict_text(verdict)))
+    more = "".join(f" <span class='warn'>{html.escape(c)}</span>" for c in caveats)
+    return f"<p class='verdict'><b>Verdict:</b> {text}{more}</p>"
 
 
 def comparison_html(
@@ -269,16 +386,27 @@ def comparison_html(
     calibration: Mapping[str, Mapping[str, Any]] | None = None,
     label_lines: Mapping[str, Sequence[str]] | None = None,
     sections: Sequence[str] = (),
+    header: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
 ) -> str:
-    """results: task -> {"winner", "primary", "candidates": {name: {"kind", "info", "metrics"}}}.
+    """results: task -> {"winner", "primary", "selection", "candidates": {name: {"kind", "info", "metrics"}}}.
 
-    ``label_lines``: per task, where the labels came from (the model card shows the same lines);
-    with ``demand_proxy`` the page opens with the demand line that says why; ``sections``: more
-    HTML fragments, at the end (e.g. :func:`hhpulse.watch.monitor.monitor_html`)."""
+    ``header``: see :func:`header_html`; ``summary``: the dataset's summary (the demand proxy
+    makes demand unreliable); ``label_lines``: per task, where the labels came from (the model
+    card shows the same lines); with ``demand_proxy`` the page warns with the demand line that
+    says why; ``sections``: more HTML fragments, at the end (e.g.
+    :func:`hhpulse.watch.monitor.monitor_html`)."""
+    summary = dict(summary or {})
+    if demand_proxy:
+        summary.setdefault("demand_proxy", True)
+    tag = " (SYNTHETIC data)" if (header or {}).get("synthetic") else ""
     out = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hhpulse report</title>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>hhpulse report{html.escape(tag)}</title>",
         f"{_STYLE}</head><body>",
-        "<h1>hhpulse: evaluation report</h1>",
+        f"<h1>hhpulse: evaluation report{html.escape(tag)}</h1>",
+        header_html(header),
+        verdict_html(None, caveat_lines(results, calibration, summary)),
         legend_html(),
     ]
     if demand_proxy:
@@ -289,15 +417,16 @@ def comparison_html(
     for task, res in results.items():
         out.append(
             f"<h2>{html.escape(task)}: winner <code>{html.escape(res['winner'])}</code> "
-            f"(by validation {html.escape(res['primary'])})</h2>"
+            f"(by {html.escape(selection_text(res))})</h2>"
         )
-        rule = (res.get("selection") or {}).get("score")
-        if rule:
-            out.append(f"<p>Selection score: {html.escape(rule)}.</p>")
+        out.append(
+            "<p>The winner has the highest selection score on validation; the test columns were not "
+            "used to choose it. Test figures here are the raw (uncalibrated) models'.</p>"
+        )
         out.append(
             f"{_TABLE}<tr><th>candidate</th><th>kind</th>"
             "<th>validation AUC ovo</th><th>validation AUC, responsibility only</th><th>selection score</th>"
-            "<th>test AUC ovo</th><th>test AUC ovr</th><th>test AUC, responsibility only</th>"
+            "<th>test AUC ovo (uncalibrated)</th><th>test AUC ovr</th><th>test AUC, responsibility only</th>"
             "<th>test macro-F1</th><th>test log loss</th><th>train s</th></tr>"
         )
         rows = []
@@ -316,9 +445,17 @@ def comparison_html(
             )
             rows.append((name, val.get("roc_auc_ovo"), test.get("roc_auc_ovo")))
         out.append("</table>")
+        cal = (calibration or {}).get(task)
+        auc, which = served_auc(res, cal)
+        if which == "after calibration":
+            out.append(
+                f"<p>The winner serves calibrated probabilities: test AUC ovo {_f(auc)} after calibration "
+                f"({_f(((res['candidates'][res['winner']]['metrics']).get('test') or {}).get('roc_auc_ovo'))} "
+                "uncalibrated; see the calibration section).</p>"
+            )
         for note in _missing_figures(res):
             out.append(f"<p>Why a test figure is n/a or partial: {html.escape(note)}</p>")
-        one = dominant_prediction(task, served_counts(task, res, calibration))
+        one = dominant_prediction(task, served_counts(res, cal))
         if one:
             out.append(f"<p class='warn'><b>One cohort:</b> {html.escape(one)}</p>")
         out.append(
@@ -337,7 +474,8 @@ def comparison_html(
 
 def gate_html(verdict: Mapping[str, Any]) -> str:
     """The gate's verdict (``gates/<version>.json`` of :func:`hhpulse.flows.pipeline_steps.build_and_gate`)
-    as a section: one line each, and each task's difference with its interval."""
+    as a section: one line each, and each task's difference with its interval. Every figure
+    here is on test rows the champion was never fitted on."""
     lines = verdict.get("lines") or [verdict.get("reason", "")]
     champ = verdict.get("champion_version") or "none"
     boot = verdict.get("bootstrap") or {}
@@ -357,8 +495,11 @@ def gate_html(verdict: Mapping[str, Any]) -> str:
 
 
 def with_gate(report: str, verdict: Mapping[str, Any]) -> str:
-    """The report with the gate's section before the end of the page."""
+    """The report completed by the gate: the model version in the header, the verdict paragraph
+    at the top (its caveats kept), and the gate's section before the end of the page."""
+    out = _replace_marked(report, VERSION_MARK, html.escape(str(verdict.get("version") or NOT_BUILT)))
+    out = _replace_marked(out, VERDICT_MARK, html.escape(verdict_text(verdict)))
     section = gate_html(verdict)
-    if "</body>" in report:
-        return report.replace("</body>", section + "\n</body>", 1)
-    return report + "\n" + section
+    if "</body>" in out:
+        return out.replace("</body>", section + "\n</body>", 1)
+    return out + "\n" + section

@@ -7,6 +7,7 @@ guard in front of kserve's app, and run a :class:`BoundModelServer` on the given
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,8 +21,10 @@ from hhpulse.serving.logs import configure_logging
 from hhpulse.serving.middleware import install_guard
 from hhpulse.serving.model import DEFAULT_MODEL_DIR, VacancyModel
 from hhpulse.serving.options import ALL_INTERFACES, add_server_options, limits_from
+from hhpulse.serving.served_log import ServedRecorder
 
 PROG = "python -m hhpulse.serving"
+log = logging.getLogger("hhpulse.serving")
 
 
 class BoundModelServer(kserve.ModelServer):
@@ -70,15 +73,22 @@ def serve(
     prog: str = "hhpulse serving",
     model_flag: str = "--model_dir",
     announce: bool = False,
+    served_log: ServedRecorder | None = None,
 ) -> int:
     """Serve the bundle in ``model_dir`` until stopped; 1 when it cannot be loaded.
 
     ``model_flag`` names the option that gave ``model_dir`` in the error for a missing one;
-    ``announce`` prints the URL it binds (``hhpulse serve``) once the bundle is verified.
+    ``announce`` logs the URL it binds (``hhpulse serve``) once the bundle is verified;
+    ``served_log`` logs each prediction to a store's served log (written out when the server stops).
     """
     configure_logging(log_level)
     model = VacancyModel(
-        model_name, model_dir, limits=limits, log_level=log_level, input_metrics=input_metrics
+        model_name,
+        model_dir,
+        limits=limits,
+        log_level=log_level,
+        input_metrics=input_metrics,
+        served_log=served_log,
     )
     try:
         model.load()
@@ -96,16 +106,27 @@ def serve(
         enable_grpc=enable_grpc,
         enable_latency_logging=latency_logging,
     )
-    if announce:
+    if announce:  # JSON lines, as every other line of the serve log
         where = f"http://{host}:{http_port}" + (" (all interfaces)" if host == ALL_INTERFACES else "")
-        print(
-            f"serving {model_dir} as {model_name!r} on {where} "
-            f"(POST /v1/models/{model_name}:predict, /v2/models/{model_name}/infer)",
-            flush=True,
+        log.info(
+            "serving %s as %r on %s (POST /v1/models/%s:predict, /v2/models/%s/infer)",
+            model_dir,
+            model_name,
+            where,
+            model_name,
+            model_name,
         )
         if enable_grpc and host != ALL_INTERFACES:
-            print(f"note: gRPC on port {server.grpc_port} listens on all interfaces (kserve binds [::])")
-    server.start([model])
+            log.warning("gRPC on port %s listens on all interfaces (kserve binds [::])", server.grpc_port)
+    if served_log is not None:
+        log.info(
+            "logging every prediction to %s (for `hhpulse monitor`; --no-served-log: off)", served_log.uri
+        )
+    try:
+        server.start([model])
+    finally:
+        if served_log is not None:
+            served_log.close()
     return 0
 
 

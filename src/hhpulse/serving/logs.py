@@ -1,4 +1,5 @@
-"""JSON log lines for the predictor: one object per line, on stdout next to kserve's logs.
+"""JSON log lines for the predictor: one object per line on stdout, kserve's and uvicorn's own
+lines included (one format for the whole serve log).
 
 The access log (logger ``hhpulse.serving.access``) passes its fields in ``extra={"fields":
 {...}}``; they become top-level keys. Other records carry their text as ``message``.
@@ -35,6 +36,10 @@ class JsonFormatter(logging.Formatter):
 # Per-request lines that the JSON access line replaces: uvicorn's access log and the
 # timings kserve prints (its Prometheus histograms keep the timings). Kept at debug.
 DUPLICATES = ("uvicorn.access", "kserve.trace")
+# the other servers' loggers whose lines join the JSON log, and their children that kserve's
+# logging config gives handlers of their own (cleared: they propagate to the JSON handler)
+OTHERS = ("kserve", "uvicorn")
+CHILDREN = {"kserve": ("kserve.trace",), "uvicorn": ("uvicorn.error", "uvicorn.access")}
 
 
 class _Mute(logging.Filter):
@@ -90,3 +95,15 @@ def configure_logging(level: str = "info") -> None:
         handler.hhpulse_json = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
+    # kserve's and uvicorn's own lines in the same JSON: a handler on the "kserve" logger also
+    # stops kserve.ModelServer from installing its plain-text logging config (it configures only
+    # a "kserve" logger without handlers); their children (kserve.trace, uvicorn.error, ...) propagate here
+    json_handler = next(h for h in logger.handlers if getattr(h, "hhpulse_json", False))
+    for name in OTHERS:
+        other = logging.getLogger(name)
+        other.handlers[:] = [json_handler]
+        other.propagate = False
+        other.setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
+        for child in (logging.getLogger(c) for c in CHILDREN.get(name, ())):
+            child.handlers[:] = []
+            child.propagate = True

@@ -47,8 +47,8 @@ JSON_TYPES = ("application/json", "application/cloudevents+json")
 BINARY_TYPES = ("application/octet-stream", "application/json")
 
 
-# GET /v2/models/<name> and /v2/models/<name>/versions/<version>: the model's metadata
-_METADATA = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/?$")
+# GET /v2/models/<name>, /v2/models/<name>/versions/<version> and /v1/models/<name>: the model's metadata
+_METADATA = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/?$|^/v1/models/[^/:]+/?$")
 Describe = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -264,7 +264,9 @@ class GuardMiddleware:
             body = b"".join(chunks)
             if start.get("status") == 200:
                 with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    body = json.dumps(self.describe(json.loads(body)), ensure_ascii=False).encode()  # type: ignore[misc]
+                    body = json.dumps(
+                        self.describe(json.loads(body)), ensure_ascii=False, separators=(",", ":")
+                    ).encode()  # type: ignore[misc]
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
@@ -284,7 +286,9 @@ class GuardMiddleware:
         """Answer ``status`` with ``{"error": message}`` and any extra ``headers``; ``more``
         leaves the response open (the caller ends it with an empty last body)."""
         REJECTED.labels(reason=reason).inc()
-        body = json.dumps({"error": message}).encode()
+        body = json.dumps(
+            {"error": message}, ensure_ascii=False, separators=(",", ":")
+        ).encode()  # as kserve's
         await send(
             {
                 "type": "http.response.start",

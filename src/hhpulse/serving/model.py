@@ -17,6 +17,7 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 
 from hhpulse.config import TASKS
 from hhpulse.model.bundle import BundleError, ModelBundle, load_bundle
+from hhpulse.model.evaluate import bundle_caveats
 from hhpulse.model.features import TermStats
 from hhpulse.model.inputs import INPUT_FIELDS
 from hhpulse.serving.inputs import (
@@ -34,6 +35,7 @@ from hhpulse.serving.inputs import (
 from hhpulse.serving.logs import configure_logging
 from hhpulse.serving.metrics import PREDICTED, REJECTED, observe_inputs, set_model_info
 from hhpulse.serving.middleware import install_guard
+from hhpulse.serving.served_log import ServedRecorder, instance_ids
 
 log = logging.getLogger("hhpulse.serving")
 
@@ -67,6 +69,8 @@ class VacancyModel(kserve.Model):
         log_level: level of the ``hhpulse`` JSON logs in spawned workers (``--workers``).
         explain_top: terms per direction in a ``:explain`` answer.
         input_metrics: observe input lengths and known-term shares (:mod:`hhpulse.serving.metrics`).
+        served_log: where to log each prediction (``hhpulse serve --store``: the store's served
+            log, as KServe's logger and ``hhpulse logsink`` do on a cluster); None logs nothing.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class VacancyModel(kserve.Model):
         log_level: str = "info",
         explain_top: int = 10,
         input_metrics: bool = True,
+        served_log: ServedRecorder | None = None,
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
@@ -87,6 +92,7 @@ class VacancyModel(kserve.Model):
         self.log_level = log_level  # what spawned workers configure (see __setstate__)
         self.explain_top = explain_top
         self.input_metrics = input_metrics
+        self.served_log = served_log
         self.ready = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -149,10 +155,13 @@ class VacancyModel(kserve.Model):
 
     def describe(self, metadata: dict[str, Any]) -> dict[str, Any]:
         """Add what kserve's metadata response model drops: the cohorts of each output
-        tensor (``parameters.cohorts``), whether an input is optional, and the model version.
-        Called by the request guard on ``GET /v2/models/<name>``."""
+        tensor (``parameters.cohorts``), whether an input is optional, the model version, and
+        per task whether it can be relied on (``reliability``: a demand no better than chance
+        or learned from the age proxy says so, with why). Called by the request guard on
+        ``GET /v2/models/<name>`` and ``GET /v1/models/<name>``."""
         if metadata.get("name") != self.name or self.bundle is None:
             return metadata
+        metadata["reliability"] = bundle_caveats(self.bundle.metadata.get("metrics") or {})
         inputs = {i["name"]: i for i in self.input_types()}
         outputs = {o["name"]: o for o in self.output_types()}
         for tensor in metadata.get("inputs") or []:
@@ -191,7 +200,11 @@ class VacancyModel(kserve.Model):
                 raise RequestError(
                     "bad_content_type", "the body must be JSON (Content-Type: application/json)", 415
                 )
-            return {"protocol": "v1", "instances": parse_v1(payload, self.limits, self._fields())}
+            return {
+                "protocol": "v1",
+                "instances": parse_v1(payload, self.limits, self._fields()),
+                "ids": instance_ids(payload) if self.served_log is not None else None,
+            }
         except RequestError as exc:
             raise reject(exc) from None
 
@@ -204,6 +217,9 @@ class VacancyModel(kserve.Model):
         for p in preds:
             for t in TASKS:
                 PREDICTED.labels(task=t, cohort=p[t]["cohort"]).inc()
+        if self.served_log is not None:
+            rid = (headers or {}).get("x-request-id") or payload.get("id")
+            self.served_log.record(payload["instances"], preds, ids=payload.get("ids"), request_id=rid)
         return {**payload, "predictions": preds}
 
     def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:

@@ -141,7 +141,9 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str = "application/json",
         retry_after: int | None = None,
     ) -> None:
-        body = (json.dumps(doc) if isinstance(doc, dict) else doc).encode()
+        # compact, as the predictor's (kserve's) answers: one error-body style for every hhpulse server
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")) if isinstance(doc, dict) else doc
+        body = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

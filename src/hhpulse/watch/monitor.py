@@ -1,8 +1,10 @@
 """Watch the served model: volume, cohort mix, input drift and live demand accuracy.
 
 ``hhpulse monitor`` and the pipeline's ``monitor`` step read the served prediction log
-(:mod:`hhpulse.watch.served`) twice: the records **since the last run** (the monitor keeps its
-watermark in ``monitor/state.json``) and **in total**. For each, against the champion:
+(:mod:`hhpulse.watch.served`) twice: the records **since the last run** (the pipeline's step
+keeps its watermark in ``monitor/state.json``) and **in total**. A look changes nothing; only
+the step (or ``hhpulse monitor --advance``) saves its report and moves the watermark. For
+each window, against the champion (cohorts in the labels' order; n/a for an empty window):
 
 * **volume**: records, requests, records with a vacancy id, model versions, first and last time;
 * **cohort mix**: per task, the served mix (the mean of the served probabilities, and the
@@ -54,6 +56,7 @@ import pandas as pd
 from hhpulse.config import DEFAULT_SETTLE_SECONDS, DEMAND_COHORTS, TASKS, LabelConfig, Thresholds
 from hhpulse.data.store import KeyNotFound, Store
 from hhpulse.watch.served import format_time, parse_time, read_served
+from hhpulse.words import plural
 
 if TYPE_CHECKING:
     from hhpulse.model.bundle import ModelBundle
@@ -117,6 +120,7 @@ class Reference:
     rows: int  # training rows the length/unseen reference was measured on
     rows_from: str  # "training ids", "history (no training ids in the bundle)" or "none"
     vocabulary: set[str] = field(default_factory=set, repr=False)
+    cohorts: dict[str, list[str]] = field(default_factory=dict)  # task -> the labels' cohort order
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -136,13 +140,12 @@ def train_mix(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def held_out_auc(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for t in TASKS:
-        doc = metrics.get(t) or {}
-        win = doc.get("winner")
-        test = ((doc.get("candidates") or {}).get(win) or {}).get("metrics", {}).get("test", {})
-        out[t] = test.get("roc_auc_ovo")
-    return out
+    """Per task, the winner's held-out test ROC AUC (OvO) of the probabilities it serves (after
+    calibration, as the served log's are): the figure the run summary gives."""
+    from hhpulse.model.evaluate import served_auc
+
+    calibration = metrics.get("calibration") or {}
+    return {t: served_auc(metrics.get(t) or {}, calibration.get(t))[0] for t in TASKS}
 
 
 def trained_mask(bundle: ModelBundle, ids: Sequence[Any]) -> np.ndarray | None:
@@ -169,6 +172,7 @@ def reference_of(bundle: ModelBundle, history: pd.DataFrame | None) -> Reference
     metrics = bundle.metadata.get("metrics") or {}
     vocab = bundle.vectorizer.vocabulary("responsibility")
     ref = Reference(bundle.version, train_mix(metrics), held_out_auc(metrics), None, None, 0, "none", vocab)
+    ref.cohorts = {t: list(bundle.cohorts.get(t) or []) for t in TASKS}
     if history is None or history.empty:
         return ref
     mask = trained_mask(bundle, history["id"].astype(str).tolist())
@@ -205,20 +209,32 @@ def volume(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def label_order(task: str, reference: Reference | None, seen: Iterable[str] = ()) -> list[str]:
+    """A task's cohorts in the labels' order (``lt_100k`` .. ``ge_200k``; ``high``, ``medium``,
+    ``low``): the champion's cohorts, else those of the training mix and ``seen`` in the default
+    label configuration's order (any it does not know after them, as met)."""
+    train = (reference.train_mix.get(task) if reference else None) or {}
+    present = list(dict.fromkeys([*train, *seen]))
+    if reference is not None and reference.cohorts.get(task):
+        order = list(reference.cohorts[task])
+        return order + [c for c in present if c not in order]
+    config = LabelConfig()
+    default = list(config.salary_cohorts if task == "salary" else config.demand_cohorts)
+    return [c for c in default if c in present] + [c for c in present if c not in default]
+
+
 def served_mix(records: Sequence[Mapping[str, Any]], reference: Reference | None) -> dict[str, Any]:
-    """Per task: mean served probabilities, predicted-cohort shares, the training mix, their PSI."""
+    """Per task: mean served probabilities, predicted-cohort shares, the training mix, their PSI,
+    each in the labels' cohort order. A window without records has no served mix (empty, n/a)."""
     out: dict[str, Any] = {}
     for t in TASKS:
         train = (reference.train_mix.get(t) if reference else None) or {}
-        cohorts = list(train) or sorted({c for r in records for c in r[t]["probabilities"]})
-        for r in records:
-            cohorts += [c for c in r[t]["probabilities"] if c not in cohorts]
+        cohorts = label_order(t, reference, (c for r in records for c in r[t]["probabilities"]))
         n = len(records)
-        mean = {
-            c: (sum(r[t]["probabilities"].get(c, 0.0) for r in records) / n if n else 0.0) for c in cohorts
-        }
-        predicted = {c: (sum(r[t]["cohort"] == c for r in records) / n if n else 0.0) for c in cohorts}
+        mean = {c: sum(r[t]["probabilities"].get(c, 0.0) for r in records) / n for c in cohorts} if n else {}
+        predicted = {c: sum(r[t]["cohort"] == c for r in records) / n for c in cohorts} if n else {}
         value = psi([train.get(c, 0.0) for c in cohorts], [mean[c] for c in cohorts]) if train and n else None
+        train = {c: train[c] for c in cohorts if c in train}
         out[t] = {"served_mean": mean, "served_predicted": predicted, "train": train, "psi": value}
     return out
 
@@ -631,20 +647,26 @@ def run_monitor(
     store: Store,
     *,
     now: datetime | str | None = None,
-    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    settle_seconds: float | None = None,
     thresholds: Thresholds | None = None,
     label_config: LabelConfig | None = None,
     bundle: ModelBundle | None = None,
     history: pd.DataFrame | None = None,
-    save: bool = True,
+    save: bool = False,
 ) -> dict[str, Any]:
-    """Monitor the served log since the last run and in total; save the report and the watermark.
+    """Monitor the served log since the last run and in total. Looking changes nothing; with
+    ``save`` (the pipeline's monitor step, ``hhpulse monitor --advance``) the report goes to
+    ``monitor/reports/`` and the watermark moves to the windows' end.
 
-    The windows end at ``now - settle_seconds`` (``now`` defaults to the clock), so a batch the
-    sink has not flushed yet is counted by the next run rather than missed. ``bundle`` defaults
-    to the champion, ``history`` to the store's.
+    The windows end at ``now - settle_seconds`` (``now`` defaults to the clock). ``settle_seconds``
+    defaults to :data:`~hhpulse.config.DEFAULT_SETTLE_SECONDS` with ``save``, so that the
+    watermark never passes a batch the sink has not flushed yet (the next run counts it rather
+    than missing it), and to 0 without (a look sees everything written). ``bundle`` defaults to
+    the champion, ``history`` to the store's.
     """
     th = thresholds or Thresholds()
+    if settle_seconds is None:
+        settle_seconds = DEFAULT_SETTLE_SECONDS if save else 0.0
     end = parse_time(now or datetime.now(timezone.utc)) - timedelta(seconds=settle_seconds)
     until = format_time(end)
     state = read_state(store)
@@ -736,7 +758,7 @@ def _f(v: Any, nd: int = 3) -> str:
 
 
 def _mix_text(m: Mapping[str, float]) -> str:
-    return ", ".join(f"{c} {v:.2f}" for c, v in m.items()) or "none"
+    return ", ".join(f"{c} {v:.2f}" for c, v in m.items()) or "n/a"
 
 
 def monitor_html(report: Mapping[str, Any] | None) -> str:
@@ -801,7 +823,9 @@ def monitor_html(report: Mapping[str, Any] | None) -> str:
     )
     out.append("</table>")
     test_auc = (champ.get("test_auc") or {}).get("demand")
-    out.append(f"<p>The champion's held-out demand test ROC AUC (OvO): {_f(test_auc)}.</p>")
+    out.append(
+        f"<p>The champion's held-out demand test ROC AUC (OvO), after calibration: {_f(test_auc)}.</p>"
+    )
     out += live_tables_html(report["total"].get("live_demand"))
     return "\n".join(out)
 
@@ -853,9 +877,9 @@ def summary_lines(report: Mapping[str, Any] | None) -> list[str]:
     live = tot.get("live_demand") or {}
     flags = report["flags"]
     lines = [
-        f"served:       {new['volume']['records']} predictions since the last run, {tot['volume']['records']} in total;"
-        f" live demand ROC AUC {_f(live.get('auc'))} (version-stratified) on {live.get('n', 0)} resolved; "
-        + (f"DRIFT flagged ({len(flags)}):" if flags else "no drift flagged")
+        f"served:       {plural(new['volume']['records'], 'prediction')} since the last run, "
+        f"{tot['volume']['records']} in total; live demand ROC AUC {_f(live.get('auc'))} (version-stratified) on "
+        f"{live.get('n', 0)} resolved; " + (f"DRIFT flagged ({len(flags)}):" if flags else "no drift flagged")
     ]
     for f in flags:
         lines.append(f"  DRIFT {f['name']} ({f['window']}): {f['value']} >= {f['threshold']}: {f['detail']}")
