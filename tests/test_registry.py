@@ -190,7 +190,9 @@ def test_new_versions_do_not_collide_within_one_second():
 
     now = datetime(2026, 12, 7, 11, 41, 3, tzinfo=timezone.utc)
     names = {new_version(now) for _ in range(2000)}
-    assert len(names) == 2000
+    # 2000 draws of 24 random bits: about 0.12 pairs collide on average (a taken name is refused
+    # by the registry, tested below); ten or more would mean the suffix is not random
+    assert len(names) > 1990
     assert all(re.fullmatch(r"v20261207-114103-[0-9a-f]{6}", n) for n in names)
     assert sorted([new_version(now.replace(second=2)), new_version(now)])[0].startswith("v20261207-114102")
 
