@@ -84,6 +84,19 @@ class _FieldTfidf:
 TermStats = dict[str, list[tuple[int, int]]]
 
 
+def read_meta(path: Path, fmt: str) -> dict[str, Any]:
+    """A saved input's JSON metadata, of format ``fmt``: anything else is a VectorizerError
+    naming the file."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VectorizerError(f"{path}: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise VectorizerError(f"{path}: unknown format {found!r}, expected {fmt}")
+    return meta
+
+
 class TextVectorizer:
     """TF-IDF over :func:`hhpulse.model.text.analyze` tokens, one block per field in ``config.fields``."""
 
@@ -217,14 +230,7 @@ class TextVectorizer:
     def load(cls, folder: str | Path) -> TextVectorizer:
         """Read ``vectorizer.json`` and ``idf.npz`` (``allow_pickle=False``) and check they agree."""
         folder = Path(folder)
-        try:
-            meta = json.loads((folder / "vectorizer.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise VectorizerError(f"{folder}/vectorizer.json: {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise VectorizerError(
-                f"{folder}/vectorizer.json: unknown format {meta.get('format')!r}, expected {FORMAT}"
-            )
+        meta = read_meta(folder / "vectorizer.json", FORMAT)
         if meta.get("tokenizer") != TOKENIZER_VERSION:
             raise VectorizerError(
                 f"{folder}/vectorizer.json: fitted with tokenizer {meta.get('tokenizer')!r}, this code "
@@ -661,14 +667,7 @@ class DenseInput:
     def load(cls, folder: str | Path) -> DenseInput:
         """Read ``dense.json`` and ``dense.npz`` (``allow_pickle=False``) and check they agree."""
         folder = Path(folder)
-        try:
-            meta = json.loads((folder / "dense.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise VectorizerError(f"{folder}/dense.json: {exc}") from exc
-        if meta.get("format") != DENSE_FORMAT:
-            raise VectorizerError(
-                f"{folder}/dense.json: unknown format {meta.get('format')!r}, expected {DENSE_FORMAT}"
-            )
+        meta = read_meta(folder / "dense.json", DENSE_FORMAT)
         try:
             layout = {str(f): (int(a), int(e)) for f, a, e in meta["layout"]}
             dense = cls(meta["task"], meta["classes"], layout, meta["n_features"], meta["scores"])

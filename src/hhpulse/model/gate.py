@@ -301,22 +301,39 @@ def paired_evidence(
         if not keep.any():
             out[task] = f"all {len(mine.ids)} test rows were in the champion's fit"
             continue
-        labels = [lab for lab, k in zip(mine.labels, keep, strict=True) if k]
-        try:
-            out[task] = paired_bootstrap(
-                labels,
-                mine.proba[keep],
-                theirs.proba[keep],
-                mine.classes,
-                metric,
-                resamples=resamples,
-                confidence=confidence,
-                seed=seed,
-                left_out=int((~keep).sum()),
-            )
-        except GateEvidenceError as exc:
-            out[task] = str(exc)
+        out[task] = _paired_or_why(
+            mine.labels, keep, mine.proba, theirs.proba, mine.classes, metric, resamples, confidence, seed
+        )
     return out
+
+
+def _paired_or_why(
+    labels: Sequence[str],
+    keep: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    classes: Sequence[str],
+    metric: str,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> PairedInterval | str:
+    """The paired bootstrap of ``a`` against ``b`` on the kept rows (the left-out ones counted),
+    or why it cannot be taken."""
+    try:
+        return paired_bootstrap(
+            [lab for lab, k in zip(labels, keep, strict=True) if k],
+            a[keep],
+            b[keep],
+            classes,
+            metric,
+            resamples=resamples,
+            confidence=confidence,
+            seed=seed,
+            left_out=int((~keep).sum()),
+        )
+    except GateEvidenceError as exc:
+        return str(exc)
 
 
 # -- live evidence: the outcomes of what the champion actually served -------------------------
@@ -370,19 +387,15 @@ def live_evidence(
                 f"(fewer than {min_rows})"
             )
             continue
-        labels = [lab for lab, k in zip(served.labels, keep, strict=True) if k]
-        try:
-            out[task] = paired_bootstrap(
-                labels,
-                np.asarray(mine)[keep],
-                served.proba[keep],
-                served.classes,
-                metric,
-                resamples=resamples,
-                confidence=confidence,
-                seed=seed,
-                left_out=int((~keep).sum()),
-            )
-        except GateEvidenceError as exc:
-            out[task] = str(exc)
+        out[task] = _paired_or_why(
+            served.labels,
+            keep,
+            np.asarray(mine),
+            served.proba,
+            served.classes,
+            metric,
+            resamples,
+            confidence,
+            seed,
+        )
     return out
