@@ -682,7 +682,7 @@ def test_the_summary_shows_the_champion_only_on_rows_it_never_saw_and_says_what_
         },
     )
     one = SimpleNamespace(version="v1", uri=st.uri("models/hhpulse/v1"))
-    _summary(st, one, one)
+    _summary(st, one, one, own={"gate": {"version": "v2"}})  # this run gated v2
     out = capsys.readouterr().out
     assert "0.930" not in out and "0.810" not in out and "on the same test set" not in out
     assert (
