@@ -213,17 +213,17 @@ def _explain_batch(bundle: Any, rows: list[dict[str, Any]], top: int) -> list[di
             up = up[np.argsort(-vals[up], kind="stable")][:top]
             down = down[np.argsort(vals[down], kind="stable")][:top]
             rest = total - float(vals[up].sum()) - float(vals[down].sum())
-            out[i][task] = {
-                "cohort": cohorts[c],
-                "probability": round(float(proba[i, c]), 6),
-                "logit": round(float(logits[i, c]), 6),
-                "logits": {k: round(float(v), 6) for k, v in zip(cohorts, logits[i], strict=True)},
-                "bias": round(float(bias[i, c]), 6),
-                "toward": _terms(present[up], vals[up], names, row),
-                "away": _terms(present[down], vals[down], names, row),
-                "rest": round(rest, 6),
-                "method": method,
-            }
+            out[i][task] = _record(
+                cohorts,
+                c,
+                proba[i],
+                logits[i],
+                bias[i],
+                _terms(present[up], vals[up], names, row),
+                _terms(present[down], vals[down], names, row),
+                rest,
+                method,
+            )
     for o in out:
         o["model_version"] = bundle.version
     return out
@@ -266,17 +266,43 @@ def _explain_dense(
             ]
             for sel in (up, down)
         ]
-        out[i][task] = {
-            "cohort": cohorts[c],
-            "probability": round(float(proba[i, c]), 6),
-            "logit": round(float(logits[i, c]), 6),
-            "logits": {k: round(float(v), 6) for k, v in zip(cohorts, logits[i], strict=True)},
-            "bias": round(float(bias[i, c]), 6),
-            "toward": listed[0],
-            "away": listed[1],
-            "rest": round(rest, 6),
-            "method": "XGBoost TreeSHAP (pred_contribs) per input of its dense input",
-        }
+        out[i][task] = _record(
+            cohorts,
+            c,
+            proba[i],
+            logits[i],
+            bias[i],
+            listed[0],
+            listed[1],
+            rest,
+            "XGBoost TreeSHAP (pred_contribs) per input of its dense input",
+        )
+
+
+def _record(
+    cohorts: Sequence[str],
+    c: int,
+    proba: np.ndarray,
+    logits: np.ndarray,
+    bias: np.ndarray,
+    toward: list[Any],
+    away: list[Any],
+    rest: float,
+    method: str,
+) -> dict[str, Any]:
+    """One row's explanation for one task, toward cohort ``c`` (``proba``, ``logits``, ``bias``:
+    the row's, one value per cohort)."""
+    return {
+        "cohort": cohorts[c],
+        "probability": round(float(proba[c]), 6),
+        "logit": round(float(logits[c]), 6),
+        "logits": {k: round(float(v), 6) for k, v in zip(cohorts, logits, strict=True)},
+        "bias": round(float(bias[c]), 6),
+        "toward": toward,
+        "away": away,
+        "rest": round(rest, 6),
+        "method": method,
+    }
 
 
 def top_terms_by_cohort(
