@@ -764,13 +764,20 @@ def _fit_linear(
     clf = LogisticRegression(C=C, max_iter=200, tol=1e-3, class_weight="balanced", random_state=seed)
     with one_blas_thread():
         clf.fit(M[keep], y[keep])
+    spread_fit(clf, coef, intercept)
+    return coef, intercept
+
+
+def spread_fit(clf: Any, coef: np.ndarray, intercept: np.ndarray) -> None:
+    """Write a fitted scikit-learn logistic regression's coefficients into ``coef``/``intercept``
+    (one row per cohort, integer labels), in place: a binary fit's one row goes to its second
+    class and the first gets logit 0; rows of cohorts it never saw stay as they were."""
     if len(clf.classes_) == 2:
         coef[clf.classes_[1]], intercept[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
         intercept[clf.classes_[0]] = 0.0
     else:
         for row, c in enumerate(clf.classes_):
             coef[c], intercept[c] = clf.coef_[row], clf.intercept_[row]
-    return coef, intercept
 
 
 def _scores(model: tuple[np.ndarray, np.ndarray], M: sp.csr_matrix) -> np.ndarray:

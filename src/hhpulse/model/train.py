@@ -42,7 +42,7 @@ from hhpulse.config import CandidateConfig, FeatureConfig, baseline_candidate
 from hhpulse.data.store import atomic_write_bytes
 from hhpulse.model.dataset import Dataset, instance_frame, time_order
 from hhpulse.model.evaluate import classification_metrics, score
-from hhpulse.model.features import DEFAULT_SCORES, DenseInput, TextVectorizer, one_blas_thread
+from hhpulse.model.features import DEFAULT_SCORES, DenseInput, TextVectorizer, one_blas_thread, spread_fit
 from hhpulse.model.inputs import STRUCTURED_NAMES
 
 log = logging.getLogger(__name__)
@@ -592,12 +592,7 @@ def fit_candidate(
             clf.fit(X_train, ytr)
         coef = np.zeros((len(classes), X_train.shape[1]))
         intercept = np.full(len(classes), -30.0)  # classes never seen in training get ~0 probability
-        if len(clf.classes_) == 2:
-            coef[clf.classes_[1]], intercept[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
-            intercept[clf.classes_[0]] = 0.0
-        else:
-            for row, c in enumerate(clf.classes_):
-                coef[c], intercept[c] = clf.coef_[row], clf.intercept_[row]
+        spread_fit(clf, coef, intercept)
         model = {"coef": coef, "intercept": intercept}
         info.update(device="cpu")
     info["train_seconds"] = round(time.perf_counter() - start, 3)
