@@ -49,6 +49,14 @@ def set_model_info(model: str, version: str) -> None:
 # the labelled children, looked up once per field (``labels()`` takes a lock and builds a key)
 _CHARS: dict[str, Histogram] = {}
 _SHARES: dict[str, Histogram] = {}
+_PREDICTED: dict[tuple[str, str], Counter] = {}
+
+
+def count_predicted(task: str, cohort: str) -> None:
+    """One more prediction of ``cohort`` for ``task`` (:data:`PREDICTED`)."""
+    key = (task, cohort)
+    child = _PREDICTED.get(key) or _PREDICTED.setdefault(key, PREDICTED.labels(task=task, cohort=cohort))
+    child.inc()
 
 
 def observe_inputs(instances: Sequence[Instance], fields: Sequence[str], stats: TermStats) -> None:

@@ -33,7 +33,7 @@ from hhpulse.serving.inputs import (
     v1_predictions,
 )
 from hhpulse.serving.logs import configure_logging
-from hhpulse.serving.metrics import PREDICTED, REJECTED, observe_inputs, set_model_info
+from hhpulse.serving.metrics import REJECTED, count_predicted, observe_inputs, set_model_info
 from hhpulse.serving.middleware import install_guard
 from hhpulse.serving.served_log import ServedRecorder, instance_ids
 
@@ -216,7 +216,7 @@ class VacancyModel(kserve.Model):
             observe_inputs(payload["instances"], self._fields(), stats)
         for p in preds:
             for t in TASKS:
-                PREDICTED.labels(task=t, cohort=p[t]["cohort"]).inc()
+                count_predicted(t, p[t]["cohort"])
         if self.served_log is not None:
             rid = (headers or {}).get("x-request-id") or payload.get("id")
             self.served_log.record(payload["instances"], preds, ids=payload.get("ids"), request_id=rid)
