@@ -16,6 +16,7 @@ from hhpulse.flows.workflow import evaluate_bundle, train_from_history
 from hhpulse.model.bundle import load_bundle
 from hhpulse.model.calibration import Calibrator
 from hhpulse.model.dataset import TaskData, build_dataset
+from hhpulse.model.evaluate import classification_metrics
 from hhpulse.model.refit import PRIOR_RULES, published_calibrator, refit_rounds, window_ids, with_prior
 from hhpulse.model.train import fit_candidate, select_winner, selection_score
 
@@ -212,6 +213,23 @@ def test_the_metrics_keep_the_held_out_figures(trained):
     assert measured["salary"]["roc_auc_ovo"] == pytest.approx(
         held["salary"]["candidates"][win]["metrics"]["test"]["roc_auc_ovo"], abs=0.02
     )
+
+
+def test_the_held_out_fit_predicts_the_published_calibrator_s_validation_slice(trained):
+    """The validation rows are predicted by the held-out fit (the fit on train, with its own
+    vectorizer) instead of a second fit on the same rows; the test rows by a fit on train + val."""
+    from hhpulse.model.calibration import summary
+
+    report, ds = trained
+    pub, held = load_bundle(report.bundle_dir), load_bundle(report.heldout_dir)
+    for task in ("salary", "demand"):
+        rep = pub.metadata["metrics"]["published_calibration"][task]
+        assert "val (" in rep["fitted_on"] and "by the held-out fit" in rep["fitted_on"]
+        assert "by a fit on every older row" in rep["fitted_on"].split("test (", 1)[1]
+        va = ds.tasks[task].part("val")
+        raw = held.predict_proba(va.to_dict("records"), calibrated=False)[task]
+        before = summary(classification_metrics(va["label"].tolist(), raw, held.cohorts[task]))
+        assert rep["slices"]["val"]["before"] == before
 
 
 def test_no_refit_writes_the_held_out_fit(demo_store, tmp_path):

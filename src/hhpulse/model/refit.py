@@ -14,8 +14,9 @@ validation + test, and that **published fit** is the bundle that is published an
   since no rows are left to early-stop on;
 * the calibrator is fitted to what the published model will see, new rows just after its
   training window: on **time-ordered out-of-fold predictions** (the validation rows
-  predicted by a fit on train, the test rows by a fit on train + validation), never on the
-  published fit's own training rows, which it is over-confident about;
+  predicted by the held-out fit, which is the fit on train, the test rows by a fit on
+  train + validation), never on the published fit's own training rows, which it is
+  over-confident about;
 * its prior (the cohort mix it assumes) is chosen by a **backtest on earlier slices**
   (:data:`PRIOR_RULES`): the slices' own mix moves (on the shared dump, ``ge_200k`` is
   0.21 of train, 0.40 of validation and 0.28 of test), so the mix of the calibration rows
@@ -207,24 +208,32 @@ def published_calibrator(
     *,
     rounds: int | None,
     device: str = "auto",
+    held: tuple[TrainedCandidate, TextVectorizer] | None = None,
 ) -> tuple[Calibrator, dict[str, Any]]:
     """The published fit's calibrator and the measurement that chose its prior (see the module).
 
     Out-of-fold, time-ordered: the validation rows are predicted by ``config`` fitted on the
-    training rows, the test rows by ``config`` fitted on training + validation rows.
+    training rows, the test rows by ``config`` fitted on training + validation rows. ``held``
+    (the held-out fit of ``config`` on the training rows, and its vectorizer) predicts the
+    validation rows instead of a second fit on the same rows: the same model, trained again.
     """
     classes = list(td.classes)
     tr, va, te = td.part("train"), td.part("val"), td.part("test")
     slices: list[tuple[str, pd.DataFrame, np.ndarray]] = []
+    by: dict[str, str] = {}
     for name, before, rows in (("val", tr, va), ("test", pd.concat([tr, va]), te)):
         if rows.empty or before["label"].nunique() < 2:
             continue
-        model = fit_rows(config, vec, before, classes, fcfg, rounds=rounds, device=device)
-        X = vec.transform(rows[FIELDS].to_dict("records"))
+        records = rows[FIELDS].to_dict("records")
+        if name == "val" and held is not None and held[0].config.name == config.name:
+            model, X, by[name] = held[0], held[1].transform(records), "the held-out fit (on every older row)"
+        else:
+            model = fit_rows(config, vec, before, classes, fcfg, rounds=rounds, device=device)
+            X, by[name] = vec.transform(records), "a fit on every older row"
         slices.append((name, rows, model.predict_proba(X, instance_frame(rows))))
     report: dict[str, Any] = {
         "fitted_on": "time-ordered out-of-fold predictions: "
-        + ", ".join(f"{n} ({len(r)} rows) by a fit on every older row" for n, r, _ in slices),
+        + ", ".join(f"{n} ({len(r)} rows) by {by[n]}" for n, r, _ in slices),
         "rules": dict(PRIOR_RULES),
     }
     if not slices:
@@ -377,7 +386,7 @@ def refit_bundle(
         )
         models[task].info["fit"] = "published (train+val+test)"
         calibrators[task], cal_report[task] = published_calibrator(
-            win.config, vec, td, fcfg, rounds=rounds, device=device
+            win.config, vec, td, fcfg, rounds=rounds, device=device, held=(win, held.vectorizer)
         )
         fits[task] = fits_document(td, win, models[task])
         log.info(
