@@ -328,3 +328,40 @@ def test_features_keep_rows_and_layout_across_save_and_load(trained, tmp_path):
     for part in ("train", "val", "test"):
         pd.testing.assert_frame_equal(back.rows[part], fs.rows[part], check_dtype=False)
     assert sp.issparse(back.X["train"])
+
+
+def test_featurized_rows_carry_their_lengths_in_tokens_and_the_dense_input_reads_them(trained):
+    """featurize counts each text field's tokens as it vectorizes; the dense input reads those
+    counts instead of tokenizing again, and gets exactly what tokenizing gives."""
+    from hhpulse.model.features import TOKENS
+    from hhpulse.model.text import analyze
+    from hhpulse.model.train import only_responsibility
+
+    vec, fs, cand = trained
+    for part in ("train", "val", "test"):
+        rows = fs.rows[part]
+        for f in vec.layout():
+            assert rows[f + TOKENS].tolist() == [
+                len(analyze(t)) if isinstance(t, str) else 0 for t in rows[f]
+            ]
+        bare = rows.drop(columns=[f + TOKENS for f in vec.layout()])
+        for name in (part, f"{part}_resp"):
+            if part == "train" or not fs.X[name].shape[0]:  # train: its matrix holds the copies too
+                continue
+            given = fs.part_rows(name)
+            again = only_responsibility(bare) if name.endswith("_resp") else bare
+            np.testing.assert_array_equal(
+                cand.dense.transform(fs.X[name], given), cand.dense.transform(fs.X[name], again)
+            )
+    # a caller of the responsibility alone: the other fields' counts go with their texts
+    alone = only_responsibility(fs.rows["val"])
+    assert alone["name" + TOKENS].isna().all() and alone["responsibility" + TOKENS].notna().all()
+
+
+def test_the_booster_takes_one_thread_per_fifty_thousand_rows_up_to_its_cores(monkeypatch):
+    import os
+
+    from hhpulse.model.train import booster_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert [booster_threads(n) for n in (0, 18_000, 49_999, 50_000, 120_000, 10**7)] == [1, 1, 1, 1, 2, 4]

@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -305,6 +305,25 @@ def _roles(v: Any) -> list[str]:
     return [k for r in items if (k := _key(r))]
 
 
+TOKENS = ":tokens"  # a rows column "<field>:tokens": the field's length in tokens (featurize counts them)
+
+
+def _lengths(rows: pd.DataFrame | Sequence[Mapping[str, Any]] | None, field: str, n: int) -> Any:
+    """Each row's ``field`` length in tokens, NaN for none: the rows' ``<field>:tokens`` column
+    where they carry one (counted as they were vectorized, so nothing is tokenized again),
+    else by tokenizing the text."""
+    if isinstance(rows, pd.DataFrame) and field + TOKENS in rows:
+        counts = pd.to_numeric(rows[field + TOKENS], errors="coerce").to_numpy(dtype=np.float64)
+        return np.where(counts > 0, counts, np.nan)
+    return [float(len(t)) if (t := analyze(_text(v))) else np.nan for v in _values(rows, field, n)]
+
+
+def token_counts(stats: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, list[int]]:
+    """The ``<field>:tokens`` columns of rows from the ``stats`` of their vectorization
+    (:meth:`TextVectorizer.transform`)."""
+    return {field + TOKENS: [total for _, total in pairs] for field, pairs in stats.items()}
+
+
 def _flag(v: Any) -> float:
     return np.nan if _missing(v) else float(bool(v))
 
@@ -482,17 +501,28 @@ class DenseInput:
         k = len(dense.classes)
         oof = np.full((n, len(inputs) * k), np.nan)
         oof_alone = np.full((n, len(inputs) * k), np.nan)
-        for j, cut in enumerate(cuts):
-            before = np.concatenate(cuts[:j]) if j else np.concatenate(cuts[1:])
-            for s, (M, A) in enumerate(inputs):
-                model = _fit_linear(*_stacked(M, A, yi, before), k, C, seed)
-                oof[cut, s * k : (s + 1) * k] = _scores(model, M[cut])
-                if A is not None:
-                    oof_alone[cut, s * k : (s + 1) * k] = _scores(model, A[cut])
-        # the final linear models, on every training row
-        text_index = 0
+        # Each score's fits run on growing sets of rows (the blocks before the second, third ...
+        # block, then every row), each started from the previous fit's solution (a warm start:
+        # fewer iterations), which never saw the block the next one scores; then, cold, every
+        # row but the oldest block.
+        final: list[LinearFit] = []
         for s, (M, A) in enumerate(inputs):
-            coef, intercept = _fit_linear(*_stacked(M, A, yi, np.arange(n)), k, C, seed)
+            fit: LinearFit | None = None
+            for j in [*range(1, len(cuts)), None, 0]:
+                if j == 0:  # the oldest block's models start cold: every fit so far saw its rows
+                    fit = None
+                on = (
+                    np.arange(n) if j is None else np.concatenate(cuts[:j]) if j else np.concatenate(cuts[1:])
+                )
+                fit = _fit_linear(*_stacked(M, A, yi, on), k, C, seed, start=fit)
+                if j is None:  # the final linear model, on every training row
+                    final.append(fit)
+                    continue
+                oof[cuts[j], s * k : (s + 1) * k] = _scores(fit, M[cuts[j]])
+                if A is not None:
+                    oof_alone[cuts[j], s * k : (s + 1) * k] = _scores(fit, A[cuts[j]])
+        text_index = 0
+        for s, (coef, intercept, _) in enumerate(final):
             if dense.scores[s] == CATEGORIES:
                 dense.cat_W, dense.cat_b = coef.T.copy(), intercept
                 continue
@@ -510,6 +540,8 @@ class DenseInput:
         only = pd.DataFrame(
             {f: _values(rows, f, n) if f == "responsibility" else [None] * n for f in INPUT_FIELDS}
         )
+        if isinstance(rows, pd.DataFrame) and "responsibility" + TOKENS in rows:
+            only["responsibility" + TOKENS] = rows["responsibility" + TOKENS].to_numpy()
         D_alone = dense.transform(alone, only)
         D_alone[:, :n_scores] = np.where(np.isnan(D_alone[:, :n_scores]), np.nan, oof_alone)
         return dense, D, D_alone
@@ -571,7 +603,7 @@ class DenseInput:
                 out[:, col] = [_flag(v) for v in vals]
             col += 1
         for f in self.layout:  # in tokens: the same whatever the markup, spacing and punctuation
-            out[:, col] = [float(len(t)) if (t := analyze(_text(v))) else np.nan for v in _values(rows, f, n)]
+            out[:, col] = _lengths(rows, f, n)
             col += 1
         return out.astype(np.float32)
 
@@ -747,25 +779,38 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+class LinearFit(NamedTuple):
+    """A multinomial logistic regression: ``coef`` (k x d), ``intercept`` (k), and the cohorts
+    it was fitted on (``fitted``; empty for a prior without a model)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    fitted: tuple[int, ...]
+
+
 def _fit_linear(
-    M: sp.csr_matrix, y: np.ndarray, k: int, C: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(coef k x d, intercept k) of a multinomial logistic regression on the rows of ``M`` that
-    have a non-zero; a cohort absent from them gets a very low intercept. Too few rows (or one
-    cohort): zeros and the log of the cohort shares (a prior, not a model)."""
+    M: sp.csr_matrix, y: np.ndarray, k: int, C: float, seed: int, *, start: LinearFit | None = None
+) -> LinearFit:
+    """A multinomial logistic regression on the rows of ``M`` that have a non-zero; a cohort
+    absent from them gets a very low intercept. Too few rows (or one cohort): zeros and the log
+    of the cohort shares (a prior, not a model). ``start``: a fit on the same cohorts to start
+    from (a warm start, to the same tolerance)."""
     keep = np.diff(M.indptr) > 0
     coef, intercept = np.zeros((k, M.shape[1])), np.full(k, -30.0)
     present = np.unique(y[keep])
     if keep.sum() < 2 * k or len(present) < 2:
         shares = np.bincount(y, minlength=k) + 1.0
-        return coef, np.log(shares / shares.sum())
+        return LinearFit(coef, np.log(shares / shares.sum()), ())
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=C, max_iter=200, tol=1e-3, class_weight="balanced", random_state=seed)
+    if start is not None and len(present) > 2 and start.fitted == tuple(present.tolist()):
+        clf.set_params(warm_start=True)
+        clf.coef_, clf.intercept_ = start.coef[present].copy(), start.intercept[present].copy()
     with one_blas_thread():
         clf.fit(M[keep], y[keep])
     spread_fit(clf, coef, intercept)
-    return coef, intercept
+    return LinearFit(coef, intercept, tuple(present.tolist()))
 
 
 def spread_fit(clf: Any, coef: np.ndarray, intercept: np.ndarray) -> None:
@@ -780,6 +825,6 @@ def spread_fit(clf: Any, coef: np.ndarray, intercept: np.ndarray) -> None:
             coef[c], intercept[c] = clf.coef_[row], clf.intercept_[row]
 
 
-def _scores(model: tuple[np.ndarray, np.ndarray], M: sp.csr_matrix) -> np.ndarray:
-    coef, intercept = model
+def _scores(model: LinearFit, M: sp.csr_matrix) -> np.ndarray:
+    coef, intercept, _ = model
     return _softmax(np.asarray(M @ coef.T) + intercept)
