@@ -227,11 +227,19 @@ def test_a_champion_published_on_a_young_history_is_not_protected_by_a_tie():
     assert not compare(chal, champ, evidence=down, live={}, young=young)["challenger_wins"]
     worse = {"salary": _evidence(0.02, 0.01, 0.03), "demand": _evidence(-0.03, -0.05, -0.01)}
     assert not compare(chal, champ, evidence=worse, live={}, young=young)["challenger_wins"]
-    # "mature": only a challenger trained on a history that is not young takes over on a tie
+    assert "goes to the challenger trained on a history that is not young" in v["reason"]
+    # "mature" (the default): only a challenger trained on a history that is not young takes over
+    # on a tie, so the young weeks do not hand a tie from one young model to the next
+    assert LiveRule().young_tie == "mature"
     mature = LiveRule(young_tie="mature")
     assert compare(chal, champ, evidence=tie, live={}, young=young, live_rule=mature)["challenger_wins"]
     both = {**young, "challenger": "the settled window did not hold every demand cohort"}
     assert not compare(chal, champ, evidence=tie, live={}, young=both, live_rule=mature)["challenger_wins"]
+    assert not compare(chal, champ, evidence=tie, live={}, young=both)["challenger_wins"]
+    # "challenger": any fresher challenger takes a young champion's tie
+    fresh = LiveRule(young_tie="challenger")
+    v = compare(chal, champ, evidence=tie, live={}, young=both, live_rule=fresh)
+    assert v["challenger_wins"] and "goes to the challenger trained on newer data" in v["reason"]
     kept = LiveRule(young_tie="champion")
     assert not compare(chal, champ, evidence=tie, live={}, young=young, live_rule=kept)["challenger_wins"]
     # a mature champion keeps the bootstrap's tie rule

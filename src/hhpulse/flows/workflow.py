@@ -469,13 +469,15 @@ class LiveRule:
     * ``min_rows``: resolved served rows of the champion (the challenger was not fitted on)
       below which the live evidence is not weighed;
     * ``young_tie``: what a tie does when the champion was published on a young history
-      (:func:`hhpulse.model.dataset.young_history`): ``"challenger"`` (the fresher model takes
-      over unless it is worse on the point estimates), ``"mature"`` (only a challenger trained
-      on a history that is not young takes over on a tie) or ``"champion"`` (a tie keeps it).
+      (:func:`hhpulse.model.dataset.young_history`): ``"mature"`` (the default: only a challenger
+      trained on a history that is not young takes over on a tie, so the young weeks do not churn
+      one young model for the next and the first mature model replaces the last young one),
+      ``"challenger"`` (any fresher model takes over unless it is worse on the point estimates)
+      or ``"champion"`` (a tie keeps it).
     """
 
     min_rows: int = LIVE_MIN_ROWS
-    young_tie: str = "challenger"
+    young_tie: str = "mature"
     # on a tie, a challenger that learned from at least this many times the champion's resolved
     # demand labels takes over (None: never on that ground)
     refresh_ratio: float | None = None
@@ -657,8 +659,9 @@ def compare(
       rows) is replaced, unless a task blocks or the test rows show the challenger clearly worse;
     * a champion published on a young history (``young["champion"]``, see
       :func:`hhpulse.model.dataset.young_history`) is not protected by a wide interval: on a tie
-      (no task clearly worse, the mean point change and the live point change not negative) the
-      challenger, trained on newer data, takes over (``live_rule.young_tie``).
+      (no task clearly worse, the mean point change and the live point change not negative) a
+      challenger trained on a history that is not young takes over (``live_rule.young_tie``:
+      ``"mature"``; ``"challenger"`` lets any fresher challenger take a tie).
     """
     if champion is None:
         return {"challenger_wins": True, "reason": "no champion yet", "deltas": {}}
@@ -853,9 +856,10 @@ def _live_head(
         and champ_young
         and (rule.young_tie == "challenger" or (rule.young_tie == "mature" and not chal_young))
     ):
+        newer = "on newer data" if chal_young else "on a history that is not young"
         return (
             f"challenger wins: the champion was published on a young history ({champ_young}), so a tie "
-            f"(mean point change {mean:+.4f}, not negative) goes to the challenger trained on newer data"
+            f"(mean point change {mean:+.4f}, not negative) goes to the challenger trained {newer}"
         )
     had, has = young.get("champion_labels"), young.get("challenger_labels")
     if tie and rule.refresh_ratio is not None and had is not None and has and has >= rule.refresh_ratio * had:
