@@ -21,11 +21,11 @@ Each replayed day (:class:`GateHook`, a :class:`hhpulse.flows.replay.DayHook` wi
      margin, no task clearly worse (and the ECE check);
    * ``live`` (the pipeline's gate): the bootstrap, and the **live evidence**: the challenger
      against what the champion served, on the champion's served rows whose outcome has
-     resolved in the day's history; and a champion published on a young history is not
-     protected by a tie against a challenger trained on a history that is not young
-     (:class:`hhpulse.flows.workflow.LiveRule`);
-   * ``live-challenger`` and ``live-champion``: the ``live`` rule with a young champion's tie
-     going to any fresher challenger, or kept by the champion (:func:`default_rules`);
+     resolved in the day's history; a champion published on a young history is not protected
+     by its own demand figure (:class:`hhpulse.flows.workflow.LiveRule`);
+   * ``live-mature`` and ``live-challenger``: the ``live`` rule with a young champion's tie
+     going to a challenger trained on a history that is not young, or to any fresher one
+     (:func:`default_rules`);
 
 4. a challenger that wins is **refitted** as the pipeline publishes it
    (:func:`hhpulse.model.refit.refit_bundle`, train + validation + test, calibrated out of fold):
@@ -95,15 +95,16 @@ class Rule:
 
 def default_rules() -> dict[str, Rule]:
     """The three named rules, and two variants of the ``live`` rule that differ only in what a
-    tie does to a champion published on a young history (:class:`LiveRule`'s ``young_tie``):
-    ``live-challenger`` hands it to any fresher challenger, ``live-champion`` keeps the champion.
-    They judge the same challengers and share the refits, so one replay measures all five."""
+    tie does to a champion published on a young history (:class:`LiveRule`'s ``young_tie``; the
+    ``live`` rule's tie keeps it): ``live-mature`` hands it to a challenger trained on a history
+    that is not young, ``live-challenger`` to any fresher challenger. They judge the same
+    challengers and share the refits, so one replay measures all five."""
     return {
         "margin": Rule("margin"),
         "bootstrap": Rule("bootstrap"),
         "live": Rule("live", LiveRule()),
+        "live-mature": Rule("live", LiveRule(young_tie="mature")),
         "live-challenger": Rule("live", LiveRule(young_tie="challenger")),
-        "live-champion": Rule("live", LiveRule(young_tie="champion")),
     }
 
 
