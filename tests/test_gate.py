@@ -212,28 +212,37 @@ def test_the_live_rule_replaces_a_champion_whose_live_figure_falls_below_the_cha
     )
 
 
-def test_a_champion_published_on_a_young_history_is_not_protected_by_a_tie():
+def test_a_young_champions_tie_keeps_it_unless_the_rule_hands_ties_to_a_mature_or_any_challenger():
     from hhpulse.flows.workflow import LiveRule
 
     champ = {"salary": {"roc_auc_ovo": 0.70}, "demand": {"roc_auc_ovo": 0.90}}
     chal = {"salary": {"roc_auc_ovo": 0.7015}, "demand": {"roc_auc_ovo": 0.6015}}
     tie = {"salary": _evidence(0.0015, -0.01, 0.013), "demand": _evidence(0.0015, -0.02, 0.023)}
     young = {"champion": "the settled window did not hold every demand cohort", "challenger": None}
+    both = {**young, "challenger": "the settled window did not hold every demand cohort"}
+    # the default ("champion"): a tie keeps it, young or not; only evidence replaces it
+    assert LiveRule().young_tie == "champion"
     v = compare(chal, champ, evidence=tie, live={}, young=young)
-    assert v["challenger_wins"] and "the champion was published on a young history" in v["reason"]
+    assert not v["challenger_wins"] and "a tie keeps the champion" in v["reason"]
     assert "the champion was published on a young history: the settled window" in v["lines"][-1]
+    # "mature": a challenger trained on a history that is not young takes over on a tie
+    mature = LiveRule(young_tie="mature")
+    v = compare(chal, champ, evidence=tie, live={}, young=young, live_rule=mature)
+    assert v["challenger_wins"] and "the champion was published on a young history" in v["reason"]
+    assert "goes to the challenger trained on a history that is not young" in v["reason"]
+    assert not compare(chal, champ, evidence=tie, live={}, young=both, live_rule=mature)["challenger_wins"]
     # a tie only: a negative mean point change keeps it, and so does a clearly worse task
     down = {"salary": _evidence(-0.002, -0.01, 0.01), "demand": _evidence(-0.001, -0.02, 0.02)}
-    assert not compare(chal, champ, evidence=down, live={}, young=young)["challenger_wins"]
+    assert not compare(chal, champ, evidence=down, live={}, young=young, live_rule=mature)["challenger_wins"]
     worse = {"salary": _evidence(0.02, 0.01, 0.03), "demand": _evidence(-0.03, -0.05, -0.01)}
-    assert not compare(chal, champ, evidence=worse, live={}, young=young)["challenger_wins"]
-    # "mature": only a challenger trained on a history that is not young takes over on a tie
-    mature = LiveRule(young_tie="mature")
-    assert compare(chal, champ, evidence=tie, live={}, young=young, live_rule=mature)["challenger_wins"]
-    both = {**young, "challenger": "the settled window did not hold every demand cohort"}
-    assert not compare(chal, champ, evidence=tie, live={}, young=both, live_rule=mature)["challenger_wins"]
-    kept = LiveRule(young_tie="champion")
-    assert not compare(chal, champ, evidence=tie, live={}, young=young, live_rule=kept)["challenger_wins"]
+    assert not compare(chal, champ, evidence=worse, live={}, young=young, live_rule=mature)["challenger_wins"]
+    # and a negative live point change on what the champion served
+    dim = {"demand": _evidence(-0.01, -0.04, 0.02)}
+    assert not compare(chal, champ, evidence=tie, live=dim, young=young, live_rule=mature)["challenger_wins"]
+    # "challenger": any fresher challenger takes a young champion's tie
+    fresh = LiveRule(young_tie="challenger")
+    v = compare(chal, champ, evidence=tie, live={}, young=both, live_rule=fresh)
+    assert v["challenger_wins"] and "goes to the challenger trained on newer data" in v["reason"]
     # a mature champion keeps the bootstrap's tie rule
     assert not compare(chal, champ, evidence=tie, live={}, young={"champion": None})["challenger_wins"]
     with pytest.raises(ValueError, match="young_tie"):

@@ -448,4 +448,4 @@ def test_each_versions_offline_figure_at_publication_stands_beside_its_live_one(
             "total": {**window_report(hand_log(), None, None, Thresholds(), "total"), "live_demand": live},
         }
     )
-    assert "0.900 [0.800, 0.970] <b>young history</b>" in page and "week of" in page
+    assert "0.900 [0.800, 0.970] <b>young history: not a forecast</b>" in page and "week of" in page

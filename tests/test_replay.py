@@ -396,10 +396,14 @@ def test_replay_folds_day_by_day_and_calls_the_hooks_after_each_fold(tmp_path):
 def test_replay_json_carries_the_gate_rules_side_by_side(replayed):
     report, _, _ = replayed
     g = report["gate"]
-    rules = {"margin", "bootstrap", "live"}
+    # the three named rules, and two variants of the live rule (what a young champion's tie does)
+    rules = {"margin", "bootstrap", "live", "live-mature", "live-challenger"}
     assert (
         set(g["replacements"]) == set(g["served_auc"]) == set(g["live"]) == rules and g["gate_rule"] == "live"
     )
+    assert "a young history: a tie keeps it" in g["rules"]["live"]
+    assert "a tie goes to a challenger trained on a history that is not young" in g["rules"]["live-mature"]
+    assert "a tie goes to the challenger" in g["rules"]["live-challenger"]
     assert all(isinstance(n, int) and n >= 0 for n in g["replacements"].values())
     for rule in rules:
         assert set(g["served_auc"][rule]) == {"salary", "demand"}
@@ -418,6 +422,9 @@ def test_replay_json_carries_the_gate_rules_side_by_side(replayed):
     # every champion a rule adopted is a refit, with its offline figure at publication
     for rule in rules:
         assert all(c["offline_auc"] is not None or c["young_history"] for c in g["live"][rule]["champions"])
+        # a young history's figure is shown but is not a forecast: never judged against the live one
+        assert all(c["within"] is None for c in g["live"][rule]["champions"] if c["young_history"])
+    assert set(g["goal"]["champions_young"]) <= {c["version"] for c in g["live"]["live"]["champions"]}
     # the demand goal is not claimed on a cohort that has no labels yet
     dem = report["demand"]
     if dem["missing_cohorts"] or dem["missing_test_cohorts"]:
@@ -515,3 +522,32 @@ def test_the_replay_ends_with_a_sentence_a_user_can_act_on():
     assert "replay more days" in closing_line(gate(0, 0, None, {"salary": None, "demand": None}))
     for line in (closing_line(gate(5, 3, False, {"salary": True, "demand": True})),):
         assert line.startswith("In short: ") and "x margin" not in line
+
+
+def test_a_young_historys_offline_figure_is_shown_beside_the_live_one_but_not_judged():
+    from hhpulse.flows.replay_live import GOAL_CHAMPION_ROWS, champions_offline_live
+
+    live = {
+        "by_version": {
+            "young": {"n": GOAL_CHAMPION_ROWS, "auc": 0.65},
+            "mature": {"n": GOAL_CHAMPION_ROWS, "auc": 0.66},
+            "off": {"n": GOAL_CHAMPION_ROWS + 50, "auc": 0.60},
+            "short": {"n": GOAL_CHAMPION_ROWS - 1, "auc": 0.70},
+        }
+    }
+    offline = {
+        "young": {
+            "offline_auc": 0.95,
+            "offline_interval": None,
+            "young_history": "the settled window did not ...",
+        },
+        "mature": {"offline_auc": 0.68, "offline_interval": None, "young_history": None},
+        "off": {"offline_auc": 0.68, "offline_interval": None, "young_history": None},
+        "short": {"offline_auc": 0.60, "offline_interval": None, "young_history": None},
+    }
+    got = {c["version"]: c for c in champions_offline_live(live, offline)}
+    assert got["young"]["gap"] == pytest.approx(0.65 - 0.95) and not got["young"]["forecast"]
+    assert got["young"]["within"] is None  # marked, its gap shown, not judged
+    assert got["mature"]["forecast"] and got["mature"]["within"] is True
+    assert got["off"]["within"] is False  # a mature figure 0.08 off is judged, and fails
+    assert got["short"]["forecast"] and got["short"]["within"] is None  # too few resolved rows yet

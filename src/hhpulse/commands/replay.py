@@ -49,7 +49,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--no-gate",
         dest="gate",
         action="store_false",
-        help="skip the daily gate (a challenger trained every day, judged by the margin, bootstrap and live rules)",
+        help="skip the daily gate (a challenger trained every day, judged by the margin, bootstrap and live rules and two variants of the live rule)",
     )
     p.add_argument(
         "--gate-candidates",
@@ -278,7 +278,7 @@ def print_live(live: dict, held: float | None) -> None:  # type: ignore[type-arg
         f"served {dem.get('first') or '-'} .. {dem.get('last') or '-'}; held-out test ROC AUC {_auc(held)}"
     )
     for c in live.get("champions") or []:
-        young = " YOUNG HISTORY" if c.get("young_history") else ""
+        young = " YOUNG HISTORY (not a forecast, not judged)" if c.get("young_history") else ""
         within = "" if c["within"] is None else (" within 0.05" if c["within"] else " OFF by more than 0.05")
         print(
             f"    {c['version']}: offline {_auc(c['offline_auc'])}{_ci(c.get('offline_interval'))}{young}; live "
@@ -337,7 +337,13 @@ def print_gate(g: dict) -> None:  # type: ignore[type-arg]
         )
     for key, text in (("live_ratio_met", "live_ratio"), ("champions_met", "champions")):
         ok = goal.get(key)
-        print(f"  goal ({goal[text]}): {'not judged' if ok is None else 'met' if ok else 'NOT met'}")
+        extra = ""
+        if key == "champions_met" and goal.get("champions_judged") is not None:
+            extra = (
+                f" (judged: {', '.join(goal['champions_judged']) or 'none'}; young history, not judged: "
+                f"{', '.join(goal.get('champions_young') or []) or 'none'})"
+            )
+        print(f"  goal ({goal[text]}): {'not judged' if ok is None else 'met' if ok else 'NOT met'}{extra}")
 
 
 def closing_line(report: dict) -> str:  # type: ignore[type-arg]

@@ -1,4 +1,4 @@
-"""The gate in ``hhpulse replay``: three rules side by side, day after day, each with its own champion.
+"""The gate in ``hhpulse replay``: the gate rules side by side, day after day, each with its own champion.
 
 Each replayed day (:class:`GateHook`, a :class:`hhpulse.flows.replay.DayHook` with key ``gate``):
 
@@ -21,8 +21,11 @@ Each replayed day (:class:`GateHook`, a :class:`hhpulse.flows.replay.DayHook` wi
      margin, no task clearly worse (and the ECE check);
    * ``live`` (the pipeline's gate): the bootstrap, and the **live evidence**: the challenger
      against what the champion served, on the champion's served rows whose outcome has
-     resolved in the day's history; and a champion published on a young history is not
-     protected by a tie (:class:`hhpulse.flows.workflow.LiveRule`);
+     resolved in the day's history; a champion published on a young history is not protected
+     by its own demand figure (:class:`hhpulse.flows.workflow.LiveRule`);
+   * ``live-mature`` and ``live-challenger``: the ``live`` rule with a young champion's tie
+     going to a challenger trained on a history that is not young, or to any fresher one
+     (:func:`default_rules`);
 
 4. a challenger that wins is **refitted** as the pipeline publishes it
    (:func:`hhpulse.model.refit.refit_bundle`, train + validation + test, calibrated out of fold):
@@ -91,7 +94,18 @@ class Rule:
 
 
 def default_rules() -> dict[str, Rule]:
-    return {"margin": Rule("margin"), "bootstrap": Rule("bootstrap"), "live": Rule("live", LiveRule())}
+    """The three named rules, and two variants of the ``live`` rule that differ only in what a
+    tie does to a champion published on a young history (:class:`LiveRule`'s ``young_tie``; the
+    ``live`` rule's tie keeps it): ``live-mature`` hands it to a challenger trained on a history
+    that is not young, ``live-challenger`` to any fresher challenger. They judge the same
+    challengers and share the refits, so one replay measures all five."""
+    return {
+        "margin": Rule("margin"),
+        "bootstrap": Rule("bootstrap"),
+        "live": Rule("live", LiveRule()),
+        "live-mature": Rule("live", LiveRule(young_tie="mature")),
+        "live-challenger": Rule("live", LiveRule(young_tie="challenger")),
+    }
 
 
 def linear_candidates() -> list[CandidateConfig]:
@@ -410,16 +424,25 @@ class GateHook:
         lv = live.get(GATE_RULE) or {}
         ratio = lv.get("ratio_to_oracle")
         judged = [c for c in lv.get("champions", []) if c["within"] is not None]
+        # champions served long enough to judge whose offline figure came from a young history:
+        # shown beside their live figure, not judged (not a forecast)
+        young = [
+            c["version"]
+            for c in lv.get("champions", [])
+            if c.get("live_n", 0) >= GOAL_CHAMPION_ROWS and c.get("gap") is not None and not c.get("forecast")
+        ]
         return {
             "replacements": f"{GATE_RULE} < {GOAL_REPLACEMENTS:.3g} x margin",
             "served_auc": f"{GATE_RULE} >= margin - {GOAL_AUC_TOLERANCE}",
             "live_ratio": f"version-stratified live demand AUC >= {GOAL_LIVE_RATIO} x the oracle on the same rows",
             "champions": f"each champion with >= {GOAL_CHAMPION_ROWS} resolved rows within {GOAL_CHAMPION_GAP} "
-            "of its offline figure at publication",
+            "of its offline figure at publication (a figure from a young history is not a forecast: not judged)",
             "fewer_replacements": fewer,
             "served_auc_no_lower": auc_ok,
             "live_ratio_met": None if ratio is None else ratio >= GOAL_LIVE_RATIO,
             "champions_met": None if not judged else all(c["within"] for c in judged),
+            "champions_judged": [c["version"] for c in judged],
+            "champions_young": young,
             "met": bool(fewer)
             and all(v is not False for v in auc_ok.values())
             and any(v is not None for v in auc_ok.values()),

@@ -59,7 +59,13 @@ def champions_offline_live(
 ) -> list[dict[str, Any]]:
     """Per served version, its offline figure at publication beside its live one (the live
     demand AUC on the rows it served, resolved since), the gap, and whether it is within
-    :data:`GOAL_CHAMPION_GAP` (judged from :data:`GOAL_CHAMPION_ROWS` resolved rows on)."""
+    :data:`GOAL_CHAMPION_GAP` (judged from :data:`GOAL_CHAMPION_ROWS` resolved rows on).
+
+    A figure measured on a young history (``young_history``, see
+    :func:`hhpulse.model.dataset.young_history`) is shown, marked, with its gap, but it is not a
+    forecast (``forecast`` False): its test set was each cohort's newest rows, or the age proxy's
+    labels, not the vacancies the model serves, so ``within`` is not judged on it (None), as the
+    gate does not let it protect a champion."""
     out = []
     for version, got in (live.get("by_version") or {}).items():
         off = dict(
@@ -70,7 +76,8 @@ def champions_offline_live(
             if got.get("auc") is not None and off.get("offline_auc") is not None
             else None
         )
-        judged = got.get("n", 0) >= GOAL_CHAMPION_ROWS and gap is not None
+        forecast = off.get("offline_auc") is not None and not off.get("young_history")
+        judged = got.get("n", 0) >= GOAL_CHAMPION_ROWS and gap is not None and forecast
         out.append(
             {
                 "version": version,
@@ -81,6 +88,7 @@ def champions_offline_live(
                 "first": got.get("first"),
                 "last": got.get("last"),
                 "gap": gap,
+                "forecast": forecast,
                 "within": (abs(gap) <= GOAL_CHAMPION_GAP) if judged else None,  # type: ignore[arg-type]
             }
         )

@@ -469,13 +469,16 @@ class LiveRule:
     * ``min_rows``: resolved served rows of the champion (the challenger was not fitted on)
       below which the live evidence is not weighed;
     * ``young_tie``: what a tie does when the champion was published on a young history
-      (:func:`hhpulse.model.dataset.young_history`): ``"challenger"`` (the fresher model takes
-      over unless it is worse on the point estimates), ``"mature"`` (only a challenger trained
-      on a history that is not young takes over on a tie) or ``"champion"`` (a tie keeps it).
+      (:func:`hhpulse.model.dataset.young_history`): ``"champion"`` (the default: a tie keeps it,
+      so only evidence replaces a champion: the paired bootstrap on the new test rows, or the
+      live rows), ``"mature"`` (a challenger trained on a history that is not young takes over on
+      a tie) or ``"challenger"`` (any fresher model takes over unless it is worse on the point
+      estimates). ``hhpulse replay`` measures the three side by side; handing ties over added
+      replacements and served no better there.
     """
 
     min_rows: int = LIVE_MIN_ROWS
-    young_tie: str = "challenger"
+    young_tie: str = "champion"
     # on a tie, a challenger that learned from at least this many times the champion's resolved
     # demand labels takes over (None: never on that ground)
     refresh_ratio: float | None = None
@@ -532,7 +535,7 @@ def judge(
     * ``live`` (the gate's rule): the paired bootstrap on the test rows the champion was not
       fitted on, and the **live evidence** ``live`` (:func:`served_evidence`: the challenger
       against what the champion served, on its resolved served rows), and the champion's age:
-      one published on a young history is not protected by a tie (see :func:`compare`);
+      the demand figure of one published on a young history protects nothing (see :func:`compare`);
     * ``bootstrap``: the paired bootstrap alone;
     * ``margin``: the older rule, the mean point change (kept to measure the rules against each
       other in ``hhpulse replay``)."""
@@ -656,9 +659,11 @@ def compare(
       lower bound of the live difference above ``margin``, on at least ``live_rule.min_rows``
       rows) is replaced, unless a task blocks or the test rows show the challenger clearly worse;
     * a champion published on a young history (``young["champion"]``, see
-      :func:`hhpulse.model.dataset.young_history`) is not protected by a wide interval: on a tie
-      (no task clearly worse, the mean point change and the live point change not negative) the
-      challenger, trained on newer data, takes over (``live_rule.young_tie``).
+      :func:`hhpulse.model.dataset.young_history`) is not protected by its own demand figure
+      (see :func:`judge`); a tie (no task clearly worse, the mean point change and the live point
+      change not negative) keeps it by default, or goes to a challenger trained on a history that
+      is not young (``live_rule.young_tie`` ``"mature"``), or to any fresher challenger
+      (``"challenger"``).
     """
     if champion is None:
         return {"challenger_wins": True, "reason": "no champion yet", "deltas": {}}
@@ -853,9 +858,10 @@ def _live_head(
         and champ_young
         and (rule.young_tie == "challenger" or (rule.young_tie == "mature" and not chal_young))
     ):
+        newer = "on newer data" if chal_young else "on a history that is not young"
         return (
             f"challenger wins: the champion was published on a young history ({champ_young}), so a tie "
-            f"(mean point change {mean:+.4f}, not negative) goes to the challenger trained on newer data"
+            f"(mean point change {mean:+.4f}, not negative) goes to the challenger trained {newer}"
         )
     had, has = young.get("champion_labels"), young.get("challenger_labels")
     if tie and rule.refresh_ratio is not None and had is not None and has and has >= rule.refresh_ratio * had:

@@ -846,7 +846,7 @@ def live_tables_html(live: Mapping[str, Any] | None) -> list[str]:
     for v, m in (live.get("by_version") or {}).items():
         iv = m.get("offline_interval")
         ci = f" [{_f(iv['low'])}, {_f(iv['high'])}]" if iv else ""
-        young = " <b>young history</b>" if m.get("young_history") else ""
+        young = " <b>young history: not a forecast</b>" if m.get("young_history") else ""
         out.append(
             f"<tr><td>{_f(v)}</td><td>{_f(m['n'])}</td><td>{_f(m.get('auc'))}</td><td>{_f(m.get('accuracy'))}</td>"
             f"<td>{_f(m.get('first') or '-')} .. {_f(m.get('last') or '-')}</td>"
