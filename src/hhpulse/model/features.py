@@ -128,12 +128,17 @@ class TextVectorizer:
         return self._prepared()
 
     def transform(
-        self, records: pd.DataFrame | Sequence[Mapping[str, Any]], *, stats: TermStats | None = None
+        self,
+        records: pd.DataFrame | Sequence[Mapping[str, Any]],
+        *,
+        stats: TermStats | None = None,
+        lengths: dict[str, list[int]] | None = None,
     ) -> sp.csr_matrix:
         """Rows with ``responsibility`` and the optional ``name``/``requirement`` (raw text).
 
         ``stats``, when given, gets ``{field: [(known tokens, tokens) per row]}`` from this
-        tokenization (the predictor's known-term metric; nothing is tokenized twice).
+        tokenization (the predictor's known-term metric; nothing is tokenized twice);
+        ``lengths`` gets ``{field: [tokens per row]}`` alone.
 
         One pass over the rows builds the matrix in CSR order (row by row, each field's block
         after the earlier ones', columns sorted), so a one-row predict pays a handful of numpy
@@ -143,18 +148,26 @@ class TextVectorizer:
             raise RuntimeError("TextVectorizer.transform before fit/load")
         n_rows, n_max = len(records), self.config.ngram_max
         blocks = [
-            (field_texts(records, f), v.vocabulary, off, None if stats is None else stats.setdefault(f, []))
+            (
+                field_texts(records, f),
+                v.vocabulary,
+                off,
+                None if stats is None else stats.setdefault(f, []),
+                None if lengths is None else lengths.setdefault(f, []),
+            )
             for (f, v), off in zip(self._fields.items(), self._offsets, strict=True)
         ]
         cols: list[int] = []
         counts: list[int] = []
         sizes: list[int] = []  # terms in each (row, field) block, row by row
         for r in range(n_rows):
-            for texts, vocab, off, known in blocks:
+            for texts, vocab, off, known, length in blocks:
                 tokens = analyze(texts[r])
                 found = Counter(i for g in ngrams(tokens, n_max) if (i := vocab.get(g)) is not None)
                 if known is not None:
                     known.append((sum(t in vocab for t in tokens), len(tokens)))
+                if length is not None:
+                    length.append(len(tokens))
                 terms = sorted(found)
                 cols.extend([off + i for i in terms])
                 counts.extend([found[i] for i in terms])
@@ -318,10 +331,10 @@ def _lengths(rows: pd.DataFrame | Sequence[Mapping[str, Any]] | None, field: str
     return [float(len(t)) if (t := analyze(_text(v))) else np.nan for v in _values(rows, field, n)]
 
 
-def token_counts(stats: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, list[int]]:
-    """The ``<field>:tokens`` columns of rows from the ``stats`` of their vectorization
+def token_counts(lengths: Mapping[str, Sequence[int]]) -> dict[str, Sequence[int]]:
+    """The ``<field>:tokens`` columns of rows from the ``lengths`` of their vectorization
     (:meth:`TextVectorizer.transform`)."""
-    return {field + TOKENS: [total for _, total in pairs] for field, pairs in stats.items()}
+    return {field + TOKENS: counts for field, counts in lengths.items()}
 
 
 def _flag(v: Any) -> float:
