@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,12 +128,17 @@ class TextVectorizer:
         return self._prepared()
 
     def transform(
-        self, records: pd.DataFrame | Sequence[Mapping[str, Any]], *, stats: TermStats | None = None
+        self,
+        records: pd.DataFrame | Sequence[Mapping[str, Any]],
+        *,
+        stats: TermStats | None = None,
+        lengths: dict[str, list[int]] | None = None,
     ) -> sp.csr_matrix:
         """Rows with ``responsibility`` and the optional ``name``/``requirement`` (raw text).
 
         ``stats``, when given, gets ``{field: [(known tokens, tokens) per row]}`` from this
-        tokenization (the predictor's known-term metric; nothing is tokenized twice).
+        tokenization (the predictor's known-term metric; nothing is tokenized twice);
+        ``lengths`` gets ``{field: [tokens per row]}`` alone.
 
         One pass over the rows builds the matrix in CSR order (row by row, each field's block
         after the earlier ones', columns sorted), so a one-row predict pays a handful of numpy
@@ -143,18 +148,26 @@ class TextVectorizer:
             raise RuntimeError("TextVectorizer.transform before fit/load")
         n_rows, n_max = len(records), self.config.ngram_max
         blocks = [
-            (field_texts(records, f), v.vocabulary, off, None if stats is None else stats.setdefault(f, []))
+            (
+                field_texts(records, f),
+                v.vocabulary,
+                off,
+                None if stats is None else stats.setdefault(f, []),
+                None if lengths is None else lengths.setdefault(f, []),
+            )
             for (f, v), off in zip(self._fields.items(), self._offsets, strict=True)
         ]
         cols: list[int] = []
         counts: list[int] = []
         sizes: list[int] = []  # terms in each (row, field) block, row by row
         for r in range(n_rows):
-            for texts, vocab, off, known in blocks:
+            for texts, vocab, off, known, length in blocks:
                 tokens = analyze(texts[r])
                 found = Counter(i for g in ngrams(tokens, n_max) if (i := vocab.get(g)) is not None)
                 if known is not None:
                     known.append((sum(t in vocab for t in tokens), len(tokens)))
+                if length is not None:
+                    length.append(len(tokens))
                 terms = sorted(found)
                 cols.extend([off + i for i in terms])
                 counts.extend([found[i] for i in terms])
@@ -318,10 +331,10 @@ def _lengths(rows: pd.DataFrame | Sequence[Mapping[str, Any]] | None, field: str
     return [float(len(t)) if (t := analyze(_text(v))) else np.nan for v in _values(rows, field, n)]
 
 
-def token_counts(stats: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, list[int]]:
-    """The ``<field>:tokens`` columns of rows from the ``stats`` of their vectorization
+def token_counts(lengths: Mapping[str, Sequence[int]]) -> dict[str, Sequence[int]]:
+    """The ``<field>:tokens`` columns of rows from the ``lengths`` of their vectorization
     (:meth:`TextVectorizer.transform`)."""
-    return {field + TOKENS: [total for _, total in pairs] for field, pairs in stats.items()}
+    return {field + TOKENS: counts for field, counts in lengths.items()}
 
 
 def _flag(v: Any) -> float:
@@ -501,28 +514,17 @@ class DenseInput:
         k = len(dense.classes)
         oof = np.full((n, len(inputs) * k), np.nan)
         oof_alone = np.full((n, len(inputs) * k), np.nan)
-        # Each score's fits run on growing sets of rows (the blocks before the second, third ...
-        # block, then every row), each started from the previous fit's solution (a warm start:
-        # fewer iterations), which never saw the block the next one scores; then, cold, every
-        # row but the oldest block.
-        final: list[LinearFit] = []
-        for s, (M, A) in enumerate(inputs):
-            fit: LinearFit | None = None
-            for j in [*range(1, len(cuts)), None, 0]:
-                if j == 0:  # the oldest block's models start cold: every fit so far saw its rows
-                    fit = None
-                on = (
-                    np.arange(n) if j is None else np.concatenate(cuts[:j]) if j else np.concatenate(cuts[1:])
-                )
-                fit = _fit_linear(*_stacked(M, A, yi, on), k, C, seed, start=fit)
-                if j is None:  # the final linear model, on every training row
-                    final.append(fit)
-                    continue
-                oof[cuts[j], s * k : (s + 1) * k] = _scores(fit, M[cuts[j]])
+        for j, cut in enumerate(cuts):
+            before = np.concatenate(cuts[:j]) if j else np.concatenate(cuts[1:])
+            for s, (M, A) in enumerate(inputs):
+                model = _fit_linear(*_stacked(M, A, yi, before), k, C, seed)
+                oof[cut, s * k : (s + 1) * k] = _scores(model, M[cut])
                 if A is not None:
-                    oof_alone[cuts[j], s * k : (s + 1) * k] = _scores(fit, A[cuts[j]])
+                    oof_alone[cut, s * k : (s + 1) * k] = _scores(model, A[cut])
+        # the final linear models, on every training row
         text_index = 0
-        for s, (coef, intercept, _) in enumerate(final):
+        for s, (M, A) in enumerate(inputs):
+            coef, intercept = _fit_linear(*_stacked(M, A, yi, np.arange(n)), k, C, seed)
             if dense.scores[s] == CATEGORIES:
                 dense.cat_W, dense.cat_b = coef.T.copy(), intercept
                 continue
@@ -779,38 +781,25 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class LinearFit(NamedTuple):
-    """A multinomial logistic regression: ``coef`` (k x d), ``intercept`` (k), and the cohorts
-    it was fitted on (``fitted``; empty for a prior without a model)."""
-
-    coef: np.ndarray
-    intercept: np.ndarray
-    fitted: tuple[int, ...]
-
-
 def _fit_linear(
-    M: sp.csr_matrix, y: np.ndarray, k: int, C: float, seed: int, *, start: LinearFit | None = None
-) -> LinearFit:
-    """A multinomial logistic regression on the rows of ``M`` that have a non-zero; a cohort
-    absent from them gets a very low intercept. Too few rows (or one cohort): zeros and the log
-    of the cohort shares (a prior, not a model). ``start``: a fit on the same cohorts to start
-    from (a warm start, to the same tolerance)."""
+    M: sp.csr_matrix, y: np.ndarray, k: int, C: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(coef k x d, intercept k) of a multinomial logistic regression on the rows of ``M`` that
+    have a non-zero; a cohort absent from them gets a very low intercept. Too few rows (or one
+    cohort): zeros and the log of the cohort shares (a prior, not a model)."""
     keep = np.diff(M.indptr) > 0
     coef, intercept = np.zeros((k, M.shape[1])), np.full(k, -30.0)
     present = np.unique(y[keep])
     if keep.sum() < 2 * k or len(present) < 2:
         shares = np.bincount(y, minlength=k) + 1.0
-        return LinearFit(coef, np.log(shares / shares.sum()), ())
+        return coef, np.log(shares / shares.sum())
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=C, max_iter=200, tol=1e-3, class_weight="balanced", random_state=seed)
-    if start is not None and len(present) > 2 and start.fitted == tuple(present.tolist()):
-        clf.set_params(warm_start=True)
-        clf.coef_, clf.intercept_ = start.coef[present].copy(), start.intercept[present].copy()
     with one_blas_thread():
         clf.fit(M[keep], y[keep])
     spread_fit(clf, coef, intercept)
-    return LinearFit(coef, intercept, tuple(present.tolist()))
+    return coef, intercept
 
 
 def spread_fit(clf: Any, coef: np.ndarray, intercept: np.ndarray) -> None:
@@ -825,6 +814,6 @@ def spread_fit(clf: Any, coef: np.ndarray, intercept: np.ndarray) -> None:
             coef[c], intercept[c] = clf.coef_[row], clf.intercept_[row]
 
 
-def _scores(model: LinearFit, M: sp.csr_matrix) -> np.ndarray:
-    coef, intercept, _ = model
+def _scores(model: tuple[np.ndarray, np.ndarray], M: sp.csr_matrix) -> np.ndarray:
+    coef, intercept = model
     return _softmax(np.asarray(M @ coef.T) + intercept)

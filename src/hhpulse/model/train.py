@@ -47,7 +47,6 @@ from hhpulse.model.features import (
     DEFAULT_SCORES,
     TOKENS,
     DenseInput,
-    TermStats,
     TextVectorizer,
     one_blas_thread,
     spread_fit,
@@ -211,8 +210,8 @@ def featurize(
         order = pd.Series(time_order(td.frame), index=td.frame.index)
         X, lengths = {}, {}
         for p, r in (("train", tr), ("val", va), ("test", te)):
-            stats: TermStats = {}
-            X[p], lengths[p] = vec.transform(r, stats=stats), token_counts(stats)
+            counted: dict[str, list[int]] = {}
+            X[p], lengths[p] = vec.transform(r, lengths=counted), token_counts(counted)
         # each part's rows, with their texts' lengths in tokens (the dense input reads them)
         parts = {
             p: instance_frame(r).assign(_order=order[r.index].to_numpy(), **lengths[p])
