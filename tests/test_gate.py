@@ -212,7 +212,7 @@ def test_the_live_rule_replaces_a_champion_whose_live_figure_falls_below_the_cha
     )
 
 
-def test_a_young_champions_tie_keeps_it_unless_the_rule_hands_ties_to_a_mature_or_any_challenger():
+def test_a_young_champions_tie_keeps_it_unless_the_rule_hands_ties_to_a_less_young_mature_or_any_challenger():
     from hhpulse.flows.workflow import LiveRule
 
     champ = {"salary": {"roc_auc_ovo": 0.70}, "demand": {"roc_auc_ovo": 0.90}}
@@ -245,6 +245,27 @@ def test_a_young_champions_tie_keeps_it_unless_the_rule_hands_ties_to_a_mature_o
     assert v["challenger_wins"] and "goes to the challenger trained on newer data" in v["reason"]
     # a mature champion keeps the bootstrap's tie rule
     assert not compare(chal, champ, evidence=tie, live={}, young={"champion": None})["challenger_wins"]
+    # "less-young": a tie goes to a challenger whose history is less young (young_level), so an
+    # age-proxy champion gives way to a challenger trained on resolved closes, young or not
+    less = LiveRule(young_tie="less-young")
+    proxy = {"champion": "demand on the age proxy", "champion_level": 2}
+    v = compare(
+        chal, champ, evidence=tie, live={}, young={**both, **proxy, "challenger_level": 1}, live_rule=less
+    )
+    assert v["challenger_wins"] and "goes to the challenger trained on a less young history" in v["reason"]
+    v = compare(
+        chal, champ, evidence=tie, live={}, young={**young, **proxy, "challenger_level": 0}, live_rule=less
+    )
+    assert v["challenger_wins"] and "on a history that is not young" in v["reason"]
+    # as young as the champion (or no level known): the tie keeps it
+    same = {**both, "champion_level": 1, "challenger_level": 1}
+    assert not compare(chal, champ, evidence=tie, live={}, young=same, live_rule=less)["challenger_wins"]
+    assert not compare(chal, champ, evidence=tie, live={}, young=both, live_rule=less)["challenger_wins"]
+    # and a tie only: a negative mean point change keeps the age-proxy champion
+    down_young = {**both, **proxy, "challenger_level": 1}
+    assert not compare(chal, champ, evidence=down, live={}, young=down_young, live_rule=less)[
+        "challenger_wins"
+    ]
     with pytest.raises(ValueError, match="young_tie"):
         LiveRule(young_tie="sometimes")
 

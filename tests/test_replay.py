@@ -396,14 +396,15 @@ def test_replay_folds_day_by_day_and_calls_the_hooks_after_each_fold(tmp_path):
 def test_replay_json_carries_the_gate_rules_side_by_side(replayed):
     report, _, _ = replayed
     g = report["gate"]
-    # the three named rules, and two variants of the live rule (what a young champion's tie does)
-    rules = {"margin", "bootstrap", "live", "live-mature", "live-challenger"}
+    # the three named rules, and three variants of the live rule (what a young champion's tie does)
+    rules = {"margin", "bootstrap", "live", "live-less-young", "live-mature", "live-challenger"}
     assert (
         set(g["replacements"]) == set(g["served_auc"]) == set(g["live"]) == rules and g["gate_rule"] == "live"
     )
     assert "a young history: a tie keeps it" in g["rules"]["live"]
     assert "a tie goes to a challenger trained on a history that is not young" in g["rules"]["live-mature"]
     assert "a tie goes to the challenger" in g["rules"]["live-challenger"]
+    assert "a tie goes to a challenger whose history is less young" in g["rules"]["live-less-young"]
     assert all(isinstance(n, int) and n >= 0 for n in g["replacements"].values())
     for rule in rules:
         assert set(g["served_auc"][rule]) == {"salary", "demand"}

@@ -23,9 +23,10 @@ Each replayed day (:class:`GateHook`, a :class:`hhpulse.flows.replay.DayHook` wi
      against what the champion served, on the champion's served rows whose outcome has
      resolved in the day's history; a champion published on a young history is not protected
      by its own demand figure (:class:`hhpulse.flows.workflow.LiveRule`);
-   * ``live-mature`` and ``live-challenger``: the ``live`` rule with a young champion's tie
-     going to a challenger trained on a history that is not young, or to any fresher one
-     (:func:`default_rules`);
+   * ``live-less-young``, ``live-mature`` and ``live-challenger``: the ``live`` rule with a
+     young champion's tie going to a challenger whose history is less young
+     (:func:`hhpulse.model.dataset.young_level`), to one trained on a history that is not
+     young, or to any fresher one (:func:`default_rules`);
 
 4. a challenger that wins is **refitted** as the pipeline publishes it
    (:func:`hhpulse.model.refit.refit_bundle`, train + validation + test, calibrated out of fold):
@@ -94,15 +95,18 @@ class Rule:
 
 
 def default_rules() -> dict[str, Rule]:
-    """The three named rules, and two variants of the ``live`` rule that differ only in what a
+    """The three named rules, and three variants of the ``live`` rule that differ only in what a
     tie does to a champion published on a young history (:class:`LiveRule`'s ``young_tie``; the
-    ``live`` rule's tie keeps it): ``live-mature`` hands it to a challenger trained on a history
-    that is not young, ``live-challenger`` to any fresher challenger. They judge the same
-    challengers and share the refits, so one replay measures all five."""
+    ``live`` rule's tie keeps it): ``live-less-young`` hands it to a challenger whose history is
+    less young (:func:`hhpulse.model.dataset.young_level`: an age-proxy champion gives way to the
+    first challenger trained on resolved closes), ``live-mature`` to a challenger trained on a
+    history that is not young, ``live-challenger`` to any fresher challenger. They judge the same
+    challengers and share the refits, so one replay measures all six."""
     return {
         "margin": Rule("margin"),
         "bootstrap": Rule("bootstrap"),
         "live": Rule("live", LiveRule()),
+        "live-less-young": Rule("live", LiveRule(young_tie="less-young")),
         "live-mature": Rule("live", LiveRule(young_tie="mature")),
         "live-challenger": Rule("live", LiveRule(young_tie="challenger")),
     }
@@ -376,6 +380,7 @@ class GateHook:
         lr = rule.live_rule or LiveRule()
         young = {
             "challenger": "a tie goes to the challenger",
+            "less-young": "a tie goes to a challenger whose history is less young",
             "mature": "a tie goes to a challenger trained on a history that is not young",
             "champion": "a tie keeps it",
         }[lr.young_tie]

@@ -462,6 +462,10 @@ GATE_RULES = ("margin", "bootstrap", "live")
 DEFAULT_RULE = "live"
 
 
+# what a tie does to a champion published on a young history (LiveRule.young_tie)
+YOUNG_TIES = ("champion", "less-young", "mature", "challenger")
+
+
 @dataclass(frozen=True)
 class LiveRule:
     """How the gate's ``live`` rule weighs what the champion served and how young it is.
@@ -472,9 +476,11 @@ class LiveRule:
       (:func:`hhpulse.model.dataset.young_history`): ``"champion"`` (the default: a tie keeps it,
       so only evidence replaces a champion: the paired bootstrap on the new test rows, or the
       live rows), ``"mature"`` (a challenger trained on a history that is not young takes over on
-      a tie) or ``"challenger"`` (any fresher model takes over unless it is worse on the point
-      estimates). ``hhpulse replay`` measures the three side by side; handing ties over added
-      replacements and served no better there.
+      a tie), ``"less-young"`` (a challenger whose history is less young than the champion's,
+      :func:`hhpulse.model.dataset.young_level`, takes over on a tie: an age-proxy champion gives
+      way to the first challenger trained on resolved closes) or ``"challenger"`` (any fresher
+      model takes over unless it is worse on the point estimates). ``hhpulse replay`` measures
+      them side by side; handing ties over added replacements and served no better there.
     """
 
     min_rows: int = LIVE_MIN_ROWS
@@ -484,8 +490,8 @@ class LiveRule:
     refresh_ratio: float | None = None
 
     def __post_init__(self) -> None:
-        if self.young_tie not in ("challenger", "mature", "champion"):
-            raise ValueError(f"young_tie must be challenger, mature or champion, got {self.young_tie!r}")
+        if self.young_tie not in YOUNG_TIES:
+            raise ValueError(f"young_tie must be one of {', '.join(YOUNG_TIES)}, got {self.young_tie!r}")
 
 
 def served_evidence(
@@ -561,10 +567,10 @@ def judge(
             "challenger": young_history(dataset.summary, bounds),
             "champion_labels": resolved_labels(meta.get("dataset") or {}),
             "challenger_labels": resolved_labels(dataset.summary),
+            "champion_level": young_level(meta.get("dataset") or {}, meta.get("boundaries") or {}),
+            "challenger_level": young_level(dataset.summary, bounds),
         }
-        if age["champion"] and young_level(dataset.summary, bounds) <= young_level(
-            meta.get("dataset") or {}, meta.get("boundaries") or {}
-        ):
+        if age["champion"] and age["challenger_level"] <= age["champion_level"]:
             # a demand figure measured on a young history protects nothing: a demand task the new
             # test rows cannot compare is left out, not a block, against a challenger no younger
             was["demand"] = False
@@ -853,12 +859,24 @@ def _live_head(
     compared = [t for t, v in tasks.items() if v.get("status") == "compared"]
     tie = bool(compared) and mean is not None and mean >= 0 and all(v.delta >= 0 for v in weighed.values())
     champ_young, chal_young = young.get("champion"), young.get("challenger")
+    champ_level, chal_level = young.get("champion_level"), young.get("challenger_level")
+    less_young = champ_level is not None and chal_level is not None and chal_level < champ_level
     if (
         tie
         and champ_young
-        and (rule.young_tie == "challenger" or (rule.young_tie == "mature" and not chal_young))
+        and (
+            rule.young_tie == "challenger"
+            or (rule.young_tie == "mature" and not chal_young)
+            or (rule.young_tie == "less-young" and less_young)
+        )
     ):
-        newer = "on newer data" if chal_young else "on a history that is not young"
+        newer = (
+            "on a history that is not young"
+            if not chal_young
+            else "on a less young history"
+            if less_young
+            else "on newer data"
+        )
         return (
             f"challenger wins: the champion was published on a young history ({champ_young}), so a tie "
             f"(mean point change {mean:+.4f}, not negative) goes to the challenger trained {newer}"
