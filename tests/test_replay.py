@@ -415,7 +415,13 @@ def test_replay_json_carries_the_gate_rules_side_by_side(replayed):
     decided = [d for d in g["days"] if "decisions" in d]
     assert all(set(d["decisions"]) == rules for d in decided)
     assert not any(d["decisions"][r]["replaced"] for r in rules for d in decided[:1])
-    assert g["goal"]["met"] in (True, False) and "bootstrap" in g["rules"]["bootstrap"]
+    assert g["goal"]["gate_met"] in (True, False) and "bootstrap" in g["rules"]["bootstrap"]
+    # every goal judged: the gate's pair, and the live figure and the champions where judged
+    assert g["goal"]["met"] == (
+        g["goal"]["gate_met"]
+        and g["goal"]["live_ratio_met"] is not False
+        and g["goal"]["champions_met"] is not False
+    )
     assert (
         "1000 resamples" in g["rules"]["live"] and "resolved rows the champion served" in g["rules"]["live"]
     )
@@ -506,7 +512,7 @@ def test_the_replay_ends_with_a_sentence_a_user_can_act_on():
 
     def gate(old, new, fewer, auc_ok):
         met = bool(fewer) and all(v is not False for v in auc_ok.values())
-        goal = {"fewer_replacements": fewer, "served_auc_no_lower": auc_ok, "met": met}
+        goal = {"fewer_replacements": fewer, "served_auc_no_lower": auc_ok, "gate_met": met, "met": met}
         return {
             "days": 20,
             "gate": {

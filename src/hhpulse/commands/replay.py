@@ -333,7 +333,7 @@ def print_gate(g: dict) -> None:  # type: ignore[type-arg]
         )
         print(
             f"  goal ({goal['replacements']}, served AUC {goal['served_auc']}): "
-            f"{'met' if goal['met'] else 'NOT met'} (fewer replacements: {'yes' if goal['fewer_replacements'] else 'no'}; {auc_ok})"
+            f"{'met' if goal.get('gate_met', goal['met']) else 'NOT met'} (fewer replacements: {'yes' if goal['fewer_replacements'] else 'no'}; {auc_ok})"
         )
     for key, text in (("live_ratio_met", "live_ratio"), ("champions_met", "champions")):
         ok = goal.get(key)
@@ -359,7 +359,7 @@ def closing_line(report: dict) -> str:  # type: ignore[type-arg]
                 f"In short: in these {runs} runs the margin rule never replaced the champion, so the gates "
                 "cannot be told apart here; replay more days (--days 45) to compare them."
             )
-        if goal["met"]:
+        if goal.get("gate_met", goal["met"]):
             return (
                 f"In short: the gate `hhpulse run` uses ({rule}) replaced the champion {new} times where the "
                 f"margin rule did {old}, and served no lower ROC AUC: it is the better gate here, nothing to change."

@@ -436,7 +436,7 @@ class GateHook:
             for c in lv.get("champions", [])
             if c.get("live_n", 0) >= GOAL_CHAMPION_ROWS and c.get("gap") is not None and not c.get("forecast")
         ]
-        return {
+        goal: dict[str, Any] = {
             "replacements": f"{GATE_RULE} < {GOAL_REPLACEMENTS:.3g} x margin",
             "served_auc": f"{GATE_RULE} >= margin - {GOAL_AUC_TOLERANCE}",
             "live_ratio": f"version-stratified live demand AUC >= {GOAL_LIVE_RATIO} x the oracle on the same rows",
@@ -448,7 +448,14 @@ class GateHook:
             "champions_met": None if not judged else all(c["within"] for c in judged),
             "champions_judged": [c["version"] for c in judged],
             "champions_young": young,
-            "met": bool(fewer)
-            and all(v is not False for v in auc_ok.values())
-            and any(v is not None for v in auc_ok.values()),
         }
+        # the gate's own pair (fewer replacements, served AUC no lower), then every goal judged
+        goal["gate_met"] = (
+            bool(fewer)
+            and all(v is not False for v in auc_ok.values())
+            and any(v is not None for v in auc_ok.values())
+        )
+        goal["met"] = (
+            goal["gate_met"] and goal["live_ratio_met"] is not False and goal["champions_met"] is not False
+        )
+        return goal
