@@ -110,7 +110,8 @@ class FeatureSet:
     copies; ``train_rows`` is the number of the former (None: no copies).
 
     ``rows`` (per part ``train``, ``val``, ``test``: the rows' texts, structured fields and
-    ``_order``, their place in time) and ``layout`` (each text field's columns in ``X``) are
+    ``_order``, their place in time, and ``<field>:tokens``, each text field's length in
+    tokens) and ``layout`` (each text field's columns in ``X``) are
     what an XGBoost candidate builds its dense input from (:class:`DenseInput`).
     """
 
