@@ -365,3 +365,28 @@ def test_the_booster_takes_one_thread_per_fifty_thousand_rows_up_to_its_cores(mo
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert [booster_threads(n) for n in (0, 18_000, 49_999, 50_000, 120_000, 10**7)] == [1, 1, 1, 1, 2, 4]
+
+
+def test_a_bundle_reads_the_lengths_it_counted_and_answers_as_if_it_tokenized_again(bundle, trained):
+    """ModelBundle.predict_proba hands the dense input the lengths its vectorizer counted; a
+    row and a batch, with the lengths and without (tokenizing again), give the same input."""
+    from hhpulse.model.dataset import instances
+    from hhpulse.model.features import TOKENS
+    from hhpulse.model.inputs import to_instance
+
+    vec, fs, _ = trained
+    rows = [to_instance(r).as_dict() for r in instances(fs.rows["val"].head(70))]
+    lengths: dict[str, list[int]] = {}
+    X = bundle.vectorizer.transform(rows, lengths=lengths)
+    counted = [dict(r) for r in rows]
+    for f, counts in lengths.items():
+        for r, c in zip(counted, counts, strict=True):
+            r[f + TOKENS] = c
+    for task in ("salary", "demand"):
+        dense = bundle.models[task].dense
+        np.testing.assert_array_equal(dense.transform(X, counted), dense.transform(X, rows))
+        np.testing.assert_array_equal(dense.transform(X[:1], counted[:1]), dense.transform(X[:1], rows[:1]))
+    got = bundle.predict_proba(rows)
+    for task in ("salary", "demand"):
+        p = bundle.models[task].predict_proba(X, rows)
+        np.testing.assert_allclose(got[task], bundle.calibrators[task].apply(p))

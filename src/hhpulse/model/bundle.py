@@ -41,7 +41,7 @@ from hhpulse.model.calibration import CalibrationError, Calibrator
 from hhpulse.model.dataset import label_lines
 from hhpulse.model.evaluate import bundle_caveats, dominant_prediction, served_auc, served_counts
 from hhpulse.model.explain import explain
-from hhpulse.model.features import TermStats, TextVectorizer
+from hhpulse.model.features import TermStats, TextVectorizer, with_lengths
 from hhpulse.model.inputs import STRUCTURED_NAMES, to_instance
 from hhpulse.model.report import selection_text
 from hhpulse.model.train import TrainedCandidate, load_candidate
@@ -548,7 +548,9 @@ class ModelBundle:
         rows = [to_instance(i).as_dict() for i in instances]
         if not rows:
             return {t: np.zeros((0, len(self.cohorts[t]))) for t in TASKS}
-        X = self.vectorizer.transform(rows, stats=stats)
+        lengths: dict[str, list[int]] = {}  # each text's length in tokens, for a dense input
+        X = self.vectorizer.transform(rows, stats=stats, lengths=lengths)
+        with_lengths(rows, lengths)
         raw = {t: self.models[t].predict_proba(X, rows) for t in TASKS}
         return {t: self.calibrators[t].apply(p) for t, p in raw.items()} if calibrated else raw
 

@@ -328,7 +328,17 @@ def _lengths(rows: pd.DataFrame | Sequence[Mapping[str, Any]] | None, field: str
     if isinstance(rows, pd.DataFrame) and field + TOKENS in rows:
         counts = pd.to_numeric(rows[field + TOKENS], errors="coerce").to_numpy(dtype=np.float64)
         return np.where(counts > 0, counts, np.nan)
+    if isinstance(rows, Sequence) and rows and all(field + TOKENS in r for r in rows):
+        return [float(c) if (c := r[field + TOKENS]) else np.nan for r in rows]
     return [float(len(t)) if (t := analyze(_text(v))) else np.nan for v in _values(rows, field, n)]
+
+
+def with_lengths(rows: list[dict[str, Any]], lengths: Mapping[str, Sequence[int]]) -> list[dict[str, Any]]:
+    """``rows`` (dicts, changed in place) with their ``<field>:tokens`` from ``lengths``."""
+    for field, counts in lengths.items():
+        for row, count in zip(rows, counts, strict=True):
+            row[field + TOKENS] = count
+    return rows
 
 
 def token_counts(lengths: Mapping[str, Sequence[int]]) -> dict[str, Sequence[int]]:
@@ -661,8 +671,9 @@ class DenseInput:
             else:
                 out.append(_flag(v))
         for f in self.layout:
-            tokens = analyze(_text(row.get(f)))
-            out.append(float(len(tokens)) if tokens else nan)
+            count = row.get(f + TOKENS)
+            count = len(analyze(_text(row.get(f)))) if count is None else count
+            out.append(float(count) if count else nan)
         return np.array([out], dtype=np.float32)
 
     # -- persistence -----------------------------------------------------------------------

@@ -49,7 +49,7 @@ from hhpulse.config import TASKS, CandidateConfig, FeatureConfig
 from hhpulse.model.calibration import Calibrator, fit_calibrator, softmax, summary
 from hhpulse.model.dataset import Dataset, TaskData, instance_frame, time_order
 from hhpulse.model.evaluate import classification_metrics, data_profile
-from hhpulse.model.features import TextVectorizer
+from hhpulse.model.features import TextVectorizer, token_counts
 from hhpulse.model.report import REPORT_NAME
 from hhpulse.model.train import TrainedCandidate, dense_input, fit_candidate, only_responsibility
 
@@ -116,16 +116,18 @@ def fit_rows(
     its dense input built from these rows, as :func:`hhpulse.model.train.fit_on` builds it)."""
     if config.kind == "xgboost" and dense_input(config):
         copies = config.field_dropout and fcfg.field_dropout and len(fcfg.fields) > 1
+        lengths: dict[str, list[int]] = {}
+        X = vec.transform(rows, lengths=lengths)
         return fit_candidate(
             config,
-            vec.transform(rows),
+            X,
             rows["label"].tolist(),
             None,
             None,
             classes,
             device=device,
             rounds=rounds,
-            rows=instance_frame(rows).assign(_order=time_order(rows)),
+            rows=instance_frame(rows).assign(_order=time_order(rows), **token_counts(lengths)),
             layout=vec.layout(),
             X_alone=vec.transform(only_responsibility(rows)) if copies else None,
             copies=copies,
@@ -224,13 +226,15 @@ def published_calibrator(
     for name, before, rows in (("val", tr, va), ("test", pd.concat([tr, va]), te)):
         if rows.empty or before["label"].nunique() < 2:
             continue
-        records = rows[FIELDS].to_dict("records")
+        records, lengths = rows[FIELDS].to_dict("records"), {}
         if name == "val" and held is not None and held[0].config.name == config.name:
-            model, X, by[name] = held[0], held[1].transform(records), "the held-out fit (on every older row)"
+            model, by[name] = held[0], "the held-out fit (on every older row)"
+            X = held[1].transform(records, lengths=lengths)
         else:
             model = fit_rows(config, vec, before, classes, fcfg, rounds=rounds, device=device)
-            X, by[name] = vec.transform(records), "a fit on every older row"
-        slices.append((name, rows, model.predict_proba(X, instance_frame(rows))))
+            X, by[name] = vec.transform(records, lengths=lengths), "a fit on every older row"
+        inputs = instance_frame(rows).assign(**token_counts(lengths))
+        slices.append((name, rows, model.predict_proba(X, inputs)))
     report: dict[str, Any] = {
         "fitted_on": "time-ordered out-of-fold predictions: "
         + ", ".join(f"{n} ({len(r)} rows) by {by[n]}" for n, r, _ in slices),
