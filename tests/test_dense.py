@@ -390,3 +390,13 @@ def test_a_bundle_reads_the_lengths_it_counted_and_answers_as_if_it_tokenized_ag
     for task in ("salary", "demand"):
         p = bundle.models[task].predict_proba(X, rows)
         np.testing.assert_allclose(got[task], bundle.calibrators[task].apply(p))
+
+
+def test_one_row_of_any_values_walks_the_table_without_leaving_it(bundle):
+    """The table path packs each tree's answers into an integer: the padding splits never
+    answer right, so even a row of infinities stays inside the table."""
+    for task in ("salary", "demand"):
+        fast = bundle.models[task].fast_trees()
+        for value in (np.inf, -np.inf, np.nan, 0.0):
+            z = fast.margin(np.full((1, fast.n_features), value, dtype=np.float32))
+            assert z.shape == (1, fast.n_classes) and np.isfinite(z).all()

@@ -307,9 +307,9 @@ class FastTrees:
         self._one_row: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str] | None = None
         if 0 < depth <= TABLE_DEPTH:
             # one row: every split of every tree compared at once, each tree's answers packed
-            # into one integer (its splits padded to whole bytes with splits that go left), and
-            # that integer's leaf read from a table, the same for every tree: all are laid out
-            # as complete trees of this depth
+            # into one integer (its splits padded to whole bytes with splits no value passes:
+            # x >= NaN is false), and that integer's leaf read from a table, the same for every
+            # tree: all are laid out as complete trees of this depth
             slots = 8 * -(-((1 << depth) - 1) // 8)  # splits per tree, in heap order, padded
             pad = slots - ((1 << depth) - 1)
             heap = lambda levels, fill: np.concatenate(  # noqa: E731
@@ -317,7 +317,7 @@ class FastTrees:
             )
             self._one_row = (
                 heap(self.feature, 0).ravel(),
-                heap(self.threshold, np.inf).ravel(),
+                heap(self.threshold, np.nan).ravel(),
                 _leaf_table(depth),
                 np.arange(n, dtype=np.intp) << depth,  # each tree's first leaf in self.leaf
                 "u1" if slots == 8 else "<u2",
