@@ -668,8 +668,8 @@ def compare(
       :func:`hhpulse.model.dataset.young_history`) is not protected by its own demand figure
       (see :func:`judge`); a tie (no task clearly worse, the mean point change and the live point
       change not negative) keeps it by default, or goes to a challenger trained on a history that
-      is not young (``live_rule.young_tie`` ``"mature"``), or to any fresher challenger
-      (``"challenger"``).
+      is not young (``live_rule.young_tie`` ``"mature"``), on a less young one (``"less-young"``),
+      or to any fresher challenger (``"challenger"``).
     """
     if champion is None:
         return {"challenger_wins": True, "reason": "no champion yet", "deltas": {}}
