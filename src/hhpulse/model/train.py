@@ -209,15 +209,12 @@ def featurize(
     for task, td in dataset.tasks.items():
         tr, va, te = td.part("train"), td.part("val"), td.part("test")
         order = pd.Series(time_order(td.frame), index=td.frame.index)
-        X, lengths = {}, {}
+        # each part's matrix, and its rows with their texts' lengths in tokens (the dense input reads them)
+        X, parts = {}, {}
         for p, r in (("train", tr), ("val", va), ("test", te)):
             counted: dict[str, list[int]] = {}
-            X[p], lengths[p] = vec.transform(r, lengths=counted), token_counts(counted)
-        # each part's rows, with their texts' lengths in tokens (the dense input reads them)
-        parts = {
-            p: instance_frame(r).assign(_order=order[r.index].to_numpy(), **lengths[p])
-            for p, r in (("train", tr), ("val", va), ("test", te))
-        }
+            X[p] = vec.transform(r, lengths=counted)
+            parts[p] = instance_frame(r).assign(_order=order[r.index].to_numpy(), **token_counts(counted))
         X_tr, y_tr = X["train"], tr["label"].tolist()
         rows = None
         if config.field_dropout and len(config.fields) > 1:
