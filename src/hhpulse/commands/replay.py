@@ -49,7 +49,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--no-gate",
         dest="gate",
         action="store_false",
-        help="skip the daily gate (a challenger trained every day, judged by the margin, bootstrap and live rules and two variants of the live rule)",
+        help="skip the daily gate (a challenger trained every day, judged by the margin, bootstrap and live rules and three variants of the live rule)",
     )
     p.add_argument(
         "--gate-candidates",
