@@ -242,6 +242,12 @@ class Steps:
         env = {**os.environ, **env_vars} if env_vars else None
         task = self._note(full_command)
         guard = [sys.executable, "-m", "pipelines.stepguard", str(os.getpid()), "--", *full_command]
+        if self._on_start is not None:
+            # recorded before the step's process exists: a run killed once the step is seen
+            # running is never recorded as still in the step before it
+            with self._lock:
+                running = sorted([*self.live.values(), task])
+            self._on_start(running)
         with self._lock:
             if self.stopping:
                 return 128 + signal.SIGTERM
@@ -249,9 +255,6 @@ class Steps:
                 guard, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
             )
             self.live[process] = task
-            running = sorted(self.live.values())
-        if self._on_start is not None:
-            self._on_start(running)
         try:
             if process.stdout:
                 for line in iter(process.stdout.readline, ""):
