@@ -170,6 +170,28 @@ def test_missing_fields_are_missing_and_text_alone_still_scores(fitted):
     assert D.dtype == np.float32 and len(cols) < 40
 
 
+def test_one_row_gives_exactly_its_row_of_many(fitted):
+    """The predictor's one-row paths (TF-IDF in plain Python on a template matrix, the dense
+    input from its tables) give the bits of the same row transformed among many, whatever
+    the row holds: unseen and upper-case values, lists of roles, missing fields, a word said
+    5,000 times (past the tf table), nothing at all."""
+    vec, rows, _, dense, _ = fitted
+    odd = [
+        {"responsibility": "PYTHON  sql, sql; отчёты", "schedule": " Remote ", "employer": "never-seen"},
+        {"responsibility": "склад " * 5000, "name": "курьер", "professional_roles": ["96", " 10 ", ""]},
+        {"responsibility": "", "employment": "volunteer", "area": "Москва", "key_skills_count": 0},
+        {"responsibility": None, "name": None, "requirement": "java java java"},
+    ]
+    many = [*rows.head(40).to_dict("records"), *odd]
+    X = vec.transform(many)
+    D = dense.transform(X, many)
+    for i, row in enumerate(many):
+        x = vec.transform([row])
+        assert np.array_equal(x.indices, X[i].indices) and np.array_equal(x.data, X[i].data), i
+        assert x.has_sorted_indices and x.shape == (1, X.shape[1]) and (x != X[i]).nnz == 0
+        np.testing.assert_array_equal(dense.transform(x, [row]), D[i : i + 1])
+
+
 # -- persistence and the fast trees ---------------------------------------------------------
 def test_save_load_round_trip_and_refusals(fitted, tmp_path):
     vec, rows, _, dense, _ = fitted

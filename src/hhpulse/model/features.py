@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,40 @@ class _FieldTfidf:
         return cls(vocab, idf, n_max, sublinear)
 
 
+def _term_counts(tokens: Sequence[str], vocab: Mapping[str, int], n_max: int) -> dict[int, int]:
+    """How often each vocabulary term among :func:`ngrams` (``tokens``, ``n_max``) occurs, by column."""
+    grams: Iterable[str] = tokens
+    if n_max >= 2:  # as ngrams(), without its list: the bigrams by pairwise, any longer ones by slices
+        longer = (
+            " ".join(tokens[i : i + n]) for n in range(3, n_max + 1) for i in range(len(tokens) - n + 1)
+        )
+        grams = chain(tokens, map(" ".join, pairwise(tokens)), longer)
+    found: dict[int, int] = {}
+    get = vocab.get
+    for gram in grams:
+        if (i := get(gram)) is not None:
+            found[i] = found.get(i, 0) + 1
+    return found
+
+
+# sublinear tf, 1 + ln(count), of the counts a text can plausibly have: one table for the matrix
+# of many rows and of one (numpy's log and Python's may differ in the last bit)
+_TF_TABLE = 1.0 + np.log(np.arange(1, 4097, dtype=np.float64))
+_TF_LIST = [math.nan, *_TF_TABLE.tolist()]
+
+
+def _tf_value(count: int) -> float:
+    return _TF_LIST[count] if count < len(_TF_LIST) else 1.0 + math.log(count)
+
+
+def _tf(counts: np.ndarray) -> np.ndarray:
+    """:func:`_tf_value` of each count."""
+    small = counts < len(_TF_LIST)
+    if small.all():
+        return _TF_TABLE[counts - 1]
+    return np.array([_tf_value(int(c)) for c in counts], dtype=np.float64)
+
+
 # {field: [(known tokens, tokens) per row]}: filled by TextVectorizer.transform(stats=...)
 TermStats = dict[str, list[tuple[int, int]]]
 
@@ -105,11 +141,15 @@ class TextVectorizer:
         self._fields: dict[str, _FieldTfidf] = {}
         self._offsets: list[int] = []  # each field's first column
         self._idf = np.zeros(0)  # every field's idf, in column order
+        self._idf_list: list[float] = []  # the same as Python floats (one row)
+        self._one_row_template: sp.csr_matrix | None = None  # see _one_row_matrix
 
     def _prepared(self) -> TextVectorizer:
         """Lay out the fitted fields once: their column offsets and one idf for all columns."""
         self._offsets = list(np.cumsum([0] + [len(v.vocabulary) for v in self._fields.values()])[:-1])
         self._idf = np.concatenate([v.idf for v in self._fields.values()]) if self._fields else np.zeros(0)
+        self._idf_list = self._idf.tolist()
+        self._one_row_template = None
         return self
 
     @property
@@ -163,7 +203,7 @@ class TextVectorizer:
         for r in range(n_rows):
             for texts, vocab, off, known, length in blocks:
                 tokens = analyze(texts[r])
-                found = Counter(i for g in ngrams(tokens, n_max) if (i := vocab.get(g)) is not None)
+                found = _term_counts(tokens, vocab, n_max)
                 if known is not None:
                     known.append((sum(t in vocab for t in tokens), len(tokens)))
                 if length is not None:
@@ -172,10 +212,14 @@ class TextVectorizer:
                 cols.extend([off + i for i in terms])
                 counts.extend([found[i] for i in terms])
                 sizes.append(len(terms))
+        if n_rows == 1:
+            return self._one_row_matrix(cols, counts, sizes)
         col = np.array(cols, dtype=np.int32)
-        val = np.array(counts, dtype=np.float64)
-        if self.config.sublinear_tf:
-            val = 1.0 + np.log(val)
+        val = (
+            _tf(np.array(counts, dtype=np.int64))
+            if self.config.sublinear_tf
+            else np.array(counts, np.float64)
+        )
         val *= self._idf[col]
         size = np.array(sizes, dtype=np.int64)
         block = np.repeat(np.arange(len(size)), size)
@@ -186,6 +230,42 @@ class TextVectorizer:
         np.cumsum(size.reshape(n_rows, len(blocks)).sum(axis=1), out=indptr[1:])
         x = sp.csr_matrix((val, col, indptr), shape=(n_rows, len(self._idf)))
         x.has_sorted_indices = True  # built sorted: columns ascend within each row
+        return x
+
+    def _one_row_matrix(self, cols: list[int], counts: list[int], sizes: list[int]) -> sp.csr_matrix:
+        """:meth:`transform`'s matrix of one row from its terms, the same numbers in plain Python
+        (each block's tf times idf, over its L2 norm, summed in the same order as numpy's
+        bincount) and without scipy's constructor: its format checks cost more than the rest of
+        the row (about 15 us of 25, 2-core VM). The matrix is a copy of one built by
+        ``scipy.sparse.csr_matrix`` with this vectorizer's shape, its arrays replaced by the
+        row's (valid by construction: columns ascending and distinct, one row)."""
+        idf, sublinear = self._idf_list, self.config.sublinear_tf
+        val: list[float] = []
+        at = 0
+        for size in sizes:
+            block = [
+                (_tf_value(c) if sublinear else float(c)) * idf[j]
+                for j, c in zip(cols[at : at + size], counts[at : at + size], strict=True)
+            ]
+            total = 0.0
+            for v in block:
+                total += v * v
+            norm = math.sqrt(total) or 1.0
+            val.extend([v / norm for v in block])
+            at += size
+        template = self._one_row_template
+        if template is None:
+            template = sp.csr_matrix(
+                (np.zeros(1), np.zeros(1, dtype=np.int32), np.array([0, 1], dtype=np.int32)),
+                shape=(1, len(self._idf)),
+            )
+            template.has_sorted_indices = True
+            self._one_row_template = template
+        x = sp.csr_matrix.__new__(sp.csr_matrix)
+        x.__dict__.update(template.__dict__)
+        x.data = np.array(val, dtype=np.float64)
+        x.indices = np.array(cols, dtype=template.indices.dtype)
+        x.indptr = np.array([0, len(cols)], dtype=template.indptr.dtype)
         return x
 
     def fit_transform(self, records: pd.DataFrame | Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
@@ -304,6 +384,8 @@ def _missing(v: Any) -> bool:
 
 def _key(v: Any) -> str | None:
     """A category value as a key: stripped and case-folded; None when blank or missing."""
+    if type(v) is str:  # most values: no missing-value checks
+        return v.strip().casefold() or None
     if _missing(v):
         return None
     text = str(v).strip().casefold()
@@ -403,6 +485,7 @@ class DenseInput:
         self.scores = tuple(scores)
         # the text fields each text score reads ("text": all of them)
         self.groups = {s: (list(self.layout) if s == TEXT else [s]) for s in self.scores if s != CATEGORIES}
+        self._spans = {s: [self.layout[f] for f in fields] for s, fields in self.groups.items()}
         self.structured = tuple(f.name for f in task_fields(task))
         self.categorical = tuple(f.name for f in task_fields(task) if f.kind in ("category", "categories"))
         k = len(self.classes)
@@ -414,7 +497,7 @@ class DenseInput:
         self.levels: dict[str, list[str]] = {f: [] for f in ONE_HOT if f in self.structured}
         self.frequency: dict[str, dict[str, int]] = {f: {} for f in FREQUENCY if f in self.structured}
         self.columns = self._columns()
-        self._cat_rows: tuple[list[list[float]], list[float]] | None = None  # cat_W, cat_b as lists (one row)
+        self._row: Any = None  # what one row's transform reads (_row_tables), built at its first call
 
     # -- layout ----------------------------------------------------------------------------
     def _columns(self) -> list[str]:
@@ -621,46 +704,43 @@ class DenseInput:
 
     def _one(self, X: sp.csr_matrix, row: Mapping[str, Any]) -> np.ndarray:
         """:meth:`transform` of one row (the predictor's call), the same values in plain Python
-        and two numpy calls: a row's few terms and fields make numpy's per-call cost the most
-        of the work (0.75 ms against ~0.05 ms, profiled)."""
+        and a few numpy calls, from tables built once (:meth:`_row_tables`): a row's few terms
+        and fields make numpy's per-call cost the most of the work (0.75 ms against ~0.05 ms,
+        profiled)."""
+        if self._row is None:
+            self._row = self._row_tables()
+        b, cat_b, cat_rows, onehot, frequency = self._row
         k, nan = len(self.classes), math.nan
         out: list[float] = []
         indices = X.indices.tolist()
-        z = (X.data @ self.W[X.indices] + self.b).tolist() if indices else self.b.tolist()
+        z = (X.data @ self.W[X.indices] + self.b).tolist() if indices else b
         text_index = 0
         for name in self.scores:
             if name == CATEGORIES:
-                if self._cat_rows is None:
-                    self._cat_rows = (self.cat_W.tolist(), self.cat_b.tolist())
-                rows_w, zc = self._cat_rows
-                any_value = False
+                zc, any_value = cat_b, False
                 for f in self.categorical:
-                    v = row.get(f)
-                    for value in _roles(v) if f == "professional_roles" else [_key(v)]:
+                    v, rows_w = row.get(f), cat_rows[f]
+                    for value in _roles(v) if f == "professional_roles" else (_key(v),):
                         if value is None:
                             continue
                         any_value = True
-                        j = self.vocab.get(f"{f}={value}")
-                        if j is not None:
-                            zc = [a + b for a, b in zip(zc, rows_w[j], strict=True)]
+                        if (w := rows_w.get(value)) is not None:
+                            zc = [a + b for a, b in zip(zc, w, strict=True)]
                 out += _softmax_list(zc) if any_value else [nan] * k
                 continue
-            spans = [self.layout[f] for f in self.groups[name]]
-            known = any(a <= j < e for j in indices for a, e in spans)
+            # any term in the score's fields' columns (the indices ascend)
+            known = any(bisect_left(indices, a) < bisect_left(indices, e) for a, e in self._spans[name])
             out += _softmax_list(z[text_index * k : (text_index + 1) * k]) if known else [nan] * k
             text_index += 1
         for f in self.structured:
             v = row.get(f)
-            if f in ONE_HOT:
+            if f in onehot:
+                values, unseen, missing = onehot[f]
                 key = _key(v)
-                out += (
-                    [nan] * len(self.levels[f])
-                    if key is None
-                    else [float(key == lv) for lv in self.levels[f]]
-                )
-            elif f in FREQUENCY:
+                out += missing if key is None else values.get(key, unseen)
+            elif f in frequency:
                 key = _key(v)
-                out.append(nan if key is None else float(self.frequency[f].get(key, 0)))
+                out.append(nan if key is None else float(frequency[f].get(key, 0)))
             elif f == "experience":
                 out.append(nan if _missing(v) else EXPERIENCE_ORDER.get(str(v), nan))
             elif f == "professional_roles":
@@ -675,6 +755,28 @@ class DenseInput:
             count = len(analyze(_text(row.get(f)))) if count is None else count
             out.append(float(count) if count else nan)
         return np.array([out], dtype=np.float32)
+
+    def _row_tables(self) -> tuple[list[float], list[float], dict[str, dict[str, list[float]]], Any, Any]:
+        """What :meth:`_one` reads, as Python lists and dicts: the text scores' intercepts; the
+        categorical model's intercepts and coefficient rows by field and value; each one-hot
+        field's columns by value (a value not seen in training: zeros; missing: NaN); the
+        frequencies."""
+        nan = math.nan
+        cat_rows: dict[str, dict[str, list[float]]] = {f: {} for f in self.categorical}
+        weights = self.cat_W.tolist()
+        for token, j in self.vocab.items():
+            f, _, value = token.partition("=")
+            if f in cat_rows:
+                cat_rows[f][value] = weights[j]
+        onehot = {
+            f: (
+                {lv: [float(lv == other) for other in levels] for lv in levels},
+                [0.0] * len(levels),
+                [nan] * len(levels),
+            )
+            for f, levels in self.levels.items()
+        }
+        return self.b.tolist(), self.cat_b.tolist(), cat_rows, onehot, self.frequency
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:

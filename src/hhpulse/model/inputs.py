@@ -424,9 +424,17 @@ def loads_strict(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise JSONRefused("invalid_json", f"the body is not valid JSON: {exc}") from None
-    if json_depth(doc, max_depth) > max_depth:
+    if _openings(body) > max_depth and json_depth(doc, max_depth) > max_depth:
         raise JSONRefused("json_too_deep", f"the body nests arrays or objects deeper than {max_depth} levels")
     return doc
+
+
+def _openings(body: bytes | str) -> int:
+    """How many ``[`` and ``{`` ``body`` holds (in strings too): no document of it nests deeper,
+    so a body with no more than the limit needs no walk of its parsed document."""
+    if isinstance(body, str):
+        return body.count("[") + body.count("{")
+    return body.count(b"[") + body.count(b"{")
 
 
 def json_depth(doc: Any, limit: int = MAX_JSON_DEPTH) -> int:

@@ -313,7 +313,7 @@ class FastTrees:
                 [a.reshape(n, -1) for a in levels] + [np.full((n, pad), fill, dtype=levels[0].dtype)], axis=1
             )
             self._one_row = (
-                heap(self.feature, 0).ravel(),
+                heap(self.feature, 0).ravel().astype(np.int32),  # half the bytes to read per row
                 heap(self.threshold, np.nan).ravel(),
                 _leaf_table(depth),
                 np.arange(n, dtype=np.intp) << depth,  # each tree's first leaf in self.leaf
@@ -422,7 +422,7 @@ def _leaf_table(depth: int) -> np.ndarray:
     node = np.zeros_like(codes)
     for _ in range(depth):
         node = 2 * node + 1 + ((codes >> node) & 1)
-    return (node - ((1 << depth) - 1)).astype(np.intp)
+    return (node - ((1 << depth) - 1)).astype(np.uint8)  # 32 KiB at depth 4: it stays in cache
 
 
 def _tree_depth(t: Mapping[str, Any]) -> int:
