@@ -15,7 +15,8 @@ market (so the benchmark needs no shared data); the client shares the machine's 
     client: v1, one instance per request (a text, its title and its structured fields: what the
     XGBoost winners' dense input reads), one sequential keep-alive connection, in interleaved rounds
     (HHPULSE_BENCH_ROUNDS, default 6, of HHPULSE_BENCH_ROUND_SECONDS, default 5, per server; the
-    order rotates each round). It prints each server's median req/s, p50 and p99 over the rounds and
+    order rotates each round), each server pinned to the last CPU and the client to the others
+    (HHPULSE_BENCH_PIN=0: not pinned). It prints each server's median req/s, p50 and p99 over the rounds and
     the ratio of the medians against the no-op model (goal: >= 0.7), with the load average. The
     winners: each task's default candidate of that kind, trained and calibrated as the pipeline
     does, on the first HHPULSE_BENCH_VACANCIES (6000) vacancies of ../shared's real dump (the
@@ -436,6 +437,34 @@ def _in_process_elsewhere(bundle_dir: Path, src: str) -> tuple[float, float]:
     return float(out[-2]), float(out[-1])
 
 
+_CLIENT_CPUS: set[int] | None = None  # this process's CPUs before _pin_apart
+
+
+def _pin_apart(pids: list[int]) -> str:
+    """Every thread of the servers ``pids`` on this machine's last CPU and the client (this
+    process, whose load threads inherit it) on the others, so that no round's figure depends on
+    where the scheduler put the client and the server (unpinned, one server's rounds spread 2x on
+    2 cores). HHPULSE_BENCH_PIN=0, or a single CPU, leaves placement to the scheduler. Says which."""
+    global _CLIENT_CPUS
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if os.environ.get("HHPULSE_BENCH_PIN", "1") == "0" or len(cpus) < 2:
+        return "not pinned to CPUs"
+    server, client = {cpus[-1]}, set(cpus[:-1])
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), server)
+    _CLIENT_CPUS = set(cpus)
+    os.sched_setaffinity(0, client)
+    return f"each server on CPU {cpus[-1]}, the client on CPU {','.join(map(str, sorted(client)))}"
+
+
+def _unpin() -> None:
+    global _CLIENT_CPUS
+    if _CLIENT_CPUS is not None:
+        os.sched_setaffinity(0, _CLIENT_CPUS)
+        _CLIENT_CPUS = None
+
+
 def side_by_side() -> None:
     """(g)."""
     import logging
@@ -471,6 +500,8 @@ def side_by_side() -> None:
                     servers[f"baseline, {label} winners"] = (_start_predictor(path, port, src=baseline), port)
             for proc, port in servers.values():
                 _wait_ready(proc, port)
+            pinned = _pin_apart([proc.pid for proc, _ in servers.values()])
+            for _, port in servers.values():
                 _load(port, bodies, 1, clients=1)  # warm up
             runs: dict[str, list[tuple[float, np.ndarray, int]]] = {name: [] for name in servers}
             names = list(servers)
@@ -478,13 +509,14 @@ def side_by_side() -> None:
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     runs[name].append(_load(servers[name][1], bodies, seconds, clients=1))
         finally:
+            _unpin()
             for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait(timeout=30)
     noop_rps = float(np.median([rps for rps, _, _ in runs["no-op kserve.Model"]]))
     print(
         f"    v1, one instance (text, title, structured fields) per request, 1 sequential client; median of {rounds} "
-        f"interleaved rounds of {seconds:.0f} s"
+        f"interleaved rounds of {seconds:.0f} s; {pinned}"
     )
     noop_p50 = float(np.median([np.percentile(x[1], 50) for x in runs["no-op kserve.Model"]]))
     print(f"    {'server':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  req/s ratio to no-op "
