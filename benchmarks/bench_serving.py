@@ -443,8 +443,9 @@ _CLIENT_CPUS: set[int] | None = None  # this process's CPUs before _pin_apart
 def _pin_apart(pids: list[int]) -> str:
     """Every thread of the servers ``pids`` on this machine's last CPU and the client (this
     process, whose load threads inherit it) on the others, so that no round's figure depends on
-    where the scheduler put the client and the server (unpinned, one server's rounds spread 2x on
-    2 cores). HHPULSE_BENCH_PIN=0, or a single CPU, leaves placement to the scheduler. Says which."""
+    where the scheduler put the client and the server (the rest of the spread between rounds
+    stays: median them). HHPULSE_BENCH_PIN=0, or a single CPU, leaves placement to the
+    scheduler. Says which."""
     global _CLIENT_CPUS
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if os.environ.get("HHPULSE_BENCH_PIN", "1") == "0" or len(cpus) < 2:
