@@ -181,8 +181,9 @@ class TextVectorizer:
         ``lengths`` gets ``{field: [tokens per row]}`` alone.
 
         One pass over the rows builds the matrix in CSR order (row by row, each field's block
-        after the earlier ones', columns sorted), so a one-row predict pays a handful of numpy
-        calls and no sort: tf (sublinear), times idf, each field's block scaled to unit L2 norm.
+        after the earlier ones', columns sorted): tf (sublinear), times idf, each field's block
+        scaled to unit L2 norm. Many rows take a handful of numpy calls; one row (the
+        predictor's) is computed in plain Python (:meth:`_one_row_matrix`), to the same bits.
         """
         if not self.fitted:
             raise RuntimeError("TextVectorizer.transform before fit/load")
