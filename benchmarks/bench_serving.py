@@ -16,7 +16,9 @@ market (so the benchmark needs no shared data); the client shares the machine's 
     XGBoost winners' dense input reads), one sequential keep-alive connection, in interleaved rounds
     (HHPULSE_BENCH_ROUNDS, default 6, of HHPULSE_BENCH_ROUND_SECONDS, default 5, per server; the
     order rotates each round), each server pinned to the last CPU and the client to the others
-    (HHPULSE_BENCH_PIN=0: not pinned). It prints each server's median req/s, p50 and p99 over the rounds and
+    (HHPULSE_BENCH_PIN=0: not pinned). Beside them, the predictor's request path alone
+    (benchmarks/_answered_predictor.py: the predictor whose model answers repeated instances from
+    a memo), the ceiling for any model. It prints each server's median req/s, p50 and p99 over the rounds and
     the ratio of the medians against the no-op model (goal: >= 0.7), with the load average. The
     winners: each task's default candidate of that kind, trained and calibrated as the pipeline
     does, on the first HHPULSE_BENCH_VACANCIES (6000) vacancies of ../shared's real dump (the
@@ -493,6 +495,21 @@ def side_by_side() -> None:
             cwd = str(Path(__file__).resolve().parents[1])
             proc = subprocess.Popen(noop, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
             servers["no-op kserve.Model"] = (proc, port)
+            port = free_port()  # the predictor around a model that answers from a memo
+            answered = [
+                sys.executable,
+                "-m",
+                "benchmarks._answered_predictor",
+                "--model_dir",
+                str(bundles["linear"]),
+            ]
+            proc = subprocess.Popen(
+                [*answered, "--http_port", str(port), "--workers", "1"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=cwd,
+            )
+            servers["hhpulse, request path alone"] = (proc, port)
             for label, path in bundles.items():
                 port = free_port()
                 servers[f"hhpulse, {label} winners"] = (_start_predictor(path, port), port)
