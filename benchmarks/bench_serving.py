@@ -37,6 +37,7 @@ market (so the benchmark needs no shared data); the client shares the machine's 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -455,7 +456,8 @@ def _pin_apart(pids: list[int]) -> str:
     server, client = {cpus[-1]}, set(cpus[:-1])
     for pid in pids:
         for tid in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(tid), server)
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(tid), server)
     _CLIENT_CPUS = set(cpus)
     os.sched_setaffinity(0, client)
     return f"each server on CPU {cpus[-1]}, the client on CPU {','.join(map(str, sorted(client)))}"
