@@ -37,10 +37,15 @@ class VectorizerError(ValueError):
 
 def ngrams(tokens: Sequence[str], n_max: int) -> list[str]:
     """The tokens, then every 2..``n_max``-gram joined by a space."""
-    out = list(tokens)
-    for n in range(2, n_max + 1):
-        out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-    return out
+    return list(_grams(tokens, n_max))
+
+
+def _grams(tokens: Sequence[str], n_max: int) -> Iterable[str]:
+    """:func:`ngrams` one at a time, without building the list (the bigrams by ``pairwise``)."""
+    if n_max < 2:
+        return iter(tokens)
+    longer = (" ".join(tokens[i : i + n]) for n in range(3, n_max + 1) for i in range(len(tokens) - n + 1))
+    return chain(tokens, map(" ".join, pairwise(tokens)), longer)
 
 
 def _text(value: Any) -> str:
@@ -84,15 +89,9 @@ class _FieldTfidf:
 
 def _term_counts(tokens: Sequence[str], vocab: Mapping[str, int], n_max: int) -> dict[int, int]:
     """How often each vocabulary term among :func:`ngrams` (``tokens``, ``n_max``) occurs, by column."""
-    grams: Iterable[str] = tokens
-    if n_max >= 2:  # as ngrams(), without its list: the bigrams by pairwise, any longer ones by slices
-        longer = (
-            " ".join(tokens[i : i + n]) for n in range(3, n_max + 1) for i in range(len(tokens) - n + 1)
-        )
-        grams = chain(tokens, map(" ".join, pairwise(tokens)), longer)
     found: dict[int, int] = {}
     get = vocab.get
-    for gram in grams:
+    for gram in _grams(tokens, n_max):
         if (i := get(gram)) is not None:
             found[i] = found.get(i, 0) + 1
     return found
@@ -710,7 +709,7 @@ class DenseInput:
         profiled)."""
         if self._row is None:
             self._row = self._row_tables()
-        b, cat_b, cat_rows, onehot, frequency = self._row
+        b, cat_b, cat_rows, onehot = self._row
         k, nan = len(self.classes), math.nan
         out: list[float] = []
         indices = X.indices.tolist()
@@ -739,9 +738,9 @@ class DenseInput:
                 values, unseen, missing = onehot[f]
                 key = _key(v)
                 out += missing if key is None else values.get(key, unseen)
-            elif f in frequency:
+            elif f in self.frequency:
                 key = _key(v)
-                out.append(nan if key is None else float(frequency[f].get(key, 0)))
+                out.append(nan if key is None else float(self.frequency[f].get(key, 0)))
             elif f == "experience":
                 out.append(nan if _missing(v) else EXPERIENCE_ORDER.get(str(v), nan))
             elif f == "professional_roles":
@@ -757,11 +756,10 @@ class DenseInput:
             out.append(float(count) if count else nan)
         return np.array([out], dtype=np.float32)
 
-    def _row_tables(self) -> tuple[list[float], list[float], dict[str, dict[str, list[float]]], Any, Any]:
+    def _row_tables(self) -> tuple[list[float], list[float], dict[str, dict[str, list[float]]], Any]:
         """What :meth:`_one` reads, as Python lists and dicts: the text scores' intercepts; the
         categorical model's intercepts and coefficient rows by field and value; each one-hot
-        field's columns by value (a value not seen in training: zeros; missing: NaN); the
-        frequencies."""
+        field's columns by value (a value not seen in training: zeros; missing: NaN)."""
         nan = math.nan
         cat_rows: dict[str, dict[str, list[float]]] = {f: {} for f in self.categorical}
         weights = self.cat_W.tolist()
@@ -777,7 +775,7 @@ class DenseInput:
             )
             for f, levels in self.levels.items()
         }
-        return self.b.tolist(), self.cat_b.tolist(), cat_rows, onehot, self.frequency
+        return self.b.tolist(), self.cat_b.tolist(), cat_rows, onehot
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:
