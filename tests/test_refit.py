@@ -106,6 +106,32 @@ def _drifting_task(shares: dict[str, float], n: int = 900, seed: int = 0) -> Tas
     return TaskData("salary", ["lo", "hi"], pd.DataFrame(rows), {})
 
 
+def test_calibration_weeks_follow_the_first_sighting_and_fall_back_to_publication():
+    from hhpulse.model.refit import weekly_calibration
+
+    utc = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+    rows = pd.DataFrame(
+        {
+            "label": ["lo", "hi", "lo", "hi", "lo"],
+            # first seen on a Wednesday and the next Monday; then no sighting
+            "first_seen": [utc("2026-01-07"), utc("2026-01-12"), pd.NaT, pd.NaT, pd.NaT],
+            "collected_at": [utc("2026-01-20"), utc("2026-01-20"), utc("2026-01-21"), pd.NaT, pd.NaT],
+            # a record that is not an API item has no published_at; the week is the sighting's
+            "published_at": [pd.NaT, utc("2025-06-01"), pd.NaT, utc("2026-02-05"), pd.NaT],
+        }
+    )
+    proba = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.5, 0.5], [0.9, 0.1]])
+    weeks = weekly_calibration(rows, proba, ["lo", "hi"])
+    assert [(w["week"], w["rows"]) for w in weeks] == [
+        ("unknown", 1),
+        ("2026-01-05", 1),
+        ("2026-01-12", 1),
+        ("2026-01-19", 1),
+        ("2026-02-02", 1),
+    ]
+    assert weeks[1]["ece"] == pytest.approx(0.2)  # confident 0.8 on a right answer
+
+
 def test_the_published_calibrator_is_fitted_out_of_fold_and_its_prior_chosen_by_a_backtest():
     from hhpulse.model.features import TextVectorizer
 
@@ -122,7 +148,7 @@ def test_the_published_calibrator_is_fitted_out_of_fold_and_its_prior_chosen_by_
     # the mix moved up to 0.4 and stayed: the newest slice's prior wins the backtest over the window's
     assert bt["window"]["mix_error"] > bt["newest"]["mix_error"]
     assert rep["prior_rule"] != "window"
-    # ECE and mix error per week of publication of the out-of-fold rows (here all in one week)
+    # ECE and mix error per week of first sighting of the out-of-fold rows (here all in one week)
     assert [w["week"] for w in rep["weeks"]] == ["2025-12-29"]  # 2026-01-01 is a Thursday
     assert rep["weeks"][0]["rows"] == len(td.part("val")) + len(td.part("test"))
     assert rep["weeks"][0]["ece"] == pytest.approx(rep["slices"]["val"]["after"]["ece"], abs=0.2)

@@ -448,7 +448,7 @@ def fits_lines(card: Mapping[str, Any]) -> list[str]:
             ]
         if c.get("weeks"):
             lines.append(
-                f"  - {task} calibrated, per week of publication of the out-of-fold rows (top-label ECE, largest mix error, rows):"
+                f"  - {task} calibrated, per week of first sighting of the out-of-fold rows (top-label ECE, largest mix error, rows):"
             )
             lines += [
                 f"    - {w['week']}: ECE {_fmt(w.get('ece'))}, mix error {_fmt(w.get('mix_error'))}, {w['rows']} rows"

@@ -304,8 +304,16 @@ def published_calibrator(
 
 def weekly_calibration(rows: pd.DataFrame, proba: np.ndarray, classes: Sequence[str]) -> list[dict[str, Any]]:
     """Top-label ECE and the largest cohort-mix error of ``proba`` (rows follow ``rows``) per week
-    of publication (the Monday, UTC; rows without a date apart, as ``unknown``), oldest first."""
-    when = pd.to_datetime(rows["published_at"], utc=True, errors="coerce") if "published_at" in rows else None
+    of the window (the Monday, UTC), oldest first. A row's week is that of its first sighting
+    (``first_seen``, else ``collected_at``), the time the window's split orders rows by (see
+    :func:`hhpulse.model.dataset.time_order`), else of its ``published_at``; rows with none of
+    them apart, as ``unknown``. (By publication alone, a dump whose records are not all API
+    items put four fifths of its out-of-fold rows in ``unknown``.)"""
+    when = None
+    for col in ("first_seen", "collected_at", "published_at"):
+        if col in rows:
+            got = pd.to_datetime(rows[col], utc=True, errors="coerce")
+            when = got if when is None else when.fillna(got)
     weeks = (
         np.array(["unknown"] * len(rows), dtype=object)
         if when is None
