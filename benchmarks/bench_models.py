@@ -9,20 +9,22 @@ Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, 
     goal (ECE <= 0.03, every cohort's predicted share within 0.03 of the true one); and the prior
     shift on the test split: EM (Saerens et al. 2002) on its unlabelled probabilities, and the
     validation slice's true mix (the newest labelled data before the test).
-(e) the published model in time: hhpulse trained on the older 85% of the salary rows by
-    published_at (its own 70/15/15 split inside), its published bundle tested on the newest 15%,
+(e) the published model in time: hhpulse trained on the older 85% of the salary rows in its own
+    time order (first sighting, then published_at; its own 70/15/15 split inside, in the same
+    order), its published bundle tested on the newest 15%,
     against TF-IDF + logistic regression (class_weight="balanced") fitted in the same run on the
     same 85%; "before" is the bundle as the older rule published it (winner by the all-fields
     validation AUC, the held-out fit), "after" the one published now (winner by the mean of both
     validation AUCs, refitted on every row, calibrated out of fold), both from the same trained
     candidates. Goals: AUC >= the baseline's, top-label ECE <= 0.05, largest mix error <= 0.05.
+    (e') the same by published_at, the first protocol: its window holds undated rows collected
+    after the test rows, and they make up the calibration slices (see window_split).
 (f) the dev time split: every salary candidate's validation and test AUC with all fields
     and with responsibility alone, the winner before and after, against TF-IDF + LR (balanced) on
     responsibility alone. Goal: the winner's responsibility-only AUC >= the baseline's + 0.01.
 (g) XGBoost against the baseline logistic regression (hhpulse's TF-IDF + LR baseline candidate)
     on the same rows: the salary test AUC of each candidate's held-out fit on the dev time split,
-    and on the newest 15% by published_at for the candidates trained on the older 85% (the run of
-    (e)); with the XGBoost candidate's training time and its dense input's width. Goal: the
+    and on the newest 15% for the candidates trained on the older 85% (the run of (e)); with the XGBoost candidate's training time and its dense input's width. Goal: the
     XGBoost candidate's AUC >= the baseline's on both.
 """
 
@@ -224,31 +226,52 @@ def print_calibration(calibration) -> None:
         )
 
 
-# -- the issue-16 protocols: the newest 15% by published_at, and the dev time split -----------
+# -- the newest 15% in time order, and the dev time split ---------------------------------------
 FIELDS = ["responsibility", "name", "requirement"]
 
 
-def window_split(hist, ds, test_share: float = 0.15):
+def window_split(hist, ds, test_share: float = 0.15, order: str = "sighting"):
     """(training history, window's salary rows, outer test rows): the salary rows (salary and
-    responsibility) ordered by published_at (then id); the newest ``test_share`` are the outer
-    test set, and the training history is every vacancy published no later than the last
-    training row (or with no published_at), minus the test rows: nothing newer than the cut
-    reaches training, demand rows included."""
+    responsibility) in time order; the newest ``test_share`` are the outer test set, and the
+    training history is every vacancy no newer than the last training row, minus the test rows.
+
+    ``order="sighting"`` is hhpulse's own time order (:func:`hhpulse.model.dataset.time_order`:
+    first sighting, then published_at, then id), the order its split inside the window uses,
+    so the calibration slices inside the window are the rows just before the outer test rows.
+    ``order="published_at"`` is the first protocol: by published_at, rows without one (3,447
+    of the dump's 9,221 salary rows, from records that are not API items) first, into the
+    window. Those undated rows were collected as late as the test rows (3,009 of the 7,838
+    window rows after the first test row's publication), so the window holds rows newer than
+    the test rows, and hhpulse's split by sighting makes them its calibration slices: not one
+    row of those slices has a published_at, and every outer test row has one."""
     import pandas as pd
 
+    from hhpulse.model.dataset import time_order
+
     rows = ds.tasks["salary"].frame
-    order = rows.assign(_p=pd.to_datetime(rows["published_at"], utc=True)).sort_values(
-        ["_p", "id"], kind="stable", na_position="first"
-    )
-    n_test = int(round(len(order) * test_share))
-    train, test = order.iloc[: len(order) - n_test], order.iloc[len(order) - n_test :]
-    cut = train["_p"].max()
+    if order == "published_at":
+        key = pd.to_datetime(rows["published_at"], utc=True)
+        ordered = rows.assign(_t=key).sort_values(["_t", "id"], kind="stable", na_position="first")
+        when = pd.to_datetime(hist["published_at"], utc=True)
+        undated = when.isna()  # cannot be placed in time: into the window, as before
+    elif order == "sighting":
+        ordered = rows.assign(_t=_sighting(rows), _r=time_order(rows)).sort_values("_r").drop(columns="_r")
+        when, undated = _sighting(hist), pd.Series(False, index=hist.index)
+    else:
+        raise ValueError(f"unknown window order {order!r}: sighting or published_at")
+    n_test = int(round(len(ordered) * test_share))
+    train, test = ordered.iloc[: len(ordered) - n_test], ordered.iloc[len(ordered) - n_test :]
+    cut = train["_t"].max()
     test_ids = set(test["id"].astype(str))
-    published = pd.to_datetime(hist["published_at"], utc=True)
-    # rows without a published_at (about a fifth of the dump's salary rows) cannot be placed
-    # in time: they sort first, into the window, as the dataset's own time split puts them
-    keep = ((published <= cut) | published.isna()) & ~hist["id"].astype(str).isin(test_ids)
-    return hist[keep].reset_index(drop=True), train.drop(columns="_p"), test.drop(columns="_p")
+    keep = ((when <= cut) | undated) & ~hist["id"].astype(str).isin(test_ids)
+    return hist[keep].reset_index(drop=True), train.drop(columns="_t"), test.drop(columns="_t")
+
+
+def _sighting(frame):
+    """A row's first sighting (``first_seen``, else ``collected_at``), as hhpulse orders time."""
+    import pandas as pd
+
+    return pd.to_datetime(frame["first_seen"] if "first_seen" in frame else frame["collected_at"], utc=True)
 
 
 def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):
@@ -299,12 +322,15 @@ def _before_after(run, tmp):
 
 def rules_in_time(bundle_dir, rows, classes, calibration):
     """Every prior rule's calibrator of the published fit (fitted on the same out-of-fold slices)
-    applied to the outer newest rows: what the backtest inside the window chose among, in time."""
+    applied to the outer newest rows: what the backtest inside the window chose among, in time.
+    The rows are given as served, with their structured fields (as :func:`bundle_metrics`): an
+    XGBoost winner's dense input reads them, so texts alone would score another model."""
     from hhpulse.model.bundle import load_bundle
     from hhpulse.model.calibration import Calibrator
+    from hhpulse.model.dataset import instances
     from hhpulse.model.evaluate import classification_metrics
 
-    raw = load_bundle(bundle_dir).predict_proba(rows[FIELDS].to_dict("records"), calibrated=False)["salary"]
+    raw = load_bundle(bundle_dir).predict_proba(instances(rows), calibrated=False)["salary"]
     out = {}
     for rule, c in (calibration.get("candidates") or {}).items():
         cal = Calibrator(list(classes), c["method"], c["temperature"], [c["bias"][k] for k in classes])
@@ -313,18 +339,19 @@ def rules_in_time(bundle_dir, rows, classes, calibration):
     return out
 
 
-def window_protocol(hist, rates, ds):
-    """Train hhpulse on the older 85% by published_at (its own 70/15/15 split inside), and test
-    the published bundle on the newest 15%, against TF-IDF + LR (balanced) fitted on the same 85%."""
+def window_protocol(hist, rates, ds, order: str = "sighting"):
+    """Train hhpulse on the older 85% in ``order`` (see :func:`window_split`; its own 70/15/15
+    split inside), and test the published bundle on the newest 15%, against TF-IDF + LR
+    (balanced) fitted on the same 85%."""
     import json
     import tempfile
 
     from hhpulse.flows.workflow import train_candidates
 
-    train_hist, train, test = window_split(hist, ds)
+    train_hist, train, test = window_split(hist, ds, order=order)
     classes = ds.tasks["salary"].classes
     run = train_candidates(train_hist, rates, device="cpu")
-    out = {"rows": {"window": len(train), "test": len(test)}}
+    out = {"order": order, "rows": {"window": len(train), "test": len(test)}, "dated": _dated(run, test)}
     with tempfile.TemporaryDirectory(prefix="hhpulse-bench-") as tmp:
         for name, rep in zip(("before", "after"), _before_after(run, tmp), strict=True):
             out[name] = {
@@ -339,6 +366,13 @@ def window_protocol(hist, rates, ds):
     out["baseline"]["resp"] = tfidf_lr_balanced(train, test, classes, FIELDS, ["responsibility"])
     out["candidates"] = candidates_on(run, test)
     return out
+
+
+def _dated(run, test):
+    """The share of rows with a published_at: the calibration slices inside the window, the outer test."""
+    td = run.dataset.tasks["salary"]
+    share = lambda f: float(f["published_at"].notna().mean()) if len(f) else None  # noqa: E731
+    return {"val": share(td.part("val")), "test": share(td.part("test")), "outer test": share(test)}
 
 
 def candidates_on(run, rows):
@@ -402,9 +436,15 @@ GOAL_RESP_MARGIN = 0.01
 
 
 def print_window(w) -> None:
+    by = ORDERS[w["order"]]
     print(
-        f"\n(e) published model on the newest 15% by published_at ({w['rows']['test']} salary rows), "
+        f"\n(e{'' if w['order'] == 'sighting' else chr(39)}) published model on the newest 15% {by} ({w['rows']['test']} salary rows), "
         f"trained on the older 85% ({w['rows']['window']} rows); TF-IDF + LR (balanced) fitted in this run on the same 85%"
+    )
+    print(
+        "  rows with a published_at: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in w["dated"].items() if v is not None)
+        + " (val and test: the calibration slices inside the window)"
     )
     print(f"{'model':<58} {'AUC ovo':>8} {'ECE':>7} {'mix err':>8} {'AUC resp':>9}")
 
@@ -482,22 +522,33 @@ def print_dev(d) -> None:
         )
 
 
+ORDERS = {"sighting": "in hhpulse's time order", "published_at": "by published_at (the first protocol)"}
+
+
 def published_fit(hist, rates, ds) -> None:
-    """Both protocols of the published fit, with the before and after figures of this run."""
-    w = window_protocol(hist, rates, ds)
-    print_window(w)
+    """Both protocols of the published fit, with the before and after figures of this run: (e) the
+    window in hhpulse's own time order, (e') the first protocol's window by published_at."""
+    windows = [window_protocol(hist, rates, ds, order=o) for o in ORDERS]
+    for w in windows:
+        print_window(w)
     d = dev_protocol(hist, rates, ds)
     print_dev(d)
-    print_xgboost(d, w)
+    print_xgboost(d, windows)
 
 
-def print_xgboost(d, w) -> None:
-    """(g): the XGBoost salary candidate against the baseline LR on the same rows, both protocols."""
+def print_xgboost(d, windows) -> None:
+    """(g): the XGBoost salary candidate against the baseline LR on the same rows, every protocol."""
     print("\n(g) salary test ROC AUC (OvO) on the same rows: XGBoost candidate against the baseline LR")
     print(f"{'protocol':<46} {'candidate':<22} {'kind':<8} {'AUC':>7} {'train s':>8} {'inputs':>7}")
     for label, cands in (
         ("dev time split (70/15/15), its test rows", d["trained"]),
-        (f"newest 15% ({w['rows']['test']} rows), trained on 85%", w["candidates"]),
+        *(
+            (
+                f"newest 15%{'' if w['order'] == 'sighting' else ' by published_at'} ({w['rows']['test']} rows)",
+                w["candidates"],
+            )
+            for w in windows
+        ),
     ):
         for name, (kind, auc, info) in sorted(cands.items()):
             print(
