@@ -24,8 +24,9 @@ Time-ordered split of ../shared/data/hh/vacancies_dev.api.jsonl.gz; both tasks, 
     responsibility alone. Goal: the winner's responsibility-only AUC >= the baseline's + 0.01.
 (g) XGBoost against the baseline logistic regression (hhpulse's TF-IDF + LR baseline candidate)
     on the same rows: the salary test AUC of each candidate's held-out fit on the dev time split,
-    and on the newest 15% for the candidates trained on the older 85% (the run of (e)); with the XGBoost candidate's training time and its dense input's width. Goal: the
-    XGBoost candidate's AUC >= the baseline's on both.
+    and on the newest 15% for the candidates trained on the older 85% (the runs of (e) and (e'));
+    with the XGBoost candidate's training time and its dense input's width. Goal: the XGBoost
+    candidate's AUC >= the baseline's on each.
 """
 
 from __future__ import annotations
