@@ -223,6 +223,24 @@ def test_fast_trees_give_xgboost_s_own_answers():
         T[rng.random(T.shape) < 0.3] = np.nan
         np.testing.assert_array_equal(fast.margin(T), booster.inplace_predict(T, predict_type="margin"))
         np.testing.assert_allclose(fast.proba(T), booster.inplace_predict(T), rtol=0, atol=2e-7)
+        # one row alone (Python floats, few numpy calls) gets exactly its row of many
+        many = fast.proba(T)
+        for i in range(len(T)):
+            np.testing.assert_array_equal(fast.proba(T[i : i + 1]), many[i : i + 1])
+
+
+def test_one_row_s_tree_softmax_is_the_float32_softmax_of_many_rows():
+    from hhpulse.model.train import softprob
+
+    rng = np.random.default_rng(1)
+    for k in (2, 3, 4, 9):
+        # margins of every size, ties, and differences past float32's exp range
+        z = (rng.normal(size=(4000, k)) * rng.choice([0.01, 1, 10, 100], size=(4000, 1))).astype(np.float32)
+        z[::7, 0] = z[::7, -1]
+        many = softprob(z)
+        assert np.isfinite(many).all() and (many[:, 0] > 0).any() and (many == 0).any()
+        np.testing.assert_array_equal(np.vstack([softprob(z[i : i + 1]) for i in range(len(z))]), many)
+    assert np.isnan(softprob(np.array([[0.5, np.nan, 1.0]], dtype=np.float32))).all()
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -399,16 +401,36 @@ class FastTrees:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """XGBoost's ``multi:softprob`` output of the rows ``x`` (its float32 softmax)."""
-        z = self.margin(x)
-        # as XGBoost's softmax: expf (correctly rounded: exp in float64, rounded once to float32),
-        # the sum in double, each divided by the sum as a float (0.9993 of 16,000 values equal to
-        # the bit, the rest 1 ulp apart)
-        if z.shape[0] == 1:  # the same operations with fewer numpy calls (a call costs more than a row)
-            e = np.exp((z[0] - z[0].max()).astype(np.float64)).astype(np.float32)
-            return (e / np.float32(np.cumsum(e.astype(np.float64))[-1]))[None, :].astype(np.float64)
-        e = np.exp((z - z.max(axis=1, keepdims=True)).astype(np.float64)).astype(np.float32)
-        total = np.cumsum(e.astype(np.float64), axis=1)[:, -1:].astype(np.float32)
-        return (e / total).astype(np.float64)
+        return softprob(self.margin(x))
+
+
+def softprob(z: np.ndarray) -> np.ndarray:
+    """XGBoost's softmax of float32 margins (rows x cohorts), as float64: expf (correctly
+    rounded: exp in double, rounded once to float32), the sum in double, each value divided by
+    the sum as a float (0.9993 of 16,000 values equal to XGBoost's to the bit, the rest 1 ulp
+    apart). One row (the predictor's call) in plain Python, with the same bits."""
+    if z.shape[0] == 1:
+        return np.array([softprob_row(z[0].tolist())])
+    e = np.exp((z - z.max(axis=1, keepdims=True)).astype(np.float64)).astype(np.float32)
+    total = np.cumsum(e.astype(np.float64), axis=1)[:, -1:].astype(np.float32)
+    return (e / total).astype(np.float64)
+
+
+def softprob_row(z: Sequence[float]) -> list[float]:
+    """:func:`softprob` of one row of float32 margins, as Python floats, in one numpy call
+    instead of a dozen: the same steps. A float32 difference or quotient is the double one
+    rounded once to float32 (a double has more than twice float32's digits, so rounding twice
+    gives what rounding once does), and ``array("f")`` rounds to nearest."""
+    if any(v != v for v in z):
+        return [math.nan] * len(z)
+    top = max(z)
+    d = array("f", [v - top for v in z]).tolist()  # the float32 differences, as doubles
+    e = array("f", np.exp(d).tolist())  # exp in double, rounded once to float32
+    total = 0.0
+    for v in e:  # the sum in double, in order, as the cumulative sum
+        total += v
+    t32 = array("f", [total])[0]
+    return array("f", [v / t32 for v in e]).tolist()
 
 
 TABLE_DEPTH = 4  # up to this depth one row's trees are walked by a table of 2**(2**depth - 1) leaves
