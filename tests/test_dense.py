@@ -255,6 +255,24 @@ def trained(demo_store):
     return vec, sets["salary"], fit_on(sets["salary"], cfg, device="cpu")
 
 
+def test_the_test_figure_s_interval_is_taken_on_the_rows_the_figure_was(trained, demo_store):
+    """The model card's interval of an XGBoost winner's test figure reads the structured
+    fields too: on texts alone its dense input would score another model."""
+    from hhpulse.data.history_store import load_history, rates_by_run
+    from hhpulse.flows.workflow import test_intervals
+    from hhpulse.model.evaluate import classification_metrics
+
+    vec, fs, cand = trained
+    ds = build_dataset(load_history(demo_store), rates_by_run(demo_store))
+    figure = classification_metrics(
+        fs.y["test"], cand.predict_proba(fs.X["test"], fs.part_rows("test")), cand.classes
+    )
+    iv = test_intervals(ds, vec, {"salary": cand})["salary"]
+    assert iv["rows"] == len(fs.y["test"])
+    assert iv["value"] == pytest.approx(figure["roc_auc_ovo"], abs=1e-6)
+    assert iv["low"] <= iv["value"] <= iv["high"]
+
+
 def test_a_dense_candidate_trains_on_out_of_fold_scores_and_the_copies(trained, tmp_path):
     vec, fs, cand = trained
     assert cand.info["input"] == "dense" and cand.info["train_rows"] == 2 * fs.train_rows

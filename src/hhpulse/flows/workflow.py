@@ -24,6 +24,7 @@ from hhpulse.model.bundle import ModelBundle, build_bundle, git_commit
 from hhpulse.model.dataset import (
     Dataset,
     build_dataset,
+    instance_frame,
     instances,
     resolved_labels,
     young_history,
@@ -204,13 +205,16 @@ def bundle_from_results(
 
 def test_intervals(dataset: Dataset, vectorizer: Any, winners: Mapping[str, Any]) -> dict[str, Any]:
     """Per task, the winner's test ROC AUC (OvO) with its stratified bootstrap interval: how far
-    the offline figure can be trusted (a young history's test set is small and easy)."""
+    the offline figure can be trusted (a young history's test set is small and easy). The rows
+    are given whole, texts and structured fields, as for the test figure itself: an XGBoost
+    winner's dense input reads the structured fields."""
     out: dict[str, Any] = {}
     for task, model in winners.items():
         rows = dataset.tasks[task].part("test")
         if rows.empty:
             continue
-        proba = model.predict_proba(vectorizer.transform(rows[["responsibility", "name", "requirement"]]))
+        X = vectorizer.transform(rows[["responsibility", "name", "requirement"]].to_dict("records"))
+        proba = model.predict_proba(X, instance_frame(rows))
         out[task] = metric_interval(rows["label"].astype(str).tolist(), proba, dataset.tasks[task].classes)
     return out
 
