@@ -307,8 +307,8 @@ def weekly_calibration(rows: pd.DataFrame, proba: np.ndarray, classes: Sequence[
     of the window (the Monday, UTC), oldest first. A row's week is that of its first sighting
     (``first_seen``, else ``collected_at``), the time the window's split orders rows by (see
     :func:`hhpulse.model.dataset.time_order`), else of its ``published_at``; rows with none of
-    them apart, as ``unknown``. (By publication alone, a dump whose records are not all API
-    items put four fifths of its out-of-fold rows in ``unknown``.)"""
+    them apart, as ``unknown``. (By publication alone, the real dump's out-of-fold rows, most of
+    them records that are not API items, fell into ``unknown``.)"""
     when = None
     for col in ("first_seen", "collected_at", "published_at"):
         if col in rows:
