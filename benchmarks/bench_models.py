@@ -257,7 +257,8 @@ def window_split(hist, ds, test_share: float = 0.15, order: str = "sighting"):
         undated = when.isna()  # cannot be placed in time: into the window, as before
     elif order == "sighting":
         ordered = rows.assign(_t=_sighting(rows), _r=time_order(rows)).sort_values("_r").drop(columns="_r")
-        when, undated = _sighting(hist), pd.Series(False, index=hist.index)
+        when = _sighting(hist)
+        undated = when.isna()  # sorted first by time_order: into the window (none in the dump)
     else:
         raise ValueError(f"unknown window order {order!r}: sighting or published_at")
     n_test = int(round(len(ordered) * test_share))
@@ -437,9 +438,9 @@ GOAL_RESP_MARGIN = 0.01
 
 
 def print_window(w) -> None:
-    by = ORDERS[w["order"]]
+    label, by = ORDERS[w["order"]]
     print(
-        f"\n(e{'' if w['order'] == 'sighting' else chr(39)}) published model on the newest 15% {by} ({w['rows']['test']} salary rows), "
+        f"\n{label} published model on the newest 15% {by} ({w['rows']['test']} salary rows), "
         f"trained on the older 85% ({w['rows']['window']} rows); TF-IDF + LR (balanced) fitted in this run on the same 85%"
     )
     print(
@@ -523,7 +524,10 @@ def print_dev(d) -> None:
         )
 
 
-ORDERS = {"sighting": "in hhpulse's time order", "published_at": "by published_at (the first protocol)"}
+ORDERS = {  # the window's time order: (its part of the output, what it orders by)
+    "sighting": ("(e)", "in hhpulse's time order"),
+    "published_at": ("(e')", "by published_at (the first protocol)"),
+}
 
 
 def published_fit(hist, rates, ds) -> None:
