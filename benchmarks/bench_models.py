@@ -247,7 +247,7 @@ def window_split(hist, ds, test_share: float = 0.15, order: str = "sighting"):
     row of those slices has a published_at, and every outer test row has one."""
     import pandas as pd
 
-    from hhpulse.model.dataset import time_order
+    from hhpulse.model.dataset import sighting_time, time_order
 
     rows = ds.tasks["salary"].frame
     if order == "published_at":
@@ -256,8 +256,10 @@ def window_split(hist, ds, test_share: float = 0.15, order: str = "sighting"):
         when = pd.to_datetime(hist["published_at"], utc=True)
         undated = when.isna()  # cannot be placed in time: into the window, as before
     elif order == "sighting":
-        ordered = rows.assign(_t=_sighting(rows), _r=time_order(rows)).sort_values("_r").drop(columns="_r")
-        when = _sighting(hist)
+        ordered = (
+            rows.assign(_t=sighting_time(rows), _r=time_order(rows)).sort_values("_r").drop(columns="_r")
+        )
+        when = sighting_time(hist)
         undated = when.isna()  # sorted first by time_order: into the window (none in the dump)
     else:
         raise ValueError(f"unknown window order {order!r}: sighting or published_at")
@@ -267,13 +269,6 @@ def window_split(hist, ds, test_share: float = 0.15, order: str = "sighting"):
     test_ids = set(test["id"].astype(str))
     keep = ((when <= cut) | undated) & ~hist["id"].astype(str).isin(test_ids)
     return hist[keep].reset_index(drop=True), train.drop(columns="_t"), test.drop(columns="_t")
-
-
-def _sighting(frame):
-    """A row's first sighting (``first_seen``, else ``collected_at``), as hhpulse orders time."""
-    import pandas as pd
-
-    return pd.to_datetime(frame["first_seen"] if "first_seen" in frame else frame["collected_at"], utc=True)
 
 
 def tfidf_lr_balanced(train, test, classes, fit_fields, test_fields=None):

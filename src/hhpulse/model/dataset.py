@@ -273,14 +273,19 @@ def _absent(v: Any) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
 
 
+def sighting_time(frame: pd.DataFrame) -> pd.Series:
+    """Each row's first sighting (``first_seen``, else ``collected_at``), UTC: the time
+    :func:`time_order` orders rows by first."""
+    return pd.to_datetime(frame["first_seen"] if "first_seen" in frame else frame["collected_at"], utc=True)
+
+
 def time_order(frame: pd.DataFrame) -> np.ndarray:
-    """Each row's rank in time (0: oldest): by first sighting (``first_seen``, else
-    ``collected_at``), then ``published_at``, then id; rows without a time sort first."""
+    """Each row's rank in time (0: oldest): by first sighting (:func:`sighting_time`), then
+    ``published_at``, then id; rows without a time sort first."""
     n = len(frame)
-    first = pd.to_datetime(frame["first_seen"] if "first_seen" in frame else frame["collected_at"], utc=True)
     keys = pd.DataFrame(
         {
-            "c": first.to_numpy(),
+            "c": sighting_time(frame).to_numpy(),
             "p": pd.to_datetime(frame["published_at"], utc=True).to_numpy(),
             "id": frame["id"].astype(str).to_numpy(),
             "i": np.arange(n),
